@@ -1,0 +1,46 @@
+"""adaptive_runner: run many adaptive learners on HPC clusters as resumable job arrays."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adaptive_runner.errors import AdaptiveRunnerError, ConfigError
+    from adaptive_runner.log_parser import parse_logs
+    from adaptive_runner.run_manager import RunManager
+    from adaptive_runner.schedulers.local import Local
+    from adaptive_runner.schedulers.pbs import PBS
+    from adaptive_runner.schedulers.slurm import SLURM
+
+__version__ = "0.1.0"
+
+# Public name -> module. Loaded on first access so that `python -m adaptive_runner.worker`
+# (which imports this package first) does not pay for jinja2, ipywidgets or the managers.
+_PUBLIC = {
+    "RunManager": "adaptive_runner.run_manager",
+    "Local": "adaptive_runner.schedulers.local",
+    "SLURM": "adaptive_runner.schedulers.slurm",
+    "PBS": "adaptive_runner.schedulers.pbs",
+    "AdaptiveRunnerError": "adaptive_runner.errors",
+    "ConfigError": "adaptive_runner.errors",
+    "parse_logs": "adaptive_runner.log_parser",
+}
+
+__all__ = [
+    "PBS",
+    "SLURM",
+    "AdaptiveRunnerError",
+    "ConfigError",
+    "Local",
+    "RunManager",
+    "__version__",
+    "parse_logs",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (PEP 562)."""
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'adaptive_runner' has no attribute {name!r}")

@@ -1,0 +1,356 @@
+"""The `adaptive-runner` command: status, cancel, logs, serve and demo.
+
+Every command that takes RUN_DIR exits with code 2 (and says why) when RUN_DIR is not a run
+directory. Heavy modules are imported inside the commands, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from adaptive_runner.errors import ConfigError
+from adaptive_runner.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from adaptive_runner.database import LearnerRow, TaskRow
+    from adaptive_runner.log_parser import LineReader, TaskRecord
+
+FOLLOW_INTERVAL_S = 1.0
+# Status-file flags, in the spirit of disBatch's E/R: R the task did not end cleanly (it
+# failed, or was lost, expired or killed: non-zero or unknown exit), K killed by
+# kill_on_error, C cancelled by the user, E its own output (in its log) holds error lines.
+_NOT_CLEAN = frozenset({"failed", "lost", "expired", "killed"})
+_EXIT_CODES = {"done": "0", "released": "0", "failed": "1"}  # the worker's documented codes
+_MULTILINE_KEYS = ("traceback", "exception")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adaptive-runner", description="Run adaptive learners as resumable job arrays."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run 8 learners on the embedded Local scheduler")
+    demo.add_argument("--dir", type=Path, default=Path("adaptive-runner-demo"), help="where")
+    serve = sub.add_parser(
+        "serve", help="run the managers of RUN_DIR until the run ends (e.g. in tmux)"
+    )
+    serve.add_argument("run_dir", type=Path)
+    status = sub.add_parser("status", help="one line per learner, like squeue")
+    status.add_argument("run_dir", type=Path)
+    status.add_argument(
+        "--format",
+        choices=("table", "tsv"),
+        default="table",
+        help="tsv: a status file, one line per task (flags, learner, task, host, pid, exit "
+        "code, elapsed, start, finish, attempts), like disBatch's",
+    )
+    cancel = sub.add_parser("cancel", help="cancel the run, or some learners, and their jobs")
+    cancel.add_argument("run_dir", type=Path)
+    cancel.add_argument(
+        "--learner",
+        type=int,
+        nargs="+",
+        action="extend",
+        metavar="N",
+        help="cancel only these learners (default: the whole run)",
+    )
+    logs = sub.add_parser("logs", help="the job logs of all tasks, merged in time order")
+    logs.add_argument("run_dir", type=Path)
+    logs.add_argument("--task", metavar="ID", help="only this array task (e.g. 123_4, L1_0)")
+    logs.add_argument(
+        "--follow", "-f", action="store_true", help="keep printing new lines until the run ends"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    commands = {
+        "demo": _demo,
+        "serve": _serve,
+        "status": _status,
+        "cancel": _cancel,
+        "logs": _logs,
+    }
+    try:
+        return commands[args.command](args)
+    except ConfigError as e:
+        print(f"adaptive-runner: {e}", file=sys.stderr)
+        return 2
+
+
+def _run_dir(path: Path) -> RunDir:
+    """``path`` as a run directory; ConfigError (exit 2) if it is none."""
+    run_dir = RunDir(path)
+    run_dir.read_config()
+    if not run_dir.database.is_file():
+        raise ConfigError(f"{run_dir.path} is not a run directory (no state.sqlite)")
+    return run_dir
+
+
+def _progress(**kwargs: Any) -> Any:
+    """A tqdm progress bar on stderr, shown only on a terminal."""
+    from tqdm import tqdm  # noqa: PLC0415 - only the long commands need it
+
+    return tqdm(file=sys.stderr, disable=None, dynamic_ncols=True, **kwargs)
+
+
+# -- demo and serve ------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from adaptive_runner.demo import run_demo  # noqa: PLC0415 - load only what runs
+
+    return run_demo(args.dir)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from adaptive_runner.run_manager import RunManager  # noqa: PLC0415 - load only what runs
+
+    _run_dir(args.run_dir)
+    rm = RunManager.resume(args.run_dir)
+    print(f"serving {rm.run_dir.path}; Ctrl-C stops the managers, jobs keep running")
+    try:
+        with _progress(total=len(rm.fnames), desc="learners finished", unit="learner") as bar:
+            while rm.job_manager is not None and not rm.job_manager.wait(1.0):
+                counts = rm.status()
+                bar.update(counts["done"] + counts["failed"] + counts["cancelled"] - bar.n)
+    except KeyboardInterrupt:
+        rm.stop()
+        print("managers stopped; `adaptive-runner serve` again to continue", file=sys.stderr)
+        return 130
+    all_done = rm.wait()
+    counts = rm.status()
+    print(", ".join(f"{n} {state}" for state, n in counts.items()))
+    return 0 if all_done else 1
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> int:
+    from adaptive_runner.database import Database  # noqa: PLC0415 - load only what runs
+
+    run_dir = _run_dir(args.run_dir)
+    with Database.open(run_dir.database) as db:
+        counts = db.counts()
+        if args.format == "tsv":
+            tasks = db.tasks()
+        else:
+            learners = db.learners()
+    if args.format == "tsv":
+        from adaptive_runner.log_parser import LogParser  # noqa: PLC0415 - same reason
+
+        records = {r.task: r for r in LogParser(run_dir).parse()}
+        sys.stdout.writelines(_status_file(tasks, records, now=time.time()))
+        return 0
+    print(_table(learners, now=time.time()))
+    print(f"{sum(counts.values())} learners: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
+
+
+def _table(learners: list[LearnerRow], *, now: float) -> str:
+    header = ("LEARNER", "STATE", "TASK", "HOST", "NPOINTS", "LOSS", "ATTEMPTS", "HEARTBEAT")
+    rows = [header]
+    for row in learners:
+        running = row.state == "running" and row.last_heartbeat is not None
+        rows.append(
+            (
+                str(row.index),
+                str(row.state),
+                row.task or "-",
+                row.host or "-",
+                "-" if row.npoints is None else str(row.npoints),
+                "-" if row.loss is None else f"{row.loss:.4g}",
+                str(row.attempts),
+                _age(now - row.last_heartbeat) if running and row.last_heartbeat else "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    numeric = {0, 4, 5, 6}  # right-aligned, like squeue's numbers
+    return "\n".join(
+        "  ".join(
+            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+            for i, cell in enumerate(r)
+        ).rstrip()
+        for r in rows
+    )
+
+
+def _age(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``: how long ago the last heartbeat came."""
+    s = max(0, int(seconds))
+    if s < 60:  # noqa: PLR2004 - a minute
+        return f"{s}s"
+    if s < 3600:  # noqa: PLR2004 - an hour
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _status_file(
+    tasks: list[TaskRow], records: dict[str, TaskRecord], *, now: float
+) -> Iterable[str]:
+    """Tab-separated lines, one per task that held a learner (epoch seconds, like disBatch)."""
+    yield "#flags\tlearner\ttask\thost\tpid\texit_code\telapsed_s\tstart\tfinish\tattempts\n"
+    for t in tasks:
+        outcome = t.outcome or ""
+        record = records.get(t.task)
+        flags = "".join(
+            flag
+            for flag, on in (
+                ("R", outcome in _NOT_CLEAN),
+                ("K", outcome == "killed"),
+                ("C", outcome == "cancelled"),
+                ("E", record is not None and bool(record.output_errors)),
+            )
+            if on
+        )
+        end = now if t.finished is None else t.finished
+        fields = (
+            flags,
+            str(t.learner),
+            t.task,
+            t.host or "",
+            "" if t.pid is None else str(t.pid),
+            _EXIT_CODES.get(outcome, ""),
+            f"{end - t.started:.3f}",
+            f"{t.started:.3f}",
+            "" if t.finished is None else f"{t.finished:.3f}",
+            str(t.attempt),
+        )
+        yield "\t".join(fields) + "\n"
+
+
+# -- cancel --------------------------------------------------------------------------------
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from adaptive_runner.run_manager import RunManager  # noqa: PLC0415 - load only what runs
+
+    _run_dir(args.run_dir)
+    rm = RunManager.open(args.run_dir)
+    rm.cancel(args.learner)
+    what = "the run" if args.learner is None else "learners " + " ".join(map(str, args.learner))
+    counts = rm.status()
+    print(f"cancelled {what}; " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from adaptive_runner.database import Database  # noqa: PLC0415 - load only what runs
+    from adaptive_runner.log_parser import LineReader  # noqa: PLC0415 - same reason
+
+    run_dir = _run_dir(args.run_dir)
+    if args.task is not None and not args.follow and not run_dir.task_log(args.task).is_file():
+        print(
+            f"adaptive-runner: no log for task {args.task} in {run_dir.logs_dir}", file=sys.stderr
+        )
+        return 1
+    reader = LineReader()
+    paths = _log_paths(run_dir, args.task)
+    _print_events(_read_events(reader, _progress(iterable=paths, desc="reading logs", unit="log")))
+    if not args.follow:
+        return 0
+    try:
+        while True:
+            with Database.open(run_dir.database) as db:
+                counts = db.counts()
+            finished = counts["waiting"] == 0 and counts["running"] == 0
+            _print_events(_read_events(reader, _log_paths(run_dir, args.task)))
+            if finished:
+                return 0
+            time.sleep(FOLLOW_INTERVAL_S)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _log_paths(run_dir: RunDir, task: str | None) -> list[Path]:
+    if task is not None:
+        return [run_dir.task_log(task)]
+    return sorted(run_dir.logs_dir.glob("*.log"))
+
+
+def _read_events(reader: LineReader, paths: Iterable[Path]) -> list[tuple[float, str]]:
+    """(time, formatted line) of every complete line added to ``paths`` since the last read.
+
+    A line of the task's own output takes the time of the event before it in its log (or of
+    the first event after it), so that it stays in place when the logs are merged.
+    """
+    from adaptive_runner.log_parser import split_event  # noqa: PLC0415 - see _logs
+
+    events: list[tuple[float, str]] = []
+    for path in paths:
+        new = reader.read(path)
+        if new is None:
+            continue
+        task = path.name.removesuffix(".log")
+        last: float | None = None
+        undated: list[str] = []  # output before the first event of this read
+        for line in new.lines:
+            output, event = split_event(line)
+            if event is None or output.strip():
+                text = f"{'':27} {task} {output.decode('utf-8', 'replace')}\n"
+                if last is None:
+                    undated.append(text)
+                else:
+                    events.append((last, text))
+            if event is not None:
+                stamp = _epoch(event.get("timestamp"))
+                if last is None:
+                    events += [(stamp, text) for text in undated]
+                    undated = []
+                last = stamp
+                events.append((stamp, _format_event(task, event)))
+        events += [(0.0, text) for text in undated]  # no event to date them by: first
+    events.sort(key=lambda e: e[0])  # stable: the lines of one task keep their order
+    return events
+
+
+def _epoch(timestamp: Any) -> float:
+    """An ISO 8601 timestamp as epoch seconds (0 if missing or malformed: sorts first)."""
+    if not isinstance(timestamp, str):
+        return 0.0
+    try:
+        return datetime.fromisoformat(timestamp).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _print_events(events: list[tuple[float, str]]) -> None:
+    sys.stdout.writelines(text for _, text in events)
+    sys.stdout.flush()
+
+
+def _format_event(task: str, event: dict[str, Any]) -> str:
+    """``time task level event key=value ...``, a traceback indented below."""
+    head = (
+        f"{event.pop('timestamp', ''):27} {task} {event.pop('level', ''):7} "
+        f"{event.pop('event', '')}"
+    )
+    event.pop("task", None)
+    blocks = [event.pop(key) for key in _MULTILINE_KEYS if isinstance(event.get(key), str)]
+    pairs = "".join(f" {key}={_value(value)}" for key, value in event.items())
+    tail = "".join("\n" + "\n".join("    " + x for x in block.splitlines()) for block in blocks)
+    return head + pairs + tail + "\n"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, str) and value and not any(c.isspace() for c in value):
+        return value
+    return json.dumps(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

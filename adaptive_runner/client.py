@@ -1,0 +1,215 @@
+"""The job side of the wire protocol: a CURVE REQ socket with timeouts, backoff and retries.
+
+Retrying is safe because the database manager treats a repeated request from the same task as
+the same request. Only zmq and stdlib are imported (no asyncio, so no structlog): retries are
+logged with stdlib logging, which without configuration prints warnings to stderr, i.e. to the
+task's log file (logs/<task>.log).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Final, Self
+
+import zmq
+
+from adaptive_runner.auth import Keys, load_keys
+from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError, ProtocolError
+from adaptive_runner.protocol import (
+    Assignment,
+    Claim,
+    Done,
+    Fail,
+    Heartbeat,
+    Release,
+    Request,
+    Status,
+    decode_reply,
+    encode_request,
+)
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from adaptive_runner.run_dir import RunDir
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT_BYTES: Final = 16 * 1024  # tracebacks and reasons are cut to their last 16 KiB
+_FIRST_DELAY_S: Final = 0.5
+_MAX_DELAY_S: Final = 30.0
+
+
+def _tail(text: str) -> str:
+    """The end of ``text`` (where a traceback says what happened), at most 16 KiB of UTF-8."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= MAX_TEXT_BYTES:
+        return text
+    return "[...]" + data[-MAX_TEXT_BYTES:].decode("utf-8", errors="ignore")
+
+
+class Client:
+    """Talks to the run's database manager on behalf of one array task.
+
+    Parameters
+    ----------
+    run_dir
+        The run: its keys authenticate us, its run.json says where the manager listens.
+    task_id
+        This array task's id, as the scheduler's ``task_identity()`` gives it.
+    timeout_s
+        How long to wait for one reply before trying again on a fresh socket.
+    patience_s
+        How long to keep trying (re-reading run.json each time, since a restarted manager
+        listens on a new port) before raising ManagerUnreachableError.
+
+    """
+
+    def __init__(
+        self, run_dir: RunDir, task_id: str, *, timeout_s: float = 10.0, patience_s: float = 3600.0
+    ) -> None:
+        self.run_dir = run_dir
+        self.task_id = task_id
+        self.timeout_s = timeout_s
+        self.patience_s = patience_s
+        self._keys: Keys | None = None
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._socket: zmq.Socket[bytes] | None = None
+        self._url = ""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def claim(self, *, host: str, pid: int, group: int = 0) -> Assignment | None:
+        """Get a learner of ``group`` to work on, or None when there is no work left for it."""
+        reply = self._request(Claim(self.task_id, host, pid, group))
+        if reply["ok"]:
+            learner, fname = reply.get("learner"), reply.get("fname")
+            if type(learner) is not int or type(fname) is not str:
+                raise ProtocolError(f"claim reply without int learner and str fname: {reply}")
+            return Assignment(learner, fname)
+        if reply["code"] == "no_work":
+            return None
+        raise _server_error(reply)
+
+    def heartbeat(
+        self, learner: int, *, npoints: int, loss: float | None, cpu: float, memory: int
+    ) -> bool:
+        """Report progress; False means this task no longer holds the learner: stop, do not save."""
+        return self._held(
+            self._request(Heartbeat(self.task_id, learner, npoints, loss, cpu, memory))
+        )
+
+    def done(self, learner: int, *, npoints: int, loss: float | None) -> None:
+        """Report that the learner reached its goal (after its final save)."""
+        self._end(learner, Done(self.task_id, learner, npoints, loss))
+
+    def release(self, learner: int, *, reason: str) -> None:
+        """Give the learner back after an orderly stop (SIGTERM, time limit); not a failure."""
+        self._end(learner, Release(self.task_id, learner, _tail(reason)))
+
+    def fail(self, learner: int, *, error: str) -> None:
+        """Report that the learner raised; ``error`` (the traceback) is cut to its last 16 KiB."""
+        self._end(learner, Fail(self.task_id, learner, _tail(error)))
+
+    def status(self) -> dict[str, int]:
+        """The number of learners in each state."""
+        reply = self._request(Status())
+        if not reply["ok"]:
+            raise _server_error(reply)
+        counts = reply.get("counts")
+        if not isinstance(counts, dict) or not all(type(n) is int for n in counts.values()):
+            raise ProtocolError(f"status reply without integer counts: {reply}")
+        return counts
+
+    def close(self) -> None:
+        """Close the socket and its context; the client may be used again afterwards."""
+        self._discard_socket()
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+
+    def _end(self, learner: int, request: Request) -> None:
+        if not self._held(self._request(request)):
+            # The manager already gave the learner to someone else (or cancelled it); what
+            # this task did is not recorded. Nothing for the worker to do but to exit.
+            log.warning(
+                "%s of learner %d not recorded: this task no longer holds it", request.op, learner
+            )
+
+    def _held(self, reply: dict[str, Any]) -> bool:
+        if reply["ok"]:
+            return True
+        if reply["code"] == "not_owner":
+            return False
+        raise _server_error(reply)
+
+    def _request(self, request: Request) -> dict[str, Any]:
+        """Send until a reply comes; a fresh socket per try, since REQ sockets are lockstep."""
+        payload = encode_request(request)
+        deadline = time.monotonic() + self.patience_s
+        delay = _FIRST_DELAY_S
+        while True:
+            socket = self._connect()
+            if socket is not None:
+                socket.send(payload)
+                if socket.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+                    return decode_reply(socket.recv())
+                self._discard_socket()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ManagerUnreachableError(
+                    f"the database manager at {self._url or '(no url in run.json yet)'} did not "
+                    f"answer {request.op!r} for {self.patience_s:g} s; is the run manager "
+                    f"running? Its url is read from {self.run_dir.config_file}"
+                )
+            wait = min(delay, left)
+            log.warning(
+                "no reply to %r from the database manager at %s within %g s; retrying in %.1f s",
+                request.op,
+                self._url or "(no url in run.json yet)",
+                self.timeout_s,
+                wait,
+            )
+            time.sleep(wait)
+            delay = min(2 * delay, _MAX_DELAY_S)
+
+    def _connect(self) -> zmq.Socket[bytes] | None:
+        """The current socket, or a new one to the url run.json names now (None: no url yet)."""
+        if self._socket is not None:
+            return self._socket
+        self._url = self.run_dir.read_config().url
+        if not self._url:
+            return None
+        if self._keys is None:
+            self._keys = load_keys(self.run_dir.keys_dir)
+        if self._context is None:
+            self._context = zmq.Context()
+        socket = self._context.socket(zmq.REQ)
+        socket.linger = 0
+        socket.curve_secretkey = self._keys.client_secret
+        socket.curve_publickey = self._keys.client_public
+        socket.curve_serverkey = self._keys.server_public
+        socket.connect(self._url)
+        self._socket = socket
+        return socket
+
+    def _discard_socket(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+
+def _server_error(reply: dict[str, Any]) -> AdaptiveRunnerError:
+    if reply["code"] == "bad_request":
+        return ProtocolError(f"the database manager refused our request: {reply['error']}")
+    return AdaptiveRunnerError(f"database manager error ({reply['code']}): {reply['error']}")

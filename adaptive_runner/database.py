@@ -1,0 +1,553 @@
+"""The run's sqlite state (learners, dependencies, arrays, tasks, events) and state machine."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from adaptive_runner.database_schema import (
+    CLAIM,
+    CLAIMABLE,
+    DROP,
+    ROW_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SORT_KEYS,
+    LearnerRow,
+    LearnerState,
+    TaskRow,
+    add_event,
+    as_index,
+    connect,
+    finish_task,
+    mark_dependents,
+    repeated,
+    validate_dependencies,
+    validate_fnames,
+)
+from adaptive_runner.errors import ConfigError
+from adaptive_runner.protocol import Assignment
+
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Collection, Iterator, Mapping, Sequence
+    from types import TracebackType
+
+__all__ = ["SORT_KEYS", "Database", "LearnerRow", "LearnerState", "TaskRow"]
+
+
+class Database:
+    """The run's sqlite state. Make one with :meth:`create` or :meth:`open`.
+
+    Every method is one transaction, committed before it returns. Inside ``with db.batch():``
+    the methods share one transaction (one commit for many requests), each under its own
+    savepoint, so a method that raises undoes only its own changes.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, max_fails: int) -> None:
+        self._conn = conn
+        self._max_fails = max_fails
+        self._in_batch = False
+        # learner -> its latest heartbeat row values, written with the next transaction.
+        self._heartbeats: dict[int, tuple[int, float | None, float, int, float, int, str]] = {}
+        # Dependencies are fixed at creation; without any, done has no dependents to update.
+        self._has_dependencies = (
+            conn.execute("SELECT 1 FROM dependencies LIMIT 1").fetchone() is not None
+        )
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        fnames: Sequence[str],
+        *,
+        dependencies: Mapping[int, Sequence[int]],
+        max_fails: int,
+        groups: Sequence[int] | None = None,
+    ) -> Database:
+        """Create the database file of a new run; all learners start ``waiting``.
+
+        Parameters
+        ----------
+        path
+            The new file; it must not exist yet.
+        fnames
+            One data file per learner; learner ``i`` saves to ``fnames[i]``.
+        dependencies
+            ``{learner: [learners it waits for]}``: a learner is claimable only when those
+            are done. A learner whose dependency fails or is cancelled fails or is cancelled.
+        max_fails
+            A learner is marked failed when its failures (crashes, lost jobs, expired leases,
+            fail messages) reach this number.
+        groups
+            The resource group of each learner (default: all in group 0); only tasks of
+            that group's arrays claim it.
+
+        """
+        names = validate_fnames(fnames)
+        grps = [0] * len(names) if groups is None else list(groups)
+        if len(grps) != len(names) or any(type(g) is not int or g < 0 for g in grps):
+            raise ConfigError("groups must give a non-negative int group for every learner")
+        graph = validate_dependencies(dependencies, len(names))
+        if type(max_fails) is not int or max_fails < 1:
+            raise ConfigError(f"max_fails={max_fails!r}: must be an int >= 1")
+        target = Path(path)
+        try:  # claim the name atomically: two runs never share a database
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise ConfigError(
+                f"{target} already exists: use Database.open to continue that run"
+            ) from None
+        conn = None
+        try:
+            conn = connect(target, create=True)
+            conn.executescript(SCHEMA)
+            # The schema version goes in last: a half-created file is refused by open().
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO learners (idx, fname, grp, unfinished_deps) VALUES (?, ?, ?, ?)",
+                (
+                    (i, name, grp, len(graph.get(i, ())))
+                    for i, (name, grp) in enumerate(zip(names, grps, strict=True))
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO dependencies (depends_on, learner) VALUES (?, ?)",
+                ((dep, learner) for learner, deps in graph.items() for dep in deps),
+            )
+            conn.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [("max_fails", max_fails), ("schema", SCHEMA_VERSION)],
+            )
+            conn.execute("COMMIT")
+            # Move the bulk insert from the WAL into the file now, not in the first request.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{target}{suffix}").unlink(missing_ok=True)
+            raise
+        return cls(conn, max_fails=max_fails)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, auto_checkpoint: bool = True) -> Database:
+        """Open the database of an existing run.
+
+        Parameters
+        ----------
+        path
+            The run's state.sqlite.
+        auto_checkpoint
+            Whether commits on this connection copy the WAL into the file when it has grown
+            (sqlite's default, which now and then makes one commit wait for an fsync). The
+            database manager turns it off and calls :meth:`checkpoint` from another thread.
+
+        """
+        target = Path(path)
+        if not target.is_file():
+            raise ConfigError(f"{target} does not exist: create the run first")
+        conn = connect(target, create=False)
+        if not auto_checkpoint:
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("schema") != SCHEMA_VERSION:
+            conn.close()
+            raise ConfigError(
+                f"{target} has schema {meta.get('schema')!r}; this version reads "
+                f"{SCHEMA_VERSION}: use the adaptive_runner version that created the run"
+            )
+        return cls(conn, max_fails=int(meta["max_fails"]))
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL content into the database file, without waiting for writers."""
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def close(self) -> None:
+        """Write buffered heartbeats and close the connection."""
+        self.flush_heartbeats()
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run the enclosed method calls in one transaction: one commit for all of them."""
+        if self._in_batch:
+            raise RuntimeError("Database.batch() does not nest")
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._write_heartbeats(self._conn)
+        self._in_batch = True
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._in_batch = False
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A transaction of its own, or a savepoint inside :meth:`batch`."""
+        conn = self._conn
+        if self._in_batch:
+            conn.execute("SAVEPOINT step")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK TO step")
+                conn.execute("RELEASE step")
+                raise
+            conn.execute("RELEASE step")
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._write_heartbeats(conn)
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # --- transitions driven by workers (through the database manager) ---
+
+    def claim(
+        self, task: str, *, host: str, pid: int, now: float, group: int = 0
+    ) -> Assignment | None:
+        """Give ``task`` the first claimable learner (the same one again on a repeat)."""
+        with self._transaction() as c:
+            held = c.execute(
+                "SELECT idx, fname FROM learners WHERE task = ? AND state = 'running'", (task,)
+            ).fetchone()
+            if held is not None:
+                return Assignment(*held)
+            row = c.execute(CLAIM, (task, host, pid, now, now, group)).fetchone()
+            if row is None:
+                return None
+            idx, fname, attempt = row
+            c.execute(
+                "INSERT INTO tasks (task, learner, attempt, host, pid, started)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (task, idx, attempt, host, pid, now),
+            )
+            return Assignment(idx, fname)
+
+    def heartbeat(
+        self,
+        task: str,
+        learner: int,
+        *,
+        npoints: int,
+        loss: float | None,
+        cpu: float,
+        memory: int,
+        now: float,
+    ) -> bool:
+        """Record progress and renew the lease; False if ``task`` no longer holds ``learner``.
+
+        A heartbeat is no state transition, so it costs no commit of its own: the row is
+        written with the next transaction or :meth:`flush_heartbeats` (the database manager
+        flushes at least once a second). A crash loses at most that second of progress
+        figures; the leases it would have renewed are counted from the new manager's start.
+        """
+        held = self._conn.execute(
+            "SELECT 1 FROM learners WHERE idx = ? AND task = ? AND state = 'running'",
+            (learner, task),
+        ).fetchone()
+        if held is None:
+            return False
+        self._heartbeats[learner] = (npoints, loss, cpu, memory, now, learner, task)
+        return True
+
+    def _drop_heartbeat(self, task: str, learner: int) -> None:
+        """Forget ``task``'s buffered heartbeat for ``learner``: it is about to stop running."""
+        buffered = self._heartbeats.get(learner)
+        if buffered is not None and buffered[-1] == task:
+            del self._heartbeats[learner]
+
+    def flush_heartbeats(self) -> None:
+        """Write the buffered heartbeats now (one transaction), if there are any."""
+        if self._heartbeats and not self._in_batch:
+            with self._transaction():
+                pass  # _transaction writes them first
+
+    def _write_heartbeats(self, conn: sqlite3.Connection) -> None:
+        """Apply buffered heartbeats to the learners their tasks still hold."""
+        if self._heartbeats:
+            conn.executemany(
+                "UPDATE learners SET npoints = ?, loss = ?, cpu = ?, memory = ?,"
+                " last_heartbeat = ? WHERE idx = ? AND task = ? AND state = 'running'",
+                self._heartbeats.values(),
+            )
+            self._heartbeats.clear()
+
+    def done(
+        self, task: str, learner: int, *, npoints: int, loss: float | None, now: float
+    ) -> bool:
+        """Mark ``learner`` done; False if ``task`` does not hold it (and did not finish it)."""
+        self._drop_heartbeat(task, learner)  # done records the final npoints and loss itself
+        with self._transaction() as c:
+            cur = c.execute(
+                "UPDATE learners SET state = 'done', npoints = ?, loss = ?, finished = ?"
+                " WHERE idx = ? AND task = ? AND state = 'running'",
+                (npoints, loss, now, learner, task),
+            )
+            if cur.rowcount == 0:
+                return repeated(c, task, learner, "done")
+            if self._has_dependencies:
+                c.execute(
+                    "UPDATE learners SET unfinished_deps = unfinished_deps - 1 WHERE idx IN"
+                    " (SELECT learner FROM dependencies WHERE depends_on = ?)",
+                    (learner,),
+                )
+            finish_task(c, task, learner, "done", now)
+            return True
+
+    def release(self, task: str, learner: int, *, reason: str, now: float) -> bool:
+        """Return ``learner`` to waiting after an orderly stop; not counted as a failure."""
+        with self._transaction() as c:
+            return self._drop(
+                c, task, learner, now=now, outcome="released", detail=reason, failure=False
+            ) or repeated(c, task, learner, "released")
+
+    def fail(self, task: str, learner: int, *, error: str, now: float) -> bool:
+        """Count a failure of ``learner`` (its traceback is ``error``); failed at max_fails."""
+        with self._transaction() as c:
+            return self._drop(
+                c, task, learner, now=now, outcome="failed", detail=error, failure=True
+            ) or repeated(c, task, learner, "failed")
+
+    # --- used by the job manager and the run manager ---
+
+    def mark_lost(self, task_ids: Collection[str], *, reason: str, now: float) -> list[int]:
+        """Count a failure for the learners held by vanished tasks; return those learners."""
+        details = {task: f"job {task} was lost: {reason}" for task in task_ids}
+        return list(self._fail_holders(details, outcome="lost", now=now).values())
+
+    def kill(self, task: str, *, reason: str, now: float) -> int | None:
+        """Count a failure for the learner ``task`` holds, its job being killed for ``reason``.
+
+        Returns the learner (None if the task holds none); its ``error`` becomes ``reason``.
+        """
+        return self._fail_holders({task: reason}, outcome="killed", now=now).get(task)
+
+    def _fail_holders(
+        self, details: Mapping[str, str], *, outcome: str, now: float
+    ) -> dict[str, int]:
+        """Count a failure (with its detail) for the learner each task holds, if any."""
+        held: dict[str, int] = {}
+        with self._transaction() as c:
+            for task, detail in details.items():
+                row = c.execute(
+                    "SELECT idx FROM learners WHERE task = ? AND state = 'running'", (task,)
+                ).fetchone()
+                if row is not None:
+                    self._drop(
+                        c, task, row[0], now=now, outcome=outcome, detail=detail, failure=True
+                    )
+                    held[task] = int(row[0])
+        return held
+
+    def expire_leases(self, *, lease_timeout_s: float, now: float) -> list[tuple[str, int]]:
+        """Count a failure for running learners without a heartbeat for ``lease_timeout_s``."""
+        with self._transaction() as c:
+            expired = c.execute(
+                "SELECT task, idx FROM learners WHERE state = 'running' AND last_heartbeat < ?",
+                (now - lease_timeout_s,),
+            ).fetchall()
+            for task, idx in expired:
+                detail = f"no heartbeat from job {task} for {lease_timeout_s:g} s (lease expired)"
+                self._drop(c, task, idx, now=now, outcome="expired", detail=detail, failure=True)
+        return [(task, idx) for task, idx in expired]
+
+    def cancel(self, learners: Collection[int] | None, *, now: float) -> list[str]:
+        """Cancel waiting and running learners (all if None); return the tasks that held them.
+
+        Learners waiting on a cancelled one are cancelled too; done and failed ones stay.
+        """
+        with self._transaction() as c:
+            if learners is None:
+                rows = c.execute(
+                    "SELECT idx, task FROM learners WHERE state IN ('waiting', 'running')"
+                ).fetchall()
+            else:
+                n = self._count(c)
+                rows = []
+                for value in learners:
+                    idx = as_index(value, n, "cancel")
+                    rows += c.execute(
+                        "SELECT idx, task FROM learners WHERE idx = ?"
+                        " AND state IN ('waiting', 'running')",
+                        (idx,),
+                    ).fetchall()
+            c.executemany(
+                "UPDATE learners SET state = 'cancelled', finished = ?, task = NULL, host = NULL,"
+                " pid = NULL WHERE idx = ?",
+                ((now, idx) for idx, _ in rows),
+            )
+            tasks = [task for _, task in rows if task is not None]
+            for idx, task in rows:
+                if task is not None:
+                    finish_task(c, task, idx, "cancelled", now)
+                add_event(c, now, idx, task, kind="cancelled", detail="cancelled by the user")
+                mark_dependents(c, idx, LearnerState.CANCELLED, now)
+        return tasks
+
+    def record_array(
+        self, array_id: str, *, n_tasks: int, script: str, now: float, group: int = 0
+    ) -> None:
+        """Remember a job array submitted for ``group`` until :meth:`finish_array`."""
+        with self._transaction() as c:
+            c.execute(
+                "INSERT INTO arrays (array_id, grp, n_tasks, script, submitted)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (array_id, group, n_tasks, script, now),
+            )
+
+    def active_arrays(self, group: int | None = None) -> list[str]:
+        """The arrays not yet finished (of one group, or all), oldest first."""
+        query = "SELECT array_id FROM arrays WHERE finished IS NULL"
+        params: tuple[int, ...] = ()
+        if group is not None:
+            query, params = f"{query} AND grp = ?", (group,)
+        rows = self._conn.execute(f"{query} ORDER BY submitted", params).fetchall()
+        return [array_id for (array_id,) in rows]
+
+    def finish_array(self, array_id: str, *, now: float | None = None) -> None:
+        """Mark an array as finished (none of its tasks will run any more)."""
+        with self._transaction() as c:
+            if c.execute("SELECT 1 FROM arrays WHERE array_id = ?", (array_id,)).fetchone() is None:
+                raise ValueError(f"finish_array: no array {array_id!r} was recorded")
+            c.execute(
+                "UPDATE arrays SET finished = coalesce(finished, ?) WHERE array_id = ?",
+                (time.time() if now is None else now, array_id),
+            )
+
+    def dependencies(self) -> dict[int, list[int]]:
+        """Learner -> the learners it waits on, as given to :meth:`create`."""
+        graph: dict[int, list[int]] = {}
+        rows = self._conn.execute(
+            "SELECT learner, depends_on FROM dependencies ORDER BY learner, depends_on"
+        )
+        for learner, dep in rows:
+            graph.setdefault(learner, []).append(dep)
+        return graph
+
+    def running_tasks(self) -> dict[str, int]:
+        """Task id -> the learner it holds, for every running learner."""
+        rows = self._conn.execute("SELECT task, idx FROM learners WHERE state = 'running'")
+        return dict(rows.fetchall())
+
+    def n_claimable(self, group: int = 0) -> int:
+        """Learners of ``group`` a claim could get now (waiting, every dependency done)."""
+        (n,) = self._conn.execute(f"SELECT count(*) {CLAIMABLE}", (group,)).fetchone()
+        return int(n)
+
+    def learner_groups(self) -> list[int]:
+        """The resource group of every learner, by index."""
+        return [g for (g,) in self._conn.execute("SELECT grp FROM learners ORDER BY idx")]
+
+    def counts(self) -> dict[str, int]:
+        """The number of learners in every state, zeros included."""
+        rows = self._conn.execute("SELECT state, n FROM state_counts").fetchall()
+        found = dict(rows)
+        return {state.value: int(found[state.value]) for state in LearnerState}
+
+    def learners(self) -> list[LearnerRow]:
+        """Every learner, by index."""
+        query = f"SELECT {ROW_COLUMNS} FROM learners ORDER BY idx"  # noqa: S608 - constants only
+        rows = self._conn.execute(query).fetchall()
+        return [LearnerRow(r[0], r[1], LearnerState(r[2]), *r[3:]) for r in rows]
+
+    def learner_page(
+        self,
+        *,
+        sort_by: str = "index",
+        descending: bool = False,
+        state: LearnerState | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> list[LearnerRow]:
+        """One page of learners (of ``state``, or all) in ``SORT_KEYS`` order, empty values last.
+
+        One query with sqlite's top-N sort: the status panel pages through 100,000 learners
+        without building a row object for each.
+        """
+        if sort_by not in SORT_KEYS:
+            raise ConfigError(f"sort_by must be one of {', '.join(SORT_KEYS)}, got {sort_by!r}")
+        where, params = ("WHERE state = ?", [LearnerState(state).value]) if state else ("", [])
+        direction = "DESC" if descending else "ASC"
+        rows = self._conn.execute(
+            f"SELECT {ROW_COLUMNS} FROM learners {where}"  # noqa: S608 - SORT_KEYS only
+            f" ORDER BY {SORT_KEYS[sort_by]} {direction} NULLS LAST, idx LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+        return [LearnerRow(r[0], r[1], LearnerState(r[2]), *r[3:]) for r in rows]
+
+    def last_task(self, learner: int) -> str | None:
+        """The task that held ``learner`` most recently; None if no task has claimed it."""
+        idx = as_index(learner, self._count(self._conn), "last_task")
+        row = self._conn.execute(
+            "SELECT task FROM tasks WHERE learner = ? ORDER BY started DESC LIMIT 1", (idx,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def tasks(self) -> list[TaskRow]:
+        """Every hold of a learner by a task, in the order they started."""
+        rows = self._conn.execute(
+            "SELECT task, learner, attempt, host, pid, started, finished, outcome FROM tasks"
+            " ORDER BY started, task"
+        ).fetchall()
+        return [TaskRow(*row) for row in rows]
+
+    def _count(self, c: sqlite3.Connection) -> int:
+        (n,) = c.execute("SELECT sum(n) FROM state_counts").fetchone()
+        return int(n)
+
+    def _drop(
+        self,
+        c: sqlite3.Connection,
+        task: str,
+        learner: int,
+        *,
+        now: float,
+        outcome: str,
+        detail: str,
+        failure: bool,
+    ) -> bool:
+        """Take ``learner`` from ``task`` (waiting, or failed at max_fails); False if not held."""
+        params: dict[str, Any] = {
+            "failure": int(failure),
+            "max_fails": self._max_fails,
+            "detail": detail,
+            "now": now,
+            "idx": learner,
+            "task": task,
+        }
+        rows = c.execute(DROP, params).fetchall()
+        if not rows:
+            return False
+        ((state, failures),) = rows
+        finish_task(c, task, learner, outcome, now)
+        add_event(c, now, learner, task, kind=outcome, detail=detail)
+        if state == LearnerState.FAILED:
+            add_event(
+                c, now, learner, task, kind="failed", detail=f"gave up after {failures} failures"
+            )
+            mark_dependents(c, learner, LearnerState.FAILED, now)
+        return True

@@ -1,0 +1,251 @@
+"""The database manager: serves the wire protocol on a CURVE-secured ROUTER socket over sqlite."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from typing import TYPE_CHECKING, Final
+
+import structlog
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from adaptive_runner.auth import load_keys
+from adaptive_runner.database import Database
+from adaptive_runner.errors import ConfigError, ProtocolError
+from adaptive_runner.protocol import (
+    MAX_MESSAGE_BYTES,
+    Claim,
+    Done,
+    Fail,
+    Heartbeat,
+    Release,
+    Request,
+    Status,
+    decode,
+    encode_error,
+    encode_reply,
+)
+
+if TYPE_CHECKING:
+    from adaptive_runner.run_dir import RunDir
+
+log = structlog.get_logger("adaptive_runner.database_manager")
+
+_MAX_BATCH: Final = 256  # requests answered per transaction
+_POLL_MS: Final = 100  # how often the serving thread looks at the stop flag
+_HEARTBEAT_FLUSH_S: Final = 1.0  # buffered heartbeats reach state.sqlite at least this often
+_CHECKPOINT_S: Final = 1.0
+# Larger messages make libzmq drop the connection; those in between get a bad_request reply.
+_MAX_FRAME_BYTES: Final = 2 * MAX_MESSAGE_BYTES
+
+
+class _OnlyKey:
+    """ZAP credentials check that admits one CURVE public key: the run's client key."""
+
+    def __init__(self, public_key: bytes) -> None:
+        self.public_key = public_key
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        del domain
+        return key == self.public_key
+
+
+class DatabaseManager:
+    """Hands learners to jobs and records their progress, in a background thread.
+
+    Parameters
+    ----------
+    run_dir
+        The run; its keys authenticate clients and its state.sqlite holds the state.
+    bind_host
+        The interface to listen on (``0.0.0.0`` to accept jobs from compute nodes).
+    url_host
+        The host name jobs connect to, when it differs from ``bind_host``.
+
+    """
+
+    def __init__(
+        self, run_dir: RunDir, *, bind_host: str = "127.0.0.1", url_host: str | None = None
+    ) -> None:
+        self.run_dir = run_dir
+        self.bind_host = bind_host
+        self.url_host = url_host
+        self.url: str | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._authenticator: ThreadAuthenticator | None = None
+
+    def start(self) -> str:
+        """Bind a random port, start serving in a background thread, return the url."""
+        if self._threads or self._stop.is_set():
+            raise RuntimeError("a DatabaseManager starts once; make a new one")
+        keys = load_keys(self.run_dir.keys_dir)
+        if keys.server_secret is None:
+            raise ConfigError(f"{self.run_dir.keys_dir} has no server.key_secret to serve with")
+        db = Database.open(self.run_dir.database, auto_checkpoint=False)
+        checkpoints = Database.open(self.run_dir.database)
+        self._context = context = zmq.Context()
+        self._authenticator = authenticator = ThreadAuthenticator(context)
+        try:
+            authenticator.start()
+            authenticator.configure_curve_callback("*", _OnlyKey(keys.client_public))
+            socket = context.socket(zmq.ROUTER)
+            socket.linger = 0
+            socket.maxmsgsize = _MAX_FRAME_BYTES
+            socket.curve_server = True
+            socket.curve_secretkey = keys.server_secret
+            socket.curve_publickey = keys.server_public
+            try:
+                port = socket.bind_to_random_port(f"tcp://{self.bind_host}")
+            except zmq.ZMQError as e:
+                raise ConfigError(
+                    f"cannot listen on bind_host={self.bind_host!r}: {e}; give an address of "
+                    "this machine, e.g. 0.0.0.0 for all interfaces"
+                ) from e
+        except BaseException:
+            db.close()
+            checkpoints.close()
+            authenticator.stop()
+            context.destroy(linger=0)
+            self._context = self._authenticator = None
+            raise
+        self.url = f"tcp://{self.url_host or self.bind_host}:{port}"
+        self._threads = [
+            threading.Thread(target=self._serve, args=(socket, db), name="database-manager"),
+            threading.Thread(
+                target=self._checkpoint, args=(checkpoints,), name="database-checkpoints"
+            ),
+        ]
+        for thread in self._threads:
+            thread.daemon = True
+            thread.start()
+        log.info("database manager started", url=self.url)
+        return self.url
+
+    def stop(self) -> None:
+        """Stop serving (within about 0.1 s) and release the socket and the database.
+
+        A stopped manager cannot be started again; make a new one (on a new port).
+        """
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        self._close_context()
+
+    def _close_context(self) -> None:
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+
+    def _checkpoint(self, db: Database) -> None:
+        """Copy the WAL into the file every second, so that no request waits for it."""
+        try:
+            while not self._stop.wait(_CHECKPOINT_S):
+                try:
+                    db.checkpoint()
+                except sqlite3.Error:  # the WAL grows meanwhile; the next round tries again
+                    log.exception("WAL checkpoint failed")
+        finally:
+            db.close()
+
+    def _serve(self, socket: zmq.Socket[bytes], db: Database) -> None:
+        """Poll, drain what is waiting, answer it all from one transaction, repeat."""
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        try:
+            self._loop(socket, poller, db)
+        except BaseException:
+            log.exception("the database manager stopped on an error")
+            raise
+        finally:
+            socket.close(linger=0)
+            db.close()
+
+    def _loop(self, socket: zmq.Socket[bytes], poller: zmq.Poller, db: Database) -> None:
+        flushed = time.monotonic()
+        while not self._stop.is_set():
+            if time.monotonic() - flushed >= _HEARTBEAT_FLUSH_S:
+                db.flush_heartbeats()
+                flushed = time.monotonic()
+            if not poller.poll(_POLL_MS):
+                continue
+            messages = [socket.recv_multipart()]
+            while len(messages) < _MAX_BATCH and int(socket.get(zmq.EVENTS)) & zmq.POLLIN:
+                messages.append(socket.recv_multipart())
+            for frames in answer(db, messages, now=time.time()):
+                socket.send_multipart(frames)
+
+
+def answer(db: Database, messages: list[list[bytes]], *, now: float) -> list[list[bytes]]:
+    """The reply to each well-enveloped message, all transitions in one committed transaction.
+
+    A message is ``[routing frames..., b"", request]`` (what a REQ socket sends). Messages
+    without the empty delimiter frame cannot be answered in kind and are dropped.
+    """
+    envelopes: list[list[bytes]] = []
+    bodies: list[list[bytes]] = []
+    for frames in messages:
+        if b"" not in frames:
+            log.warning("dropped a message without an envelope", frames=len(frames))
+            continue
+        split = frames.index(b"") + 1
+        envelopes.append(frames[:split])
+        bodies.append(frames[split:])
+    if len(bodies) == 1:  # its own transaction: the same as a batch of one, minus a savepoint
+        return [[*envelopes[0], _reply(db, bodies[0], now)]]
+    try:
+        with db.batch():
+            replies = [_reply(db, body, now) for body in bodies]
+    except sqlite3.Error as e:  # BEGIN or COMMIT failed: nothing of this batch was stored
+        log.exception("database batch failed")
+        replies = [encode_error("internal", f"database error, nothing recorded: {e}")] * len(bodies)
+    return [[*envelope, reply] for envelope, reply in zip(envelopes, replies, strict=True)]
+
+
+def _reply(db: Database, body: list[bytes], now: float) -> bytes:
+    if len(body) != 1:
+        return encode_error("bad_request", f"expected one message frame, got {len(body)}")
+    try:
+        try:
+            request = decode(body[0])
+        except ProtocolError as e:
+            return encode_error("bad_request", str(e))
+        return _dispatch(db, request, now)
+    except Exception as e:  # one request that breaks must not stop the others or the server
+        log.exception("request failed", request=body[0][:500])
+        return encode_error("internal", f"{type(e).__name__}: {e}")
+
+
+def _dispatch(db: Database, request: Request, now: float) -> bytes:
+    match request:
+        case Claim(task, host, pid, group):
+            assignment = db.claim(task, group=group, host=host, pid=pid, now=now)
+            if assignment is None:
+                return encode_error("no_work", "no learner is waiting with its dependencies done")
+            return encode_reply(learner=assignment.learner, fname=assignment.fname)
+        case Heartbeat(task, learner, npoints, loss, cpu, memory):
+            held = db.heartbeat(
+                task, learner, npoints=npoints, loss=loss, cpu=cpu, memory=memory, now=now
+            )
+        case Done(task, learner, npoints, loss):
+            held = db.done(task, learner, npoints=npoints, loss=loss, now=now)
+        case Release(task, learner, reason):
+            held = db.release(task, learner, reason=reason, now=now)
+        case Fail(task, learner, error):
+            held = db.fail(task, learner, error=error, now=now)
+        case Status():
+            return encode_reply(counts=db.counts())
+    if held:
+        return encode_reply()
+    return encode_error(
+        "not_owner",
+        f"task {task} does not hold learner {learner} (its lease expired, the job was taken "
+        "for lost, or the learner was cancelled): stop without saving",
+    )

@@ -1,0 +1,303 @@
+"""The sqlite file of a run: schema, statements, connection settings, row types, input checks."""
+
+from __future__ import annotations
+
+import operator
+import sqlite3
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Final
+
+from adaptive_runner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from pathlib import Path
+
+SCHEMA_VERSION: Final = 1
+_BUSY_TIMEOUT_S: Final = 60.0
+
+
+class LearnerState(StrEnum):
+    """Where a learner stands; done, failed and cancelled are final."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerRow:
+    """One learner as the widget and the run manager see it."""
+
+    index: int
+    fname: str
+    state: LearnerState
+    task: str | None  # the task holding it (running) or the one that finished it (done)
+    host: str | None
+    pid: int | None
+    npoints: int | None
+    loss: float | None
+    attempts: int  # jobs that held it
+    failures: int  # crashes, lost jobs, expired leases and fail messages
+    last_heartbeat: float | None
+    error: str | None  # the latest failure's reason or traceback
+    started: float | None
+    finished: float | None
+    cpu: float | None
+    memory: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """One hold of a learner by an array task (a task that claimed twice has two rows)."""
+
+    task: str
+    learner: int
+    attempt: int  # the learner's attempts count when this task claimed it
+    host: str | None
+    pid: int | None
+    started: float
+    finished: float | None
+    outcome: str | None  # done, released, failed, lost, expired, killed, cancelled; None: running
+
+
+SCHEMA: Final = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE learners (
+    idx INTEGER PRIMARY KEY,
+    fname TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL DEFAULT 'waiting',
+    grp INTEGER NOT NULL DEFAULT 0,    -- resource group: only its arrays' tasks claim it
+    unfinished_deps INTEGER NOT NULL,  -- dependencies not yet done; claimable at 0
+    task TEXT, host TEXT, pid INTEGER,
+    npoints INTEGER, loss REAL, cpu REAL, memory INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_heartbeat REAL, error TEXT, started REAL, finished REAL
+);
+-- claim is "first claimable learner": an index holding exactly the claimable ones.
+CREATE INDEX learners_claimable ON learners (grp, idx)
+    WHERE state = 'waiting' AND unfinished_deps = 0;
+CREATE INDEX learners_by_task ON learners (task) WHERE state = 'running';
+-- Lease expiry reads the running learners through learners_by_task (partial: running only);
+-- an index on last_heartbeat would cost a page write on every heartbeat for nothing.
+CREATE TABLE dependencies (
+    depends_on INTEGER NOT NULL, learner INTEGER NOT NULL, PRIMARY KEY (depends_on, learner)
+) WITHOUT ROWID;
+CREATE TABLE arrays (
+    array_id TEXT PRIMARY KEY, grp INTEGER NOT NULL DEFAULT 0, n_tasks INTEGER NOT NULL,
+    script TEXT NOT NULL, submitted REAL NOT NULL, finished REAL
+);
+CREATE INDEX arrays_active ON arrays (grp, submitted) WHERE finished IS NULL;
+-- One row per hold of a learner by a task; clustered by task, so no extra index to update.
+CREATE TABLE tasks (
+    task TEXT NOT NULL, learner INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    host TEXT, pid INTEGER, started REAL NOT NULL, finished REAL, outcome TEXT,
+    PRIMARY KEY (task, learner, attempt)
+) WITHOUT ROWID;
+-- What went wrong or changed outside the normal claim -> done (which the tasks table records).
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY, time REAL NOT NULL, learner INTEGER, task TEXT,
+    kind TEXT NOT NULL, detail TEXT
+);
+-- Counts per state, kept by triggers so that counts() never scans the learners.
+CREATE TABLE state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO state_counts VALUES
+    ('waiting', 0), ('running', 0), ('done', 0), ('failed', 0), ('cancelled', 0);
+CREATE TRIGGER learners_count_insert AFTER INSERT ON learners BEGIN
+    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER learners_count_update AFTER UPDATE OF state ON learners
+WHEN OLD.state <> NEW.state BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+"""
+
+
+ROW_COLUMNS: Final = (
+    "idx, fname, state, task, host, pid, npoints, loss, attempts, failures,"
+    " last_heartbeat, error, started, finished, cpu, memory"
+)
+# What learner_page may sort by: name -> SQL expression (never user text in the query).
+SORT_KEYS: Final = {
+    "index": "idx",
+    "state": "CASE state WHEN 'running' THEN 0 WHEN 'waiting' THEN 1 WHEN 'failed' THEN 2"
+    " WHEN 'cancelled' THEN 3 ELSE 4 END",
+    "fname": "fname",
+    "task": "task",
+    "host": "host",
+    "npoints": "npoints",
+    "loss": "loss",
+    "attempts": "attempts",
+    "failures": "failures",
+    "heartbeat_age": "-last_heartbeat",
+}
+
+
+def connect(path: Path, *, create: bool) -> sqlite3.Connection:
+    """Open ``path`` in autocommit mode (we BEGIN ourselves), WAL, with a 60 s busy timeout."""
+    mode = "rwc" if create else "rw"
+    conn = sqlite3.connect(
+        f"file:{path}?mode={mode}",
+        uri=True,
+        timeout=_BUSY_TIMEOUT_S,
+        isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+        check_same_thread=False,  # one thread at a time, but not always the opening one
+    )
+    conn.execute("PRAGMA journal_mode = WAL")
+    # In WAL mode, NORMAL loses no committed transaction when a process crashes (only on an
+    # OS crash or power cut, the last few commits may roll back); FULL would fsync per commit.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: the indexes of 100,000 learners fit
+    return conn
+
+
+def as_index(value: object, n: int, what: str) -> int:
+    """``value`` as a learner index (numpy integers welcome, bools not), else ConfigError."""
+    if not isinstance(value, bool):
+        try:
+            index = operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+        else:
+            if 0 <= index < n:
+                return index
+    raise ConfigError(f"{what}: {value!r} is not a learner index (0..{n - 1})")
+
+
+def validate_fnames(fnames: Sequence[str]) -> list[str]:
+    """The file names as a list: at least one, each a non-empty str, no two alike."""
+    names = list(fnames)
+    if not names:
+        raise ConfigError("fnames is empty: a run needs at least one learner")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"fnames[{i}] = {name!r}: every fname must be a non-empty str")
+        if name in seen:
+            raise ConfigError(
+                f"fnames[{i}] = {name!r} is also fnames[{seen[name]}]: two learners would "
+                "overwrite each other's data; give every learner its own file"
+            )
+        seen[name] = i
+    return names
+
+
+def validate_dependencies(dependencies: Mapping[int, Sequence[int]], n: int) -> dict[int, set[int]]:
+    """Check indices, self-dependencies and cycles; return learner -> the learners it waits on."""
+    graph: dict[int, set[int]] = {}
+    for key, values in dependencies.items():
+        learner = as_index(key, n, "dependencies key")
+        if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+            raise ConfigError(f"dependencies[{learner}] = {values!r}: give a list of indices")
+        deps = {as_index(dep, n, f"dependencies[{learner}]") for dep in values}
+        if learner in deps:
+            raise ConfigError(
+                f"dependencies[{learner}] contains {learner}: a learner cannot depend on itself"
+            )
+        if deps:
+            graph[learner] = graph.get(learner, set()) | deps
+    _refuse_cycles(graph, n)
+    return graph
+
+
+def _refuse_cycles(graph: dict[int, set[int]], n: int) -> None:
+    """Raise ConfigError naming one cycle of ``graph`` (learner -> learners it waits on)."""
+    # Kahn's algorithm: whatever cannot be ordered lies on or behind a cycle.
+    pending = {learner: len(deps) for learner, deps in graph.items()}
+    dependents: dict[int, list[int]] = {}
+    for learner, deps in graph.items():
+        for dep in deps:
+            dependents.setdefault(dep, []).append(learner)
+    ready = [i for i in range(n) if i not in pending]
+    while ready:
+        for learner in dependents.get(ready.pop(), ()):
+            pending[learner] -= 1
+            if pending[learner] == 0:
+                del pending[learner]
+                ready.append(learner)
+    if pending:
+        path = [min(pending)]
+        while path[-1] not in path[:-1]:  # walk unordered dependencies until one repeats
+            path.append(min(d for d in graph[path[-1]] if d in pending))
+        cycle = " -> ".join(map(str, path[path.index(path[-1]) :]))
+        raise ConfigError(
+            f"dependencies contain a cycle ({cycle}, read 'depends on'); "
+            "no learner on it could ever start"
+        )
+
+
+# --- statements and steps shared by the transitions in database.py ---
+
+CLAIMABLE: Final = "FROM learners WHERE state = 'waiting' AND unfinished_deps = 0 AND grp = ?"
+CLAIM: Final = f"""
+UPDATE learners SET state = 'running', task = ?, host = ?, pid = ?, attempts = attempts + 1,
+    last_heartbeat = ?, started = ?, finished = NULL
+WHERE idx = (SELECT idx {CLAIMABLE} ORDER BY idx LIMIT 1) RETURNING idx, fname, attempts
+"""  # noqa: S608 - built from constants only
+DEPENDENTS: Final = """
+WITH RECURSIVE below(i) AS (
+    SELECT learner FROM dependencies WHERE depends_on = :idx
+    UNION SELECT d.learner FROM dependencies AS d JOIN below ON d.depends_on = below.i
+)
+UPDATE learners SET state = :state, error = :error, finished = :now
+WHERE state = 'waiting' AND idx IN (SELECT i FROM below) RETURNING idx
+"""
+# Leaving 'running' without reaching the goal; a failure may exhaust max_fails (-> failed).
+DROP: Final = """
+UPDATE learners SET
+    failures = failures + :failure,
+    state = CASE WHEN failures + :failure >= :max_fails THEN 'failed' ELSE 'waiting' END,
+    error = CASE WHEN :failure THEN :detail ELSE error END,
+    finished = CASE WHEN failures + :failure >= :max_fails THEN :now ELSE NULL END,
+    task = NULL, host = NULL, pid = NULL
+WHERE idx = :idx AND task = :task AND state = 'running' RETURNING state, failures
+"""
+
+
+def add_event(
+    c: sqlite3.Connection,
+    now: float,
+    learner: int | None,
+    task: str | None,
+    *,
+    kind: str,
+    detail: str,
+) -> None:
+    """Record something worth keeping about a learner (a failure, a cancel, ...)."""
+    c.execute(
+        "INSERT INTO events (time, learner, task, kind, detail) VALUES (?, ?, ?, ?, ?)",
+        (now, learner, task, kind, detail),
+    )
+
+
+def finish_task(c: sqlite3.Connection, task: str, learner: int, outcome: str, now: float) -> None:
+    """Close ``task``'s open hold on ``learner`` with ``outcome``."""
+    c.execute(
+        "UPDATE tasks SET finished = ?, outcome = ? WHERE task = ? AND learner = ?"
+        " AND finished IS NULL",
+        (now, outcome, task, learner),
+    )
+
+
+def repeated(c: sqlite3.Connection, task: str, learner: int, outcome: str) -> bool:
+    """Whether ``task`` already ended its hold on ``learner`` with ``outcome`` (a retry)."""
+    row = c.execute(
+        "SELECT 1 FROM tasks WHERE task = ? AND learner = ? AND outcome = ?",
+        (task, learner, outcome),
+    ).fetchone()
+    return row is not None
+
+
+def mark_dependents(c: sqlite3.Connection, learner: int, state: LearnerState, now: float) -> None:
+    """Fail or cancel everything waiting (directly or not) on ``learner``: it can never start."""
+    error = f"dependency {learner} {state.value}"
+    rows = c.execute(
+        DEPENDENTS, {"idx": learner, "state": state.value, "error": error, "now": now}
+    ).fetchall()
+    for (idx,) in rows:
+        add_event(c, now, idx, None, kind=state.value, detail=error)

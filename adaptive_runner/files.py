@@ -1,0 +1,50 @@
+"""Atomic file writes: a crash leaves either the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` atomically and durably.
+
+    The bytes go to a temporary file in the same directory, which is fsynced and renamed over
+    ``path``; then the directory is fsynced so the rename itself survives a power cut.
+    Any failure raises (``OSError``) and removes the temporary file.
+
+    Parameters
+    ----------
+    path
+        The file to create or replace. Its directory is created if missing.
+    data
+        The complete new content.
+    mode
+        Permission bits for the new file (e.g. ``0o600`` for secrets); default keeps umask.
+
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            Path(tmp).chmod(mode)
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory entry (a rename or a new file) to disk."""
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,107 @@
+"""Run goals: when a learner is finished, and how that maps onto ``adaptive.Runner``.
+
+A goal is one of
+
+- a callable ``goal(learner) -> bool``: finished when it returns True;
+- an ``int`` n >= 1: finished at ``learner.npoints >= n``;
+- a ``float`` x > 0: finished at ``learner.loss() <= x``;
+- a ``timedelta``: this job stops after running that long (a later job of the same learner
+  starts its own clock, so this bounds one job, not the learner's total time);
+- a timezone-aware ``datetime``: stop at that moment. Naive datetimes are refused: the
+  notebook and the compute nodes may live in different time zones, so "18:00" is ambiguous.
+
+The run manager validates the goal once (:func:`check_goal`) and pickles it; each worker
+turns it into Runner arguments (:func:`runner_goal`). Nothing here imports adaptive.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeAlias
+
+from adaptive_runner.errors import ConfigError
+
+Goal: TypeAlias = Callable[[Any], bool] | int | float | timedelta | datetime
+
+_KINDS = (
+    "a callable goal(learner) -> bool, an int number of points >= 1, a float loss > 0, "
+    "a timedelta (run time of each job) or a timezone-aware datetime (end time)"
+)
+
+
+def check_goal(goal: object) -> Goal:
+    """Check ``goal`` and return it in canonical form (numbers as plain int or float).
+
+    Raises
+    ------
+    ConfigError
+        If ``goal`` is not one of the accepted kinds or is out of range; the message names
+        the bad value and lists the accepted kinds.
+
+    """
+    if isinstance(goal, bool) or goal is None:
+        # bool is an int subclass, but goal=True surely is not "one point".
+        raise ConfigError(f"goal={goal!r} is not a valid goal; give {_KINDS}")
+    if isinstance(goal, numbers.Real):
+        return _check_number(goal)
+    if isinstance(goal, datetime):
+        if goal.utcoffset() is None:
+            raise ConfigError(
+                f"goal={goal!r} is a naive datetime; give a timezone-aware one, e.g. "
+                "datetime.now(timezone.utc) + timedelta(hours=5), or dt.astimezone()"
+            )
+        return goal
+    if isinstance(goal, timedelta):
+        if goal <= timedelta(0):
+            raise ConfigError(f"goal={goal!r}: a run time must be positive")
+        return goal
+    if callable(goal):
+        result: Callable[[Any], bool] = goal
+        return result
+    raise ConfigError(f"goal={goal!r} ({type(goal).__name__}) is not a valid goal; give {_KINDS}")
+
+
+def _check_number(goal: numbers.Real) -> int | float:
+    """An int is a number of points (>= 1), any other real a loss (finite, > 0)."""
+    if isinstance(goal, numbers.Integral):
+        if goal < 1:
+            raise ConfigError(f"goal={goal!r}: a number of points must be >= 1")
+        return int(goal)
+    loss = float(goal)
+    if not (math.isfinite(loss) and loss > 0):
+        raise ConfigError(f"goal={goal!r}: a loss goal must be a finite float > 0")
+    return loss
+
+
+def runner_goal(goal: Goal) -> dict[str, Any]:
+    """The keyword arguments of ``adaptive.Runner`` that express ``goal``.
+
+    A datetime becomes a naive local time of this machine, which is what adaptive compares
+    with ``datetime.now()``; call this on the machine that runs the learner.
+    """
+    goal = check_goal(goal)
+    if isinstance(goal, int):
+        return {"npoints_goal": goal}
+    if isinstance(goal, float):
+        return {"loss_goal": goal}
+    if isinstance(goal, datetime):
+        return {"end_time_goal": goal.astimezone().replace(tzinfo=None)}
+    if isinstance(goal, timedelta):
+        return {"duration_goal": goal}
+    return {"goal": goal}
+
+
+def describe_goal(goal: Goal) -> str:
+    """A short human-readable form of ``goal`` for logs and the status panel."""
+    if isinstance(goal, int):
+        return f"npoints >= {goal}"
+    if isinstance(goal, float):
+        return f"loss <= {goal:g}"
+    if isinstance(goal, datetime):
+        return f"until {goal.isoformat()}"
+    if isinstance(goal, timedelta):
+        return f"for {goal} per job"
+    return f"until {getattr(goal, '__qualname__', repr(goal))}(learner)"

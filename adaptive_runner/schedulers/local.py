@@ -1,0 +1,364 @@
+"""The embedded Local scheduler: job arrays as detached local processes, no cluster needed.
+
+``submit`` starts one detached **supervisor** process per array. It runs the array's tasks
+(``bash SCRIPT``, each in its own session and process group) with at most ``max_running`` at
+once, and keeps doing so after the manager that submitted them has exited. Everything the
+scheduler knows lives in files, written atomically, in ``JOBS_DIR/<array_id>/``:
+
+    array.json        the script, n_tasks, max_running and kill_grace_s of the array
+    supervisor.json   the supervisor's pid and process start time
+    supervisor.log    the supervisor's output (and a task's, before its script redirects it)
+    <i>.pid           task i started: its pid and process start time (guards pid reuse)
+    <i>.exit          task i ended: its exit code, and whether it had been cancelled
+    <i>.cancel        cancel() asked for task i to end (or never start)
+    cancel            cancel() asked for the whole array to end
+
+So :meth:`Local.queue` makes no scheduler call: it reads these files. A restarted manager
+still sees the tasks of earlier sessions. If the supervisor died (``kill -9``), everything it
+left unfinished is reported ``failed``: started tasks once their process is gone, tasks
+not yet started at once.
+
+Only stdlib is imported at top level (and ``psutil`` inside functions): the worker imports
+this module for :meth:`Local.task_identity`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from adaptive_runner.errors import ConfigError, SchedulerCommandError
+from adaptive_runner.files import atomic_write
+from adaptive_runner.schedulers.base import JobState, Scheduler, TaskIdentity
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+
+SUPERVISOR_MODULE = "adaptive_runner.schedulers.local"
+ARRAY_ID_VAR = "LOCAL_ARRAY_ID"
+TASK_INDEX_VAR = "LOCAL_ARRAY_TASK_ID"
+TASK_ID_VAR = "LOCAL_TASK_ID"
+TASK_COUNT_VAR = "LOCAL_ARRAY_TASK_COUNT"
+
+ARRAY_FILE = "array.json"
+SUPERVISOR_FILE = "supervisor.json"
+SUPERVISOR_LOG = "supervisor.log"
+ARRAY_CANCEL = "cancel"
+_ARRAY_ID = re.compile(r"L[1-9][0-9]*")
+
+POLL_INTERVAL_S = 0.1  # how often the supervisor looks for ended tasks and cancel requests
+# Process start times are compared with this tolerance: psutil derives them from the boot
+# time, which moves when the wall clock is stepped; a reused pid starts much later.
+START_TIME_TOLERANCE_S = 1.0
+SUPERVISOR_START_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Local(Scheduler):
+    """Run job arrays as local processes: the default when there is no cluster.
+
+    Parameters
+    ----------
+    kill_grace_s
+        Seconds a cancelled task has, after SIGTERM, to save and release its learner before
+        its process group gets SIGKILL (the supervisor escalates; ``cancel`` does not wait).
+
+    """
+
+    name: ClassVar[str] = "local"
+    template_name: ClassVar[str] = "local.sh.j2"
+    bind_host: ClassVar[str] = "127.0.0.1"
+    poll_interval_s: ClassVar[float] = 1.0  # queue() only reads files: cheap to ask often
+
+    kill_grace_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        """Validate the options."""
+        super().__post_init__()
+        if not isinstance(self.kill_grace_s, int | float) or not self.kill_grace_s > 0:
+            raise ConfigError(
+                f"kill_grace_s must be a positive number of seconds, got {self.kill_grace_s!r}"
+            )
+
+    def submit(self, script: Path, *, n_tasks: int, max_running: int) -> str:
+        """Start a detached supervisor that runs ``bash script`` as tasks 0..n_tasks-1.
+
+        The array's files go to ``script.parent / <array_id>``, so ``script`` must be in the
+        run's jobs directory (where the job manager writes it), the ``jobs_dir`` that
+        :meth:`queue` and :meth:`cancel` are given.
+        """
+        for arg, value in (("n_tasks", n_tasks), ("max_running", max_running)):
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{arg} must be a positive integer, got {value!r}")
+        script = Path(script).absolute()
+        if not script.is_file():
+            raise ConfigError(f"script {str(script)!r} is not a file")
+        array_dir = _new_array_dir(script.parent)
+        spec = {
+            "script": str(script),
+            "n_tasks": n_tasks,
+            "max_running": max_running,
+            "kill_grace_s": float(self.kill_grace_s),
+            "submitted": time.time(),
+        }
+        atomic_write(array_dir / ARRAY_FILE, json.dumps(spec).encode())
+        log_file = array_dir / SUPERVISOR_LOG
+        with log_file.open("ab") as log:
+            launcher = subprocess.Popen(
+                [sys.executable, "-m", SUPERVISOR_MODULE, str(array_dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        # The launcher forks the supervisor, records it and exits, so the supervisor is
+        # nobody's child here (no zombie in the manager) and outlives the manager.
+        try:
+            code = launcher.wait(timeout=SUPERVISOR_START_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+            launcher.wait()
+            code = None
+        if code != 0 or not (array_dir / SUPERVISOR_FILE).is_file():
+            raise SchedulerCommandError(
+                f"the local supervisor of {array_dir.name} did not start (exit code {code}); "
+                f"see {log_file}"
+            )
+        return array_dir.name
+
+    def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
+        """Read the state of every task of these arrays from their files (no process call).
+
+        A task whose supervisor died is ``running`` while its process lives and ``failed``
+        after; the tasks it had not started are ``failed``. Unknown arrays are absent.
+        """
+        states: dict[str, JobState] = {}
+        for array_id in array_ids:
+            array_dir = jobs_dir / _check_array_id(array_id)
+            if (array_dir / ARRAY_FILE).is_file():
+                states.update(_array_states(array_dir))
+        return states
+
+    def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
+        """Cancel tasks (``L3_4``) or whole arrays (``L3``); returns without waiting.
+
+        Unstarted tasks are never started; running ones get SIGTERM on their process group
+        now, and SIGKILL from the supervisor if they still run ``kill_grace_s`` later.
+        """
+        targets: list[tuple[Path, range | list[int]]] = []
+        # Mark every target before reading any pid file: the supervisor re-checks the marks
+        # after recording a pid, so a task that starts meanwhile is signalled by one of us.
+        for task_or_array in ids:
+            array_id, sep, index_text = task_or_array.partition("_")
+            array_dir = jobs_dir / _check_array_id(array_id)
+            n_tasks = _read_json(array_dir / ARRAY_FILE, what=f"local array {array_id}")["n_tasks"]
+            if not sep:
+                (array_dir / ARRAY_CANCEL).touch()
+                targets.append((array_dir, range(n_tasks)))
+                continue
+            if not index_text.isdigit() or int(index_text) >= n_tasks:
+                raise ConfigError(
+                    f"no task {task_or_array!r}: array {array_id} has tasks 0..{n_tasks - 1}"
+                )
+            (array_dir / f"{int(index_text)}.cancel").touch()
+            targets.append((array_dir, [int(index_text)]))
+        for array_dir, indices in targets:
+            names = {path.name for path in array_dir.iterdir()}
+            for i in indices:
+                if f"{i}.pid" in names and f"{i}.exit" not in names:
+                    record = _read_json(array_dir / f"{i}.pid", what="pid file")
+                    if _alive(record):
+                        _signal_group(record["pid"], signal.SIGTERM)
+
+    @classmethod
+    def task_identity(cls, environ: Mapping[str, str]) -> TaskIdentity:
+        """Read ``LOCAL_ARRAY_ID`` and ``LOCAL_ARRAY_TASK_ID``, set by the supervisor."""
+        missing = [var for var in (ARRAY_ID_VAR, TASK_INDEX_VAR) if var not in environ]
+        if missing:
+            raise ConfigError(
+                f"{' and '.join(missing)} not set: this process was not started by the "
+                "Local scheduler (run.json says scheduler='local')"
+            )
+        array_id, index = environ[ARRAY_ID_VAR], environ[TASK_INDEX_VAR]
+        if not index.isdigit():
+            raise ConfigError(f"{TASK_INDEX_VAR}={index!r} is not a task index")
+        return TaskIdentity(task_id=f"{array_id}_{index}", array_id=array_id, task_index=int(index))
+
+
+def _check_array_id(array_id: str) -> str:
+    if not _ARRAY_ID.fullmatch(array_id):
+        raise ConfigError(f"{array_id!r} is not a local array id (L1, L2, ...)")
+    return array_id
+
+
+def _new_array_dir(jobs_dir: Path) -> Path:
+    """Create and return ``jobs_dir/L<n>`` with the next free n; mkdir makes it race-free."""
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    names = [path.name for path in jobs_dir.iterdir()]
+    taken = [int(name[1:]) for name in names if _ARRAY_ID.fullmatch(name)]
+    number = max(taken, default=0) + 1
+    while True:
+        path = jobs_dir / f"L{number}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            number += 1
+        else:
+            return path
+
+
+def _read_json(path: Path, *, what: str) -> dict[str, Any]:
+    try:
+        result: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no {what}: {path} does not exist") from None
+    return result
+
+
+def _process_record(pid: int) -> dict[str, Any]:
+    """The pid and start time identifying a live process (a pid alone may be reused)."""
+    import psutil  # noqa: PLC0415 - keep the worker's import of this module stdlib-only
+
+    return {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+
+
+def _alive(record: Mapping[str, Any]) -> bool:
+    """Whether the process of a pid record still runs (same pid, same start time)."""
+    import psutil  # noqa: PLC0415 - keep the worker's import of this module stdlib-only
+
+    try:
+        proc = psutil.Process(record["pid"])
+        if abs(proc.create_time() - record["create_time"]) > START_TIME_TOLERANCE_S:
+            return False  # the pid now belongs to another process
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to a task's process group; a group that is already gone is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _array_states(array_dir: Path) -> dict[str, JobState]:
+    spec = _read_json(array_dir / ARRAY_FILE, what="array file")
+    supervisor = array_dir / SUPERVISOR_FILE
+    # Liveness first, files second: a supervisor seen alive may still write files (we then
+    # report running/pending, true a moment ago); one seen dead has written its last file.
+    supervised = supervisor.is_file() and _alive(_read_json(supervisor, what="supervisor"))
+    names = {path.name for path in array_dir.iterdir()}
+    array_cancelled = ARRAY_CANCEL in names
+    states: dict[str, JobState] = {}
+    for i in range(spec["n_tasks"]):
+        if f"{i}.exit" in names:
+            end = _read_json(array_dir / f"{i}.exit", what="exit file")
+            if end["cancelled"]:
+                state = JobState.CANCELLED
+            else:
+                state = JobState.COMPLETED if end["returncode"] == 0 else JobState.FAILED
+        elif f"{i}.pid" in names:
+            alive = supervised or _alive(_read_json(array_dir / f"{i}.pid", what="pid file"))
+            state = JobState.RUNNING if alive else JobState.FAILED
+        elif array_cancelled or f"{i}.cancel" in names:
+            state = JobState.CANCELLED
+        else:
+            state = JobState.PENDING if supervised else JobState.FAILED
+        states[f"{array_dir.name}_{i}"] = state
+    return states
+
+
+def _cancel_requested(array_dir: Path, index: int) -> bool:
+    return (array_dir / ARRAY_CANCEL).exists() or (array_dir / f"{index}.cancel").exists()
+
+
+def supervise(array_dir: Path) -> None:
+    """Run the tasks of one array, at most max_running at once, until all have ended.
+
+    Parameters
+    ----------
+    array_dir
+        ``JOBS_DIR/<array_id>``, holding ``array.json`` as written by :meth:`Local.submit`.
+
+    """
+    spec = _read_json(array_dir / ARRAY_FILE, what="array file")
+    n_tasks: int = spec["n_tasks"]
+    array_id = array_dir.name
+    running: dict[int, subprocess.Popen[bytes]] = {}
+    cancel_seen: dict[int, float] = {}  # task index -> when its cancel request was noticed
+    next_index = 0
+    while next_index < n_tasks or running:
+        for i, proc in list(running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del running[i]
+            cancel_seen.pop(i, None)
+            _signal_group(proc.pid, signal.SIGKILL)  # what the task left behind ends with it
+            end = {"returncode": code, "cancelled": _cancel_requested(array_dir, i)}
+            atomic_write(array_dir / f"{i}.exit", json.dumps(end).encode())
+        now = time.monotonic()
+        for i, proc in running.items():
+            # cancel() sent SIGTERM; escalate once the grace period is over.
+            cancelled = _cancel_requested(array_dir, i)
+            if cancelled and now - cancel_seen.setdefault(i, now) >= spec["kill_grace_s"]:
+                _signal_group(proc.pid, signal.SIGKILL)
+        while len(running) < spec["max_running"] and next_index < n_tasks:
+            i, next_index = next_index, next_index + 1
+            if _cancel_requested(array_dir, i):
+                continue  # cancelled before it started: it never will
+            env = {
+                **os.environ,
+                ARRAY_ID_VAR: array_id,
+                TASK_INDEX_VAR: str(i),
+                TASK_ID_VAR: f"{array_id}_{i}",
+                TASK_COUNT_VAR: str(n_tasks),
+            }
+            proc = subprocess.Popen(
+                ["bash", spec["script"]],
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+            running[i] = proc
+            atomic_write(array_dir / f"{i}.pid", json.dumps(_process_record(proc.pid)).encode())
+            if _cancel_requested(array_dir, i):  # cancel() may have looked before the pid file
+                _signal_group(proc.pid, signal.SIGTERM)
+                cancel_seen[i] = time.monotonic()
+        time.sleep(POLL_INTERVAL_S)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Launcher: fork the supervisor of ``argv[0]`` (an array dir), record it, and exit."""
+    if len(argv) != 1:
+        print(f"usage: python -m {SUPERVISOR_MODULE} ARRAY_DIR", file=sys.stderr)  # noqa: T201
+        return 2
+    array_dir = Path(argv[0])
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the supervisor: start only once the launcher has recorded it
+        os.close(ready_write)
+        go = os.read(ready_read, 1)
+        os.close(ready_read)
+        if go != b"1":
+            return 1
+        supervise(array_dir)
+        return 0
+    os.close(ready_read)
+    atomic_write(array_dir / SUPERVISOR_FILE, json.dumps(_process_record(pid)).encode())
+    os.write(ready_write, b"1")
+    os.close(ready_write)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,416 @@
+"""SLURM backend: sbatch job arrays, one squeue poll, scancel, and sacct where accounting exists."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal as signals
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from adaptive_runner.errors import ConfigError, SchedulerCommandError
+from adaptive_runner.schedulers.base import JobState, Scheduler, TaskIdentity, run_command
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+    from pathlib import Path
+
+# squeue: array job id | array task id or pending expression (e.g. "8-11%8") | long state name.
+# `-t all` keeps recently finished tasks (for MinJobAge) with their final state.
+SQUEUE_FORMAT = "%F|%K|%T"
+# squeue and sacct cut array expressions at 64 characters unless told otherwise.
+_FULL_ARRAY_EXPRESSIONS = {"SLURM_BITSTR_LEN": "0"}
+_ACCOUNTING_DISABLED = "accounting storage is disabled"
+_MISSING_HINT = "is this a SLURM login node?"
+
+# Every job state code SLURM reports (squeue %T, sacct State), as far as a task's life goes:
+# still queued, holding its allocation, or ended (and how).
+_STATES: dict[str, JobState] = {
+    "PENDING": JobState.PENDING,
+    "REQUEUED": JobState.PENDING,
+    "REQUEUE_FED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.PENDING,
+    "RESV_DEL_HOLD": JobState.PENDING,
+    "SPECIAL_EXIT": JobState.PENDING,  # held after a special exit; runs again when released
+    "CONFIGURING": JobState.RUNNING,  # allocated, nodes booting
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,  # ended, processes still being cleaned up
+    "SUSPENDED": JobState.RUNNING,  # holds its allocation and its learner
+    "STOPPED": JobState.RUNNING,
+    "SIGNALING": JobState.RUNNING,
+    "STAGE_OUT": JobState.RUNNING,
+    "RESIZING": JobState.RUNNING,
+    "COMPLETED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED,
+    "NODE_FAIL": JobState.FAILED,
+    "BOOT_FAIL": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED,
+    # Ended from outside; the worker got a signal first and released its learner.
+    "CANCELLED": JobState.CANCELLED,
+    "TIMEOUT": JobState.CANCELLED,
+    "DEADLINE": JobState.CANCELLED,
+    "PREEMPTED": JobState.CANCELLED,
+    "REVOKED": JobState.CANCELLED,
+}
+
+_TIME_FORMS = (
+    re.compile(r"(?P<m>\d+)"),
+    re.compile(r"(?P<m>\d+):(?P<s>\d+)"),
+    re.compile(r"(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)"),
+    re.compile(r"(?P<d>\d+)-(?P<h>\d+)"),
+    re.compile(r"(?P<d>\d+)-(?P<h>\d+):(?P<m>\d+)"),
+    re.compile(r"(?P<d>\d+)-(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)"),
+)
+_MEM = re.compile(r"(?P<n>\d+)(?P<unit>[KMGT]?)")
+_MEM_UNIT_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}
+_JOB_ID = re.compile(r"\d+(_\d+)?")
+_MAX_SIGNAL_GRACE_S = 65535  # sbatch --signal takes at most this
+_WORKER_STOP_SIGNALS = ("USR1", "TERM")  # worker.STOP_SIGNALS; not imported: stdlib only here
+_PLAIN_VALUE = re.compile(r"[^\s'\"\\]+")  # partition, account, qos: one word, no quotes
+
+
+def parse_time(value: str) -> int:
+    """Seconds in a SLURM time limit: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+    for form in _TIME_FORMS:
+        match = form.fullmatch(value.strip())
+        if match:
+            parts = {k: int(v) for k, v in match.groupdict().items()}
+            seconds = (
+                parts.get("d", 0) * 86400
+                + parts.get("h", 0) * 3600
+                + parts.get("m", 0) * 60
+                + parts.get("s", 0)
+            )
+            if seconds <= 0:
+                break
+            return seconds
+    raise ConfigError(
+        f"time={value!r} is not a positive SLURM time limit: use minutes ('90'), 'MM:SS', "
+        "'HH:MM:SS' or 'D-HH:MM:SS'"
+    )
+
+
+def format_time(seconds: int) -> str:
+    """A time limit as sbatch's unambiguous D-HH:MM:SS."""
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def parse_mem(value: str) -> int:
+    """Megabytes in a SLURM memory size: a number with an optional K, M, G or T (default M)."""
+    match = _MEM.fullmatch(value.strip())
+    if match is None or int(match["n"]) == 0:
+        raise ConfigError(
+            f"mem={value!r} is not a SLURM memory size: use a positive integer with an "
+            "optional unit K, M, G or T, e.g. '500M' or '8G'"
+        )
+    return max(1, round(int(match["n"]) * _MEM_UNIT_MB[match["unit"]]))
+
+
+def parse_array_tasks(expression: str) -> list[int]:
+    """The task indices in a SLURM array expression such as ``1,3,5-7``, ``0-300:3%5`` or ``7``.
+
+    A ``%N`` throttle suffix and surrounding brackets are ignored.
+    """
+    body = expression.strip().removeprefix("[").removesuffix("]").partition("%")[0]
+    indices: list[int] = []
+    for part in body.split(","):
+        match = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part)
+        if match is None:
+            raise SchedulerCommandError(
+                f"cannot read SLURM array expression {expression!r} (near {part!r}); a "
+                "truncated one ends in '...' when SLURM_BITSTR_LEN is not 0"
+            )
+        first, last, step = match.groups()
+        stop = int(last) if last is not None else int(first)
+        indices.extend(range(int(first), stop + 1, int(step or 1)))
+    return indices
+
+
+def _state(code: str) -> JobState:
+    # sacct writes "CANCELLED by 1000"; squeue only the code.
+    return _STATES.get(code.split(" ", 1)[0], JobState.UNKNOWN)
+
+
+def parse_squeue(text: str, array_ids: Collection[str]) -> dict[str, JobState]:
+    """Task id -> state for the tasks of ``array_ids`` in ``squeue -h -o '%F|%K|%T'`` output.
+
+    Pending ranges are expanded into their tasks; other users' and other runs' jobs are
+    ignored.
+    """
+    wanted = set(array_ids)
+    states: dict[str, JobState] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 3:  # noqa: PLR2004 - the three fields of SQUEUE_FORMAT
+            raise SchedulerCommandError(f"unexpected squeue line {line!r}: want '%F|%K|%T'")
+        array_id, tasks, code = fields
+        if array_id in wanted:
+            _add_tasks(states, array_id, tasks, code)
+    return states
+
+
+def parse_sacct(text: str, array_ids: Collection[str]) -> dict[str, JobState]:
+    """Task id -> state for the tasks of ``array_ids`` in sacct output.
+
+    The command is ``sacct -X -n --parsable2 -o JobID,State``; job ids look like ``123_4``
+    or, for tasks still pending, ``123_[5-9%2]``.
+    """
+    wanted = set(array_ids)
+    states: dict[str, JobState] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        job_id, sep, code = line.partition("|")
+        array_id, underscore, tasks = job_id.partition("_")
+        if not sep or not underscore:
+            raise SchedulerCommandError(f"unexpected sacct line {line!r}: want 'A_tasks|STATE'")
+        if array_id in wanted:
+            _add_tasks(states, array_id, tasks, code)
+    return states
+
+
+def _add_tasks(states: dict[str, JobState], array_id: str, tasks: str, code: str) -> None:
+    """Give every task in the array expression ``tasks`` the state SLURM's ``code`` means."""
+    state = _state(code)
+    for index in parse_array_tasks(tasks):
+        states[f"{array_id}_{index}"] = state
+
+
+def parse_sbatch(text: str) -> str:
+    """The job id in ``sbatch --parsable`` output (``123`` or ``123;cluster``)."""
+    job_id = text.strip().partition(";")[0]
+    if not job_id.isdigit():
+        raise SchedulerCommandError(f"sbatch --parsable printed {text!r}, not a job id")
+    return job_id
+
+
+def parse_max_array_size(config_text: str) -> int:
+    """``MaxArraySize`` from ``scontrol show config`` output."""
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)\s*$", config_text, re.MULTILINE)
+    if match is None:
+        raise SchedulerCommandError("`scontrol show config` printed no MaxArraySize")
+    return int(match[1])
+
+
+@dataclass(frozen=True, kw_only=True)
+class SLURM(Scheduler):
+    """SLURM: each run (or resource group) is submitted as ``sbatch --array``.
+
+    Parameters
+    ----------
+    nodes
+        Nodes per task, for MPI: with ``cores_per_node`` it replaces ``cores`` (then
+        ``cores = nodes * cores_per_node``); needs ``executor="mpi4py"`` if more than one.
+    cores_per_node
+        MPI ranks per node when ``nodes`` is given.
+    partition
+        The partition (queue); the cluster's default if None. Checked in :meth:`check`.
+    time
+        Time limit per task: minutes (``"90"``), ``"MM:SS"``, ``"HH:MM:SS"`` or
+        ``"D-HH:MM:SS"``. Tasks that hit it save and are resubmitted.
+    mem
+        Memory per node, e.g. ``"8G"`` or ``"500M"``.
+    account
+        The account charged (``--account``).
+    qos
+        The quality of service (``--qos``).
+    exclusive
+        Ask for whole nodes (``--exclusive``).
+    extra_sbatch
+        More ``#SBATCH`` flags, one per line, e.g. ``["--constraint=skylake"]``.
+    signal
+        Sent to the batch shell (and so the worker) ``signal_grace_s`` before the time
+        limit, so it saves and releases its learner: ``"USR1"`` or ``"TERM"`` (where USR1
+        clashes with an MPI/NCCL stack), the signals the worker handles. None sends nothing
+        besides SLURM's own TERM at the limit.
+    signal_grace_s
+        Seconds between ``signal`` and the time limit (SLURM may send it up to 60 s early).
+    mpi_launcher
+        The command that starts the MPI ranks for ``executor="mpi4py"``, followed by
+        ``-n <cores>``, e.g. ``"mpiexec"`` or ``"srun --mpi=pmi2"``.
+
+    """
+
+    name: ClassVar[str] = "slurm"
+    template_name: ClassVar[str] = "slurm.sh.j2"
+
+    nodes: int | None = None
+    cores_per_node: int | None = None
+    partition: str | None = None
+    time: str | None = None
+    mem: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    exclusive: bool = False
+    extra_sbatch: Sequence[str] = field(default_factory=tuple)
+    signal: str | None = "USR1"
+    signal_grace_s: int = 120
+    mpi_launcher: str = "mpiexec"
+
+    def __post_init__(self) -> None:
+        """Validate every option, so a bad one fails here and not in sbatch."""
+        super().__post_init__()
+        self._check_nodes()
+        for name in ("partition", "account", "qos"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and _PLAIN_VALUE.fullmatch(value)):
+                raise ConfigError(f"{name} must be one word without quotes, got {value!r}")
+        if self.time is not None:
+            parse_time(self.time)
+        if self.mem is not None:
+            parse_mem(self.mem)
+        self._check_extra_sbatch()
+        self._check_signal()
+        try:
+            launcher = shlex.split(self.mpi_launcher)
+        except ValueError as e:
+            raise ConfigError(f"mpi_launcher={self.mpi_launcher!r} is not a command: {e}") from e
+        if not launcher:
+            raise ConfigError("mpi_launcher must name a command, e.g. 'mpiexec'")
+
+    def _check_extra_sbatch(self) -> None:
+        if isinstance(self.extra_sbatch, str):
+            raise ConfigError(
+                f"extra_sbatch must be a list of flags, got the string {self.extra_sbatch!r}"
+            )
+        for flag in self.extra_sbatch:
+            if not flag.startswith("-") or "\n" in flag or "\r" in flag:
+                raise ConfigError(
+                    f"extra_sbatch entries must be single sbatch flags like "
+                    f"'--constraint=gpu', got {flag!r}"
+                )
+
+    def _check_signal(self) -> None:
+        names = {sig.name.removeprefix("SIG") for sig in signals.Signals}
+        if self.signal_name is not None and self.signal_name not in names:
+            raise ConfigError(f"signal must be a signal name like 'USR1', got {self.signal!r}")
+        if self.signal_name is not None and self.signal_name not in _WORKER_STOP_SIGNALS:
+            # Any other signal would kill the worker before it saves.
+            raise ConfigError(
+                f"signal must be 'USR1' or 'TERM' (the signals on which the worker saves and "
+                f"releases its learner), or None; got {self.signal!r}"
+            )
+        grace = self.signal_grace_s
+        if not isinstance(grace, int) or not 0 < grace <= _MAX_SIGNAL_GRACE_S:
+            raise ConfigError(
+                f"signal_grace_s must be an integer in 1..{_MAX_SIGNAL_GRACE_S}, got {grace!r}"
+            )
+
+    def _check_nodes(self) -> None:
+        nodes, per_node = self.nodes, self.cores_per_node
+        if nodes is None and per_node is None:
+            return
+        if nodes is None or per_node is None:
+            raise ConfigError("nodes and cores_per_node go together: give both, or only cores")
+        for name, value in (("nodes", nodes), ("cores_per_node", per_node)):
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.cores not in (1, nodes * per_node):
+            raise ConfigError(
+                f"cores={self.cores} contradicts nodes={nodes} x cores_per_node={per_node}: "
+                "give cores, or nodes and cores_per_node"
+            )
+        if nodes > 1 and self.executor != "mpi4py":
+            raise ConfigError(
+                f"nodes={nodes} needs executor='mpi4py'; {self.executor!r} runs on one node"
+            )
+        object.__setattr__(self, "cores", nodes * per_node)  # frozen: set once, while constructing
+
+    @property
+    def time_limit(self) -> str | None:
+        """``time`` as sbatch's D-HH:MM:SS, or None for the partition's limit."""
+        return None if self.time is None else format_time(parse_time(self.time))
+
+    @property
+    def signal_name(self) -> str | None:
+        """``signal`` as sbatch wants it: upper case, without ``SIG``."""
+        return None if self.signal is None else self.signal.upper().removeprefix("SIG")
+
+    @property
+    def mpi_command(self) -> str:
+        """``mpi_launcher`` split and shell-quoted, ready for the job script."""
+        return shlex.join(shlex.split(self.mpi_launcher))
+
+    def check(self) -> None:
+        """Check that SLURM answers and that ``partition`` exists (one ``sinfo`` call)."""
+        out = run_command(["sinfo", "-h", "-o", "%R"], missing_hint=_MISSING_HINT)
+        partitions = sorted({line.strip() for line in out.splitlines() if line.strip()})
+        if not partitions:
+            raise ConfigError("sinfo lists no partitions: this SLURM cannot run jobs")
+        if self.partition is not None and self.partition not in partitions:
+            raise ConfigError(
+                f"partition={self.partition!r} does not exist; this cluster has: "
+                f"{', '.join(partitions)}"
+            )
+
+    def max_array_size(self) -> int:
+        """The most tasks one array may have (SLURM's ``MaxArraySize``; indices start at 0)."""
+        out = run_command(["scontrol", "show", "config"], missing_hint=_MISSING_HINT)
+        return parse_max_array_size(out)
+
+    def submit(self, script: Path, *, n_tasks: int, max_running: int) -> str:
+        """Submit ``script`` as one array of ``n_tasks`` tasks, at most ``max_running`` at once."""
+        if n_tasks <= 0 or max_running <= 0:
+            raise ConfigError(
+                f"n_tasks and max_running must be positive, got {n_tasks} and {max_running}"
+            )
+        out = run_command(
+            ["sbatch", "--parsable", f"--array=0-{n_tasks - 1}%{max_running}", str(script)],
+            missing_hint=_MISSING_HINT,
+        )
+        return parse_sbatch(out)
+
+    def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
+        """State of every task of these arrays squeue knows, finished ones for MinJobAge too."""
+        del jobs_dir  # SLURM keeps its own records
+        if not array_ids:
+            return {}
+        out = run_command(
+            ["squeue", "--me", "-h", "-t", "all", "-o", SQUEUE_FORMAT],
+            env=_FULL_ARRAY_EXPRESSIONS,
+            missing_hint=_MISSING_HINT,
+        )
+        return parse_squeue(out, array_ids)
+
+    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
+        """State of every task of these arrays in SLURM's accounting; {} where it is disabled."""
+        del jobs_dir
+        if not array_ids:
+            return {}
+        cmd = ["sacct", "-X", "-n", "--parsable2", "-o", "JobID,State", "-j", ",".join(array_ids)]
+        try:
+            # One attempt first: a cluster without accounting says so at once, every time.
+            out = run_command(
+                cmd, retries=1, env=_FULL_ARRAY_EXPRESSIONS, missing_hint=_MISSING_HINT
+            )
+        except SchedulerCommandError as e:
+            if _ACCOUNTING_DISABLED in str(e):
+                return {}
+            out = run_command(cmd, env=_FULL_ARRAY_EXPRESSIONS, missing_hint=_MISSING_HINT)
+        return parse_sacct(out, array_ids)
+
+    def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
+        """Cancel tasks (``A_a``) and whole arrays (``A``) with one ``scancel`` call."""
+        del jobs_dir
+        bad = [job_id for job_id in ids if not _JOB_ID.fullmatch(job_id)]
+        if bad:
+            raise ConfigError(f"cannot cancel {bad}: SLURM ids look like '123' or '123_4'")
+        if ids:
+            run_command(["scancel", *ids], missing_hint=_MISSING_HINT)
+
+    @classmethod
+    def task_identity(cls, environ: Mapping[str, str]) -> TaskIdentity:
+        """``A_a`` from SLURM_ARRAY_JOB_ID and SLURM_ARRAY_TASK_ID."""
+        array_id = environ.get("SLURM_ARRAY_JOB_ID", "")
+        index = environ.get("SLURM_ARRAY_TASK_ID", "")
+        if not (array_id.isdigit() and index.isdigit()):
+            raise ConfigError(
+                "not inside a SLURM array task: SLURM_ARRAY_JOB_ID and SLURM_ARRAY_TASK_ID "
+                f"are {array_id!r} and {index!r}"
+            )
+        return TaskIdentity(task_id=f"{array_id}_{index}", array_id=array_id, task_index=int(index))

@@ -1,0 +1,327 @@
+"""The ipywidgets status panel of a run (``RunManager.info()``), refreshed from a thread.
+
+The refresh thread only reads state.sqlite and sets widget values, so the kernel stays free
+(and the panel keeps moving while a cell blocks in ``rm.wait()``). Buttons act through the
+run manager: ``cancel``, ``load_learners``; logs are read from the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import threading
+from typing import TYPE_CHECKING, Any, Final
+
+import ipywidgets as w
+
+from adaptive_runner.database import SORT_KEYS, Database, LearnerState
+from adaptive_runner.errors import ConfigError
+from adaptive_runner.widgets.snapshot import (
+    StatusSnapshot,
+    View,
+    counts_html,
+    parse_selection,
+    status_html,
+    table_html,
+    tail,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from adaptive_runner.run_manager import RunManager
+
+_SORT_LABELS: Final = {
+    "index": "learner",
+    "state": "state",
+    "fname": "fname",
+    "task": "job",
+    "host": "host",
+    "npoints": "points",
+    "loss": "loss",
+    "attempts": "attempts",
+    "failures": "failures",
+    "heartbeat_age": "heartbeat age",
+}
+_LOG_LEARNERS: Final = 3  # "Show log" shows the logs of at most this many learners at once
+_HIDDEN: Final = "none"
+
+
+class StatusPanel:
+    """Counts, progress, a paged and sortable learner table, and buttons to steer the run.
+
+    Display it as a cell's last expression; ``widget`` is the ipywidgets box (to embed it
+    elsewhere) and ``learners`` holds what "Load learners" loaded.
+
+    Parameters
+    ----------
+    run_manager
+        The run to show and steer.
+    refresh_interval_s
+        Seconds between two automatic refreshes.
+    auto_refresh
+        Start refreshing automatically; it stops by itself once the run is finished.
+
+    """
+
+    def __init__(
+        self, run_manager: RunManager, *, refresh_interval_s: float = 2.0, auto_refresh: bool = True
+    ) -> None:
+        self.rm = run_manager
+        self.refresh_interval_s = refresh_interval_s
+        self.learners: list[Any] | None = None
+        self._view = View()
+        self._lock = threading.RLock()  # refreshes from the thread and from clicks take turns
+        self._stop: threading.Event | None = None
+
+        self.status = w.HTML()
+        self.counts = w.HTML()
+        self.counts.add_class("ar-counts")
+        self.progress = w.IntProgress(min=0, max=1, description="progress")
+        self.progress_label = w.Label()
+        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.auto_button = w.ToggleButton(description="Auto-refresh", icon="clock-o")
+        self.cancel_run_button = w.Button(description="Cancel run", button_style="danger")
+        self.confirm_button = w.Button(description="Yes, cancel the run", button_style="danger")
+        self.keep_button = w.Button(description="No, keep it running")
+        self.confirm_box = w.HBox(
+            [
+                w.HTML("Cancel every unfinished learner and kill its job?&nbsp;"),
+                self.confirm_button,
+                self.keep_button,
+            ],
+            layout=w.Layout(display=_HIDDEN),
+        )
+        self.selection = w.Text(placeholder="e.g. 3, 7-9", description="learners")
+        self.cancel_selected_button = w.Button(description="Cancel selected")
+        self.cancel_selected_button.button_style = "warning"
+        self.log_button = w.Button(description="Show log")
+        self.hide_log_button = w.Button(description="Hide log", layout=w.Layout(display=_HIDDEN))
+        self.load_button = w.Button(description="Load learners")
+        self.sort_by = w.Dropdown(
+            options=[(_SORT_LABELS[key], key) for key in SORT_KEYS], description="sort by"
+        )
+        self.descending = w.Checkbox(description="descending")
+        self.state_filter = w.Dropdown(
+            options=[("all", ""), *((s.value, s.value) for s in LearnerState)], description="show"
+        )
+        self.prev_button = w.Button(description="◀ prev")
+        self.next_button = w.Button(description="next ▶")
+        self.page_label = w.Label()
+        self.table = w.HTML()
+        self.message = w.HTML()
+        self.log = w.HTML()
+        self.widget = w.VBox(
+            [
+                self.status,
+                self.counts,
+                w.HBox([self.progress, self.progress_label]),
+                w.HBox([self.refresh_button, self.auto_button, self.cancel_run_button]),
+                self.confirm_box,
+                w.HBox([self.selection, self.cancel_selected_button, self.log_button]),
+                w.HBox([self.load_button, self.hide_log_button]),
+                self.message,
+                self.log,
+                w.HBox([self.sort_by, self.descending, self.state_filter]),
+                w.HBox([self.prev_button, self.page_label, self.next_button]),
+                self.table,
+            ]
+        )
+        self.widget.add_class("ar-panel")
+        self._wire()
+        self.snapshot = self.refresh()
+        self.auto_button.value = auto_refresh
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _wire(self) -> None:
+        clicks: list[tuple[w.Button, Callable[[], object]]] = [
+            (self.refresh_button, self.refresh),
+            (self.cancel_run_button, self._ask_cancel_run),
+            (self.confirm_button, self._cancel_run),
+            (self.keep_button, self._keep_running),
+            (self.cancel_selected_button, self._cancel_selected),
+            (self.log_button, self._show_log),
+            (self.hide_log_button, self._hide_log),
+            (self.load_button, self._load_learners),
+            (self.prev_button, lambda: self._change_view(page=self._view.page - 1)),
+            (self.next_button, lambda: self._change_view(page=self._view.page + 1)),
+        ]
+        for button, action in clicks:
+            button.on_click(self._reporting(action))
+        self.auto_button.observe(lambda change: self._set_auto(change["new"]), names="value")
+        self.sort_by.observe(lambda change: self._change_view(sort_by=change["new"]), "value")
+        self.descending.observe(lambda change: self._change_view(descending=change["new"]), "value")
+        self.state_filter.observe(lambda change: self._filter(change["new"]), "value")
+
+    def _reporting(self, action: Callable[[], object]) -> Callable[[w.Button], None]:
+        """Wrap ``action`` as a click handler that shows its errors in the panel.
+
+        Bad input (ConfigError) is only shown; anything else is raised again as well, so it
+        also reaches the kernel's log.
+        """
+
+        def handler(_: w.Button) -> None:
+            try:
+                action()
+            except ConfigError as e:
+                self._say(str(e), error=True)
+            except Exception as e:
+                self._say(f"{type(e).__name__}: {e}", error=True)
+                raise
+
+        return handler
+
+    # -- refreshing ------------------------------------------------------------------------
+
+    def refresh(self) -> StatusSnapshot:
+        """Read state.sqlite once and update every part of the panel; return the snapshot."""
+        with self._lock:
+            jm = self.rm.job_manager
+            error = None if jm is None else jm.error
+            snap = StatusSnapshot.take(
+                self.rm.run_dir,
+                self._view,
+                managers_running=jm is not None and jm.running and not jm.finished,
+                manager_error=None if error is None else f"{type(error).__name__}: {error}",
+            )
+            self.snapshot = snap
+            self._view = snap.view  # a page past the end was moved to the last one
+            self.status.value = status_html(snap)
+            self.counts.value = counts_html(snap)
+            self.progress.max = max(1, snap.total)
+            self.progress.value = snap.n_final
+            self.progress.bar_style = _bar_style(snap)
+            self.progress_label.value = f"{snap.n_final} of {snap.total} learners finished"
+            self.cancel_run_button.disabled = snap.finished
+            self.prev_button.disabled = snap.view.page == 0
+            self.next_button.disabled = snap.view.page + 1 >= snap.n_pages
+            self.page_label.value = f"page {snap.view.page + 1} of {snap.n_pages}"
+            self.table.value = table_html(snap)
+            return snap
+
+    def _change_view(self, **changes: Any) -> None:
+        if "page" not in changes:
+            changes["page"] = 0  # a new order or filter starts at its first page
+        self._view = dataclasses.replace(self._view, **changes)
+        self.refresh()
+
+    def _filter(self, state: str) -> None:
+        self._change_view(state=LearnerState(state) if state else None)
+
+    def _set_auto(self, on: bool) -> None:  # noqa: FBT001 - a toggle's new value
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
+        if on:
+            self._stop = threading.Event()
+            thread = threading.Thread(
+                target=self._loop, args=(self._stop,), name="status-panel", daemon=True
+            )
+            thread.start()
+
+    def _loop(self, stop: threading.Event) -> None:
+        while True:
+            jm = self.rm.job_manager
+            if jm is not None and not jm.finished:
+                jm.wait(self.refresh_interval_s)  # wakes at once when the run finishes
+            else:
+                stop.wait(self.refresh_interval_s)
+            if stop.is_set():
+                return
+            try:
+                snap = self.refresh()
+            except Exception as e:
+                self._say(f"auto-refresh stopped: {type(e).__name__}: {e}", error=True)
+                self.auto_button.value = False
+                raise
+            if snap.finished and not snap.managers_running:
+                self.auto_button.value = False  # nothing will change any more
+
+    def close(self) -> None:
+        """Stop refreshing and remove the panel from the page."""
+        self.auto_button.value = False
+        _close_all(self.widget)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def _say(self, text: str, *, error: bool = False) -> None:
+        color = "#d62728" if error else "inherit"
+        self.message.value = f'<span style="color:{color}">{html.escape(text)}</span>'
+
+    def _ask_cancel_run(self) -> None:
+        self.confirm_box.layout.display = None
+
+    def _keep_running(self) -> None:
+        self.confirm_box.layout.display = _HIDDEN
+        self._say("The run goes on.")
+
+    def _cancel_run(self) -> None:
+        self.confirm_box.layout.display = _HIDDEN
+        before = self.refresh().counts[LearnerState.CANCELLED]
+        self.rm.cancel()
+        n = self.refresh().counts[LearnerState.CANCELLED] - before
+        self._say(f"Cancelled the run: {n} learners cancelled, their jobs killed.")
+
+    def _selected(self) -> list[int]:
+        with self._lock:
+            total = self.snapshot.total
+        return parse_selection(self.selection.value, total)
+
+    def _cancel_selected(self) -> None:
+        picked = self._selected()
+        self.rm.cancel(learners=picked)
+        self.refresh()
+        self._say(
+            f"Cancelled learners {', '.join(map(str, picked))} (finished ones stay as they were)."
+        )
+
+    def _show_log(self) -> None:
+        picked = self._selected()
+        sections = []
+        with Database.open(self.rm.run_dir.database) as db:
+            tasks = [(i, db.last_task(i)) for i in picked[:_LOG_LEARNERS]]
+        for index, task in tasks:
+            if task is None:
+                sections.append(f"<p><b>learner {index}</b>: no job has claimed it yet</p>")
+                continue
+            path = self.rm.run_dir.task_log(task)  # worker events and the job's own output
+            sections.append(
+                f"<p><b>learner {index}</b>, job {html.escape(task)}: "
+                f"<code>{html.escape(str(path))}</code></p>"
+                '<pre style="max-height:20em;overflow:auto;font-size:11px">'
+                f"{html.escape(tail(path))}</pre>"
+            )
+        if len(picked) > _LOG_LEARNERS:
+            sections.append(f"<p>(only the first {_LOG_LEARNERS} selected learners)</p>")
+        self.log.value = "".join(sections)
+        self.hide_log_button.layout.display = None
+
+    def _hide_log(self) -> None:
+        self.log.value = ""
+        self.hide_log_button.layout.display = _HIDDEN
+
+    def _load_learners(self) -> None:
+        self.learners = self.rm.load_learners()
+        points = sum(getattr(learner, "npoints", 0) for learner in self.learners)
+        self._say(
+            f"Loaded {len(self.learners)} learners ({points} points in all) into "
+            "panel.learners, as rm.load_learners() returns them."
+        )
+
+
+def _bar_style(snap: StatusSnapshot) -> str:
+    """Red once a learner failed, orange once one was cancelled, green when all are done."""
+    if snap.counts[LearnerState.FAILED]:
+        return "danger"
+    if snap.counts[LearnerState.CANCELLED]:
+        return "warning"
+    return "success" if snap.counts[LearnerState.DONE] == snap.total else ""
+
+
+def _close_all(widget: w.Widget) -> None:
+    """Close a widget and everything inside it (their comms with the page go too)."""
+    for child in getattr(widget, "children", ()):
+        _close_all(child)
+    widget.close()

@@ -1,0 +1,403 @@
+"""The job entrypoint: claim a learner, run it to the goal, save it, report (``-m ... RUN_DIR``).
+
+``python -m adaptive_runner.worker RUN_DIR`` is what every array task runs:
+
+1. read run.json, learn who we are from the scheduler's environment, claim a learner from
+   the database manager (nothing heavy is imported before that: no work, quick exit);
+2. unpickle the learner and the goal, load the learner's saved data if there is some;
+3. run an ``adaptive.Runner`` on our own asyncio loop with the run's executor, saving every
+   ``save_interval_s`` and sending a heartbeat every ``log_interval_s``;
+4. at the goal: final save, ``done``. On SIGTERM or SIGUSR1: save, ``release``. When the
+   function raises: save, ``fail`` with the traceback. When a heartbeat says another task
+   holds the learner now: stop at once without saving (our data would overwrite theirs).
+
+Exit code 0 after done, release, lost ownership or no work; 1 after a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from adaptive_runner.client import Client
+from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError
+from adaptive_runner.logs import configure_job_logging
+from adaptive_runner.run_dir import RunDir
+from adaptive_runner.schedulers import scheduler_class
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from concurrent.futures import Executor
+
+    from adaptive_runner.protocol import Assignment
+    from adaptive_runner.run_dir import GroupConfig, RunConfig
+    from adaptive_runner.schedulers.base import TaskIdentity
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+RELEASE_PATIENCE_S = 30.0  # how long a stopped worker tries to tell the manager
+
+
+class _StopRequest:
+    """Records the first stop signal; wakes the event loop once one is running."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._event: asyncio.Event | None = None
+
+    def install(self) -> None:
+        """Catch the stop signals before the loop exists (claim and loading phases)."""
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, lambda signum, _frame: self.request(signal.Signals(signum).name))
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+        """Route the stop signals through ``loop``; the event is set once a stop is wanted."""
+        self._event = asyncio.Event()
+        if self.reason is not None:
+            self._event.set()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self.request, sig.name)
+        return self._event
+
+    def request(self, reason: str) -> None:
+        """Ask the worker to save, release its learner and exit."""
+        if self.reason is None:
+            self.reason = reason
+        if self._event is not None:
+            self._event.set()
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How a learner's run ended: done, stopped, not_owner, failed or unreachable (manager)."""
+
+    kind: str
+    detail: str = ""  # the stop signal's name, or the traceback of a failure
+
+
+class _Usage:
+    """CPU percent and resident memory of this worker and every process it started."""
+
+    def __init__(self) -> None:
+        import psutil  # noqa: PLC0415 - already loaded by adaptive (through loky)
+
+        self._psutil = psutil
+        self._me = psutil.Process(os.getpid())
+        self._known: dict[int, Any] = {}
+
+    def sample(self) -> tuple[float, int]:
+        """Percent of one core used since the last sample (summed over processes), and bytes."""
+        cpu, memory = 0.0, 0
+        alive: dict[int, Any] = {}
+        for process in [self._me, *self._me.children(recursive=True)]:
+            # Keep the Process objects: cpu_percent measures since the previous call on each.
+            known = self._known.get(process.pid, process)
+            try:
+                cpu += known.cpu_percent()
+                memory += known.memory_info().rss
+            except self._psutil.NoSuchProcess:
+                continue  # a pool process ended between listing and measuring
+            alive[process.pid] = known
+        self._known = alive
+        return cpu, memory
+
+
+class _Job:
+    """One claimed learner, from loading to the final report."""
+
+    def __init__(
+        self,
+        *,
+        run_dir: RunDir,
+        config: RunConfig,
+        group: GroupConfig,
+        identity: TaskIdentity,
+        assignment: Assignment,
+        client: Client,
+        stop: _StopRequest,
+        log: Any,
+    ) -> None:
+        self.run_dir = run_dir
+        self.config = config
+        self.group = group
+        self.identity = identity
+        self.assignment = assignment
+        self.client = client
+        self.stop = stop
+        self.fname = Path(assignment.fname)
+        self.log = log.bind(learner=assignment.learner)
+        self.learner: Any = None
+        self._saved_npoints: int | None = None
+        self._finishing = asyncio.Event()
+
+    def run(self) -> int:
+        """Load, run and report; return the process exit code."""
+        try:
+            goal_kwargs = self._load()
+            if self.stop.reason is not None:
+                return self._report(_Outcome("stopped", self.stop.reason))
+            from adaptive_runner.executors import make_executor, shutdown_executor  # noqa: PLC0415
+
+            executor, ntasks = make_executor(self.group.executor, self.group.cores)
+        except Exception:  # noqa: BLE001 - any error while loading is the learner's failure
+            return self._report(_Outcome("failed", traceback.format_exc()))
+        loop = asyncio.new_event_loop()
+        try:
+            outcome = loop.run_until_complete(self._supervise(executor, ntasks, goal_kwargs))
+            loop.run_until_complete(loop.shutdown_default_executor())
+        except Exception:  # noqa: BLE001 - e.g. adaptive.Runner refusing the learner
+            self._save()
+            outcome = _Outcome("failed", traceback.format_exc())
+        finally:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)  # back to SIG_DFL, so catch them again:
+            self.stop.install()
+            loop.close()
+        code = self._report(outcome)
+        shutdown_executor(executor, now=True)
+        return code
+
+    def _load(self) -> dict[str, Any]:
+        """Unpickle the learner and the goal; load the saved data (resume)."""
+        import pickle  # noqa: PLC0415
+
+        from adaptive_runner.goals import check_goal, runner_goal  # noqa: PLC0415
+        from adaptive_runner.saving import load_data  # noqa: PLC0415
+
+        # Both pickles were written by this run's manager (cloudpickle; pickle reads them).
+        blob = self.run_dir.read_learner(self.assignment.learner)
+        self.learner = pickle.loads(blob)  # noqa: S301
+        goal_kwargs = runner_goal(check_goal(pickle.loads(self.run_dir.goal_file.read_bytes())))  # noqa: S301
+        if self.fname.exists():
+            started = time.monotonic()
+            load_data(self.learner, self.fname)
+            self._saved_npoints = self.learner.npoints
+            self.log.info(
+                "resumed",
+                npoints=self.learner.npoints,
+                seconds=round(time.monotonic() - started, 3),
+            )
+        return goal_kwargs
+
+    async def _supervise(
+        self, executor: Executor, ntasks: int, goal_kwargs: dict[str, Any]
+    ) -> _Outcome:
+        """Run the learner until the goal, a stop signal, lost ownership or an error."""
+        import adaptive  # noqa: PLC0415 - loaded already by unpickling the learner
+        import adaptive.runner  # noqa: PLC0415
+
+        # adaptive.Runner imports ipyparallel and distributed, when installed, only to check
+        # whether the executor is one of their clients. Ours is always a concurrent.futures
+        # Executor, and those imports (IPython, pandas, ...) can take longer than adaptive.
+        adaptive.runner.with_ipyparallel = adaptive.runner.with_distributed = False
+        stopped = self.stop.attach(asyncio.get_running_loop())
+        runner = adaptive.Runner(
+            self.learner,
+            executor=executor,
+            ntasks=ntasks,
+            shutdown_executor=False,
+            ioloop=asyncio.get_running_loop(),
+            **goal_kwargs,
+        )
+        heartbeats = asyncio.create_task(self._heartbeats(runner))
+        saves = asyncio.create_task(self._periodic_saves())
+        stop_wait = asyncio.create_task(stopped.wait())
+        await asyncio.wait(
+            {runner.task, heartbeats, stop_wait}, return_when=asyncio.FIRST_COMPLETED
+        )
+        outcome = self._outcome(runner, heartbeats)
+        for task in (saves, stop_wait, runner.task):
+            task.cancel()
+        await asyncio.wait({saves, stop_wait, runner.task})  # the runner drops unfinished points
+        if outcome.kind != "not_owner":
+            error = self._save()
+            if outcome.kind == "done" and error is not None:
+                outcome = _Outcome("failed", f"the final save failed:\n{error}")
+        self._finishing.set()
+        await asyncio.wait({heartbeats})
+        return outcome
+
+    def _outcome(self, runner: Any, heartbeats: asyncio.Task[bool]) -> _Outcome:
+        if heartbeats.done():
+            if heartbeats.exception() is None and not heartbeats.result():
+                return _Outcome("not_owner")
+            error = heartbeats.exception()
+            if isinstance(error, ManagerUnreachableError):
+                return _Outcome("unreachable", _format(error))
+            if error is not None:
+                return _Outcome("failed", _format(error))
+        if runner.task.done():
+            if runner.task.cancelled():
+                return _Outcome("failed", "the adaptive runner was cancelled")
+            error = runner.task.exception()
+            return _Outcome("done") if error is None else _Outcome("failed", _format(error))
+        return _Outcome("stopped", self.stop.reason or "stop requested")
+
+    async def _heartbeats(self, runner: Any) -> bool:
+        """Log status and heartbeat every log_interval_s; False once we lost the learner."""
+        usage = _Usage()
+        usage.sample()  # cpu_percent counts from the first call
+        start_npoints = self.learner.npoints
+        while True:
+            try:
+                await asyncio.wait_for(self._finishing.wait(), self.config.log_interval_s)
+            except TimeoutError:
+                pass
+            else:
+                return True
+            npoints, loss = self.learner.npoints, _finite(self.learner.loss())
+            cpu, memory = usage.sample()
+            elapsed = runner.elapsed_time()
+            self.log.info(
+                "status",
+                npoints=npoints,
+                loss=loss,
+                npoints_per_s=round((npoints - start_npoints) / elapsed, 3) if elapsed else 0.0,
+                elapsed_s=round(elapsed, 3),
+                cpu_percent=round(cpu, 1),
+                memory_bytes=memory,
+            )
+            # In a thread: an unreachable manager must not stall the points or the signals.
+            held = await asyncio.to_thread(
+                self.client.heartbeat,
+                self.assignment.learner,
+                npoints=npoints,
+                loss=loss,
+                cpu=cpu,
+                memory=memory,
+            )
+            if not held:
+                return False
+
+    async def _periodic_saves(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.save_interval_s)
+            self._save()
+
+    def _save(self) -> str | None:
+        """Save the learner's data unless unchanged since the last save; None or the error.
+
+        A failure is logged and returned, never raised: the run goes on, the next save may
+        work (a full disk gets space again), and the final one decides.
+        """
+        from adaptive_runner.saving import save_data  # noqa: PLC0415
+
+        npoints = self.learner.npoints
+        if npoints == self._saved_npoints:
+            return None
+        started = time.monotonic()
+        try:
+            size = save_data(self.learner, self.fname)
+        except Exception:
+            self.log.exception("save_failed", fname=str(self.fname), npoints=npoints)
+            return traceback.format_exc()
+        self._saved_npoints = npoints
+        self.log.info(
+            "saved", npoints=npoints, seconds=round(time.monotonic() - started, 3), bytes=size
+        )
+        return None
+
+    def _report(self, outcome: _Outcome) -> int:
+        """Log the outcome, tell the database manager, return the exit code."""
+        learner = self.assignment.learner
+        npoints: int = 0 if self.learner is None else self.learner.npoints
+        if outcome.kind in ("failed", "unreachable"):
+            self.log.error("failed", npoints=npoints, traceback=outcome.detail)
+            if outcome.kind == "unreachable":
+                return 1  # saved; the job manager finds this task gone and resubmits
+        elif outcome.kind == "done":
+            loss = _finite(self.learner.loss())
+            self.log.info("done", npoints=npoints, loss=loss)
+        else:
+            reason = outcome.detail or outcome.kind
+            self.log.info("released", reason=reason, npoints=npoints)
+        try:
+            if outcome.kind == "failed":
+                self.client.fail(learner, error=outcome.detail)
+            elif outcome.kind == "done":
+                self.client.done(learner, npoints=npoints, loss=loss)
+            elif outcome.kind == "stopped":
+                # Told to stop: the scheduler kills us after its grace period anyway, so a
+                # manager that is down gets a short wait, not the client's full patience.
+                self.client.patience_s = min(self.client.patience_s, RELEASE_PATIENCE_S)
+                self.client.release(learner, reason=outcome.detail)
+        except AdaptiveRunnerError:
+            # The data is saved; the job manager will find this task gone and resubmit.
+            self.log.exception("report_failed", outcome=outcome.kind)
+            return 1
+        return 1 if outcome.kind == "failed" else 0
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _format(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one array task on RUN_DIR; return the exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    run_dir_arg, *rest = args or [""]
+    if not run_dir_arg or len(rest) > 1 or not all(arg.isdigit() for arg in rest):
+        sys.stderr.write("usage: python -m adaptive_runner.worker RUN_DIR [GROUP]\n")
+        return 2
+    stop = _StopRequest()
+    stop.install()
+    run_dir = RunDir(run_dir_arg)
+    config = run_dir.read_config()
+    group_index = int(rest[0]) if rest else 0
+    group = config.groups[group_index]
+    identity = scheduler_class(group.scheduler).task_identity(os.environ)
+    stream = configure_job_logging(run_dir.task_log(identity.task_id))
+    log = structlog.get_logger().bind(task=identity.task_id)
+    try:
+        with Client(run_dir, identity.task_id) as client:
+            host, pid = os.uname().nodename, os.getpid()
+            assignment = client.claim(host=host, pid=pid, group=group_index)
+            if assignment is None:
+                log.info("no_work", host=host, pid=pid)
+                return 0
+            log.info(
+                "started",
+                host=host,
+                pid=pid,
+                array=identity.array_id,
+                index=identity.task_index,
+                learner=assignment.learner,
+                fname=assignment.fname,
+                group=group_index,
+                executor=group.executor,
+                cores=group.cores,
+            )
+            job = _Job(
+                run_dir=run_dir,
+                config=config,
+                group=group,
+                identity=identity,
+                assignment=assignment,
+                client=client,
+                stop=stop,
+                log=log,
+            )
+            return job.run()
+    except ManagerUnreachableError:
+        log.exception("manager_unreachable")
+        return 1
+    finally:
+        stream.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

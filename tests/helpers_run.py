@@ -1,0 +1,128 @@
+"""Build a minimal run directory for tests: run.json, CURVE keys and state.sqlite."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import adaptive
+import cloudpickle
+import pytest
+
+from adaptive_runner.auth import create_keys
+from adaptive_runner.database import Database
+from adaptive_runner.run_dir import GroupConfig, RunConfig, RunDir
+from adaptive_runner.run_manager import RunManager
+from adaptive_runner.schedulers.local import Local
+
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from pathlib import Path
+
+
+def make_run(
+    path: Path,
+    fnames: Sequence[str] | int = 4,
+    *,
+    dependencies: Mapping[int, Sequence[int]] | None = None,
+    max_fails: int = 3,
+    **config: Any,
+) -> RunDir:
+    """A run directory at ``path`` with ``fnames`` (or that many generated names) as learners.
+
+    ``config`` overrides RunConfig fields (url, scheduler, executor, intervals, ...); the url
+    starts empty, as it is before a database manager has started.
+    """
+    names = (
+        [str(path / "data" / f"{i}.pickle") for i in range(fnames)]
+        if isinstance(fnames, int)
+        else list(fnames)
+    )
+    run_dir = RunDir(path)
+    for directory in (run_dir.path, run_dir.learners_dir, run_dir.logs_dir, run_dir.jobs_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    create_keys(run_dir.keys_dir)
+    Database.create(
+        run_dir.database, names, dependencies=dependencies or {}, max_fails=max_fails
+    ).close()
+    group = GroupConfig(
+        "local",
+        {"executor": config.pop("executor", "sequential"), "cores": config.pop("cores", 1)},
+    )
+    defaults: dict[str, Any] = {
+        "name": path.name,
+        "created": "2024-01-01T00:00:00+00:00",
+        "url": "",
+        "config_hash": "test",
+        "groups": [group],
+        "n_learners": len(names),
+        "save_interval_s": 60.0,
+        "log_interval_s": 60.0,
+        "lease_timeout_s": 600.0,
+        "max_fails": max_fails,
+    }
+    run_dir.write_config(RunConfig(**(defaults | config)))
+    return run_dir
+
+
+def set_url(run_dir: RunDir, url: str) -> None:
+    """Point run.json at a (new) database manager url, as the run manager does on start."""
+    run_dir.write_config(dataclasses.replace(run_dir.read_config(), url=url))
+
+
+def wait_for(
+    predicate: Callable[[], T], what: str, *, timeout_s: float = 120.0, interval_s: float = 0.05
+) -> T:
+    """Poll ``predicate`` until it returns something truthy and return that.
+
+    The deadline only bounds a hang (then the test fails naming ``what``); it asserts no speed.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+# -- learners and runs on the Local scheduler, shared by the end-to-end tests ------------------
+# Workers cannot import this file: the learners carry these functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def slow_square(x: float, a: float, delay: float) -> float:
+    time.sleep(delay)
+    return a * x**2
+
+
+def always_fails(x: float) -> float:
+    print(f"solver error: giving up at {x}", file=sys.stderr, flush=True)  # into the task's log
+    raise ZeroDivisionError(f"cannot evaluate at {x}")
+
+
+def make_learners(n: int, delay: float = 0.0) -> list[adaptive.Learner1D]:
+    return [
+        adaptive.Learner1D(partial(slow_square, a=a, delay=delay), bounds=(-1, 1)) for a in range(n)
+    ]
+
+
+def make_rm(
+    tmp_path: Path, learners: Sequence[Any], *, fname_prefix: str = "l", **kwargs: Any
+) -> RunManager:
+    """A RunManager on the Local scheduler with short intervals; ``kwargs`` override them."""
+    fnames = [tmp_path / "data" / f"{fname_prefix}{i}.pickle" for i in range(len(learners))]
+    options = {
+        "goal": 30,
+        "run_dir": tmp_path / "run",
+        "max_simultaneous_jobs": 4,
+        "save_interval": 0.3,
+        "log_interval": 0.3,
+        "poll_interval": 0.3,
+    }
+    return RunManager(Local(cores=1), learners, fnames, **(options | kwargs))

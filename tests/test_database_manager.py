@@ -1,0 +1,349 @@
+"""The database manager and the client over real ZeroMQ with CURVE on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import zmq
+from helpers_run import make_run, set_url
+
+from adaptive_runner.auth import load_keys
+from adaptive_runner.client import Client
+from adaptive_runner.database import Database
+from adaptive_runner.database_manager import DatabaseManager, answer
+from adaptive_runner.errors import ConfigError, ManagerUnreachableError, ProtocolError
+from adaptive_runner.protocol import Assignment, decode_reply
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from adaptive_runner.run_dir import RunDir
+
+REPLY_MS = 30_000  # generous: replies that must come
+SILENCE_MS = 1_000  # how long we listen for replies that must not come
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> RunDir:
+    return make_run(tmp_path / "run", 40)
+
+
+@pytest.fixture
+def manager(run_dir: RunDir) -> Iterator[DatabaseManager]:
+    manager = DatabaseManager(run_dir)
+    set_url(run_dir, manager.start())
+    yield manager
+    manager.stop()
+
+
+class Sockets:
+    """Raw sockets to the manager, closed when the test ends."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        self.run_dir = run_dir
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.open: list[zmq.Socket[bytes]] = []
+
+    def connect(
+        self,
+        kind: int = zmq.REQ,
+        *,
+        client_keys: tuple[bytes, bytes] | None = None,
+        curve: bool = True,
+    ) -> zmq.Socket[bytes]:
+        socket = self.context.socket(kind)
+        self.open.append(socket)
+        socket.linger = 0
+        if curve:
+            keys = load_keys(self.run_dir.keys_dir)
+            socket.curve_publickey, socket.curve_secretkey = client_keys or (
+                keys.client_public,
+                keys.client_secret,
+            )
+            socket.curve_serverkey = keys.server_public
+        socket.connect(self.run_dir.read_config().url)
+        return socket
+
+    def close(self) -> None:
+        for socket in self.open:
+            socket.close(linger=0)
+        self.context.term()
+
+
+@pytest.fixture
+def sockets(run_dir: RunDir) -> Iterator[Sockets]:
+    sockets = Sockets(run_dir)
+    yield sockets
+    sockets.close()
+
+
+def reply(socket: zmq.Socket[bytes], timeout_ms: int = REPLY_MS) -> dict[str, Any] | None:
+    if not socket.poll(timeout_ms):
+        return None
+    return decode_reply(socket.recv_multipart()[-1])
+
+
+def claim_message(task: str) -> bytes:
+    claim = {"v": 1, "op": "claim", "task": task, "host": "h", "pid": 1, "group": 0}
+    return json.dumps(claim).encode()
+
+
+def assert_still_serving(run_dir: RunDir, task: str = "after") -> None:
+    with Client(run_dir, task, timeout_s=REPLY_MS / 1000, patience_s=60) as client:
+        assert client.claim(host="h", pid=1) is not None
+
+
+def test_lifecycle_through_the_client(run_dir: RunDir, manager: DatabaseManager) -> None:
+    del manager
+    with Client(run_dir, "1_0") as client:
+        assignment = client.claim(host="node", pid=7)
+        assert assignment == Assignment(0, str(run_dir.path / "data" / "0.pickle"))
+        assert client.claim(host="node", pid=7) == assignment  # repeated: same learner
+        assert client.heartbeat(0, npoints=5, loss=float("inf"), cpu=1.0, memory=10)
+        assert not client.heartbeat(1, npoints=5, loss=None, cpu=1.0, memory=10)
+        assert client.status()["running"] == 1
+        client.done(0, npoints=10, loss=0.1)
+        client.done(0, npoints=10, loss=0.1)  # repeated: ok
+        assert client.status() == {
+            "waiting": 39,
+            "running": 0,
+            "done": 1,
+            "failed": 0,
+            "cancelled": 0,
+        }
+    with Client(run_dir, "1_1") as client:
+        assignment = client.claim(host="node", pid=8)
+        assert assignment is not None
+        client.fail(assignment.learner, error="x" * 100_000)  # cut to 16 KiB, fits the cap
+        assert client.claim(host="node", pid=8) is not None  # the task may claim again
+    with Database.open(run_dir.database) as db:
+        error = db.learners()[1].error
+        assert error is not None
+        assert error.startswith("[...]")
+        assert len(error) == 16 * 1024 + 5
+
+
+def test_no_work_and_not_owner(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", 1)
+    manager = DatabaseManager(run_dir)
+    set_url(run_dir, manager.start())
+    try:
+        with Client(run_dir, "a") as a, Client(run_dir, "b") as b:
+            assert a.claim(host="h", pid=1) == Assignment(0, str(run_dir.path / "data/0.pickle"))
+            assert b.claim(host="h", pid=2) is None
+            with Database.open(run_dir.database) as db:
+                db.mark_lost(["a"], reason="test", now=0.0)
+            assert not a.heartbeat(0, npoints=1, loss=None, cpu=0.0, memory=0)
+            a.done(0, npoints=1, loss=None)  # not_owner: logged, not raised
+            assert b.claim(host="h", pid=2) == Assignment(0, str(run_dir.path / "data/0.pickle"))
+    finally:
+        manager.stop()
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        ([b"garbage \x00\xff"], "bad_request"),
+        ([b"{not json"], "bad_request"),
+        ([b"[]"], "bad_request"),
+        ([pickle.dumps({"v": 1, "op": "claim"})], "bad_request"),
+        ([b'{"v":1,"op":"claim","task":"t","host":"h","pid":true}'], "bad_request"),
+        ([b'{"v":1,"op":"claim","task":1,"host":"h","pid":1}'], "bad_request"),
+        ([b'{"v":1,"op":"start","task":"t","host":"h","pid":1}'], "bad_request"),
+        ([b'{"v":2,"op":"claim","task":"t","host":"h","pid":1}'], "bad_request"),
+        ([claim_message("t") + b" " * 70_000], "bad_request"),  # over 64 KiB
+        ([claim_message("t"), claim_message("u")], "bad_request"),  # two frames
+        ([b""], "bad_request"),
+    ],
+)
+def test_malformed_requests_get_error_replies(
+    run_dir: RunDir,
+    manager: DatabaseManager,
+    sockets: Sockets,
+    frames: list[bytes],
+    code: str,
+) -> None:
+    del manager
+    socket = sockets.connect()
+    socket.send_multipart(frames)
+    got = reply(socket)
+    assert got is not None
+    assert (got["ok"], got["code"]) == (False, code)
+    assert_still_serving(run_dir)
+
+
+def test_dropped_messages_do_not_hurt(
+    run_dir: RunDir, manager: DatabaseManager, sockets: Sockets
+) -> None:
+    del manager
+    huge = sockets.connect()  # over libzmq's limit: the connection is dropped
+    huge.send(claim_message("t") + b" " * 1_000_000)
+    no_envelope = sockets.connect(zmq.DEALER)  # no empty delimiter frame
+    no_envelope.send(claim_message("t"))
+    for socket in (huge, no_envelope):
+        assert reply(socket, SILENCE_MS) is None
+    only_delimiter = sockets.connect(zmq.DEALER)  # an envelope, but no request frame
+    only_delimiter.send_multipart([b""])
+    assert reply(only_delimiter) == {
+        "ok": False,
+        "code": "bad_request",
+        "error": "expected one message frame, got 0",
+    }
+    assert_still_serving(run_dir)
+
+
+def test_clients_without_the_run_keys_get_nothing(
+    run_dir: RunDir, manager: DatabaseManager, sockets: Sockets
+) -> None:
+    del manager
+    stranger_keys = zmq.curve_keypair()
+    stranger = sockets.connect(client_keys=stranger_keys)
+    stranger.send(claim_message("stranger"))
+    plain = sockets.connect(curve=False)
+    plain.send(claim_message("plain"))
+    for socket in (stranger, plain):
+        assert reply(socket, SILENCE_MS) is None
+    with Database.open(run_dir.database) as db:
+        assert db.running_tasks() == {}
+    assert_still_serving(run_dir)
+
+
+def test_fifty_concurrent_clients_never_share_a_learner(
+    run_dir: RunDir, manager: DatabaseManager
+) -> None:
+    del manager
+    start = threading.Barrier(50)
+
+    def claim_twice(task: str) -> tuple[Assignment | None, Assignment | None]:
+        with Client(run_dir, task, timeout_s=REPLY_MS / 1000, patience_s=120) as client:
+            start.wait()
+            return client.claim(host="h", pid=1), client.claim(host="h", pid=1)
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(claim_twice, [f"7_{i}" for i in range(50)]))
+    assert all(first == again for first, again in results)
+    got = [first.learner for first, _ in results if first is not None]
+    assert sorted(got) == list(range(40))  # 40 learners, 50 tasks: 10 find no work
+    with Database.open(run_dir.database) as db:
+        assert db.running_tasks() == {
+            f"7_{i}": first.learner for i, (first, _) in enumerate(results) if first is not None
+        }
+
+
+def test_unreachable_manager_raises(run_dir: RunDir) -> None:
+    with zmq.Context() as context, context.socket(zmq.ROUTER) as silent:
+        port = silent.bind_to_random_port("tcp://127.0.0.1")  # listens, never answers
+        set_url(run_dir, f"tcp://127.0.0.1:{port}")
+        with (
+            Client(run_dir, "t", timeout_s=0.2, patience_s=0.5) as client,
+            pytest.raises(ManagerUnreachableError, match=f"127.0.0.1:{port}"),
+        ):
+            client.claim(host="h", pid=1)
+
+
+def test_client_waits_for_a_late_manager(run_dir: RunDir, caplog: pytest.LogCaptureFixture) -> None:
+    # run.json has no url yet: the client waits and re-reads it until the manager starts.
+    with Client(run_dir, "early", timeout_s=0.2, patience_s=120) as client:
+        results: list[Assignment | None] = []
+        thread = threading.Thread(target=lambda: results.append(client.claim(host="h", pid=1)))
+        caplog.set_level(logging.WARNING, logger="adaptive_runner.client")
+        thread.start()
+        while not any("no url in run.json yet" in r.getMessage() for r in caplog.records):
+            threading.Event().wait(0.05)  # until the client has tried and logged its retry
+        manager = DatabaseManager(run_dir)
+        try:
+            set_url(run_dir, manager.start())
+            thread.join()
+        finally:
+            manager.stop()
+    assert results == [Assignment(0, str(run_dir.path / "data" / "0.pickle"))]
+
+
+def test_client_follows_a_restarted_manager_to_its_new_port(run_dir: RunDir) -> None:
+    first = DatabaseManager(run_dir)
+    set_url(run_dir, first.start())
+    with Client(run_dir, "t", timeout_s=0.3, patience_s=120) as client:
+        assignment = client.claim(host="h", pid=1)
+        assert assignment is not None
+        first.stop()
+        second = DatabaseManager(run_dir)
+        try:
+            url = second.start()
+            assert url != first.url
+            set_url(run_dir, url)
+            assert client.heartbeat(assignment.learner, npoints=1, loss=None, cpu=0, memory=0)
+            assert client.claim(host="h", pid=1) == assignment
+        finally:
+            second.stop()
+
+
+def test_one_failing_request_does_not_undo_the_batch(run_dir: RunDir) -> None:
+    with Database.open(run_dir.database) as db:
+        # A real sqlite error in the middle of a transition, for one request only.
+        db._conn.execute(
+            "CREATE TRIGGER boom BEFORE UPDATE OF npoints ON learners WHEN NEW.npoints = 666"
+            " BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
+        done = {"v": 1, "op": "done", "task": "a", "learner": 0, "npoints": 666, "loss": None}
+        messages = [
+            [b"id-a", b"", claim_message("a")],
+            [b"id-x", b"", json.dumps(done).encode()],
+            [b"id-y", b"", b"junk"],
+            [b"id-z", b"no delimiter"],
+            [b"id-b", b"", claim_message("b")],
+        ]
+        replies = answer(db, messages, now=1.0)
+        assert [r[0] for r in replies] == [b"id-a", b"id-x", b"id-y", b"id-b"]
+        codes = [decode_reply(r[-1]).get("code") for r in replies]
+        assert codes == [None, "internal", "bad_request", None]
+    with Database.open(run_dir.database) as db:
+        assert db.running_tasks() == {"a": 0, "b": 1}
+        assert db.learners()[0].npoints is None
+
+
+def test_manager_needs_the_server_secret(run_dir: RunDir) -> None:
+    (run_dir.keys_dir / "server.key_secret").unlink()
+    with pytest.raises(Exception, match=r"server\.key_secret"):
+        DatabaseManager(run_dir).start()
+
+
+def test_bad_bind_host_is_a_config_error(run_dir: RunDir) -> None:
+    before = set(threading.enumerate())
+    with pytest.raises(ConfigError, match=r"bind_host='256\.1\.1\.1'"):
+        DatabaseManager(run_dir, bind_host="256.1.1.1").start()
+    assert set(threading.enumerate()) <= before  # the ZAP thread was stopped
+
+
+def test_secret_keys_are_private(run_dir: RunDir) -> None:
+    assert run_dir.keys_dir.stat().st_mode & 0o777 == 0o700
+    for name in ("server.key_secret", "client.key_secret"):
+        assert (run_dir.keys_dir / name).stat().st_mode & 0o777 == 0o600
+    (run_dir.keys_dir / "client.key_secret").chmod(0o644)
+    with pytest.raises(Exception, match="chmod 600"):
+        load_keys(run_dir.keys_dir)
+
+
+def test_bad_request_from_client_raises(run_dir: RunDir, manager: DatabaseManager) -> None:
+    del manager
+    with Client(run_dir, "t") as client, pytest.raises(ProtocolError, match="refused"):
+        client.heartbeat(-1, npoints=1, loss=None, cpu=0.0, memory=0)
+
+
+def test_stop_is_clean(run_dir: RunDir) -> None:
+    before = set(threading.enumerate())
+    manager = DatabaseManager(run_dir)
+    manager.start()
+    manager.stop()
+    manager.stop()
+    assert set(threading.enumerate()) <= before  # server, checkpoint and ZAP threads ended
+    with pytest.raises(RuntimeError, match="starts once"):
+        manager.start()
+    with Database.open(run_dir.database) as db:  # the server's connection is closed
+        assert db.counts()["waiting"] == 40

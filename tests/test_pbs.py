@@ -1,0 +1,388 @@
+"""PBS backend, both dialects: options, script, parsers on recorded samples, and the fakes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from adaptive_runner.errors import ConfigError, SchedulerCommandError
+from adaptive_runner.schedulers.base import JobState, ScriptContext
+from adaptive_runner.schedulers.pbs import PBS, parse_pbspro_json, parse_torque_xml
+
+FAKES = Path(__file__).parent / "fakes" / "pbs"
+DATA = Path(__file__).parent / "data" / "pbs"
+FLAVORS = ["pbspro", "torque"]
+
+# A stand-in worker: says it started, waits for its go-file, exits with the code written in it.
+TASK_CODE = """
+import os, sys, time, pathlib
+gate = pathlib.Path(sys.argv[1])
+index = os.environ.get("PBS_ARRAY_INDEX", os.environ.get("PBS_ARRAYID", "0"))
+(gate / f"started-{index}").write_text(os.environ["PBS_JOBID"])
+go = gate / f"go-{index}"
+while not go.exists():
+    time.sleep(0.05)
+print("task", index, "finished", flush=True)
+sys.exit(int(go.read_text() or 0))
+"""
+
+
+def context(tmp_path: Path, *, n_tasks: int = 4, max_running: int = 2, args=None) -> ScriptContext:
+    run_dir = tmp_path / "run"
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    return ScriptContext(
+        job_name="adaptive run",
+        run_dir=run_dir,
+        log_dir=run_dir / "logs",
+        n_tasks=n_tasks,
+        max_running=max_running,
+        worker_args=args or ["-m", "adaptive_runner.worker", str(run_dir)],
+    )
+
+
+# -- options and the job script ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+@pytest.mark.parametrize("executor", ["sequential", "mpi4py"])
+def test_render_is_valid_bash(tmp_path, flavor, executor):
+    pbs = PBS(
+        flavor=flavor,
+        cores=4,
+        nodes=2,
+        executor=executor,
+        mem="8G",
+        walltime="48:00:00",
+        queue_name="workq",
+        account="proj-1",
+        extra_pbs=["#PBS -l place=scatter", "-m n"],
+        env={"MY VAR": "it's $HOME"},
+        extra_script="module load python",
+    )
+    script = pbs.render(context(tmp_path))
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    assert "#PBS -N adaptive_run\n" in script
+    assert "#PBS -l walltime=48:00:00\n" in script
+    assert "#PBS -q workq\n" in script
+    assert "#PBS -A proj-1\n" in script
+    assert "#PBS -l place=scatter\n#PBS -m n\n" in script
+    assert f"#PBS -o {tmp_path}/run/logs/\n" in script
+    assert f'exec >>{tmp_path}/run/logs/"${{PBS_JOBID}}.log" 2>&1' in script
+    assert "export OMP_NUM_THREADS=1" in script
+    assert "module load python" in script
+    if flavor == "pbspro":
+        assert "#PBS -l select=2:ncpus=4:mem=8gb\n" in script
+        assert "#PBS -J 0-3\n#PBS -W max_run_subjobs=2\n" in script
+        assert "-t " not in script
+    else:
+        assert "#PBS -l nodes=2:ppn=4\n#PBS -l mem=8gb\n" in script
+        assert "#PBS -t 0-3%2\n" in script
+        assert "#PBS -J" not in script
+    last = script.rstrip().splitlines()[-1]
+    if executor == "mpi4py":
+        assert last == (
+            f"exec mpiexec -n 4 {pbs.python} -m mpi4py.futures -m adaptive_runner.worker "
+            f"{tmp_path}/run"
+        )
+    else:
+        assert last == f"exec {pbs.python} -m adaptive_runner.worker {tmp_path}/run"
+
+
+def test_render_refuses_log_dir_qsub_cannot_take(tmp_path):
+    ctx = context(tmp_path / "a b")
+    with pytest.raises(ConfigError, match="spaces"):
+        PBS().render(ctx)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"walltime": "1h"}, "walltime"),
+        ({"walltime": "10:61:00"}, "walltime"),
+        ({"mem": "lots"}, "mem"),
+        ({"mem": "8 gigs"}, "mem"),
+        ({"cores": 0}, "cores"),
+        ({"cores": 2.5}, "cores"),
+        ({"nodes": 0}, "nodes"),
+        ({"flavor": "sge"}, "flavor"),
+        ({"queue_name": "a b"}, "queue_name"),
+        ({"account": "x y"}, "account"),
+        ({"extra_pbs": ["-l a\n-l b"]}, "extra_pbs"),
+        ({"extra_pbs": "-l a"}, "extra_pbs"),
+    ],
+)
+def test_bad_options_say_which(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        PBS(**kwargs)
+
+
+@pytest.mark.parametrize(("mem", "spelled"), [("8G", "8gb"), ("8gb", "8gb"), ("500MB", "500mb")])
+def test_mem_in_pbs_spelling(mem, spelled):
+    assert PBS(mem=mem).pbs_mem == spelled
+
+
+def test_array_options_per_dialect():
+    assert PBS().array_options(4, 4) == [("-J", "0-3")]
+    assert PBS().array_options(4, 2) == [("-J", "0-3"), ("-W", "max_run_subjobs=2")]
+    assert PBS(max_run_subjobs=False).array_options(4, 2) == [("-J", "0-3")]
+    assert PBS().array_options(1, 1) == []  # PBS Pro rejects -J 0-0: a plain job
+    assert PBS(flavor="torque").array_options(4, 2) == [("-t", "0-3%2")]
+    assert PBS(flavor="torque").array_options(4, 9) == [("-t", "0-3")]
+    assert PBS(flavor="torque").array_options(1, 1) == [("-t", "0-0")]
+
+
+def test_task_identity_per_dialect():
+    pro = PBS.task_identity(
+        {"PBS_JOBID": "17[4].pbs01", "PBS_ARRAY_INDEX": "4", "PBS_ARRAY_ID": "17[].pbs01"}
+    )
+    assert (pro.task_id, pro.array_id, pro.task_index) == ("17[4].pbs01", "17[].pbs01", 4)
+    torque = PBS.task_identity({"PBS_JOBID": "88[2].t.example.edu", "PBS_ARRAYID": "2"})
+    assert (torque.task_id, torque.array_id, torque.task_index) == (
+        "88[2].t.example.edu",
+        "88[].t.example.edu",
+        2,
+    )
+    single = PBS.task_identity({"PBS_JOBID": "18.pbs01"})
+    assert (single.task_id, single.array_id, single.task_index) == ("18.pbs01", "18.pbs01", 0)
+    with pytest.raises(ConfigError, match="PBS_JOBID"):
+        PBS.task_identity({})
+    with pytest.raises(ConfigError, match="subjob"):
+        PBS.task_identity({"PBS_JOBID": "17[4].pbs01", "PBS_ARRAY_INDEX": "5"})
+
+
+def test_array_of():
+    assert PBS().array_of("17[4].pbs01") == "17[].pbs01"
+    assert PBS().array_of("18.pbs01") == "18.pbs01"
+
+
+# -- parsers on recorded samples -----------------------------------------------------------------
+
+PBSPRO_EXPECTED = {
+    "4711[0].pbs01": JobState.COMPLETED,
+    "4711[1].pbs01": JobState.FAILED,
+    "4711[2].pbs01": JobState.RUNNING,
+    "4711[3].pbs01": JobState.RUNNING,
+    "4711[4].pbs01": JobState.PENDING,
+    "4711[5].pbs01": JobState.PENDING,
+    "4712.pbs01": JobState.CANCELLED,
+}
+
+
+def test_parse_pbspro_json_sample():
+    assert parse_pbspro_json((DATA / "pbspro_qstat_array.json").read_text()) == PBSPRO_EXPECTED
+
+
+def test_parse_pbspro_json_with_invalid_variable_list():
+    text = (DATA / "pbspro_qstat_bad_variable_list.json").read_text()
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    assert parse_pbspro_json(text) == PBSPRO_EXPECTED
+
+
+def test_parse_pbspro_json_falls_back_per_job():
+    # Broken outside Variable_List too (an unescaped quote in a comment): read job by job.
+    text = (DATA / "pbspro_qstat_array.json").read_text()
+    text = text.replace('"Submit_Host":"login1.cluster"', '"comment":"say "hi"",', 1)
+    assert parse_pbspro_json(text) == PBSPRO_EXPECTED
+
+
+def test_parse_pbspro_json_without_jobs_and_garbage():
+    assert parse_pbspro_json('{"timestamp":1,"pbs_version":"x","pbs_server":"s"}') == {}
+    with pytest.raises(SchedulerCommandError, match="job_state"):
+        parse_pbspro_json('{"Jobs":{\n\t"5[1].s":{\n\t"oops\n')
+    with pytest.raises(SchedulerCommandError):
+        parse_pbspro_json('{"Jobs": garbage')
+
+
+def test_parse_torque_xml_samples():
+    text = (DATA / "torque_qstat_x_t.xml").read_text()
+    assert parse_torque_xml(text) == {
+        "88[0].torque01.hpc.example.edu": JobState.COMPLETED,
+        "88[1].torque01.hpc.example.edu": JobState.CANCELLED,
+        "88[2].torque01.hpc.example.edu": JobState.RUNNING,
+        "88[3].torque01.hpc.example.edu": JobState.PENDING,
+        "91.torque01.hpc.example.edu": JobState.FAILED,
+    }
+    # Without -t Torque shows only the array summary, which is not a task.
+    assert parse_torque_xml((DATA / "torque_qstat_x_summary.xml").read_text()) == {}
+    assert parse_torque_xml("") == {}
+    broken = text.replace("NOTE=a\\,b &amp;", "NOTE=a & b")
+    assert len(parse_torque_xml(broken)) == 5
+    with pytest.raises(SchedulerCommandError, match="Torque"):
+        parse_torque_xml("<Data><Job>")
+
+
+# -- missing commands -----------------------------------------------------------------------------
+
+
+def test_missing_qsub(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SchedulerCommandError, match=r"qsub not found.*PBS login node"):
+        PBS().check()
+    with pytest.raises(SchedulerCommandError, match=r"qsub not found.*PBS login node"):
+        PBS().submit(tmp_path / "job.sh", n_tasks=2, max_running=2)
+
+
+# -- against the fake qsub/qstat/qdel -------------------------------------------------------------
+
+
+@pytest.fixture(params=FLAVORS)
+def fake_pbs(request, tmp_path, monkeypatch):
+    state = tmp_path / "pbs-state"
+    monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_PBS_STATE", str(state))
+    monkeypatch.setenv("FAKE_PBS_FLAVOR", request.param)
+    yield request.param
+    for job_file in (state / "jobs").glob("*.json"):
+        for task in json.loads(job_file.read_text())["tasks"].values():
+            if task["pid"] and task["state"] != "F":
+                with contextlib.suppress(ProcessLookupError):  # ended on its own
+                    os.killpg(task["pid"], signal.SIGKILL)
+
+
+def wait_for(pbs, array_id, jobs_dir, predicate):
+    """Poll queue() until predicate(states) holds; the deadline only guards against a hang."""
+    deadline = time.monotonic() + 120
+    states = {}
+    while time.monotonic() < deadline:
+        states = pbs.queue([array_id], jobs_dir=jobs_dir)
+        if predicate(states):
+            return states
+        time.sleep(0.1)
+    pytest.fail(f"queue never got there; last states: {states}")
+
+
+def wait_file(path):
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{path} never appeared")
+        time.sleep(0.05)
+
+
+def test_array_through_the_fakes(fake_pbs, tmp_path, monkeypatch):
+    if fake_pbs == "pbspro":
+        # Every job carries an environment value PBS Pro prints as invalid JSON.
+        monkeypatch.setenv("FAKE_PBS_ODD_VARIABLE", 'BASH_FUNC_f%%=() {  echo "x\\y"\n}')
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    pbs = PBS(flavor=fake_pbs, python=sys.executable, walltime="00:10:00")
+    pbs.check()
+    ctx = context(tmp_path, args=["-c", TASK_CODE, str(gate)])
+    script = ctx.run_dir / "array.sh"
+    script.write_text(pbs.render(ctx))
+    jobs_dir = ctx.run_dir / "jobs"
+
+    array_id = pbs.submit(script, n_tasks=4, max_running=2)
+    assert array_id == "100[].pbs-fake"
+    tasks = [f"100[{i}].pbs-fake" for i in range(4)]
+    states = wait_for(pbs, array_id, jobs_dir, lambda s: list(s.values()).count("running") == 2)
+    assert states == {
+        tasks[0]: JobState.RUNNING,
+        tasks[1]: JobState.RUNNING,
+        tasks[2]: JobState.PENDING,
+        tasks[3]: JobState.PENDING,
+    }
+    wait_file(gate / "started-0")
+    assert (gate / "started-0").read_text() == tasks[0]  # PBS_JOBID is the task id
+
+    (gate / "go-0").write_text("0")
+    (gate / "go-1").write_text("3")
+    states = wait_for(
+        pbs,
+        array_id,
+        jobs_dir,
+        lambda s: s.get(tasks[0]) == "completed" and s.get(tasks[1]) == "failed",
+    )
+    wait_for(pbs, array_id, jobs_dir, lambda s: s.get(tasks[2]) == s.get(tasks[3]) == "running")
+    log = ctx.log_dir / f"{tasks[0]}.log"
+    assert log.read_text() == "task 0 finished\n"  # logs/<task_id>.log: events and output
+
+    wait_file(gate / "started-2")
+    pbs.cancel([tasks[2]], jobs_dir=jobs_dir)
+    wait_for(pbs, array_id, jobs_dir, lambda s: s.get(tasks[2]) == "cancelled")
+    pbs.cancel([array_id], jobs_dir=jobs_dir)
+    states = wait_for(pbs, array_id, jobs_dir, lambda s: not any(st.active for st in s.values()))
+    assert states == {
+        tasks[0]: JobState.COMPLETED,
+        tasks[1]: JobState.FAILED,
+        tasks[2]: JobState.CANCELLED,
+        tasks[3]: JobState.CANCELLED,
+    }
+    # Cancelling what already finished is not an error.
+    pbs.cancel([array_id, tasks[0]], jobs_dir=jobs_dir)
+
+    # Once the server forgets an array (no job history / keep_completed passed), its tasks are
+    # absent, and the arrays it still knows answer in the same call.
+    monkeypatch.setenv("FAKE_PBS_HISTORY", "0")
+    monkeypatch.setenv("FAKE_PBS_KEEP_COMPLETED", "0")
+    gate2 = tmp_path / "gate2"
+    gate2.mkdir()
+    ctx2 = context(tmp_path, n_tasks=2, max_running=2, args=["-c", TASK_CODE, str(gate2)])
+    script2 = ctx2.run_dir / "array2.sh"
+    script2.write_text(pbs.render(ctx2))
+    second = pbs.submit(script2, n_tasks=2, max_running=2)
+    states = pbs.queue([array_id, second], jobs_dir=jobs_dir)
+    assert set(states) == {"101[0].pbs-fake", "101[1].pbs-fake"}
+    assert all(state.active for state in states.values())
+    pbs.cancel([second], jobs_dir=jobs_dir)
+    wait_for(pbs, second, jobs_dir, lambda s: not s)
+
+
+def test_one_task_and_plain_job_ids(fake_pbs, tmp_path):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "go-0").write_text("0")
+    pbs = PBS(flavor=fake_pbs, python=sys.executable)
+    ctx = context(tmp_path, n_tasks=1, max_running=1, args=["-c", TASK_CODE, str(gate)])
+    script = ctx.run_dir / "one.sh"
+    script.write_text(pbs.render(ctx))
+    array_id = pbs.submit(script, n_tasks=1, max_running=1)
+    task = "100.pbs-fake" if fake_pbs == "pbspro" else "100[0].pbs-fake"
+    assert array_id == ("100.pbs-fake" if fake_pbs == "pbspro" else "100[].pbs-fake")
+    states = wait_for(pbs, array_id, ctx.run_dir, lambda s: s.get(task) == "completed")
+    assert states == {task: JobState.COMPLETED}
+    assert (gate / "started-0").read_text() == task
+    assert (ctx.log_dir / f"{task}.log").read_text() == "task 0 finished\n"
+
+
+def test_check_catches_wrong_dialect_and_queue(fake_pbs, monkeypatch):
+    other = "torque" if fake_pbs == "pbspro" else "pbspro"
+    with pytest.raises(ConfigError, match=f"flavor='{fake_pbs}'"):
+        PBS(flavor=other).check()
+    with pytest.raises(ConfigError, match="queue_name='nosuch'"):
+        PBS(flavor=fake_pbs, queue_name="nosuch").check()
+    monkeypatch.setenv("FAKE_PBS_QUEUES", "short,long")
+    PBS(flavor=fake_pbs, queue_name="long").check()
+
+
+def test_max_array_size(fake_pbs, monkeypatch):
+    assert PBS(flavor=fake_pbs).max_array_size() == (10000 if fake_pbs == "pbspro" else None)
+    monkeypatch.setenv("FAKE_PBS_MAX_ARRAY_SIZE", "500")
+    assert PBS(flavor=fake_pbs).max_array_size() == 500
+
+
+def test_fake_qsub_speaks_only_its_dialect(fake_pbs, tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\ntrue\n")
+    wrong = ["-t", "0-3"] if fake_pbs == "pbspro" else ["-J", "0-3"]
+    proc = subprocess.run(
+        ["qsub", *wrong, str(script)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode != 0
+    assert "invalid option" in proc.stderr
+    if fake_pbs == "pbspro":
+        proc = subprocess.run(
+            ["qsub", "-J", "0-0", str(script)], capture_output=True, text=True, check=False
+        )
+        assert "illegal -J value" in proc.stderr

@@ -1,0 +1,286 @@
+"""End-to-end runs on the Local scheduler: real workers, real ZeroMQ, real sqlite."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from functools import partial
+from pathlib import Path
+
+import adaptive
+import cloudpickle
+import pytest
+from helpers_run import always_fails, make_learners, make_rm, slow_square, wait_for
+
+import adaptive_runner as ar
+from adaptive_runner.database import Database
+from adaptive_runner.errors import ConfigError
+
+
+def task_rows(run_dir: Path) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(run_dir / "state.sqlite")
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute("SELECT * FROM tasks ORDER BY started").fetchall()
+    finally:
+        conn.close()
+
+
+def no_overlaps(run_dir: Path) -> None:
+    """At most one task held each learner at any time."""
+    by_learner: dict[int, list[tuple[float, float]]] = {}
+    for row in task_rows(run_dir):
+        end = row["finished"] if row["finished"] is not None else float("inf")
+        by_learner.setdefault(row["learner"], []).append((row["started"], end))
+    for learner, spans in by_learner.items():
+        spans.sort()
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert start >= end, f"learner {learner} was held by two tasks at once"
+
+
+def test_run_to_goal_and_layout(tmp_path: Path) -> None:
+    rm = make_rm(tmp_path, make_learners(5)).start()
+    assert rm.wait(timeout=120)
+    assert rm.status()["done"] == 5
+    for learner in rm.load_learners():
+        assert learner.npoints >= 30
+    run_dir = tmp_path / "run"
+    for name in ("run.json", "state.sqlite", "goal.pickle", "learners", "logs", "jobs", "keys"):
+        assert (run_dir / name).exists(), name
+    assert (run_dir / "keys").stat().st_mode & 0o777 == 0o700
+    assert run_dir.stat().st_mode & 0o777 == 0o700  # its pickles are only ever the owner's
+    started = [
+        json.loads(line)
+        for line in (run_dir / "manager.log").read_text().splitlines()
+        if '"run started"' in line
+    ]
+    assert started[0]["goal"] == "npoints >= 30"
+    assert started[0]["learners"] == 5
+    for secret in ("server.key_secret", "client.key_secret"):
+        assert (run_dir / "keys" / secret).stat().st_mode & 0o777 == 0o600
+    # One array covered every learner that needed a job at once (4 = the throttle), then one
+    # more for the fifth: never one submission per learner.
+    with Database.open(run_dir / "state.sqlite") as db:
+        assert db.active_arrays() == []
+    assert len(list((run_dir / "jobs").glob("*.sh"))) == 2
+    no_overlaps(run_dir)
+
+
+def test_same_config_continues_and_finished_resume_reports_done(tmp_path: Path) -> None:
+    rm = make_rm(tmp_path, make_learners(2)).start()
+    assert rm.wait(timeout=120)
+    again = ar.RunManager.resume(tmp_path / "run")
+    assert again.job_manager is None  # nothing left to do: no managers started
+    assert again.finished()
+    assert again.status()["done"] == 2
+
+
+def test_kill_9_worker_resumes_from_its_save(tmp_path: Path) -> None:
+    rm = make_rm(tmp_path, make_learners(2, delay=0.02), goal=120, max_fails=3).start()
+    run_dir = tmp_path / "run"
+    fname = tmp_path / "data" / "l0.pickle"
+
+    def victim() -> sqlite3.Row | None:
+        rows = [r for r in task_rows(run_dir) if r["learner"] == 0 and r["finished"] is None]
+        return rows[0] if rows and fname.exists() else None
+
+    row = wait_for(victim, what="learner 0 running with a save on disk")
+    os.kill(row["pid"], signal.SIGKILL)
+    assert rm.wait(timeout=180)
+    rows = [r for r in task_rows(run_dir) if r["learner"] == 0]
+    assert len(rows) >= 2
+    with Database.open(run_dir / "state.sqlite") as db:
+        first = db.learners()[0]
+    assert first.failures == 1
+    assert first.attempts >= 2
+    assert "was lost: job vanished from the queue (scheduler: failed)" in (first.error or "")
+    log = (run_dir / "logs" / f"{rows[-1]['task']}.log").read_text()
+    resumed = [line for line in log.splitlines() if '"resumed"' in line]
+    assert resumed, "the second task did not resume from the save"
+    assert '"npoints": 0' not in resumed[0]
+    no_overlaps(run_dir)
+
+
+def test_failing_learner_ends_failed_with_traceback(tmp_path: Path) -> None:
+    learners = [adaptive.Learner1D(always_fails, bounds=(0, 1)), *make_learners(1)]
+    rm = make_rm(tmp_path, learners, max_fails=2).start()
+    assert not rm.wait(timeout=120)
+    with Database.open(tmp_path / "run" / "state.sqlite") as db:
+        bad, good = db.learners()
+    assert bad.state == "failed"
+    assert bad.failures == 2
+    assert "ZeroDivisionError" in (bad.error or "")
+    assert good.state == "done"
+
+
+def test_dependencies_wait_for_their_learners(tmp_path: Path) -> None:
+    rm = make_rm(tmp_path, make_learners(3), dependencies={2: [0, 1]}).start()
+    assert rm.wait(timeout=120)
+    rows = task_rows(tmp_path / "run")
+    finished = {r["learner"]: r["finished"] for r in rows if r["outcome"] == "done"}
+    started = min(r["started"] for r in rows if r["learner"] == 2)
+    assert started >= max(finished[0], finished[1])
+
+
+MANAGER_SCRIPT = """
+import sys, time
+from functools import partial
+import adaptive, cloudpickle
+import adaptive_runner as ar
+sys.path.insert(0, {tests!r})
+import helpers_run as t
+rm = ar.RunManager(ar.Local(cores=1), t.make_learners(3, delay=0.02),
+                   [{data!r} + f"/l{{i}}.pickle" for i in range(3)], goal=80,
+                   run_dir={run!r}, max_simultaneous_jobs=3, save_interval=0.3,
+                   log_interval=0.3, poll_interval=0.3)
+rm.start()
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
+def test_managers_killed_then_resumed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    script = MANAGER_SCRIPT.format(
+        tests=str(Path(__file__).parent), data=str(tmp_path / "data"), run=str(run_dir)
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # manager log lines come first
+                if line.strip() == "started":
+                    break
+            wait_for(
+                lambda: sum(r["finished"] is None for r in task_rows(run_dir)) >= 2,
+                what="jobs running",
+            )
+        finally:
+            proc.kill()
+    rm = ar.RunManager.resume(run_dir)
+    assert rm.wait(timeout=180)
+    assert rm.status()["done"] == 3
+    for learner in rm.load_learners():
+        assert learner.npoints >= 80
+    no_overlaps(run_dir)
+
+
+# -- bad input: clear errors, nothing written --------------------------------------------------
+
+
+def test_lengths_differ(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="same length"):
+        ar.RunManager(ar.Local(), make_learners(2), ["a.pickle"], goal=10, run_dir=tmp_path / "r")
+
+
+def test_duplicate_fnames(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"fnames\[1\] and fnames\[0\]"):
+        ar.RunManager(
+            ar.Local(), make_learners(2), ["a.pickle", "./a.pickle"], goal=10, run_dir=tmp_path
+        )
+
+
+def test_unpicklable_learner_names_its_index(tmp_path: Path) -> None:
+    learners = make_learners(2)
+    learners[1] = adaptive.Learner1D(partial(slow_square, a=threading.Lock(), delay=0), (0, 1))
+    rm = make_rm(tmp_path, learners)
+    with pytest.raises(ConfigError, match="learner 1 cannot be pickled"):
+        rm.start()
+    assert not (tmp_path / "run").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_run_with_other_config_is_refused(tmp_path: Path) -> None:
+    make_rm(tmp_path, make_learners(2), goal=5).start().wait(timeout=120)
+    other = make_rm(tmp_path, make_learners(3))
+    with pytest.raises(ConfigError, match="overwrite=True"):
+        other.start()
+    replaced = make_rm(tmp_path, make_learners(3), overwrite=True, goal=5).start()
+    assert replaced.wait(timeout=120)
+    assert replaced.status()["done"] == 3
+
+
+def test_bad_goal_and_executor(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="goal"):
+        make_rm(tmp_path, make_learners(1), goal="forever")
+    with pytest.raises(ConfigError, match="executor"):
+        ar.Local(executor="threads")
+
+
+def test_run_dir_not_writable(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    rm = make_rm(tmp_path, make_learners(1), run_dir=blocker / "run")
+    with pytest.raises(ConfigError, match="cannot create the run directory"):
+        rm.start()
+
+
+def test_not_a_run_dir(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a run directory"):
+        ar.RunManager.resume(tmp_path)
+
+
+def test_from_groups_runs_each_group_on_its_own_arrays(tmp_path: Path) -> None:
+    big, small = make_learners(2), make_learners(3)
+    rm = ar.RunManager.from_groups(
+        [
+            (ar.Local(cores=2, executor="loky"), big, [tmp_path / f"big{i}" for i in range(2)]),
+            (ar.Local(cores=1), small, [tmp_path / f"small{i}" for i in range(3)]),
+        ],
+        goal=20,
+        run_dir=tmp_path / "run",
+        max_simultaneous_jobs=5,
+        save_interval=0.3,
+        log_interval=0.3,
+        poll_interval=0.3,
+    ).start()
+    assert rm.wait(timeout=120)
+    conn = sqlite3.connect(tmp_path / "run" / "state.sqlite")
+    try:
+        arrays = dict(conn.execute("SELECT array_id, grp FROM arrays").fetchall())
+        learner_groups = dict(conn.execute("SELECT idx, grp FROM learners").fetchall())
+    finally:
+        conn.close()
+    assert sorted(arrays.values()) == [0, 1]  # one array per group
+    assert learner_groups == {0: 0, 1: 0, 2: 1, 3: 1, 4: 1}
+    for row in task_rows(tmp_path / "run"):  # every learner ran on its own group's array
+        array = row["task"].rsplit("_", 1)[0]
+        assert arrays[array] == learner_groups[row["learner"]]
+    reopened = ar.RunManager.open(tmp_path / "run")
+    assert [s.executor for s in reopened.schedulers] == ["loky", "sequential"]
+    assert reopened.learner_groups == [0, 0, 1, 1, 1]
+
+
+def test_from_groups_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="groups is empty"):
+        ar.RunManager.from_groups([], goal=10, run_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"groups\[0\] has 2 learners but 1 fnames"):
+        ar.RunManager.from_groups(
+            [(ar.Local(), make_learners(2), ["a"])], goal=10, run_dir=tmp_path
+        )
+    with pytest.raises(ConfigError, match=r"groups\[0\] must be"):
+        ar.RunManager.from_groups([ar.Local()], goal=10, run_dir=tmp_path)  # type: ignore[list-item]
+
+
+def test_one_manager_per_run(tmp_path: Path) -> None:
+    rm = make_rm(tmp_path, make_learners(2, delay=0.05), goal=10_000).start()
+    try:
+        with pytest.raises(ConfigError, match="is managed already"):
+            ar.RunManager.resume(tmp_path / "run")
+        with pytest.raises(ConfigError, match="is managed already"):
+            make_rm(tmp_path, make_learners(2), goal=5).start()  # same run, new settings
+        assert cloudpickle.loads((tmp_path / "run" / "goal.pickle").read_bytes()) == 10_000
+        assert sum(ar.RunManager.open(tmp_path / "run").status().values()) == 2  # watching: fine
+    finally:
+        rm.cancel()
+        rm.stop()
+    again = ar.RunManager.resume(tmp_path / "run")  # the lock went with stop()
+    assert again.finished()

@@ -1,0 +1,335 @@
+"""SLURM's pure parts: parsers on recorded real output, option checks, the rendered script."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from adaptive_runner.errors import ConfigError, SchedulerCommandError
+from adaptive_runner.schedulers.base import JobState, ScriptContext, TaskIdentity
+from adaptive_runner.schedulers.slurm import (
+    SLURM,
+    format_time,
+    parse_array_tasks,
+    parse_max_array_size,
+    parse_mem,
+    parse_sacct,
+    parse_sbatch,
+    parse_squeue,
+    parse_time,
+)
+
+# Recorded by tests/data/slurm/record.sh on the one-node SLURM 22.05 of ci/slurm/start.sh.
+DATA = Path(__file__).parent / "data" / "slurm"
+
+P, R, C = JobState.PENDING, JobState.RUNNING, JobState.COMPLETED
+
+
+def recorded(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def test_squeue_pending_ranges_and_running_tasks():
+    text = recorded("squeue_pending_running.txt")
+    # 66: --array=0-11%8 with 8 running; 63..65: held --array=1,3,5-7 / 0-3000:2 / 0-20000:3%5.
+    states = parse_squeue(text, ["66", "63", "64", "65"])
+    assert {k: v for k, v in states.items() if k.startswith("66_")} == {
+        **{f"66_{i}": R for i in range(8)},
+        **{f"66_{i}": P for i in range(8, 12)},
+    }
+    assert {k for k in states if k.startswith("63_")} == {"63_1", "63_3", "63_5", "63_6", "63_7"}
+    assert sum(k.startswith("64_") for k in states) == 1501
+    assert "64_3000" in states
+    assert "64_3" not in states
+    assert sum(k.startswith("65_") for k in states) == 6667
+    assert states["65_19998"] == P
+
+
+def test_squeue_keeps_only_the_asked_arrays():
+    text = recorded("squeue_pending_running.txt")
+    assert set(parse_squeue(text, ["63"])) == {"63_1", "63_3", "63_5", "63_6", "63_7"}
+    assert parse_squeue(text, ["999"]) == {}
+    assert parse_squeue(text, []) == {}
+
+
+def test_squeue_long_irregular_pending_set():
+    # Printed in full only because SLURM_BITSTR_LEN=0 (the default cuts it at 64 characters).
+    states = parse_squeue(recorded("squeue_long_pending.txt"), ["77"])
+    released = set(range(3, 109, 7))
+    assert {int(k.split("_")[1]) for k, v in states.items() if v == C} == released
+    assert {int(k.split("_")[1]) for k, v in states.items() if v == P} == (
+        set(range(301)) - released
+    )
+
+
+def test_squeue_completing_failed_suspended_requeued():
+    states = parse_squeue(recorded("squeue_states.txt"), ["66", "100", "101"])
+    assert states["100_0"] == R  # COMPLETING: cancelled, ignoring SIGTERM until KillWait
+    assert states["100_1"] == R
+    assert states["101_0"] == states["101_1"] == JobState.FAILED
+    assert states["66_0"] == R  # SUSPENDED keeps its allocation
+    assert states["66_1"] == P  # requeued: back in the pending set "1,8-11"
+    assert {states[f"66_{i}"] for i in range(8, 12)} == {P}
+
+
+def test_squeue_timeout_is_an_ending_from_outside():
+    text = recorded("squeue_timeout.txt")
+    (array_id,) = {line.split("|")[0] for line in text.splitlines()}
+    assert parse_squeue(text, [array_id]) == {f"{array_id}_0": JobState.CANCELLED}
+
+
+@pytest.mark.parametrize(
+    ("code", "state"),
+    [
+        ("PENDING", P),
+        ("CONFIGURING", R),
+        ("RUNNING", R),
+        ("COMPLETING", R),
+        ("SUSPENDED", R),
+        ("REQUEUED", P),
+        ("REQUEUE_HOLD", P),
+        ("PREEMPTED", JobState.CANCELLED),
+        ("COMPLETED", C),
+        ("FAILED", JobState.FAILED),
+        ("NODE_FAIL", JobState.FAILED),
+        ("OUT_OF_MEMORY", JobState.FAILED),
+        ("TIMEOUT", JobState.CANCELLED),
+        ("CANCELLED", JobState.CANCELLED),
+        ("SOMETHING_NEW", JobState.UNKNOWN),
+    ],
+)
+def test_every_state_code(code, state):
+    assert parse_squeue(f"5|2|{code}\n", ["5"]) == {"5_2": state}
+
+
+def test_squeue_truncated_expression_is_an_error():
+    # What squeue printed here without SLURM_BITSTR_LEN=0.
+    text = "19|0-2,4-9,11-16,18-23,25-30,32-37,39-44,46-51,53-58,60-65,67-7...|PENDING\n"
+    with pytest.raises(SchedulerCommandError, match="SLURM_BITSTR_LEN"):
+        parse_squeue(text, ["19"])
+
+
+def test_squeue_malformed_line_is_an_error():
+    with pytest.raises(SchedulerCommandError, match="unexpected squeue line"):
+        parse_squeue("5 2 RUNNING\n", ["5"])
+
+
+@pytest.mark.parametrize(
+    ("expression", "indices"),
+    [
+        ("7", [7]),
+        ("[4-10%2]", [4, 5, 6, 7, 8, 9, 10]),
+        ("1,3,5-7", [1, 3, 5, 6, 7]),
+        ("0-9:3%5", [0, 3, 6, 9]),
+        ("[0-2,8]", [0, 1, 2, 8]),
+    ],
+)
+def test_array_expressions(expression, indices):
+    assert parse_array_tasks(expression) == indices
+
+
+def test_sacct_tasks_and_pending_ranges():
+    # sacct -X -n --parsable2 -o JobID,State (documented format; accounting is off in CI).
+    text = "12_0|COMPLETED\n12_1|CANCELLED by 1000\n12_2|TIMEOUT\n12_[3-5%2]|PENDING\n13_0|FAILED\n"
+    assert parse_sacct(text, ["12"]) == {
+        "12_0": C,
+        "12_1": JobState.CANCELLED,
+        "12_2": JobState.CANCELLED,
+        "12_3": P,
+        "12_4": P,
+        "12_5": P,
+    }
+
+
+def test_sacct_disabled_message_is_what_exit_states_looks_for():
+    assert "accounting storage is disabled" in recorded("sacct_disabled.stderr")
+
+
+def test_sbatch_parsable():
+    assert parse_sbatch(recorded("sbatch_parsable.txt")) == "62"
+    assert parse_sbatch("123;cluster2\n") == "123"
+    with pytest.raises(SchedulerCommandError, match="not a job id"):
+        parse_sbatch("Submitted batch job 5\n")
+
+
+def test_max_array_size_from_scontrol():
+    assert parse_max_array_size(recorded("scontrol_show_config.txt")) == 100001
+    with pytest.raises(SchedulerCommandError, match="MaxArraySize"):
+        parse_max_array_size("MaxJobCount = 10\n")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("90", 5400),
+        ("30:15", 1815),
+        ("2:00:00", 7200),
+        ("1-12", 129600),
+        ("1-00:30", 88200),
+        ("3-01:02:03", 262923),
+    ],
+)
+def test_parse_time(value, seconds):
+    assert parse_time(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "0", "0:00", "1h", "1:2:3:4", "-5", "1-", "1.5"])
+def test_parse_time_rejects(value):
+    with pytest.raises(ConfigError, match="HH:MM:SS"):
+        parse_time(value)
+
+
+def test_format_time():
+    assert format_time(262923) == "3-01:02:03"
+    assert format_time(60) == "0-00:01:00"
+
+
+@pytest.mark.parametrize(
+    ("value", "mb"), [("500M", 500), ("8G", 8192), ("100", 100), ("1T", 1048576), ("512K", 1)]
+)
+def test_parse_mem(value, mb):
+    assert parse_mem(value) == mb
+
+
+@pytest.mark.parametrize("value", ["", "0G", "8GB", "8 G", "1.5G", "8g", "lots"])
+def test_parse_mem_rejects(value):
+    with pytest.raises(ConfigError, match="'8G'"):
+        parse_mem(value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"time": "2h"}, "time="),
+        ({"mem": "8 GB"}, "mem="),
+        ({"partition": "a b"}, "partition"),
+        ({"account": "x'y"}, "account"),
+        ({"extra_sbatch": "--constraint=gpu"}, "list of flags"),
+        ({"extra_sbatch": ["constraint=gpu"]}, "single sbatch flags"),
+        ({"extra_sbatch": ["--comment=a\n#SBATCH --x"]}, "single sbatch flags"),
+        ({"signal": "NOPE"}, "signal"),
+        ({"signal": "USR2"}, "'USR1' or 'TERM'"),  # the worker would die without saving
+        ({"signal_grace_s": 0}, "signal_grace_s"),
+        ({"nodes": 2}, "go together"),
+        ({"nodes": 2, "cores_per_node": 4}, "mpi4py"),
+        ({"nodes": 0, "cores_per_node": 4, "executor": "mpi4py"}, "nodes must be"),
+        ({"nodes": 2, "cores_per_node": 4, "cores": 3, "executor": "mpi4py"}, "contradicts"),
+        ({"mpi_launcher": "  "}, "mpi_launcher"),
+        ({"cores": 0}, "cores"),
+    ],
+)
+def test_bad_options(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        SLURM(**kwargs)
+
+
+def test_nodes_set_cores():
+    s = SLURM(nodes=2, cores_per_node=4, executor="mpi4py")
+    assert s.cores == 8
+    assert SLURM(signal="SIGTERM").signal_name == "TERM"
+    assert SLURM(time="90").time_limit == "0-01:30:00"
+
+
+def test_task_identity():
+    env = {"SLURM_ARRAY_JOB_ID": "123", "SLURM_ARRAY_TASK_ID": "4", "SLURM_JOB_ID": "130"}
+    assert SLURM.task_identity(env) == TaskIdentity(task_id="123_4", array_id="123", task_index=4)
+    with pytest.raises(ConfigError, match="not inside a SLURM array task"):
+        SLURM.task_identity({"SLURM_JOB_ID": "130"})
+
+
+def test_cancel_refuses_names(tmp_path):
+    with pytest.raises(ConfigError, match="cannot cancel"):
+        SLURM().cancel(["my-job-name"], jobs_dir=tmp_path)
+
+
+def _context(tmp_path: Path) -> ScriptContext:
+    weird = tmp_path / 'it\'s a %d "dir"'
+    return ScriptContext(
+        job_name="run 'one'",
+        run_dir=weird,
+        log_dir=weird / "logs",
+        n_tasks=3,
+        max_running=2,
+        worker_args=["-m", "adaptive_runner.worker", str(weird)],
+    )
+
+
+def test_rendered_script_options_and_syntax(tmp_path):
+    s = SLURM(
+        cores=4,
+        time="1-00:00:00",
+        mem="8G",
+        partition="debug",
+        account="proj",
+        qos="low",
+        exclusive=True,
+        extra_sbatch=["--constraint=a b", "--gres=gpu:1"],
+        signal_grace_s=300,
+        env={"MY_VAR": "x'; rm -rf /"},
+        extra_script="echo ready",
+    )
+    ctx = _context(tmp_path)
+    text = s.render(ctx)
+    lines = text.splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    sbatch = [line.removeprefix("#SBATCH ") for line in lines if line.startswith("#SBATCH")]
+    assert sbatch == [
+        "--job-name='run '\"'\"'one'\"'\"''",
+        "--output=" + shlex.quote(str(ctx.log_dir).replace("%", "%%") + "/%A_%a.log"),
+        "--open-mode=append",
+        "--ntasks=1",
+        "--cpus-per-task=4",
+        "--time=1-00:00:00",
+        "--mem=8G",
+        "--partition=debug",
+        "--account=proj",
+        "--qos=low",
+        "--exclusive",
+        "--signal=B:USR1@300",
+        "'--constraint=a b'",
+        "--gres=gpu:1",
+    ]
+    assert "export MY_VAR='x'\"'\"'; rm -rf /'" in lines
+    assert "export OMP_NUM_THREADS=1" in lines
+    assert lines[-1].startswith("exec ")
+    assert lines[-1].endswith("-m adaptive_runner.worker " + shlex.quote(str(ctx.run_dir)))
+    script = tmp_path / "job.sh"
+    script.write_text(text)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_rendered_mpi_script(tmp_path):
+    s = SLURM(
+        nodes=2,
+        cores_per_node=3,
+        executor="mpi4py",
+        mpi_launcher="srun --mpi=pmi2",
+        signal=None,
+        python="/opt/py 3/bin/python",
+    )
+    text = s.render(_context(tmp_path))
+    assert "#SBATCH --nodes=2" in text
+    assert "#SBATCH --ntasks-per-node=3" in text
+    assert "--signal" not in text
+    exec_line = text.splitlines()[-1]
+    assert exec_line.startswith(
+        "exec srun --mpi=pmi2 -n 6 '/opt/py 3/bin/python' -m mpi4py.futures "
+        "-m adaptive_runner.worker "
+    )
+    script = tmp_path / "job.sh"
+    script.write_text(text)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    one_node = SLURM(cores=4, executor="mpi4py").render(_context(tmp_path))
+    assert "#SBATCH --ntasks=4" in one_node
+    assert "exec mpiexec -n 4 " in one_node
+
+
+def test_missing_sbatch_says_what_to_check(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    script = tmp_path / "job.sh"
+    script.write_text("#!/usr/bin/env bash\n")
+    with pytest.raises(SchedulerCommandError, match=r"sbatch not found.*SLURM login node"):
+        SLURM().submit(script, n_tasks=1, max_running=1)

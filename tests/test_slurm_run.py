@@ -1,0 +1,276 @@
+"""Whole runs on the real one-node SLURM (ci/slurm/start.sh): arrays, scancel, USR1, mpi4py."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import adaptive
+import cloudpickle
+import pytest
+from helpers_run import make_learners, wait_for
+from test_run_manager import no_overlaps, task_rows
+
+import adaptive_runner as ar
+from adaptive_runner.database import Database
+from adaptive_runner.errors import ConfigError
+from adaptive_runner.log_parser import split_event
+from adaptive_runner.schedulers.base import JobState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+# Learner functions travel by value: the workers cannot import the tests.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+PATIENCE_S = 150.0  # a bound on every wait (a failure guard, not a timing assertion)
+
+
+def square_in(x: float, pid_dir: str) -> float:
+    """x**2, noting which process evaluated it."""
+    Path(pid_dir, str(os.getpid())).touch()
+    time.sleep(0.01)
+    return x**2
+
+
+@pytest.fixture
+def sbatch_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put an ``sbatch`` on PATH that logs each call, then runs the real one."""
+    real = shutil.which("sbatch")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "sbatch-calls"
+    calls.touch()
+    wrapper = bin_dir / "sbatch"
+    wrapper.write_text(
+        f'#!/bin/sh\necho "$*" >> {shlex.quote(str(calls))}\nexec {shlex.quote(real)} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[Callable[..., ar.RunManager]]:
+    """Start RunManagers on SLURM; stop them and scancel every array they made afterwards."""
+    started: list[ar.RunManager] = []
+
+    def start(learners: list[adaptive.Learner1D], **kwargs: object) -> ar.RunManager:
+        options: dict[str, object] = {
+            "goal": 25,
+            "run_dir": tmp_path / "run",
+            "max_simultaneous_jobs": len(learners),
+            "save_interval": 0.3,
+            "log_interval": 0.5,
+            "poll_interval": 0.5,
+        }
+        scheduler = kwargs.pop("scheduler", ar.SLURM(cores=1))
+        fnames = [tmp_path / "data" / f"l{i}.pickle" for i in range(len(learners))]
+        rm = ar.RunManager(scheduler, learners, fnames, **(options | kwargs))
+        started.append(rm.start())
+        return rm
+
+    yield start
+    for rm in started:
+        rm.stop()
+        arrays = run_arrays(rm.run_dir.path)
+        if arrays:
+            subprocess.run(["scancel", *arrays], check=True)
+
+
+def run_arrays(run_dir: Path) -> list[str]:
+    """Every array the run submitted, finished or not."""
+    conn = sqlite3.connect(run_dir / "state.sqlite")
+    try:
+        return [row[0] for row in conn.execute("SELECT array_id FROM arrays")]
+    finally:
+        conn.close()
+
+
+def queue(run_dir: Path) -> dict[str, JobState]:
+    """The run's tasks as squeue shows them (finished ones too, for MinJobAge)."""
+    return ar.SLURM().queue(run_arrays(run_dir), jobs_dir=run_dir / "jobs")
+
+
+def running_with_save(run_dir: Path, fnames: list[str], n: int) -> list[sqlite3.Row] | None:
+    """``n`` tasks that hold a learner and have saved some of its data, or None."""
+    rows = [
+        row
+        for row in task_rows(run_dir)
+        if row["finished"] is None and Path(fnames[row["learner"]]).exists()
+    ]
+    return rows[:n] if len(rows) >= n else None
+
+
+def log_events(run_dir: Path, task: str) -> list[dict[str, object]]:
+    """The worker's events in a task's log; its other lines are the task's own output."""
+    path = run_dir / "logs" / f"{task}.log"
+    events = (split_event(line)[1] for line in path.read_bytes().splitlines())
+    return [event for event in events if event is not None]
+
+
+def resumed_with_data(run_dir: Path, learner: int, after: str) -> None:
+    """A later task than ``after`` held ``learner`` and resumed it from a non-empty save."""
+    later = [r for r in task_rows(run_dir) if r["learner"] == learner and r["task"] != after]
+    assert later, f"learner {learner} was not resubmitted"
+    resumed = [e for e in log_events(run_dir, later[0]["task"]) if e["event"] == "resumed"]
+    assert resumed, f"task {later[0]['task']} did not resume learner {learner}"
+    assert isinstance(resumed[0]["npoints"], int)
+    assert resumed[0]["npoints"] > 0
+
+
+def test_learners_reach_goal_through_one_array(run, sbatch_calls: Path) -> None:
+    rm = run(make_learners(10))
+    assert rm.wait(timeout=PATIENCE_S)
+    assert rm.status()["done"] == 10
+    assert all(learner.npoints >= 25 for learner in rm.load_learners())
+    # One sbatch call for the whole round, not one per learner.
+    calls = sbatch_calls.read_text().splitlines()
+    assert len(calls) == 1, calls
+    assert "--array=0-9%10" in calls[0].split()
+    (array_id,) = run_arrays(rm.run_dir.path)
+    rows = task_rows(rm.run_dir.path)
+    assert sorted(r["task"] for r in rows) == sorted(f"{array_id}_{i}" for i in range(10))
+    assert sorted(r["learner"] for r in rows) == list(range(10))
+    assert {r["outcome"] for r in rows} == {"done"}
+    no_overlaps(rm.run_dir.path)
+
+
+def test_scancel_of_running_tasks_resubmits_and_resumes(run) -> None:
+    rm = run(make_learners(4, delay=0.05), goal=100)
+    run_dir = rm.run_dir.path
+    victims = wait_for(
+        partial(running_with_save, run_dir, rm.fnames, 2),
+        timeout_s=PATIENCE_S,
+        what="two tasks running with a save on disk",
+    )
+    subprocess.run(["scancel", *(row["task"] for row in victims)], check=True)
+    assert rm.wait(timeout=PATIENCE_S)
+    assert rm.status()["done"] == 4
+    with Database.open(run_dir / "state.sqlite") as db:
+        learners = db.learners()
+    for row in victims:
+        # scancel sends SIGTERM first: the worker saved and released (no failure counted).
+        (first,) = [r for r in task_rows(run_dir) if r["task"] == row["task"]]
+        assert first["outcome"] == "released"
+        assert learners[row["learner"]].failures == 0
+        assert learners[row["learner"]].attempts >= 2
+        resumed_with_data(run_dir, row["learner"], after=row["task"])
+    no_overlaps(run_dir)
+
+
+def test_usr1_saves_and_releases_at_once(run) -> None:
+    rm = run(make_learners(2, delay=0.05), goal=100)
+    run_dir = rm.run_dir.path
+    (victim,) = wait_for(
+        partial(running_with_save, run_dir, rm.fnames, 1),
+        timeout_s=PATIENCE_S,
+        what="a task running with a save on disk",
+    )
+    task, learner = victim["task"], victim["learner"]
+    # The time-limit warning: --batch, because SLURM signals only job steps without it.
+    subprocess.run(["scancel", "--batch", "--signal=USR1", task], check=True)
+
+    def ended() -> bool:
+        (row,) = [r for r in task_rows(run_dir) if r["task"] == task]
+        return row["outcome"] is not None
+
+    wait_for(ended, timeout_s=PATIENCE_S, what=f"{task} to end its hold")
+    (row,) = [r for r in task_rows(run_dir) if r["task"] == task]
+    assert row["outcome"] == "released"
+    with Database.open(run_dir / "state.sqlite") as db:
+        assert db.learners()[learner].failures == 0
+    events = log_events(run_dir, task)
+    assert events[-1]["event"] == "released"
+    assert events[-1]["reason"] == "SIGUSR1"
+    # The worker exited by itself (exit code 0), not killed by SLURM.
+    wait_for(
+        lambda: not queue(run_dir).get(task, JobState.COMPLETED).active,
+        timeout_s=PATIENCE_S,
+        what=f"{task} to leave the queue",
+    )
+    assert queue(run_dir).get(task, JobState.COMPLETED) == JobState.COMPLETED
+    assert rm.wait(timeout=PATIENCE_S)
+    resumed_with_data(run_dir, learner, after=task)
+    no_overlaps(run_dir)
+
+
+def test_cancel_leaves_nothing_in_squeue(run) -> None:
+    rm = run(make_learners(6, delay=0.05), goal=100_000)
+    run_dir = rm.run_dir.path
+    wait_for(
+        lambda: sum(r["finished"] is None for r in task_rows(run_dir)) >= 3,
+        timeout_s=PATIENCE_S,
+        what="three tasks holding learners",
+    )
+    rm.cancel()
+    assert not rm.wait(timeout=PATIENCE_S)  # finished, but not done
+    assert rm.status()["cancelled"] == 6
+    wait_for(
+        lambda: not any(state.active for state in queue(run_dir).values()),
+        timeout_s=PATIENCE_S,
+        what="the run's tasks to leave squeue",
+    )
+    arrays = set(run_arrays(run_dir))
+    out = subprocess.run(
+        ["squeue", "--me", "-h", "-o", "%F"], capture_output=True, text=True, check=True
+    ).stdout
+    assert not arrays & set(out.split())
+
+
+def test_mpi4py_job_with_two_cores(run, tmp_path: Path) -> None:
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    learner = adaptive.Learner1D(partial(square_in, pid_dir=str(pid_dir)), bounds=(-1, 1))
+    rm = run([learner], goal=20, scheduler=ar.SLURM(cores=2, executor="mpi4py"))
+    assert rm.wait(timeout=PATIENCE_S)
+    (row,) = task_rows(rm.run_dir.path)
+    assert row["outcome"] == "done"
+    (started,) = [e for e in log_events(rm.run_dir.path, row["task"]) if e["event"] == "started"]
+    assert (started["executor"], started["cores"]) == ("mpi4py", 2)
+    # Rank 0 is the worker; the points ran on the other rank.
+    evaluators = {int(p.name) for p in pid_dir.iterdir()}
+    assert len(evaluators) == 1
+    assert row["pid"] not in evaluators
+
+
+def test_mpi4py_task_releases_on_usr1(run) -> None:
+    # The signal goes to the batch shell, mpiexec, which passes it on to rank 0, the worker.
+    rm = run(make_learners(1, delay=0.05), goal=150, scheduler=ar.SLURM(cores=2, executor="mpi4py"))
+    run_dir = rm.run_dir.path
+    (victim,) = wait_for(
+        partial(running_with_save, run_dir, rm.fnames, 1),
+        timeout_s=PATIENCE_S,
+        what="the MPI task running with a save on disk",
+    )
+    subprocess.run(["scancel", "--batch", "--signal=USR1", victim["task"]], check=True)
+    assert rm.wait(timeout=PATIENCE_S)
+    first, *later = task_rows(run_dir)
+    assert (first["task"], first["outcome"]) == (victim["task"], "released")
+    assert later
+    resumed_with_data(run_dir, 0, after=victim["task"])
+
+
+def test_unknown_partition_writes_and_submits_nothing(tmp_path: Path, sbatch_calls: Path) -> None:
+    rm = ar.RunManager(
+        ar.SLURM(partition="no-such-partition"),
+        make_learners(2),
+        [tmp_path / "a", tmp_path / "b"],
+        goal=5,
+        run_dir=tmp_path / "run",
+    )
+    with pytest.raises(ConfigError, match="no-such-partition"):
+        rm.start()
+    assert not (tmp_path / "run").exists()
+    assert sbatch_calls.read_text() == ""

@@ -1,0 +1,382 @@
+"""The worker as a real process against a real DatabaseManager and run directory."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import adaptive
+import cloudpickle
+import pytest
+from helpers_run import make_run, set_url, wait_for
+
+from adaptive_runner.database import Database, LearnerRow, LearnerState
+from adaptive_runner.database_manager import DatabaseManager
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from adaptive_runner.run_dir import RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+WAIT_S = 120.0  # generous: only a hung worker takes this long
+
+# Learners are cloudpickled with their functions by value, as from a notebook: the worker
+# process cannot import this test module.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def square(x: float, *, calls: str, delay: float = 0.0) -> float:
+    """x**2, appending x to the file ``calls`` so a test can count evaluations."""
+    import time  # noqa: PLC0415 - the function runs in the worker, pickled by value
+
+    with open(calls, "a") as f:  # noqa: PTH123
+        f.write(f"{x!r}\n")
+    time.sleep(delay)
+    return x**2
+
+
+def broken(x: float) -> float:
+    if abs(x) < 0.5:
+        raise ValueError(f"cannot evaluate at {x}")
+    return x
+
+
+async def async_identity(x: float) -> float:
+    return x
+
+
+class Run:
+    """A run directory with a started DatabaseManager, and workers started on it."""
+
+    def __init__(self, tmp_path: Path, **config: Any) -> None:
+        self.tmp_path = tmp_path
+        self.calls = tmp_path / "calls.txt"
+        self.dir: RunDir = make_run(tmp_path / "run", 1, **config)
+        self.fname = Path(self.dir.path / "data" / "0.pickle")
+        self.manager = DatabaseManager(self.dir)
+        set_url(self.dir, self.manager.start())
+
+    def learner(self, function: Any = None, **kwargs: Any) -> adaptive.Learner1D:
+        function = function or functools.partial(square, calls=str(self.calls), **kwargs)
+        return adaptive.Learner1D(function, bounds=(-1, 1))
+
+    def write(self, learner: adaptive.Learner1D, goal: object) -> None:
+        self.dir.write_learners([cloudpickle.dumps(learner)])
+        self.write_goal(goal)
+
+    def write_goal(self, goal: object) -> None:
+        self.dir.goal_file.write_bytes(cloudpickle.dumps(goal))
+
+    def start_worker(self, index: int = 0) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "LOCAL_ARRAY_ID": "L1",
+            "LOCAL_ARRAY_TASK_ID": str(index),
+        }
+        out = (self.tmp_path / f"L1_{index}.out").open("wb")
+        with out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "adaptive_runner.worker", str(self.dir.path)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def run_worker(self, index: int = 0) -> int:
+        proc = self.start_worker(index)
+        return proc.wait(timeout=WAIT_S)
+
+    def output(self, index: int = 0) -> str:
+        return (self.tmp_path / f"L1_{index}.out").read_text()
+
+    def events(self, index: int = 0) -> list[dict[str, Any]]:
+        path = self.dir.task_log(f"L1_{index}")
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def wait_for_event(self, event: str, index: int = 0, min_npoints: int = 0) -> dict[str, Any]:
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            for record in self.events(index):
+                if record["event"] == event and record.get("npoints", 0) >= min_npoints:
+                    return record
+            time.sleep(0.05)
+        raise AssertionError(f"no {event!r} in the log: {self.events(index)}\n{self.output(index)}")
+
+    def row(self) -> LearnerRow:
+        with Database.open(self.dir.database) as db:
+            (row,) = db.learners()
+            return row
+
+    def n_calls(self) -> int:
+        return len(self.calls.read_text().splitlines()) if self.calls.exists() else 0
+
+    def saved(self) -> adaptive.Learner1D:
+        learner = self.learner()
+        learner.load(str(self.fname))  # adaptive's own reader
+        return learner
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Any]:
+    runs: list[Run] = []
+
+    def factory(**config: Any) -> Run:
+        runs.append(Run(tmp_path, **config))
+        return runs[-1]
+
+    yield factory
+    for run in runs:
+        run.manager.stop()
+
+
+def _names(events: list[dict[str, Any]]) -> list[str]:
+    return [e["event"] for e in events]
+
+
+def test_runs_to_the_goal_and_reports_done(make: Any) -> None:
+    run = make(log_interval_s=0.2, save_interval_s=0.2)
+    run.write(run.learner(), goal=30)
+    assert run.run_worker() == 0, run.output()
+
+    row = run.row()
+    assert row.state == LearnerState.DONE
+    assert row.npoints == 30
+    assert row.task == "L1_0"
+    assert run.saved().npoints == 30
+    assert run.n_calls() == 30
+
+    events = run.events()
+    names = _names(events)
+    assert names[0] == "started"
+    assert names[-1] == "done"
+    assert "saved" in names
+    assert "resumed" not in names
+    started = events[0]
+    assert started["task"] == "L1_0"
+    assert started["array"] == "L1"
+    assert started["index"] == 0
+    assert started["learner"] == 0
+    assert started["fname"] == str(run.fname)
+    assert started["pid"] > 0
+    assert started["host"]
+    for event in events:
+        assert event["level"] in ("info", "error")
+        assert event["timestamp"].endswith("Z")
+    done = events[-1]
+    assert done["npoints"] == 30
+    saved = [e for e in events if e["event"] == "saved"]
+    assert saved[-1]["npoints"] == 30
+    assert saved[-1]["bytes"] == run.fname.stat().st_size
+
+
+def test_status_and_heartbeat_report_progress(make: Any) -> None:
+    run = make(log_interval_s=0.05, save_interval_s=3600.0)
+    run.write(run.learner(delay=0.02), goal=40)
+    assert run.run_worker() == 0, run.output()
+    statuses = [e for e in run.events() if e["event"] == "status"]
+    assert statuses, run.events()
+    for status in statuses:
+        for key in ("npoints", "loss", "npoints_per_s", "elapsed_s", "cpu_percent"):
+            assert key in status
+        assert status["memory_bytes"] > 0
+    assert run.row().last_heartbeat is not None
+
+
+def test_sigterm_saves_and_releases_then_a_new_job_resumes(make: Any) -> None:
+    run = make(log_interval_s=0.05, save_interval_s=3600.0)
+    run.write(run.learner(delay=0.02), goal=10**6)
+    worker = run.start_worker(0)
+    run.wait_for_event("status", min_npoints=5)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=WAIT_S) == 0, run.output()
+
+    row = run.row()
+    assert row.state == LearnerState.WAITING
+    assert row.failures == 0
+    names = _names(run.events(0))
+    assert names[-2:] == ["saved", "released"]
+    assert run.events(0)[-1]["reason"] == "SIGTERM"
+    saved_points = run.saved().npoints
+    assert saved_points >= 5
+    calls_before = run.n_calls()
+
+    run.write_goal(saved_points + 7)
+    assert run.run_worker(1) == 0, run.output(1)
+    resumed = run.wait_for_event("resumed", 1)
+    assert resumed["npoints"] == saved_points
+    assert run.row().state == LearnerState.DONE
+    assert run.saved().npoints == saved_points + 7
+    assert run.n_calls() - calls_before == 7  # only the new points were evaluated
+
+
+def test_a_long_point_does_not_stop_heartbeats_or_signals(make: Any) -> None:
+    # The sequential executor evaluates in its own thread: while a point takes far longer
+    # than the log interval, heartbeats go on and SIGTERM is answered without waiting for it.
+    run = make(log_interval_s=0.05, save_interval_s=3600.0)
+    run.write(run.learner(delay=3 * WAIT_S), goal=10)
+    worker = run.start_worker(0)
+    run.wait_for_event("started")
+    heartbeats = run.row().last_heartbeat
+    wait_for(lambda: run.row().last_heartbeat != heartbeats, "a heartbeat during the point")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=WAIT_S) == 0, run.output()  # the point needs 3 * WAIT_S
+    assert _names(run.events(0))[-1] == "released"
+    assert run.row().state == LearnerState.WAITING
+    assert run.n_calls() == 1
+
+
+@pytest.mark.slow
+def test_stopped_worker_does_not_wait_long_for_a_manager_that_is_gone(make: Any) -> None:
+    run = make(log_interval_s=0.05, save_interval_s=3600.0)
+    run.write(run.learner(delay=0.02), goal=10**6)
+    worker = run.start_worker(0)
+    run.wait_for_event("status", min_npoints=5)
+    run.manager.stop()
+    worker.send_signal(signal.SIGTERM)
+    # It saves, tries to release for RELEASE_PATIENCE_S (30 s), then gives up: exit code 1.
+    assert worker.wait(timeout=WAIT_S) == 1, run.output()
+    assert run.saved().npoints >= 5
+    assert "report_failed" in _names(run.events(0))
+
+
+def test_sigusr1_also_releases(make: Any) -> None:
+    run = make(log_interval_s=0.05, save_interval_s=3600.0)
+    run.write(run.learner(delay=0.02), goal=10**6)
+    worker = run.start_worker()
+    run.wait_for_event("status")
+    worker.send_signal(signal.SIGUSR1)
+    assert worker.wait(timeout=WAIT_S) == 0, run.output()
+    assert run.events()[-1]["event"] == "released"
+    assert run.events()[-1]["reason"] == "SIGUSR1"
+    assert run.row().state == LearnerState.WAITING
+
+
+def test_a_raising_function_fails_with_its_traceback(make: Any) -> None:
+    run = make(max_fails=1, log_interval_s=60.0, save_interval_s=3600.0)
+    run.write(run.learner(function=broken), goal=50)
+    assert run.run_worker() == 1, run.output()
+
+    row = run.row()
+    assert row.state == LearnerState.FAILED
+    assert row.failures == 1
+    assert row.error is not None
+    assert "ValueError: cannot evaluate at 0.0" in row.error
+    assert "Traceback" in row.error
+    failed = run.events()[-1]
+    assert failed["event"] == "failed"
+    assert failed["level"] == "error"
+    assert "ValueError" in failed["traceback"]
+    # The points evaluated before the error are saved.
+    learner = adaptive.Learner1D(broken, bounds=(-1, 1))
+    learner.load(str(run.fname))
+    assert learner.npoints == 2
+
+
+def test_lost_ownership_stops_without_saving(make: Any) -> None:
+    run = make(log_interval_s=0.05, save_interval_s=3600.0, lease_timeout_s=3600.0)
+    run.write(run.learner(delay=0.02), goal=10**6)
+    worker = run.start_worker()
+    run.wait_for_event("status")
+    with Database.open(run.dir.database) as db:
+        # The lease expires (as if this job had gone silent) and another task takes over.
+        assert db.expire_leases(lease_timeout_s=0.0, now=time.time() + 1.0) == [("L1_0", 0)]
+        assert db.claim("L2_0", host="elsewhere", pid=1, now=time.time()) is not None
+    assert worker.wait(timeout=WAIT_S) == 0, run.output()
+
+    released = run.events()[-1]
+    assert released["event"] == "released"
+    assert released["reason"] == "not_owner"
+    assert "saved" not in _names(run.events())
+    assert not run.fname.exists()
+    assert run.row().task == "L2_0"
+
+
+def test_no_work_exits_zero(make: Any) -> None:
+    run = make()
+    run.write(run.learner(), goal=10)
+    with Database.open(run.dir.database) as db:
+        db.claim("L0_0", host="elsewhere", pid=1, now=time.time())
+    assert run.run_worker() == 0, run.output()
+    assert _names(run.events()) == ["no_work"]
+    assert run.n_calls() == 0
+
+
+def test_loky_executor(make: Any) -> None:
+    run = make(executor="loky", cores=2, log_interval_s=60.0, save_interval_s=3600.0)
+    run.write(run.learner(), goal=20)
+    assert run.run_worker() == 0, run.output()
+    assert run.row().state == LearnerState.DONE
+    assert run.saved().npoints >= 20  # two workers: both results may land before the check
+
+
+def test_a_failed_save_is_logged_and_the_run_goes_on(make: Any) -> None:
+    run = make(max_fails=1, log_interval_s=60.0, save_interval_s=0.05)
+    run.fname.parent.write_text("a file where the data directory should be")
+    run.write(run.learner(delay=0.01), goal=30)
+    assert run.run_worker() == 1, run.output()
+
+    events = run.events()
+    failures = [e for e in events if e["event"] == "save_failed"]
+    assert failures
+    assert failures[0]["level"] == "error"
+    assert "Error" in failures[0]["exception"]
+    # The periodic saves failed, the run went on to the goal; without a final save it failed.
+    assert events[-1]["event"] == "failed"
+    assert events[-1]["npoints"] == 30
+    assert "final save failed" in events[-1]["traceback"]
+    row = run.row()
+    assert row.state == LearnerState.FAILED
+    assert row.error is not None
+    assert "final save failed" in row.error
+    assert "Traceback" in row.error
+
+
+def test_a_learner_the_runner_refuses_fails_loudly(make: Any) -> None:
+    # adaptive runs async functions on its loop and refuses an executor for them.
+    run = make(max_fails=1)
+    run.write(run.learner(function=async_identity), goal=5)
+    assert run.run_worker() == 1, run.output()
+    assert run.events()[-1]["event"] == "failed"
+    row = run.row()
+    assert row.state == LearnerState.FAILED
+    assert row.error is not None
+    assert "Cannot use an executor when learning an async function" in row.error
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpiexec (pip install mpich)")
+def test_mpi4py_executor_under_mpiexec(make: Any) -> None:
+    # As the job templates run it: rank 0 is the worker, ranks 1 and 2 evaluate points.
+    run = make(executor="mpi4py", cores=3, log_interval_s=60.0, save_interval_s=3600.0)
+    run.write(run.learner(), goal=20)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "LOCAL_ARRAY_ID": "L1",
+        "LOCAL_ARRAY_TASK_ID": "0",
+    }
+    command = ["mpiexec", "-n", "3", sys.executable, "-m", "mpi4py.futures"]
+    proc = subprocess.run(
+        [*command, "-m", "adaptive_runner.worker", str(run.dir.path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert run.row().state == LearnerState.DONE
+    assert run.saved().npoints >= 20  # two workers: both results may land before the check
+    assert run.n_calls() >= 20  # points in flight at the goal are evaluated and dropped
+    assert run.events()[0]["event"] == "started"
