@@ -108,14 +108,16 @@ def test_template_errors(tmp_path: Path) -> None:
 
 
 def test_templates_are_in_the_wheel(tmp_path: Path) -> None:
-    subprocess.run(
+    built = subprocess.run(
         [
             *(sys.executable, "-m", "pip", "wheel", str(REPO)),
             *("--no-deps", "--no-build-isolation", "--quiet", "-w", str(tmp_path)),
         ],
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
     )
+    assert built.returncode == 0, built.stderr
     (wheel,) = tmp_path.glob("adaptive_runner-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
