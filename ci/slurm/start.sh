@@ -22,8 +22,10 @@ die() {
     exit 1
 }
 
-running() {  # running PIDFILE: the daemon whose pid is in PIDFILE is alive
-    [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null
+source "$here/daemons.sh"
+
+running() {  # running NAME PIDFILE: the daemon NAME is alive with the pid in PIDFILE
+    daemon_pid "$1" "$2" >/dev/null
 }
 
 [[ "$(id -u)" == 0 ]] || die "must run as root (it installs packages and starts daemons)"
@@ -42,7 +44,7 @@ if [[ ! -s /etc/munge/munge.key ]]; then
 fi
 chmod 0700 /etc/munge
 chmod 0600 /etc/munge/munge.key
-if ! running /run/munge/munged.pid; then
+if ! running munged /run/munge/munged.pid; then
     # munged warns that root owns its log file; harmless on a throwaway CI node.
     munged --force
 fi
@@ -62,24 +64,30 @@ new_conf="$(sed -e "s/@NODE@/$node/g" -e "s/@CPUS@/$cpus/g" -e "s/@MEMORY_MB@/$m
     "$here/slurm.conf.in")"
 if [[ ! -f "$conf" ]] || [[ "$(cat "$conf")" != "$new_conf" ]]; then
     printf '%s\n' "$new_conf" >"$conf"
-    if running /run/slurmctld.pid || running /run/slurmd.pid; then
+    if running slurmctld /run/slurmctld.pid || running slurmd /run/slurmd.pid; then
         echo "slurm.conf changed: restarting the SLURM daemons"
         "$here/stop.sh" --slurm-only
     fi
 fi
 
 # --- daemons ---------------------------------------------------------------------------
-if ! running /run/slurmctld.pid; then
-    slurmctld || die "slurmctld did not start"
-fi
-if ! running /run/slurmd.pid; then
-    slurmd -N "$node" || die "slurmd did not start"
-fi
+start_daemons() {  # start whichever SLURM daemon is not running
+    if ! running slurmctld /run/slurmctld.pid; then
+        rm -f /run/slurmctld.pid
+        slurmctld || die "slurmctld did not start"
+    fi
+    if ! running slurmd /run/slurmd.pid; then
+        rm -f /run/slurmd.pid
+        slurmd -N "$node" || die "slurmd did not start"
+    fi
+}
+start_daemons
 
 # --- wait until the node takes jobs ----------------------------------------------------------
 deadline=$((SECONDS + wait_s))
 state=""
 while ((SECONDS < deadline)); do
+    start_daemons  # one that died since (bad state files, a port still taken) gets another go
     state="$(sinfo -h -N -n "$node" -o '%T' 2>/dev/null || true)"
     case "$state" in
         idle | mixed | allocated) break ;;

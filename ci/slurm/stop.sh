@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # Stop the one-node SLURM of ci/slurm/start.sh: slurmd, slurmctld and (unless --slurm-only) munged.
 #
-# Each daemon is stopped by the pid in its pid file (SIGTERM, then a bounded wait); a daemon
-# that is not running is skipped, so running this twice is harmless. Jobs and state survive in
-# /var/spool/slurmctld for the next start.
+# Each daemon is stopped by the pid in its pid file, checked against /proc (SIGTERM, then a
+# bounded wait); a daemon that is not running is skipped, so running this twice is harmless.
+# Jobs and state survive in /var/spool/slurmctld for the next start.
 set -euo pipefail
+
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/daemons.sh"
 
 stop() {  # stop NAME PIDFILE
     local name="$1" pidfile="$2" pid
-    [[ -s "$pidfile" ]] || return 0
-    pid="$(cat "$pidfile")"
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! pid="$(daemon_pid "$name" "$pidfile")"; then
         rm -f "$pidfile"
         return 0
     fi
     kill -TERM "$pid"
     for _ in $(seq 1 60); do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! daemon_pid "$name" "$pidfile" >/dev/null; then
             rm -f "$pidfile"
             echo "stopped $name (pid $pid)"
             return 0
