@@ -159,7 +159,11 @@ class LineReader:
 
 @dataclass(frozen=True, slots=True)
 class TaskRecord:
-    """What the logs say about one array task: who it is, its latest status, its outcome."""
+    """What the logs say about one array task: who it is, its latest learner and its outcome.
+
+    A task that reached its learner's goal goes on with the next waiting one; the fields from
+    ``learner`` to ``error`` describe the latest learner, ``learners`` counts them all.
+    """
 
     task: str
     learner: int | None = None
@@ -185,6 +189,7 @@ class TaskRecord:
     reason: str | None = None  # why the learner was released
     error: str | None = None  # traceback of the failure, or the latest logged exception
     output_errors: tuple[str, ...] = ()  # latest error lines of the task's own output
+    learners: int = 0  # learners this task started
 
 
 _OUTCOMES = frozenset({"done", "released", "failed", "no_work", "manager_unreachable"})
@@ -226,6 +231,7 @@ class _TaskState:
     outcome: dict[str, Any] = field(default_factory=dict)  # done, released, failed, ...
     error: Any = None
     saves: int = 0
+    learners: int = 0
     output_errors: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_ERROR_LINES))
     record: TaskRecord | None = None  # cached snapshot; None when something changed
 
@@ -244,8 +250,10 @@ class _TaskState:
         elif name == "saved":
             self.saved = event
             self.saves += 1
-        elif name == "started":
-            self.started = event
+        elif name == "started":  # a new learner: forget the previous one's lines
+            self.started, self.learners = event, self.learners + 1
+            self.status, self.resumed, self.saved, self.outcome = {}, {}, {}, {}
+            self.with_npoints, self.with_loss, self.error, self.saves = {}, {}, None, 0
         elif name == "resumed":
             self.resumed = event
         elif name in _OUTCOMES:
@@ -288,6 +296,7 @@ class _TaskState:
             reason=_str(released.get("reason")),
             error=_str(self.error),
             output_errors=tuple(self.output_errors),
+            learners=self.learners,
         )
         return self.record
 

@@ -8,7 +8,8 @@ is in force, the user's own structlog configuration included.
 A job log (``logs/<task_id>.log``) holds one JSON object per line, each with ``event``,
 ``level`` and an ISO 8601 UTC ``timestamp``. The worker writes the events ``started``,
 ``resumed``, ``status``, ``saved``, ``save_failed``, ``done``, ``released``, ``failed`` and
-``no_work``.
+``no_work``; a task that goes on to another learner after ``done`` logs ``started`` again,
+and ``no_more_work`` (or ``stopped``, told to stop between learners) when it exits.
 """
 
 from __future__ import annotations

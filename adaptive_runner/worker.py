@@ -7,9 +7,12 @@
 2. unpickle the learner and the goal, load the learner's saved data if there is some;
 3. run an ``adaptive.Runner`` on our own asyncio loop with the run's executor, saving every
    ``save_interval_s`` and sending a heartbeat every ``log_interval_s``;
-4. at the goal: final save, ``done``. On SIGTERM or SIGUSR1: save, ``release``. When the
-   function raises: save, ``fail`` with the traceback. When a heartbeat says another task
-   holds the learner now: stop at once without saving (our data would overwrite theirs).
+4. at the goal: final save, ``done``, and back to 1 for the next waiting learner of our
+   group, with adaptive and the executor already loaded (a task's start-up, queue wait
+   included, is paid once for as many learners as fit in its time). On SIGTERM or SIGUSR1:
+   save, ``release``. When the function raises: save, ``fail`` with the traceback. When a
+   heartbeat says another task holds the learner now: stop at once without saving (our data
+   would overwrite theirs).
 
 Exit code 0 after done, release, lost ownership or no work; 1 after a failure.
 """
@@ -111,6 +114,29 @@ class _Usage:
         return cpu, memory
 
 
+class _TaskExecutor:
+    """The task's executor: made for its first learner, reused by the ones after it."""
+
+    def __init__(self, group: GroupConfig) -> None:
+        self.group = group
+        self._made: tuple[Executor, int] | None = None
+
+    def get(self) -> tuple[Executor, int]:
+        """The executor and how many points it evaluates at once."""
+        if self._made is None:
+            from adaptive_runner.executors import make_executor  # noqa: PLC0415
+
+            self._made = make_executor(self.group.executor, self.group.cores)
+        return self._made
+
+    def shutdown(self) -> None:
+        """Stop it and the points it still evaluates (their learner is saved or given up)."""
+        if self._made is not None:
+            from adaptive_runner.executors import shutdown_executor  # noqa: PLC0415
+
+            shutdown_executor(self._made[0], now=True)
+
+
 class _Job:
     """One claimed learner, from loading to the final report."""
 
@@ -119,8 +145,7 @@ class _Job:
         *,
         run_dir: RunDir,
         config: RunConfig,
-        group: GroupConfig,
-        identity: TaskIdentity,
+        executor: _TaskExecutor,
         assignment: Assignment,
         client: Client,
         stop: _StopRequest,
@@ -128,8 +153,7 @@ class _Job:
     ) -> None:
         self.run_dir = run_dir
         self.config = config
-        self.group = group
-        self.identity = identity
+        self.executor = executor
         self.assignment = assignment
         self.client = client
         self.stop = stop
@@ -138,6 +162,7 @@ class _Job:
         self.learner: Any = None
         self._saved_npoints: int | None = None
         self._finishing = asyncio.Event()
+        self.done = False  # reached the goal and said so: the task may take another learner
 
     def run(self) -> int:
         """Load, run and report; return the process exit code."""
@@ -145,9 +170,7 @@ class _Job:
             goal_kwargs = self._load()
             if self.stop.reason is not None:
                 return self._report(_Outcome("stopped", self.stop.reason))
-            from adaptive_runner.executors import make_executor, shutdown_executor  # noqa: PLC0415
-
-            executor, ntasks = make_executor(self.group.executor, self.group.cores)
+            executor, ntasks = self.executor.get()
         except Exception:  # noqa: BLE001 - any error while loading is the learner's failure
             return self._report(_Outcome("failed", traceback.format_exc()))
         loop = asyncio.new_event_loop()
@@ -163,7 +186,7 @@ class _Job:
             self.stop.install()
             loop.close()
         code = self._report(outcome)
-        shutdown_executor(executor, now=True)
+        self.done = outcome.kind == "done" and code == 0
         return code
 
     def _load(self) -> dict[str, Any]:
@@ -362,41 +385,75 @@ def main(argv: Sequence[str] | None = None) -> int:
     identity = scheduler_class(group.scheduler).task_identity(os.environ)
     stream = configure_job_logging(run_dir.task_log(identity.task_id))
     log = structlog.get_logger().bind(task=identity.task_id)
+    executor = _TaskExecutor(group)
     try:
         with Client(run_dir, identity.task_id) as client:
-            host, pid = os.uname().nodename, os.getpid()
-            assignment = client.claim(host=host, pid=pid, group=group_index)
-            if assignment is None:
-                log.info("no_work", host=host, pid=pid)
-                return 0
-            log.info(
-                "started",
-                host=host,
-                pid=pid,
-                array=identity.array_id,
-                index=identity.task_index,
-                learner=assignment.learner,
-                fname=assignment.fname,
-                group=group_index,
-                executor=group.executor,
-                cores=group.cores,
-            )
-            job = _Job(
+            return _run_learners(
                 run_dir=run_dir,
                 config=config,
-                group=group,
+                group_index=group_index,
                 identity=identity,
-                assignment=assignment,
                 client=client,
+                executor=executor,
                 stop=stop,
                 log=log,
             )
-            return job.run()
     except ManagerUnreachableError:
         log.exception("manager_unreachable")
         return 1
     finally:
+        executor.shutdown()
         stream.close()
+
+
+def _run_learners(
+    *,
+    run_dir: RunDir,
+    config: RunConfig,
+    group_index: int,
+    identity: TaskIdentity,
+    client: Client,
+    executor: _TaskExecutor,
+    stop: _StopRequest,
+    log: Any,
+) -> int:
+    """Claim and run learners one after another until none is left, a stop or a failure."""
+    group = config.groups[group_index]
+    host, pid = os.uname().nodename, os.getpid()
+    finished = 0
+    while stop.reason is None:
+        assignment = client.claim(host=host, pid=pid, group=group_index)
+        if assignment is None:
+            # After a first learner this is no outcome: the record keeps that learner's.
+            log.info("no_work" if finished == 0 else "no_more_work", host=host, pid=pid)
+            return 0
+        log.info(
+            "started",
+            host=host,
+            pid=pid,
+            array=identity.array_id,
+            index=identity.task_index,
+            learner=assignment.learner,
+            fname=assignment.fname,
+            group=group_index,
+            executor=group.executor,
+            cores=group.cores,
+        )
+        job = _Job(
+            run_dir=run_dir,
+            config=config,
+            executor=executor,
+            assignment=assignment,
+            client=client,
+            stop=stop,
+            log=log,
+        )
+        code = job.run()
+        if not job.done:
+            return code
+        finished += 1
+    log.info("stopped", reason=stop.reason, learners_done=finished)
+    return 0
 
 
 if __name__ == "__main__":

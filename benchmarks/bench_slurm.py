@@ -1,16 +1,20 @@
 """adaptive_runner against adaptive-scheduler on the CI SLURM: wall time, scheduler calls, files.
 
-16 Learner1Ds to 50 points each, 10 ms per point, cores=1, sequential executor, every other
-setting at each tool's default. Wall time runs from ``start()`` until the tool's own records
+16 Learner1Ds to 50 points each, 10 ms per point, cores=1, sequential executor. Each tool
+runs twice per round: with its default ``max_simultaneous_jobs`` (16 tasks at once on this
+2-core node) and with ``max_simultaneous_jobs=4`` (a throttle, as on a shared cluster), every
+other setting at its default. Wall time runs from ``start()`` until the tool's own records
 say every learner is done (polled every 50 ms). Each round first measures the floor: 16
 Pythons that import adaptive and sleep for a learner's compute time, all at once, which is
-what any tool running one process per learner cannot beat on a 2-core machine. ``sbatch``
-and ``squeue`` are counted by wrapper scripts put first on PATH; files are counted in the run
+what any tool running one process per learner cannot beat on a 2-core machine (our tasks go
+on to the next learner, so with a throttle they start fewer Pythons). ``sbatch`` and
+``squeue`` are counted by wrapper scripts put first on PATH; files are counted in the run
 directory, the data directory and (adaptive-scheduler writes there) the working directory.
 
     python benchmarks/bench_slurm.py            # both, side by side
     python benchmarks/bench_slurm.py --only ours
     python benchmarks/bench_slurm.py --rounds 3   # the machine is shared: repeat, alternate
+    python benchmarks/bench_slurm.py --max-jobs 2 8   # other throttles (0: the default)
 
 adaptive-scheduler comes with the ``bench`` extra; without it only our row is printed.
 """
@@ -28,7 +32,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import adaptive
 import cloudpickle
@@ -58,6 +62,7 @@ def learners() -> list[adaptive.Learner1D]:
 @dataclass
 class Result:
     tool: str
+    max_jobs: int  # max_simultaneous_jobs, 0 for the tool's default
     wall_s: float
     sbatch: int
     squeue: int
@@ -106,11 +111,23 @@ def drain_queue() -> None:
     )
 
 
-def bench_ours(root: Path) -> Result:
+def throttle(max_jobs: int) -> dict[str, Any]:
+    """The keyword both tools take for ``max_jobs`` (none: the tool's default)."""
+    return {"max_simultaneous_jobs": max_jobs} if max_jobs else {}
+
+
+def bench_ours(root: Path, max_jobs: int) -> Result:
     calls = root / "calls"
     os.environ["BENCH_CALLS"] = str(calls)
     fnames = [root / "data" / f"{i}.pickle" for i in range(N_LEARNERS)]
-    rm = ar.RunManager(ar.SLURM(cores=1), learners(), fnames, goal=N_POINTS, run_dir=root / "run")
+    rm = ar.RunManager(
+        ar.SLURM(cores=1),
+        learners(),
+        fnames,
+        goal=N_POINTS,
+        run_dir=root / "run",
+        **throttle(max_jobs),
+    )
     started = time.monotonic()
     rm.start()
     wait_until(lambda: rm.status()["done"] == N_LEARNERS, "adaptive_runner's learners")
@@ -118,10 +135,10 @@ def bench_ours(root: Path) -> Result:
     assert rm.wait(timeout=PATIENCE_S)  # the job manager's last round, counted too
     sbatch, squeue = count_calls(calls)
     calls.unlink()
-    return Result("adaptive_runner", wall, sbatch, squeue, count_files(root))
+    return Result("adaptive_runner", max_jobs, wall, sbatch, squeue, count_files(root))
 
 
-def bench_adaptive_scheduler(root: Path) -> Result:
+def bench_adaptive_scheduler(root: Path, max_jobs: int) -> Result:
     from adaptive_scheduler import RunManager  # noqa: PLC0415
     from adaptive_scheduler.scheduler import SLURM  # noqa: PLC0415
 
@@ -132,7 +149,14 @@ def bench_adaptive_scheduler(root: Path) -> Result:
     try:
         scheduler = SLURM(cores=1, executor_type="sequential")
         fnames = [str(root / "data" / f"{i}.pickle") for i in range(N_LEARNERS)]
-        rm = RunManager(scheduler, learners(), fnames, goal=N_POINTS, job_name="bench-as")
+        rm = RunManager(
+            scheduler,
+            learners(),
+            fnames,
+            goal=N_POINTS,
+            job_name="bench-as",
+            **throttle(max_jobs),
+        )
 
         async def until_done() -> float:
             started = time.monotonic()
@@ -158,18 +182,18 @@ def bench_adaptive_scheduler(root: Path) -> Result:
         os.chdir(here)
     sbatch, squeue = count_calls(calls)
     calls.unlink()
-    return Result("adaptive-scheduler", wall, sbatch, squeue, count_files(root))
+    return Result("adaptive-scheduler", max_jobs, wall, sbatch, squeue, count_files(root))
 
 
 FLOOR_SCRIPT = f"import adaptive, time; time.sleep({N_POINTS * DELAY_S})"
 
 
-def bench_floor(root: Path) -> Result:
+def bench_floor(root: Path, max_jobs: int) -> Result:
     """What any one-process-per-learner tool pays here: 16 Pythons importing adaptive at once.
 
     Each also sleeps for its learner's compute time; no scheduler, no files.
     """
-    del root
+    del root, max_jobs
     started = time.monotonic()
     # Each in its own session, as SLURM starts tasks: with the kernel's autogroup scheduling
     # (sched_autogroup_enabled) one session's 16 processes would share one CPU slice.
@@ -179,28 +203,30 @@ def bench_floor(root: Path) -> Result:
     ]
     if any(proc.wait() for proc in procs):
         sys.exit("the floor measurement failed")
-    return Result("floor (import adaptive)", time.monotonic() - started, 0, 0, 0)
+    return Result("floor (import adaptive)", N_LEARNERS, time.monotonic() - started, 0, 0, 0)
 
 
-def run_round(root: Path, only: str | None, *, theirs_first: bool) -> list[Result]:
-    """One measurement of each tool (in the given order) on a drained queue."""
-    benches = [bench_floor]
+def run_round(
+    root: Path, only: str | None, max_jobs: list[int], *, theirs_first: bool
+) -> list[Result]:
+    """The floor, then each tool at each throttle (tools in the given order), queue drained."""
+    tools = []
     if only != "adaptive-scheduler":
-        benches.append(bench_ours)
+        tools.append(bench_ours)
     if only != "ours":
-        benches.append(bench_adaptive_scheduler)
+        tools.append(bench_adaptive_scheduler)
     if theirs_first:
-        benches[1:] = reversed(benches[1:])
-    results = {}
-    for bench in benches:  # the floor always first: the tools' numbers follow it
-        workdir = root / bench.__name__
+        tools.reverse()
+    runs = [(bench_floor, N_LEARNERS)] + [(tool, m) for m in max_jobs for tool in tools]
+    results = []
+    for bench, m in runs:
+        workdir = root / f"{bench.__name__}-{m}"
         workdir.mkdir()
         drain_queue()
-        result = bench(workdir)
-        results[result.tool] = result
+        results.append(bench(workdir, m))
         shutil.rmtree(workdir)
     order = ("floor (import adaptive)", "adaptive_runner", "adaptive-scheduler")
-    return [results[tool] for tool in order if tool in results]
+    return sorted(results, key=lambda r: (r.max_jobs if r.tool != order[0] else -1, r.tool))
 
 
 def main() -> None:
@@ -208,6 +234,13 @@ def main() -> None:
     parser.add_argument("--only", choices=["ours", "adaptive-scheduler"])
     parser.add_argument(
         "--rounds", type=int, default=1, help="measure each tool this many times (order alternates)"
+    )
+    parser.add_argument(
+        "--max-jobs",
+        type=int,
+        nargs="+",
+        default=[0, 4],
+        help="max_simultaneous_jobs settings to run each tool with; 0: the tool's default",
     )
     args = parser.parse_args()
     only = args.only
@@ -220,32 +253,44 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-slurm-"))
     install_wrappers(root / "bin")
     try:
-        rounds = [run_round(root, only, theirs_first=i % 2 == 1) for i in range(args.rounds)]
+        rounds = [
+            run_round(root, only, args.max_jobs, theirs_first=i % 2 == 1)
+            for i in range(args.rounds)
+        ]
     finally:
         shutil.rmtree(root)
     print(
         f"\n{N_LEARNERS} Learner1D x {N_POINTS} points, {DELAY_S * 1000:g} ms per point, "
         f"cores=1, on {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
-    header = f"{'round':>5} {'tool':<24} {'wall s':>7} {'sbatch':>7} {'squeue':>7} {'files':>6}"
-    print(f"{header} {'files/learner':>14}")
+    header = f"{'round':>5} {'tool':<24} {'max jobs':>8} {'wall s':>7} {'sbatch':>7}"
+    print(f"{header} {'squeue':>7} {'files':>6} {'files/learner':>14}")
     for i, results in enumerate(rounds):
         for r in results:
             print(
-                f"{i + 1:>5} {r.tool:<24} {r.wall_s:7.2f} {r.sbatch:7d} {r.squeue:7d} "
-                f"{r.files:6d} {r.files / N_LEARNERS:14.2f}"
+                f"{i + 1:>5} {r.tool:<24} {r.max_jobs or 'default':>8} {r.wall_s:7.2f} "
+                f"{r.sbatch:7d} {r.squeue:7d} {r.files:6d} {r.files / N_LEARNERS:14.2f}"
             )
-        if len(results) == 3:  # the floor, ours and theirs
-            floor, ours, theirs = results
+        ours = {r.max_jobs: r for r in results if r.tool == "adaptive_runner"}
+        theirs = {r.max_jobs: r for r in results if r.tool == "adaptive-scheduler"}
+        for m in sorted(ours.keys() & theirs.keys()):
+            a, b = ours[m], theirs[m]
             print(
-                f"{i + 1:>5} {'ours / theirs':<24} {ours.wall_s / theirs.wall_s:7.2f} "
-                f"{ours.sbatch / max(theirs.sbatch, 1):7.2f} "
-                f"{ours.squeue / max(theirs.squeue, 1):7.2f} {ours.files / theirs.files:6.2f}"
+                f"{i + 1:>5} {'ours / theirs':<24} {m or 'default':>8} {a.wall_s / b.wall_s:7.2f} "
+                f"{a.sbatch / max(b.sbatch, 1):7.2f} {a.squeue / max(b.squeue, 1):7.2f} "
+                f"{a.files / b.files:6.2f}"
             )
+        if ours and theirs:  # each tool at the throttle that suited it best this round
+            a, b = min(ours.values(), key=wall), min(theirs.values(), key=wall)
             print(
-                f"{i + 1:>5} {'above the floor':<24} ours {ours.wall_s - floor.wall_s:.2f} s, "
-                f"theirs {theirs.wall_s - floor.wall_s:.2f} s"
+                f"{i + 1:>5} best / best: ours {a.wall_s:.2f} s ({a.max_jobs or 'default'}), "
+                f"theirs {b.wall_s:.2f} s ({b.max_jobs or 'default'}), "
+                f"ratio {a.wall_s / b.wall_s:.2f}"
             )
+
+
+def wall(result: Result) -> float:
+    return result.wall_s
 
 
 if __name__ == "__main__":

@@ -68,6 +68,23 @@ def only(records: list[TaskRecord], task: str) -> TaskRecord:
     return record
 
 
+def test_a_task_that_goes_on_to_another_learner_shows_the_latest(run_dir: RunDir) -> None:
+    first = STARTED + line("resumed", npoints=20) + STATUS + SAVED
+    first += line("done", learner=3, npoints=50, loss=0.1)
+    second = line("started", host="node7", pid=4242, learner=5, fname="/data/l5.pickle")
+    second += line("status", learner=5, npoints=7, loss=0.5, npoints_per_s=1.0, elapsed_s=7.0)
+    run_dir.task_log("L1_0").write_text(first + second)
+    (record,) = ar.parse_logs(run_dir.path)
+    assert (record.learner, record.fname, record.learners) == (5, "/data/l5.pickle", 2)
+    assert (record.npoints, record.loss, record.elapsed_s) == (7, 0.5, 7.0)
+    # nothing of learner 3's run is taken for learner 5's
+    assert (record.outcome, record.saves, record.resumed_npoints) == (None, 0, None)
+    with run_dir.task_log("L1_0").open("a") as f:
+        f.write(line("done", learner=5, npoints=60, loss=0.05) + line("no_more_work"))
+    (record,) = ar.parse_logs(run_dir.path)
+    assert (record.outcome, record.npoints, record.last_event) == ("done", 60, "no_more_work")
+
+
 def test_record_from_worker_events_and_the_tasks_output(run_dir: RunDir) -> None:
     failed = line("failed", learner=3, npoints=41, traceback="Traceback...\nValueError: bad")
     run_dir.task_log("L1_0").write_text(
@@ -315,7 +332,7 @@ def test_real_run_leaves_one_log_per_task_with_events_and_output(tmp_path: Path)
         lines = rm.run_dir.task_log(task).read_text().splitlines()
         events = [json.loads(x)["event"] for x in lines if x.startswith('{"')]
         assert events[0] == "started"
-        assert events[-1] == "done"
+        assert events[-2:] == ["done", "no_more_work"]  # it asked for another learner
         assert any(x.startswith("hello from x=") for x in lines)  # the function's stdout
         record = records[task]
         assert record.outcome == "done"

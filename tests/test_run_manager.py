@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -65,11 +66,13 @@ def test_run_to_goal_and_layout(tmp_path: Path) -> None:
     assert started[0]["learners"] == 5
     for secret in ("server.key_secret", "client.key_secret"):
         assert (run_dir / "keys" / secret).stat().st_mode & 0o777 == 0o600
-    # One array covered every learner that needed a job at once (4 = the throttle), then one
-    # more for the fifth: never one submission per learner.
+    # One array for the whole run: four tasks (the throttle), and the fifth learner went to
+    # the first task that finished its own, no second submission.
     with Database.open(run_dir / "state.sqlite") as db:
         assert db.active_arrays() == []
-    assert len(list((run_dir / "jobs").glob("*.sh"))) == 2
+    assert len(list((run_dir / "jobs").glob("*.sh"))) == 1
+    holds = Counter(row["task"] for row in task_rows(run_dir))
+    assert sorted(holds.values()) == [1, 1, 1, 2]
     no_overlaps(run_dir)
 
 

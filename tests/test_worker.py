@@ -160,7 +160,7 @@ def test_runs_to_the_goal_and_reports_done(make: Any) -> None:
     events = run.events()
     names = _names(events)
     assert names[0] == "started"
-    assert names[-1] == "done"
+    assert names[-2:] == ["done", "no_more_work"]
     assert "saved" in names
     assert "resumed" not in names
     started = events[0]
@@ -174,11 +174,55 @@ def test_runs_to_the_goal_and_reports_done(make: Any) -> None:
     for event in events:
         assert event["level"] in ("info", "error")
         assert event["timestamp"].endswith("Z")
-    done = events[-1]
+    done = events[-2]
     assert done["npoints"] == 30
     saved = [e for e in events if e["event"] == "saved"]
     assert saved[-1]["npoints"] == 30
     assert saved[-1]["bytes"] == run.fname.stat().st_size
+
+
+@pytest.mark.parametrize("executor", ["sequential", "loky"])  # loky: a pool, cloudpickle
+def test_a_task_goes_on_with_the_next_learner(tmp_path: Path, executor: str) -> None:
+    """After its learner's goal a task claims the next one, reusing adaptive and its executor."""
+    run_dir = make_run(tmp_path / "run", 3, executor=executor, save_interval_s=3600.0)
+    calls = tmp_path / "calls.txt"
+    learners = [
+        adaptive.Learner1D(functools.partial(square, calls=str(calls), delay=a / 1000), (-1, 1))
+        for a in range(3)
+    ]
+    run_dir.write_learners([cloudpickle.dumps(learner) for learner in learners])
+    run_dir.goal_file.write_bytes(cloudpickle.dumps(20))
+    manager = DatabaseManager(run_dir)
+    set_url(run_dir, manager.start())
+    try:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "LOCAL_ARRAY_ID": "L1"}
+        env["LOCAL_ARRAY_TASK_ID"] = "0"
+        worker = subprocess.run(
+            [sys.executable, "-m", "adaptive_runner.worker", str(run_dir.path)],
+            env=env,
+            capture_output=True,
+            timeout=WAIT_S,
+            check=False,
+        )
+        assert worker.returncode == 0, worker.stdout + worker.stderr
+        with Database.open(run_dir.database) as db:
+            rows, tasks = db.learners(), db.tasks()
+    finally:
+        manager.stop()
+    assert [(r.state, r.task, r.npoints) for r in rows] == [(LearnerState.DONE, "L1_0", 20)] * 3
+    assert sorted((t.task, t.learner, t.outcome) for t in tasks) == [
+        ("L1_0", i, "done") for i in range(3)
+    ]
+    events = [json.loads(x) for x in run_dir.task_log("L1_0").read_text().splitlines()]
+    names = [e["event"] for e in events]
+    assert [e["learner"] for e in events if e["event"] == "started"] == [0, 1, 2]
+    assert names.count("done") == 3
+    assert names[-1] == "no_more_work"
+    assert len(calls.read_text().splitlines()) == 60  # every point once, none lost between
+    for i in range(3):
+        saved = adaptive.Learner1D(lambda x: x, bounds=(-1, 1))
+        saved.load(str(run_dir.path / "data" / f"{i}.pickle"))
+        assert saved.npoints == 20
 
 
 def test_status_and_heartbeat_report_progress(make: Any) -> None:
