@@ -137,28 +137,63 @@ class _TaskExecutor:
             shutdown_executor(self._made[0], now=True)
 
 
+@dataclass
+class _Task:
+    """The array task we run in: who it is, its connection and executor; runs learners."""
+
+    run_dir: RunDir
+    config: RunConfig
+    group_index: int
+    identity: TaskIdentity
+    client: Client
+    executor: _TaskExecutor
+    stop: _StopRequest
+    log: Any
+
+    def run_learners(self) -> int:
+        """Claim and run learners until none is left, a stop or a failure; the exit code."""
+        group = self.config.groups[self.group_index]
+        host, pid = os.uname().nodename, os.getpid()
+        finished = 0
+        while self.stop.reason is None:
+            assignment = self.client.claim(host=host, pid=pid, group=self.group_index)
+            if assignment is None:
+                # After a first learner this is no outcome: the record keeps that learner's.
+                self.log.info("no_work" if finished == 0 else "no_more_work", host=host, pid=pid)
+                return 0
+            self.log.info(
+                "started",
+                host=host,
+                pid=pid,
+                array=self.identity.array_id,
+                index=self.identity.task_index,
+                learner=assignment.learner,
+                fname=assignment.fname,
+                group=self.group_index,
+                executor=group.executor,
+                cores=group.cores,
+            )
+            job = _Job(self, assignment)
+            code = job.run()
+            if not job.done:
+                return code
+            finished += 1
+        self.log.info("stopped", reason=self.stop.reason, learners_done=finished)
+        return 0
+
+
 class _Job:
     """One claimed learner, from loading to the final report."""
 
-    def __init__(
-        self,
-        *,
-        run_dir: RunDir,
-        config: RunConfig,
-        executor: _TaskExecutor,
-        assignment: Assignment,
-        client: Client,
-        stop: _StopRequest,
-        log: Any,
-    ) -> None:
-        self.run_dir = run_dir
-        self.config = config
-        self.executor = executor
+    def __init__(self, task: _Task, assignment: Assignment) -> None:
+        self.run_dir = task.run_dir
+        self.config = task.config
+        self.executor = task.executor
         self.assignment = assignment
-        self.client = client
-        self.stop = stop
+        self.client = task.client
+        self.stop = task.stop
         self.fname = Path(assignment.fname)
-        self.log = log.bind(learner=assignment.learner)
+        self.log = task.log.bind(learner=assignment.learner)
         self.learner: Any = None
         self._saved_npoints: int | None = None
         self._finishing = asyncio.Event()
@@ -388,72 +423,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     executor = _TaskExecutor(group)
     try:
         with Client(run_dir, identity.task_id) as client:
-            return _run_learners(
-                run_dir=run_dir,
-                config=config,
-                group_index=group_index,
-                identity=identity,
-                client=client,
-                executor=executor,
-                stop=stop,
-                log=log,
-            )
+            task = _Task(run_dir, config, group_index, identity, client, executor, stop, log)
+            return task.run_learners()
     except ManagerUnreachableError:
         log.exception("manager_unreachable")
         return 1
     finally:
         executor.shutdown()
         stream.close()
-
-
-def _run_learners(
-    *,
-    run_dir: RunDir,
-    config: RunConfig,
-    group_index: int,
-    identity: TaskIdentity,
-    client: Client,
-    executor: _TaskExecutor,
-    stop: _StopRequest,
-    log: Any,
-) -> int:
-    """Claim and run learners one after another until none is left, a stop or a failure."""
-    group = config.groups[group_index]
-    host, pid = os.uname().nodename, os.getpid()
-    finished = 0
-    while stop.reason is None:
-        assignment = client.claim(host=host, pid=pid, group=group_index)
-        if assignment is None:
-            # After a first learner this is no outcome: the record keeps that learner's.
-            log.info("no_work" if finished == 0 else "no_more_work", host=host, pid=pid)
-            return 0
-        log.info(
-            "started",
-            host=host,
-            pid=pid,
-            array=identity.array_id,
-            index=identity.task_index,
-            learner=assignment.learner,
-            fname=assignment.fname,
-            group=group_index,
-            executor=group.executor,
-            cores=group.cores,
-        )
-        job = _Job(
-            run_dir=run_dir,
-            config=config,
-            executor=executor,
-            assignment=assignment,
-            client=client,
-            stop=stop,
-            log=log,
-        )
-        code = job.run()
-        if not job.done:
-            return code
-        finished += 1
-    log.info("stopped", reason=stop.reason, learners_done=finished)
-    return 0
 
 
 if __name__ == "__main__":
