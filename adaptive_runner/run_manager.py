@@ -57,7 +57,7 @@ def _positive_int(value: int, name: str) -> int:
 
 
 class RunManager:
-    """Run ``learners`` to ``goal`` on ``scheduler``, one array task per learner.
+    """Run ``learners`` to ``goal`` on ``scheduler``'s array tasks, one learner at a time each.
 
     Parameters
     ----------

@@ -67,7 +67,7 @@ class Scheduler(ABC):
     Parameters
     ----------
     cores
-        Cores per array task (one task runs one learner).
+        Cores per array task (a task runs one learner at a time).
     executor
         How a task evaluates points: ``sequential``, ``process-pool``, ``loky`` or ``mpi4py``.
     python

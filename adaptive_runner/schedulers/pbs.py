@@ -69,7 +69,7 @@ _SIGNAL_BASE = 256  # both dialects report a job killed by signal n as 256 + n
 
 @dataclass(frozen=True, kw_only=True)
 class PBS(Scheduler):
-    """A PBS Pro / OpenPBS or Torque cluster; one array task runs one learner.
+    """A PBS Pro / OpenPBS or Torque cluster; an array task runs one learner at a time.
 
     Parameters
     ----------
