@@ -2,8 +2,10 @@
 
 When a thousand array tasks start at once their start-up dominates, so the worker must cost
 little more than importing adaptive itself (target: at most 1.2x). Both are measured side by
-side, interleaved, against a real DatabaseManager and a tiny run directory; then the worker's
-`-X importtime` output shows what it imports beyond adaptive, heaviest first.
+side, interleaved, each worker against a real DatabaseManager and a one-learner run directory
+of its own (a worker goes on to the next waiting learner, so in a shared run the first would
+take them all); then the worker's `-X importtime` output shows what it imports beyond
+adaptive, heaviest first.
 
     python benchmarks/bench_worker_startup.py [--repeat 7]
 """
@@ -11,6 +13,7 @@ side, interleaved, against a real DatabaseManager and a tiny run directory; then
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import os
@@ -21,6 +24,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import adaptive
 import cloudpickle
@@ -29,6 +33,9 @@ from adaptive_runner.auth import create_keys
 from adaptive_runner.database import Database
 from adaptive_runner.database_manager import DatabaseManager
 from adaptive_runner.run_dir import GroupConfig, RunConfig, RunDir
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 # Must never be imported by the worker (heavy, or only for the managers).
@@ -57,25 +64,15 @@ def stamp_first_point(x: float, *, stamp: str) -> float:
     return x
 
 
-def make_run(path: Path, n_learners: int) -> RunDir:
-    """A run directory whose learners each reach their goal (1 point) at the first point."""
+def make_run(path: Path) -> RunDir:
+    """A run directory whose one learner reaches its goal (1 point) at the first point."""
     run_dir = RunDir(path)
     for directory in (run_dir.learners_dir, run_dir.logs_dir, run_dir.jobs_dir):
         directory.mkdir(parents=True)
     create_keys(run_dir.keys_dir)
-    fnames = [str(path / "data" / f"{i}.pickle") for i in range(n_learners)]
-    Database.create(run_dir.database, fnames, dependencies={}, max_fails=3).close()
-    run_dir.write_learners(
-        [
-            cloudpickle.dumps(
-                adaptive.Learner1D(
-                    functools.partial(stamp_first_point, stamp=str(path / f"first_point_{i}")),
-                    bounds=(0, 1),
-                )
-            )
-            for i in range(n_learners)
-        ]
-    )
+    Database.create(run_dir.database, [str(path / "data.pickle")], dependencies={}, max_fails=3)
+    stamp = functools.partial(stamp_first_point, stamp=str(path / "first_point"))
+    run_dir.write_learners([cloudpickle.dumps(adaptive.Learner1D(stamp, bounds=(0, 1)))])
     run_dir.goal_file.write_bytes(cloudpickle.dumps(1))
     run_dir.write_config(
         RunConfig(
@@ -84,7 +81,7 @@ def make_run(path: Path, n_learners: int) -> RunDir:
             url="",
             config_hash="bench",
             groups=[GroupConfig("local", {"executor": "sequential", "cores": 1})],
-            n_learners=n_learners,
+            n_learners=1,
             save_interval_s=300.0,
             log_interval_s=60.0,
             lease_timeout_s=600.0,
@@ -92,6 +89,19 @@ def make_run(path: Path, n_learners: int) -> RunDir:
         )
     )
     return run_dir
+
+
+@contextlib.contextmanager
+def started_run(path: Path) -> Iterator[RunDir]:
+    """:func:`make_run` with its DatabaseManager running, stopped on the way out."""
+    run_dir = make_run(path)
+    manager = DatabaseManager(run_dir)
+    url = manager.start()
+    run_dir.write_config(dataclasses.replace(run_dir.read_config(), url=url))
+    try:
+        yield run_dir
+    finally:
+        manager.stop()
 
 
 def worker_env(index: int) -> dict[str, str]:
@@ -109,7 +119,7 @@ def time_import_adaptive() -> float:
     return time.time() - start
 
 
-def time_worker(run_dir: RunDir, index: int, learner: int) -> tuple[float, float]:
+def time_worker(run_dir: RunDir, index: int) -> tuple[float, float]:
     """Seconds from process start to the first point, and to the worker's exit."""
     start = time.time()
     proc = subprocess.run(
@@ -122,7 +132,7 @@ def time_worker(run_dir: RunDir, index: int, learner: int) -> tuple[float, float
     end = time.time()
     if proc.returncode != 0:
         raise SystemExit(f"worker {index} exited with {proc.returncode}:\n{proc.stderr}")
-    first = float((run_dir.path / f"first_point_{learner}").read_text())
+    first = float((run_dir.path / "first_point").read_text())
     return first - start, end - start
 
 
@@ -151,26 +161,19 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = make_run(Path(tmp) / "run", args.repeat + 2)
-        manager = DatabaseManager(run_dir)
-        url = manager.start()
-        run_dir.write_config(dataclasses.replace(run_dir.read_config(), url=url))
-        try:
-            # One warm-up of each fills the page cache, as on a cluster after the first task.
-            time_import_adaptive()
-            time_worker(run_dir, 0, 0)
-            baseline, first_point, total = [], [], []
-            for rep in range(1, args.repeat + 1):
-                baseline.append(time_import_adaptive())
-                to_first, to_exit = time_worker(run_dir, rep, rep)
-                first_point.append(to_first)
-                total.append(to_exit)
-            modules = importtime(
-                ["-m", "adaptive_runner.worker", str(run_dir.path)],
-                worker_env(args.repeat + 1),
-            )
-        finally:
-            manager.stop()
+        # One warm-up of each fills the page cache, as on a cluster after the first task.
+        time_import_adaptive()
+        with started_run(Path(tmp) / "warm-up") as run_dir:
+            time_worker(run_dir, 0)
+        baseline, first_point, total = [], [], []
+        for rep in range(1, args.repeat + 1):
+            baseline.append(time_import_adaptive())
+            with started_run(Path(tmp) / f"run-{rep}") as run_dir:
+                to_first, to_exit = time_worker(run_dir, rep)
+            first_point.append(to_first)
+            total.append(to_exit)
+        with started_run(Path(tmp) / "importtime") as run_dir:
+            modules = importtime(["-m", "adaptive_runner.worker", str(run_dir.path)], worker_env(0))
     adaptive_modules = importtime(["-c", "import adaptive"], dict(os.environ))
 
     b, w, t = (statistics.median(x) for x in (baseline, first_point, total))
