@@ -326,7 +326,7 @@ def test_real_run_leaves_one_log_per_task_with_events_and_output(tmp_path: Path)
         claimed = {t.task for t in db.tasks()}
     records = {r.task: r for r in rm.parse_logs()}  # filterwarnings=error: output is no warning
     assert sorted(p.name for p in logs.iterdir()) == sorted(f"{task}.log" for task in records)
-    assert len(claimed) == 2
+    assert 1 <= len(claimed) <= 2  # two tasks; one may have run both learners
     assert claimed <= records.keys()
     for task in claimed:
         lines = rm.run_dir.task_log(task).read_text().splitlines()
