@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# Pools a task shuts down and makes again between learners, to free the processes still
+# evaluating points of the finished one. mpi4py's pool is the job's MPI world (mpiexec
+# started it) and cannot be made twice; sequential has no point in flight at the goal.
+REMADE_BETWEEN_LEARNERS = frozenset({"process-pool", "loky"})
+
 
 class PointThread(Executor):
     """Evaluates points one at a time, in order, in a single daemon thread.

@@ -135,6 +135,19 @@ class _TaskExecutor:
             from adaptive_runner.executors import shutdown_executor  # noqa: PLC0415
 
             shutdown_executor(self._made[0], now=True)
+            self._made = None
+
+    def after_learner(self) -> None:
+        """Give back the cores that a finished learner's cancelled points still hold.
+
+        adaptive cancels the points in flight at the goal, but a pool process that is
+        evaluating one goes on until it ends, hours later for some functions; a new pool for
+        the next learner frees those cores now.
+        """
+        from adaptive_runner.executors import REMADE_BETWEEN_LEARNERS  # noqa: PLC0415
+
+        if self.group.executor in REMADE_BETWEEN_LEARNERS:
+            self.shutdown()
 
 
 @dataclass
@@ -178,6 +191,7 @@ class _Task:
             if not job.done:
                 return code
             finished += 1
+            self.executor.after_learner()
         self.log.info("stopped", reason=self.stop.reason, learners_done=finished)
         return 0
 

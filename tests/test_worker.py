@@ -225,6 +225,61 @@ def test_a_task_goes_on_with_the_next_learner(tmp_path: Path, executor: str) -> 
         assert saved.npoints == 20
 
 
+def hang_at_right_bound(x: float, *, pid_file: str) -> float:
+    """Fast everywhere but at x = 1, where it notes its process and sleeps for ten minutes."""
+    import os  # noqa: PLC0415 - runs in a pool process, pickled by value
+    import time  # noqa: PLC0415
+
+    if x == 1:
+        with open(pid_file, "w") as f:  # noqa: PTH123
+            f.write(str(os.getpid()))
+        time.sleep(600)
+    return x
+
+
+def note_stale_point(x: float, *, pid_file: str, notes: str) -> float:
+    """Note whether the process evaluating the previous learner's long point still runs."""
+    import psutil  # noqa: PLC0415
+
+    pid = int(open(pid_file).read())  # noqa: PTH123, SIM115
+    alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    with open(notes, "a") as f:  # noqa: PTH123
+        f.write("alive\n" if alive else "gone\n")
+    return x
+
+
+def test_the_next_learner_gets_a_pool_without_the_last_ones_points(tmp_path: Path) -> None:
+    """A point still running at the goal does not keep its core from the next learner."""
+    run_dir = make_run(tmp_path / "run", 2, executor="loky", cores=2)
+    pid_file, notes = tmp_path / "hanging.pid", tmp_path / "notes.txt"
+    first = functools.partial(hang_at_right_bound, pid_file=str(pid_file))
+    second = functools.partial(note_stale_point, pid_file=str(pid_file), notes=str(notes))
+    run_dir.write_learners(
+        [cloudpickle.dumps(adaptive.Learner1D(f, bounds=(-1, 1))) for f in (first, second)]
+    )
+    run_dir.goal_file.write_bytes(cloudpickle.dumps(6))
+    manager = DatabaseManager(run_dir)
+    set_url(run_dir, manager.start())
+    try:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "LOCAL_ARRAY_ID": "L1"}
+        env["LOCAL_ARRAY_TASK_ID"] = "0"
+        worker = subprocess.run(
+            [sys.executable, "-m", "adaptive_runner.worker", str(run_dir.path)],
+            env=env,
+            capture_output=True,
+            timeout=WAIT_S,
+            check=False,
+        )
+        assert worker.returncode == 0, worker.stdout + worker.stderr
+        with Database.open(run_dir.database) as db:
+            rows = db.learners()
+    finally:
+        manager.stop()
+    assert [(r.state, r.npoints) for r in rows] == [(LearnerState.DONE, 6)] * 2
+    assert pid_file.exists()  # the first learner reached its goal with x = 1 still running
+    assert set(notes.read_text().split()) == {"gone"}
+
+
 def test_status_and_heartbeat_report_progress(make: Any) -> None:
     run = make(log_interval_s=0.05, save_interval_s=3600.0)
     run.write(run.learner(delay=0.02), goal=40)
