@@ -8,8 +8,8 @@
 3. run an ``adaptive.Runner`` on our own asyncio loop with the run's executor, saving every
    ``save_interval_s`` and sending a heartbeat every ``log_interval_s``;
 4. at the goal: final save, ``done``, and back to 1 for the next waiting learner of our
-   group, with adaptive and the executor already loaded (a task's start-up, queue wait
-   included, is paid once for as many learners as fit in its time). On SIGTERM or SIGUSR1:
+   group, with adaptive already loaded (a task's start-up, queue wait included, is paid
+   once for as many learners as fit in its time). On SIGTERM or SIGUSR1:
    save, ``release``. When the function raises: save, ``fail`` with the traceback. When a
    heartbeat says another task holds the learner now: stop at once without saving (our data
    would overwrite theirs).
