@@ -18,7 +18,7 @@ import cloudpickle
 import pytest
 from helpers_run import make_run, set_url, wait_for
 
-from adaptive_runner.database import Database, LearnerRow, LearnerState
+from adaptive_runner.database import Database, LearnerRow, LearnerState, TaskRow
 from adaptive_runner.database_manager import DatabaseManager
 
 if TYPE_CHECKING:
@@ -181,17 +181,9 @@ def test_runs_to_the_goal_and_reports_done(make: Any) -> None:
     assert saved[-1]["bytes"] == run.fname.stat().st_size
 
 
-@pytest.mark.parametrize("executor", ["sequential", "loky"])  # loky: a pool, cloudpickle
-def test_a_task_goes_on_with_the_next_learner(tmp_path: Path, executor: str) -> None:
-    """After its learner's goal a task claims the next one, reusing adaptive and its executor."""
-    run_dir = make_run(tmp_path / "run", 3, executor=executor, save_interval_s=3600.0)
-    calls = tmp_path / "calls.txt"
-    learners = [
-        adaptive.Learner1D(functools.partial(square, calls=str(calls), delay=a / 1000), (-1, 1))
-        for a in range(3)
-    ]
-    run_dir.write_learners([cloudpickle.dumps(learner) for learner in learners])
-    run_dir.goal_file.write_bytes(cloudpickle.dumps(20))
+def run_one_task(run_dir: RunDir, *, goal: int) -> tuple[list[LearnerRow], list[TaskRow]]:
+    """Run one worker process (task L1_0) on ``run_dir`` to the end; the learners and holds."""
+    run_dir.goal_file.write_bytes(cloudpickle.dumps(goal))
     manager = DatabaseManager(run_dir)
     set_url(run_dir, manager.start())
     try:
@@ -206,9 +198,22 @@ def test_a_task_goes_on_with_the_next_learner(tmp_path: Path, executor: str) -> 
         )
         assert worker.returncode == 0, worker.stdout + worker.stderr
         with Database.open(run_dir.database) as db:
-            rows, tasks = db.learners(), db.tasks()
+            return db.learners(), db.tasks()
     finally:
         manager.stop()
+
+
+@pytest.mark.parametrize("executor", ["sequential", "loky"])  # loky: a pool, cloudpickle
+def test_a_task_goes_on_with_the_next_learner(tmp_path: Path, executor: str) -> None:
+    """After its learner's goal a task claims the next one, reusing adaptive and its executor."""
+    run_dir = make_run(tmp_path / "run", 3, executor=executor, save_interval_s=3600.0)
+    calls = tmp_path / "calls.txt"
+    learners = [
+        adaptive.Learner1D(functools.partial(square, calls=str(calls), delay=a / 1000), (-1, 1))
+        for a in range(3)
+    ]
+    run_dir.write_learners([cloudpickle.dumps(learner) for learner in learners])
+    rows, tasks = run_one_task(run_dir, goal=20)
     assert [(r.state, r.task, r.npoints) for r in rows] == [(LearnerState.DONE, "L1_0", 20)] * 3
     assert sorted((t.task, t.learner, t.outcome) for t in tasks) == [
         ("L1_0", i, "done") for i in range(3)
@@ -257,24 +262,7 @@ def test_the_next_learner_gets_a_pool_without_the_last_ones_points(tmp_path: Pat
     run_dir.write_learners(
         [cloudpickle.dumps(adaptive.Learner1D(f, bounds=(-1, 1))) for f in (first, second)]
     )
-    run_dir.goal_file.write_bytes(cloudpickle.dumps(6))
-    manager = DatabaseManager(run_dir)
-    set_url(run_dir, manager.start())
-    try:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "LOCAL_ARRAY_ID": "L1"}
-        env["LOCAL_ARRAY_TASK_ID"] = "0"
-        worker = subprocess.run(
-            [sys.executable, "-m", "adaptive_runner.worker", str(run_dir.path)],
-            env=env,
-            capture_output=True,
-            timeout=WAIT_S,
-            check=False,
-        )
-        assert worker.returncode == 0, worker.stdout + worker.stderr
-        with Database.open(run_dir.database) as db:
-            rows = db.learners()
-    finally:
-        manager.stop()
+    rows, _ = run_one_task(run_dir, goal=6)
     assert [(r.state, r.npoints) for r in rows] == [(LearnerState.DONE, 6)] * 2
     assert pid_file.exists()  # the first learner reached its goal with x = 1 still running
     assert set(notes.read_text().split()) == {"gone"}
