@@ -72,7 +72,8 @@ def test_run_to_goal_and_layout(tmp_path: Path) -> None:
         assert db.active_arrays() == []
     assert len(list((run_dir / "jobs").glob("*.sh"))) == 1
     holds = Counter(row["task"] for row in task_rows(run_dir))
-    assert sorted(holds.values()) == [1, 1, 1, 2]
+    assert sum(holds.values()) == 5
+    assert len(holds) <= 4  # so some task held two learners
     no_overlaps(run_dir)
 
 

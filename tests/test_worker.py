@@ -263,7 +263,8 @@ def test_the_next_learner_gets_a_pool_without_the_last_ones_points(tmp_path: Pat
         [cloudpickle.dumps(adaptive.Learner1D(f, bounds=(-1, 1))) for f in (first, second)]
     )
     rows, _ = run_one_task(run_dir, goal=6)
-    assert [(r.state, r.npoints) for r in rows] == [(LearnerState.DONE, 6)] * 2
+    assert [r.state for r in rows] == [LearnerState.DONE] * 2
+    assert all(r.npoints is not None and r.npoints >= 6 for r in rows)  # two points at a time
     assert pid_file.exists()  # the first learner reached its goal with x = 1 still running
     assert set(notes.read_text().split()) == {"gone"}
 
