@@ -8,6 +8,10 @@ JSON events), show them. Once per round the job manager hands the active tasks t
 the tasks whose output contains one of the patterns; the worker's own events are not output
 (its ``failed`` event quotes a traceback that may well contain "MemoryError"). The job manager
 records the reason on the learner (a failure) and cancels those jobs.
+
+A task runs its learners one after another, so a line counts against the learner of the
+latest ``started`` event before it, and only while the task still holds that learner: an
+error printed during a learner that went on to finish must not kill the next one.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from adaptive_runner.errors import ConfigError
 from adaptive_runner.log_parser import LOG_SUFFIX, MAX_LINE_CHARS, LineReader, split_event
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import Collection, Mapping, Sequence
     from pathlib import Path
 
 # Messages after which a job is of no more use. Not "slurmstepd: error:" on its own: SLURM
@@ -70,11 +74,14 @@ class ErrorWatch:
         self._encoded = [(p, p.encode()) for p in self.patterns]
         self._reader = LineReader()
         self._reported: set[str] = set()  # matched already; being cancelled
+        self._learner: dict[str, int] = {}  # task -> learner of its latest started event
 
-    def scan(self, tasks: Collection[str]) -> dict[str, str]:
+    def scan(self, tasks: Collection[str], held: Mapping[str, int]) -> dict[str, str]:
         """Read what ``tasks`` printed since the last scan; task -> reason for those that matched.
 
-        A task is reported once; tasks missing from ``tasks`` are forgotten (they ended).
+        ``held`` maps each task that holds a learner to it: a line printed while the task ran
+        another learner (finished, or taken back) is skipped. A task is reported once; tasks
+        missing from ``tasks`` are forgotten (they ended).
         """
         found: dict[str, str] = {}
         for task in tasks:
@@ -84,15 +91,29 @@ class ErrorWatch:
             if new is None:
                 continue  # not started yet (no file), or a binary file (warned once)
             for line in new.lines:
+                if b'"started"' in line:
+                    self._follow_learner(task, line)
+                if task in found:
+                    continue  # read on only for the learner of each line
                 reason = self._match(line)
-                if reason is not None:
+                running = self._learner.get(task)
+                if reason is not None and (running is None or running == held.get(task)):
                     found[task] = reason
-                    break
-        keep = {self._log_file(task) for task in tasks}
+        active = set(tasks)
+        keep = {self._log_file(task) for task in active}
         for path in self._reader.paths() - keep:
             self._reader.forget(path)
-        self._reported = (self._reported & set(tasks)) | found.keys()
+        self._learner = {task: i for task, i in self._learner.items() if task in active}
+        self._reported = (self._reported & active) | found.keys()
         return found
+
+    def _follow_learner(self, task: str, line: bytes) -> None:
+        """Note the learner of a ``started`` event: the task's next lines are about it."""
+        _, event = split_event(line)
+        if event is not None and event.get("event") == "started":
+            learner = event.get("learner")
+            if isinstance(learner, int):
+                self._learner[task] = learner
 
     def _log_file(self, task: str) -> str:
         return f"{self._logs_dir}/{task}{LOG_SUFFIX}"  # str, not Path: 10,000 per round

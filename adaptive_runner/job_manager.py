@@ -184,7 +184,7 @@ class JobManager:
         """Cancel the active tasks whose output matched kill_on_error; fail their learners."""
         if self.error_watch is None:
             return
-        matched = self.error_watch.scan(active)
+        matched = self.error_watch.scan(active, db.running_tasks())
         if not matched:
             return
         # Record first: the job's release on SIGTERM then finds the learner gone, so the

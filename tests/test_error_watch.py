@@ -27,31 +27,50 @@ def test_scan_reports_a_matching_task_once(tmp_path: Path) -> None:
     watch = ErrorWatch(tmp_path, ["srun: error:", "MemoryError"])
     (tmp_path / "7_1.log").write_text("starting\n")
     (tmp_path / "7_2.log").write_text("starting\n")
-    assert watch.scan(["7_1", "7_2", "7_3"]) == {}  # 7_3 pending: no file yet, no warning
+    assert watch.scan(["7_1", "7_2", "7_3"], {}) == {}  # 7_3 pending: no file yet, no warning
     with (tmp_path / "7_2.log").open("a") as f:
         f.write("srun: error: node3: task 0: Killed\nmore\n")
-    found = watch.scan(["7_1", "7_2", "7_3"])
+    found = watch.scan(["7_1", "7_2", "7_3"], {})
     assert list(found) == ["7_2"]
     assert "'srun: error:'" in found["7_2"]
     assert "node3: task 0: Killed" in found["7_2"]
-    assert watch.scan(["7_1", "7_2", "7_3"]) == {}  # reported once, while it is cancelled
+    assert watch.scan(["7_1", "7_2", "7_3"], {}) == {}  # reported once, while it is cancelled
 
 
 def test_scan_reads_only_new_complete_lines(tmp_path: Path) -> None:
     out = tmp_path / "L1_0.log"
     out.write_text("Memory")  # no newline yet: the line is not complete
     watch = ErrorWatch(tmp_path, ["MemoryError"])
-    assert watch.scan(["L1_0"]) == {}
+    assert watch.scan(["L1_0"], {}) == {}
     with out.open("a") as f:
         f.write("Error: cannot allocate\n")
-    assert "L1_0" in watch.scan(["L1_0"])
+    assert "L1_0" in watch.scan(["L1_0"], {})
 
 
 def test_matches_are_plain_and_case_sensitive(tmp_path: Path) -> None:
     (tmp_path / "a.log").write_text("memoryerror\n[x] (y)\n")
     watch = ErrorWatch(tmp_path, ["MemoryError", "(y)"])
-    assert list(watch.scan(["a"])) == ["a"]  # "(y)" as text, not a regex group
-    assert "'(y)'" in ErrorWatch(tmp_path, ["MemoryError", "(y)"]).scan(["a"])["a"]
+    assert list(watch.scan(["a"], {})) == ["a"]  # "(y)" as text, not a regex group
+    assert "'(y)'" in ErrorWatch(tmp_path, ["MemoryError", "(y)"]).scan(["a"], {})["a"]
+
+
+def started(learner: int) -> str:
+    return json.dumps({"event": "started", "learner": learner, "level": "info"}) + "\n"
+
+
+def test_an_error_counts_only_while_its_learner_is_held(tmp_path: Path) -> None:
+    """A task that went on to another learner is not killed for the last one's output."""
+    log = tmp_path / "L1_0.log"
+    log.write_text(started(3) + "srun: error: step of learner 3\n" + started(5) + "fine\n")
+    assert ErrorWatch(tmp_path, ["srun: error:"]).scan(["L1_0"], {"L1_0": 5}) == {}
+    assert ErrorWatch(tmp_path, ["srun: error:"]).scan(["L1_0"], {}) == {}  # between learners
+    found = ErrorWatch(tmp_path, ["srun: error:"]).scan(["L1_0"], {"L1_0": 3})
+    assert "step of learner 3" in found["L1_0"]  # the scan ran before learner 3 ended
+    watch = ErrorWatch(tmp_path, ["srun: error:"])
+    assert watch.scan(["L1_0"], {"L1_0": 5}) == {}
+    with log.open("a") as f:
+        f.write("srun: error: step of learner 5\n")
+    assert "step of learner 5" in watch.scan(["L1_0"], {"L1_0": 5})["L1_0"]
 
 
 def test_worker_events_are_not_output(tmp_path: Path) -> None:
@@ -59,10 +78,10 @@ def test_worker_events_are_not_output(tmp_path: Path) -> None:
     log = tmp_path / "L1_0.log"
     log.write_text(json.dumps(failed) + "\n")
     watch = ErrorWatch(tmp_path, ["MemoryError"])
-    assert watch.scan(["L1_0"]) == {}  # the worker reports its own failure; no kill
+    assert watch.scan(["L1_0"], {}) == {}  # the worker reports its own failure; no kill
     with log.open("a") as f:  # output without its newline, then an event glued to it
         f.write("MemoryError in a C extension" + json.dumps(failed) + "\n")
-    found = watch.scan(["L1_0"])
+    found = watch.scan(["L1_0"], {})
     assert found["L1_0"].endswith(": MemoryError in a C extension")
 
 
