@@ -76,7 +76,11 @@ def set_url(run_dir: RunDir, url: str) -> None:
 
 
 def wait_for(
-    predicate: Callable[[], T], what: str, *, timeout_s: float = 120.0, interval_s: float = 0.05
+    predicate: Callable[[], T | None],
+    what: str,
+    *,
+    timeout_s: float = 120.0,
+    interval_s: float = 0.05,
 ) -> T:
     """Poll ``predicate`` until it returns something truthy and return that.
 
@@ -117,7 +121,7 @@ def make_rm(
 ) -> RunManager:
     """A RunManager on the Local scheduler with short intervals; ``kwargs`` override them."""
     fnames = [tmp_path / "data" / f"{fname_prefix}{i}.pickle" for i in range(len(learners))]
-    options = {
+    options: dict[str, Any] = {
         "goal": 30,
         "run_dir": tmp_path / "run",
         "max_simultaneous_jobs": 4,

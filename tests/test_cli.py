@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import adaptive
 import helpers_run
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import adaptive_runner as ar
 
 
-def make_rm(tmp_path: Path, learners: list[adaptive.Learner1D], **kwargs) -> ar.RunManager:
+def make_rm(tmp_path: Path, learners: list[adaptive.Learner1D], **kwargs: Any) -> ar.RunManager:
     return helpers_run.make_rm(tmp_path, learners, **({"max_simultaneous_jobs": 3} | kwargs))
 
 

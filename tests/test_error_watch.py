@@ -89,7 +89,7 @@ def test_patterns_are_checked() -> None:
     assert check_patterns(None) == ()
     assert check_patterns(["a"]) == ("a",)
     with pytest.raises(ConfigError, match="list of strings"):
-        check_patterns("MemoryError")  # type: ignore[arg-type]
+        check_patterns("MemoryError")
     with pytest.raises(ConfigError, match=r"kill_on_error\[1\]"):
         check_patterns(["a", ""])
     assert "MemoryError" in DEFAULT_KILL_PATTERNS
@@ -159,5 +159,5 @@ def test_kill_on_error_none_is_kept_in_run_json(tmp_path: Path) -> None:
             [quick],
             ["x"],
             goal=1,
-            kill_on_error="MemoryError",  # type: ignore[arg-type]
+            kill_on_error="MemoryError",
         )

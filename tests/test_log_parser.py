@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import adaptive
 import cloudpickle
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def line(event: str, **fields) -> str:
+def line(event: str, **fields: object) -> str:
     """One job-log line as the worker writes it (logs.configure_job_logging)."""
     record = {"task": "L1_0", **fields, "event": event, "level": "info"}
     record["timestamp"] = fields.get("timestamp", "2024-05-01T10:00:00.000000Z")
@@ -287,7 +287,7 @@ def test_parse_logs_of_a_real_run(tmp_path: Path) -> None:
     assert all(isinstance(r, TaskRecord) for r in first)
     assert rm.wait(timeout=120)
     records = [r for r in rm.parse_logs() if r.outcome != "no_work"]
-    assert sorted(r.learner for r in records) == [0, 1]
+    assert sorted(cast("int", r.learner) for r in records) == [0, 1]
     for record in records:
         assert record.outcome == "done"
         assert record.npoints is not None

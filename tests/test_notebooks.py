@@ -22,7 +22,10 @@ def result_text(cell: nbformat.NotebookNode) -> str:
 
 
 def find_cell(nb: nbformat.NotebookNode, source_start: str) -> nbformat.NotebookNode:
-    return next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith(source_start))
+    cell: nbformat.NotebookNode = next(
+        c for c in nb.cells if c.cell_type == "code" and c.source.startswith(source_start)
+    )
+    return cell
 
 
 @pytest.mark.slow

@@ -10,12 +10,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.schedulers.base import JobState, ScriptContext
 from adaptive_runner.schedulers.pbs import PBS, parse_pbspro_json, parse_torque_xml
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
 
 FAKES = Path(__file__).parent / "fakes" / "pbs"
 DATA = Path(__file__).parent / "data" / "pbs"
@@ -35,7 +39,9 @@ sys.exit(int(go.read_text() or 0))
 """
 
 
-def context(tmp_path: Path, *, n_tasks: int = 4, max_running: int = 2, args=None) -> ScriptContext:
+def context(
+    tmp_path: Path, *, n_tasks: int = 4, max_running: int = 2, args: Sequence[str] | None = None
+) -> ScriptContext:
     run_dir = tmp_path / "run"
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     return ScriptContext(
@@ -53,7 +59,7 @@ def context(tmp_path: Path, *, n_tasks: int = 4, max_running: int = 2, args=None
 
 @pytest.mark.parametrize("flavor", FLAVORS)
 @pytest.mark.parametrize("executor", ["sequential", "mpi4py"])
-def test_render_is_valid_bash(tmp_path, flavor, executor):
+def test_render_is_valid_bash(tmp_path: Path, flavor: str, executor: str) -> None:
     pbs = PBS(
         flavor=flavor,
         cores=4,
@@ -98,7 +104,7 @@ def test_render_is_valid_bash(tmp_path, flavor, executor):
         assert last == f"exec {pbs.python} -m adaptive_runner.worker {tmp_path}/run"
 
 
-def test_render_refuses_log_dir_qsub_cannot_take(tmp_path):
+def test_render_refuses_log_dir_qsub_cannot_take(tmp_path: Path) -> None:
     ctx = context(tmp_path / "a b")
     with pytest.raises(ConfigError, match="spaces"):
         PBS().render(ctx)
@@ -121,17 +127,17 @@ def test_render_refuses_log_dir_qsub_cannot_take(tmp_path):
         ({"extra_pbs": "-l a"}, "extra_pbs"),
     ],
 )
-def test_bad_options_say_which(kwargs, match):
+def test_bad_options_say_which(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         PBS(**kwargs)
 
 
 @pytest.mark.parametrize(("mem", "spelled"), [("8G", "8gb"), ("8gb", "8gb"), ("500MB", "500mb")])
-def test_mem_in_pbs_spelling(mem, spelled):
+def test_mem_in_pbs_spelling(mem: str, spelled: str) -> None:
     assert PBS(mem=mem).pbs_mem == spelled
 
 
-def test_array_options_per_dialect():
+def test_array_options_per_dialect() -> None:
     assert PBS().array_options(4, 4) == [("-J", "0-3")]
     assert PBS().array_options(4, 2) == [("-J", "0-3"), ("-W", "max_run_subjobs=2")]
     assert PBS(max_run_subjobs=False).array_options(4, 2) == [("-J", "0-3")]
@@ -141,7 +147,7 @@ def test_array_options_per_dialect():
     assert PBS(flavor="torque").array_options(1, 1) == [("-t", "0-0")]
 
 
-def test_task_identity_per_dialect():
+def test_task_identity_per_dialect() -> None:
     pro = PBS.task_identity(
         {"PBS_JOBID": "17[4].pbs01", "PBS_ARRAY_INDEX": "4", "PBS_ARRAY_ID": "17[].pbs01"}
     )
@@ -160,7 +166,7 @@ def test_task_identity_per_dialect():
         PBS.task_identity({"PBS_JOBID": "17[4].pbs01", "PBS_ARRAY_INDEX": "5"})
 
 
-def test_array_of():
+def test_array_of() -> None:
     assert PBS().array_of("17[4].pbs01") == "17[].pbs01"
     assert PBS().array_of("18.pbs01") == "18.pbs01"
 
@@ -178,25 +184,25 @@ PBSPRO_EXPECTED = {
 }
 
 
-def test_parse_pbspro_json_sample():
+def test_parse_pbspro_json_sample() -> None:
     assert parse_pbspro_json((DATA / "pbspro_qstat_array.json").read_text()) == PBSPRO_EXPECTED
 
 
-def test_parse_pbspro_json_with_invalid_variable_list():
+def test_parse_pbspro_json_with_invalid_variable_list() -> None:
     text = (DATA / "pbspro_qstat_bad_variable_list.json").read_text()
     with pytest.raises(json.JSONDecodeError):
         json.loads(text)
     assert parse_pbspro_json(text) == PBSPRO_EXPECTED
 
 
-def test_parse_pbspro_json_falls_back_per_job():
+def test_parse_pbspro_json_falls_back_per_job() -> None:
     # Broken outside Variable_List too (an unescaped quote in a comment): read job by job.
     text = (DATA / "pbspro_qstat_array.json").read_text()
     text = text.replace('"Submit_Host":"login1.cluster"', '"comment":"say "hi"",', 1)
     assert parse_pbspro_json(text) == PBSPRO_EXPECTED
 
 
-def test_parse_pbspro_json_without_jobs_and_garbage():
+def test_parse_pbspro_json_without_jobs_and_garbage() -> None:
     assert parse_pbspro_json('{"timestamp":1,"pbs_version":"x","pbs_server":"s"}') == {}
     with pytest.raises(SchedulerCommandError, match="job_state"):
         parse_pbspro_json('{"Jobs":{\n\t"5[1].s":{\n\t"oops\n')
@@ -204,7 +210,7 @@ def test_parse_pbspro_json_without_jobs_and_garbage():
         parse_pbspro_json('{"Jobs": garbage')
 
 
-def test_parse_torque_xml_samples():
+def test_parse_torque_xml_samples() -> None:
     text = (DATA / "torque_qstat_x_t.xml").read_text()
     assert parse_torque_xml(text) == {
         "88[0].torque01.hpc.example.edu": JobState.COMPLETED,
@@ -225,7 +231,7 @@ def test_parse_torque_xml_samples():
 # -- missing commands -----------------------------------------------------------------------------
 
 
-def test_missing_qsub(tmp_path, monkeypatch):
+def test_missing_qsub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SchedulerCommandError, match=r"qsub not found.*PBS login node"):
         PBS().check()
@@ -237,7 +243,9 @@ def test_missing_qsub(tmp_path, monkeypatch):
 
 
 @pytest.fixture(params=FLAVORS)
-def fake_pbs(request, tmp_path, monkeypatch):
+def fake_pbs(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     state = tmp_path / "pbs-state"
     monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_PBS_STATE", str(state))
@@ -250,10 +258,12 @@ def fake_pbs(request, tmp_path, monkeypatch):
                     os.killpg(task["pid"], signal.SIGKILL)
 
 
-def wait_for(pbs, array_id, jobs_dir, predicate):
+def wait_for(
+    pbs: PBS, array_id: str, jobs_dir: Path, predicate: Callable[[dict[str, JobState]], bool]
+) -> dict[str, JobState]:
     """Poll queue() until predicate(states) holds; the deadline only guards against a hang."""
     deadline = time.monotonic() + 120
-    states = {}
+    states: dict[str, JobState] = {}
     while time.monotonic() < deadline:
         states = pbs.queue([array_id], jobs_dir=jobs_dir)
         if predicate(states):
@@ -262,7 +272,7 @@ def wait_for(pbs, array_id, jobs_dir, predicate):
     pytest.fail(f"queue never got there; last states: {states}")
 
 
-def wait_file(path):
+def wait_file(path: Path) -> None:
     deadline = time.monotonic() + 120
     while not path.exists():
         if time.monotonic() > deadline:
@@ -270,7 +280,9 @@ def wait_file(path):
         time.sleep(0.05)
 
 
-def test_array_through_the_fakes(fake_pbs, tmp_path, monkeypatch):
+def test_array_through_the_fakes(
+    fake_pbs: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if fake_pbs == "pbspro":
         # Every job carries an environment value PBS Pro prints as invalid JSON.
         monkeypatch.setenv("FAKE_PBS_ODD_VARIABLE", 'BASH_FUNC_f%%=() {  echo "x\\y"\n}')
@@ -286,7 +298,9 @@ def test_array_through_the_fakes(fake_pbs, tmp_path, monkeypatch):
     array_id = pbs.submit(script, n_tasks=4, max_running=2)
     assert array_id == "100[].pbs-fake"
     tasks = [f"100[{i}].pbs-fake" for i in range(4)]
-    states = wait_for(pbs, array_id, jobs_dir, lambda s: list(s.values()).count("running") == 2)
+    states = wait_for(
+        pbs, array_id, jobs_dir, lambda s: list(s.values()).count(JobState.RUNNING) == 2
+    )
     assert states == {
         tasks[0]: JobState.RUNNING,
         tasks[1]: JobState.RUNNING,
@@ -339,7 +353,7 @@ def test_array_through_the_fakes(fake_pbs, tmp_path, monkeypatch):
     wait_for(pbs, second, jobs_dir, lambda s: not s)
 
 
-def test_one_task_and_plain_job_ids(fake_pbs, tmp_path):
+def test_one_task_and_plain_job_ids(fake_pbs: str, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     gate.mkdir()
     (gate / "go-0").write_text("0")
@@ -356,7 +370,9 @@ def test_one_task_and_plain_job_ids(fake_pbs, tmp_path):
     assert (ctx.log_dir / f"{task}.log").read_text() == "task 0 finished\n"
 
 
-def test_check_catches_wrong_dialect_and_queue(fake_pbs, monkeypatch):
+def test_check_catches_wrong_dialect_and_queue(
+    fake_pbs: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     other = "torque" if fake_pbs == "pbspro" else "pbspro"
     with pytest.raises(ConfigError, match=f"flavor='{fake_pbs}'"):
         PBS(flavor=other).check()
@@ -366,13 +382,13 @@ def test_check_catches_wrong_dialect_and_queue(fake_pbs, monkeypatch):
     PBS(flavor=fake_pbs, queue_name="long").check()
 
 
-def test_max_array_size(fake_pbs, monkeypatch):
+def test_max_array_size(fake_pbs: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert PBS(flavor=fake_pbs).max_array_size() == (10000 if fake_pbs == "pbspro" else None)
     monkeypatch.setenv("FAKE_PBS_MAX_ARRAY_SIZE", "500")
     assert PBS(flavor=fake_pbs).max_array_size() == 500
 
 
-def test_fake_qsub_speaks_only_its_dialect(fake_pbs, tmp_path):
+def test_fake_qsub_speaks_only_its_dialect(fake_pbs: str, tmp_path: Path) -> None:
     script = tmp_path / "job.sh"
     script.write_text("#!/bin/bash\ntrue\n")
     wrong = ["-t", "0-3"] if fake_pbs == "pbspro" else ["-J", "0-3"]

@@ -194,7 +194,8 @@ def test_duplicate_fnames(tmp_path: Path) -> None:
 
 def test_unpicklable_learner_names_its_index(tmp_path: Path) -> None:
     learners = make_learners(2)
-    learners[1] = adaptive.Learner1D(partial(slow_square, a=threading.Lock(), delay=0), (0, 1))
+    unpicklable = partial(slow_square, a=threading.Lock(), delay=0)  # type: ignore[arg-type]
+    learners[1] = adaptive.Learner1D(unpicklable, (0, 1))
     rm = make_rm(tmp_path, learners)
     with pytest.raises(ConfigError, match="learner 1 cannot be pickled"):
         rm.start()

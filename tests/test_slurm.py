@@ -82,7 +82,7 @@ def gated(root: Path) -> str:
     )
 
 
-def test_array_runs_to_completion_and_tasks_know_who_they_are(cluster):
+def test_array_runs_to_completion_and_tasks_know_who_they_are(cluster: Cluster) -> None:
     array_id = cluster.submit(gated(cluster.root), n_tasks=3, max_running=3)
     assert array_id.isdigit()
     tasks = {f"{array_id}_{i}" for i in range(3)}
@@ -112,7 +112,7 @@ def test_array_runs_to_completion_and_tasks_know_who_they_are(cluster):
     assert sorted(p.name for p in cluster.logs.iterdir()) == sorted(f"{t}.log" for t in tasks)
 
 
-def test_task_output_and_the_workers_lines_share_one_log(cluster):
+def test_task_output_and_the_workers_lines_share_one_log(cluster: Cluster) -> None:
     # The worker opens the task's log itself (O_APPEND) while SLURM writes the task's stdout
     # and stderr to it. --open-mode=append: what the log held when the task started (a requeued
     # task's first attempt; here a line written while it was held) is not truncated away.
@@ -127,7 +127,7 @@ def test_task_output_and_the_workers_lines_share_one_log(cluster):
     assert log.read_text().splitlines() == ["earlier attempt", "before", "worker line", "after"]
 
 
-def test_max_running_is_respected(cluster):
+def test_max_running_is_respected(cluster: Cluster) -> None:
     array_id = cluster.submit(gated(cluster.root), n_tasks=5, max_running=2)
     wait_for(
         "2 running tasks",
@@ -143,7 +143,7 @@ def test_max_running_is_respected(cluster):
     assert len(list(cluster.root.glob("started.*"))) == 5
 
 
-def test_eight_tasks_run_at_once(cluster):
+def test_eight_tasks_run_at_once(cluster: Cluster) -> None:
     array_id = cluster.submit(gated(cluster.root), n_tasks=8, max_running=8)
     wait_for(
         "8 running tasks",
@@ -153,7 +153,7 @@ def test_eight_tasks_run_at_once(cluster):
     wait_for("the array to finish", lambda: not cluster.active(array_id))
 
 
-def test_cancel_one_task_then_the_array(cluster):
+def test_cancel_one_task_then_the_array(cluster: Cluster) -> None:
     array_id = cluster.submit(gated(cluster.root), n_tasks=3, max_running=3)
     wait_for(
         "3 running tasks",
@@ -168,7 +168,7 @@ def test_cancel_one_task_then_the_array(cluster):
     SLURM().cancel([array_id, f"{array_id}_0"], jobs_dir=cluster.root)  # gone already: fine
 
 
-def test_pending_set_longer_than_64_characters(tmp_path):
+def test_pending_set_longer_than_64_characters(tmp_path: Path) -> None:
     # squeue cuts array expressions at 64 characters unless SLURM_BITSTR_LEN=0 is set.
     script = tmp_path / "held.sh"
     script.write_text("#!/usr/bin/env bash\ntrue\n")
@@ -191,7 +191,7 @@ def test_pending_set_longer_than_64_characters(tmp_path):
         SLURM().cancel([array_id], jobs_dir=tmp_path)
 
 
-def test_refused_script_raises_with_stderr_and_path(tmp_path):
+def test_refused_script_raises_with_stderr_and_path(tmp_path: Path) -> None:
     scheduler = SLURM(partition="no_such_partition")
     ctx = ScriptContext(
         job_name="refused",
@@ -209,26 +209,26 @@ def test_refused_script_raises_with_stderr_and_path(tmp_path):
     assert str(script) in str(excinfo.value)
 
 
-def test_check_names_the_partitions():
+def test_check_names_the_partitions() -> None:
     SLURM(partition="debug").check()
     SLURM().check()
     with pytest.raises(ConfigError, match="has: debug"):
         SLURM(partition="no_such_partition").check()
 
 
-def test_cluster_limits_and_accounting():
+def test_cluster_limits_and_accounting() -> None:
     assert SLURM().max_array_size() == 100001
     # Accounting is disabled on the CI SLURM: no outcome, and no error or stall.
     assert SLURM().exit_states(["1"], jobs_dir=Path()) == {}
 
 
-def test_queue_of_nothing_asks_nothing(tmp_path):
+def test_queue_of_nothing_asks_nothing(tmp_path: Path) -> None:
     assert SLURM().queue([], jobs_dir=tmp_path) == {}
     assert SLURM().queue(["999999"], jobs_dir=tmp_path) == {}
 
 
 @pytest.mark.slow
-def test_time_limit_signal_reaches_the_worker(tmp_path):
+def test_time_limit_signal_reaches_the_worker(tmp_path: Path) -> None:
     # --signal=B:USR1@60 with a one-minute limit: SLURM sends USR1 at its next limit check.
     scheduler = SLURM(python="bash", time="1", signal_grace_s=60)
     body = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ def recorded(name: str) -> str:
     return (DATA / name).read_text()
 
 
-def test_squeue_pending_ranges_and_running_tasks():
+def test_squeue_pending_ranges_and_running_tasks() -> None:
     text = recorded("squeue_pending_running.txt")
     # 66: --array=0-11%8 with 8 running; 63..65: held --array=1,3,5-7 / 0-3000:2 / 0-20000:3%5.
     states = parse_squeue(text, ["66", "63", "64", "65"])
@@ -48,14 +49,14 @@ def test_squeue_pending_ranges_and_running_tasks():
     assert states["65_19998"] == P
 
 
-def test_squeue_keeps_only_the_asked_arrays():
+def test_squeue_keeps_only_the_asked_arrays() -> None:
     text = recorded("squeue_pending_running.txt")
     assert set(parse_squeue(text, ["63"])) == {"63_1", "63_3", "63_5", "63_6", "63_7"}
     assert parse_squeue(text, ["999"]) == {}
     assert parse_squeue(text, []) == {}
 
 
-def test_squeue_long_irregular_pending_set():
+def test_squeue_long_irregular_pending_set() -> None:
     # Printed in full only because SLURM_BITSTR_LEN=0 (the default cuts it at 64 characters).
     states = parse_squeue(recorded("squeue_long_pending.txt"), ["77"])
     released = set(range(3, 109, 7))
@@ -65,7 +66,7 @@ def test_squeue_long_irregular_pending_set():
     )
 
 
-def test_squeue_completing_failed_suspended_requeued():
+def test_squeue_completing_failed_suspended_requeued() -> None:
     states = parse_squeue(recorded("squeue_states.txt"), ["66", "100", "101"])
     assert states["100_0"] == R  # COMPLETING: cancelled, ignoring SIGTERM until KillWait
     assert states["100_1"] == R
@@ -75,7 +76,7 @@ def test_squeue_completing_failed_suspended_requeued():
     assert {states[f"66_{i}"] for i in range(8, 12)} == {P}
 
 
-def test_squeue_timeout_is_an_ending_from_outside():
+def test_squeue_timeout_is_an_ending_from_outside() -> None:
     text = recorded("squeue_timeout.txt")
     (array_id,) = {line.split("|")[0] for line in text.splitlines()}
     assert parse_squeue(text, [array_id]) == {f"{array_id}_0": JobState.CANCELLED}
@@ -101,18 +102,18 @@ def test_squeue_timeout_is_an_ending_from_outside():
         ("SOMETHING_NEW", JobState.UNKNOWN),
     ],
 )
-def test_every_state_code(code, state):
+def test_every_state_code(code: str, state: JobState) -> None:
     assert parse_squeue(f"5|2|{code}\n", ["5"]) == {"5_2": state}
 
 
-def test_squeue_truncated_expression_is_an_error():
+def test_squeue_truncated_expression_is_an_error() -> None:
     # What squeue printed here without SLURM_BITSTR_LEN=0.
     text = "19|0-2,4-9,11-16,18-23,25-30,32-37,39-44,46-51,53-58,60-65,67-7...|PENDING\n"
     with pytest.raises(SchedulerCommandError, match="SLURM_BITSTR_LEN"):
         parse_squeue(text, ["19"])
 
 
-def test_squeue_malformed_line_is_an_error():
+def test_squeue_malformed_line_is_an_error() -> None:
     with pytest.raises(SchedulerCommandError, match="unexpected squeue line"):
         parse_squeue("5 2 RUNNING\n", ["5"])
 
@@ -127,11 +128,11 @@ def test_squeue_malformed_line_is_an_error():
         ("[0-2,8]", [0, 1, 2, 8]),
     ],
 )
-def test_array_expressions(expression, indices):
+def test_array_expressions(expression: str, indices: list[int]) -> None:
     assert parse_array_tasks(expression) == indices
 
 
-def test_sacct_tasks_and_pending_ranges():
+def test_sacct_tasks_and_pending_ranges() -> None:
     # sacct -X -n --parsable2 -o JobID,State (documented format; accounting is off in CI).
     text = "12_0|COMPLETED\n12_1|CANCELLED by 1000\n12_2|TIMEOUT\n12_[3-5%2]|PENDING\n13_0|FAILED\n"
     assert parse_sacct(text, ["12"]) == {
@@ -144,18 +145,18 @@ def test_sacct_tasks_and_pending_ranges():
     }
 
 
-def test_sacct_disabled_message_is_what_exit_states_looks_for():
+def test_sacct_disabled_message_is_what_exit_states_looks_for() -> None:
     assert "accounting storage is disabled" in recorded("sacct_disabled.stderr")
 
 
-def test_sbatch_parsable():
+def test_sbatch_parsable() -> None:
     assert parse_sbatch(recorded("sbatch_parsable.txt")) == "62"
     assert parse_sbatch("123;cluster2\n") == "123"
     with pytest.raises(SchedulerCommandError, match="not a job id"):
         parse_sbatch("Submitted batch job 5\n")
 
 
-def test_max_array_size_from_scontrol():
+def test_max_array_size_from_scontrol() -> None:
     assert parse_max_array_size(recorded("scontrol_show_config.txt")) == 100001
     with pytest.raises(SchedulerCommandError, match="MaxArraySize"):
         parse_max_array_size("MaxJobCount = 10\n")
@@ -172,17 +173,17 @@ def test_max_array_size_from_scontrol():
         ("3-01:02:03", 262923),
     ],
 )
-def test_parse_time(value, seconds):
+def test_parse_time(value: str, seconds: int) -> None:
     assert parse_time(value) == seconds
 
 
 @pytest.mark.parametrize("value", ["", "0", "0:00", "1h", "1:2:3:4", "-5", "1-", "1.5"])
-def test_parse_time_rejects(value):
+def test_parse_time_rejects(value: str) -> None:
     with pytest.raises(ConfigError, match="HH:MM:SS"):
         parse_time(value)
 
 
-def test_format_time():
+def test_format_time() -> None:
     assert format_time(262923) == "3-01:02:03"
     assert format_time(60) == "0-00:01:00"
 
@@ -190,12 +191,12 @@ def test_format_time():
 @pytest.mark.parametrize(
     ("value", "mb"), [("500M", 500), ("8G", 8192), ("100", 100), ("1T", 1048576), ("512K", 1)]
 )
-def test_parse_mem(value, mb):
+def test_parse_mem(value: str, mb: int) -> None:
     assert parse_mem(value) == mb
 
 
 @pytest.mark.parametrize("value", ["", "0G", "8GB", "8 G", "1.5G", "8g", "lots"])
-def test_parse_mem_rejects(value):
+def test_parse_mem_rejects(value: str) -> None:
     with pytest.raises(ConfigError, match="'8G'"):
         parse_mem(value)
 
@@ -221,26 +222,26 @@ def test_parse_mem_rejects(value):
         ({"cores": 0}, "cores"),
     ],
 )
-def test_bad_options(kwargs, message):
+def test_bad_options(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         SLURM(**kwargs)
 
 
-def test_nodes_set_cores():
+def test_nodes_set_cores() -> None:
     s = SLURM(nodes=2, cores_per_node=4, executor="mpi4py")
     assert s.cores == 8
     assert SLURM(signal="SIGTERM").signal_name == "TERM"
     assert SLURM(time="90").time_limit == "0-01:30:00"
 
 
-def test_task_identity():
+def test_task_identity() -> None:
     env = {"SLURM_ARRAY_JOB_ID": "123", "SLURM_ARRAY_TASK_ID": "4", "SLURM_JOB_ID": "130"}
     assert SLURM.task_identity(env) == TaskIdentity(task_id="123_4", array_id="123", task_index=4)
     with pytest.raises(ConfigError, match="not inside a SLURM array task"):
         SLURM.task_identity({"SLURM_JOB_ID": "130"})
 
 
-def test_cancel_refuses_names(tmp_path):
+def test_cancel_refuses_names(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot cancel"):
         SLURM().cancel(["my-job-name"], jobs_dir=tmp_path)
 
@@ -257,7 +258,7 @@ def _context(tmp_path: Path) -> ScriptContext:
     )
 
 
-def test_rendered_script_options_and_syntax(tmp_path):
+def test_rendered_script_options_and_syntax(tmp_path: Path) -> None:
     s = SLURM(
         cores=4,
         time="1-00:00:00",
@@ -301,7 +302,7 @@ def test_rendered_script_options_and_syntax(tmp_path):
     subprocess.run(["bash", "-n", str(script)], check=True)
 
 
-def test_rendered_mpi_script(tmp_path):
+def test_rendered_mpi_script(tmp_path: Path) -> None:
     s = SLURM(
         nodes=2,
         cores_per_node=3,
@@ -327,7 +328,7 @@ def test_rendered_mpi_script(tmp_path):
     assert "exec mpiexec -n 4 " in one_node
 
 
-def test_missing_sbatch_says_what_to_check(tmp_path, monkeypatch):
+def test_missing_sbatch_says_what_to_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     script = tmp_path / "job.sh"
     script.write_text("#!/usr/bin/env bash\n")

@@ -11,7 +11,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import adaptive
 import cloudpickle
@@ -27,6 +27,8 @@ from adaptive_runner.schedulers.base import JobState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from adaptive_runner.schedulers.base import Scheduler
 
 # Learner functions travel by value: the workers cannot import the tests.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -66,8 +68,8 @@ def run(tmp_path: Path) -> Iterator[Callable[..., ar.RunManager]]:
     """Start RunManagers on SLURM; stop them and scancel every array they made afterwards."""
     started: list[ar.RunManager] = []
 
-    def start(learners: list[adaptive.Learner1D], **kwargs: object) -> ar.RunManager:
-        options: dict[str, object] = {
+    def start(learners: list[adaptive.Learner1D], **kwargs: Any) -> ar.RunManager:
+        options: dict[str, Any] = {
             "goal": 25,
             "run_dir": tmp_path / "run",
             "max_simultaneous_jobs": len(learners),
@@ -75,7 +77,7 @@ def run(tmp_path: Path) -> Iterator[Callable[..., ar.RunManager]]:
             "log_interval": 0.5,
             "poll_interval": 0.5,
         }
-        scheduler = kwargs.pop("scheduler", ar.SLURM(cores=1))
+        scheduler: Scheduler = kwargs.pop("scheduler", ar.SLURM(cores=1))
         fnames = [tmp_path / "data" / f"l{i}.pickle" for i in range(len(learners))]
         rm = ar.RunManager(scheduler, learners, fnames, **(options | kwargs))
         started.append(rm.start())
@@ -130,7 +132,9 @@ def resumed_with_data(run_dir: Path, learner: int, after: str) -> None:
     assert resumed[0]["npoints"] > 0
 
 
-def test_learners_reach_goal_through_one_array(run, sbatch_calls: Path) -> None:
+def test_learners_reach_goal_through_one_array(
+    run: Callable[..., ar.RunManager], sbatch_calls: Path
+) -> None:
     rm = run(make_learners(10))
     assert rm.wait(timeout=PATIENCE_S)
     assert rm.status()["done"] == 10
@@ -148,7 +152,9 @@ def test_learners_reach_goal_through_one_array(run, sbatch_calls: Path) -> None:
     no_overlaps(rm.run_dir.path)
 
 
-def test_throttled_tasks_go_on_with_the_next_learner(run, sbatch_calls: Path) -> None:
+def test_throttled_tasks_go_on_with_the_next_learner(
+    run: Callable[..., ar.RunManager], sbatch_calls: Path
+) -> None:
     rm = run(make_learners(6), max_simultaneous_jobs=2)
     assert rm.wait(timeout=PATIENCE_S)
     assert rm.status()["done"] == 6
@@ -163,7 +169,7 @@ def test_throttled_tasks_go_on_with_the_next_learner(run, sbatch_calls: Path) ->
     no_overlaps(rm.run_dir.path)
 
 
-def test_scancel_of_running_tasks_resubmits_and_resumes(run) -> None:
+def test_scancel_of_running_tasks_resubmits_and_resumes(run: Callable[..., ar.RunManager]) -> None:
     rm = run(make_learners(4, delay=0.05), goal=100)
     run_dir = rm.run_dir.path
     victims = wait_for(
@@ -186,7 +192,7 @@ def test_scancel_of_running_tasks_resubmits_and_resumes(run) -> None:
     no_overlaps(run_dir)
 
 
-def test_usr1_saves_and_releases_at_once(run) -> None:
+def test_usr1_saves_and_releases_at_once(run: Callable[..., ar.RunManager]) -> None:
     rm = run(make_learners(2, delay=0.05), goal=100)
     run_dir = rm.run_dir.path
     (victim,) = wait_for(
@@ -222,7 +228,7 @@ def test_usr1_saves_and_releases_at_once(run) -> None:
     no_overlaps(run_dir)
 
 
-def test_cancel_leaves_nothing_in_squeue(run) -> None:
+def test_cancel_leaves_nothing_in_squeue(run: Callable[..., ar.RunManager]) -> None:
     rm = run(make_learners(6, delay=0.05), goal=100_000)
     run_dir = rm.run_dir.path
     wait_for(
@@ -245,7 +251,7 @@ def test_cancel_leaves_nothing_in_squeue(run) -> None:
     assert not arrays & set(out.split())
 
 
-def test_mpi4py_job_with_two_cores(run, tmp_path: Path) -> None:
+def test_mpi4py_job_with_two_cores(run: Callable[..., ar.RunManager], tmp_path: Path) -> None:
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
     learner = adaptive.Learner1D(partial(square_in, pid_dir=str(pid_dir)), bounds=(-1, 1))
@@ -261,7 +267,7 @@ def test_mpi4py_job_with_two_cores(run, tmp_path: Path) -> None:
     assert row["pid"] not in evaluators
 
 
-def test_mpi4py_task_releases_on_usr1(run) -> None:
+def test_mpi4py_task_releases_on_usr1(run: Callable[..., ar.RunManager]) -> None:
     # The signal goes to the batch shell, mpiexec, which passes it on to rank 0, the worker.
     rm = run(make_learners(1, delay=0.05), goal=150, scheduler=ar.SLURM(cores=2, executor="mpi4py"))
     run_dir = rm.run_dir.path

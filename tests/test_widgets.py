@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import adaptive
 import helpers_run
@@ -32,7 +32,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> ar.RunManager:
     return rm
 
 
-def make_rm(tmp_path: Path, learners: list[adaptive.Learner1D], **kwargs) -> ar.RunManager:
+def make_rm(tmp_path: Path, learners: list[adaptive.Learner1D], **kwargs: Any) -> ar.RunManager:
     # A '<b>' in the file names checks that the table escapes what users name their files.
     return helpers_run.make_rm(tmp_path, learners, fname_prefix="<b>", **kwargs)
 
@@ -188,7 +188,8 @@ def test_panel_clicks_on_a_live_run(tmp_path: Path) -> None:
         panel.cancel_run_button.click()
         assert panel.confirm_box.layout.display is None
         panel.keep_button.click()
-        assert panel.confirm_box.layout.display == "none"
+        # cast: mypy would keep the `is None` narrowing of the line above past the click
+        assert cast("str | None", panel.confirm_box.layout.display) == "none"
         assert panel.snapshot.counts["cancelled"] == 1
 
         panel.cancel_run_button.click()

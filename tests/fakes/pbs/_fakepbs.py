@@ -33,7 +33,10 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SERVER = "pbs-fake"
 KILL_DELAY_S = 10.0  # PBS's kill_delay: SIGTERM, then SIGKILL
@@ -58,7 +61,7 @@ def state_dir() -> Path:
 
 
 @contextlib.contextmanager
-def locked() -> Any:
+def locked() -> Iterator[None]:
     with (state_dir() / "lock").open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -72,7 +75,8 @@ def job_file(seq: int) -> Path:
 
 
 def load(seq: int) -> dict[str, Any]:
-    return json.loads(job_file(seq).read_text())
+    job: dict[str, Any] = json.loads(job_file(seq).read_text())
+    return job
 
 
 def save(job: dict[str, Any]) -> None:
@@ -178,7 +182,7 @@ def parse_options(args: list[str], *, source: str) -> tuple[list[tuple[str, str]
     return options, args[i:]
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     sys.stderr.write(message.rstrip("\n") + "\n")
     sys.exit(code)
 
@@ -525,7 +529,7 @@ def selected(
 
 
 def pbspro_state(job: dict[str, Any], index: str) -> str:
-    state = job["tasks"][index]["state"]
+    state: str = job["tasks"][index]["state"]
     if state == "F" and job["indices"] is not None and not finished(job):
         return "X"  # a finished subjob of a live array is "expired"
     return state
