@@ -181,7 +181,7 @@ def test_runs_to_the_goal_and_reports_done(make: Any) -> None:
     assert saved[-1]["bytes"] == run.fname.stat().st_size
 
 
-def run_one_task(run_dir: RunDir, *, goal: int) -> tuple[list[LearnerRow], list[TaskRow]]:
+def run_one_task(run_dir: RunDir, *, goal: object) -> tuple[list[LearnerRow], list[TaskRow]]:
     """Run one worker process (task L1_0) on ``run_dir`` to the end; the learners and holds."""
     run_dir.goal_file.write_bytes(cloudpickle.dumps(goal))
     manager = DatabaseManager(run_dir)
@@ -205,7 +205,7 @@ def run_one_task(run_dir: RunDir, *, goal: int) -> tuple[list[LearnerRow], list[
 
 @pytest.mark.parametrize("executor", ["sequential", "loky"])  # loky: a pool, cloudpickle
 def test_a_task_goes_on_with_the_next_learner(tmp_path: Path, executor: str) -> None:
-    """After its learner's goal a task claims the next one, reusing adaptive and its executor."""
+    """After its learner's goal a task claims the next one, with adaptive already loaded."""
     run_dir = make_run(tmp_path / "run", 3, executor=executor, save_interval_s=3600.0)
     calls = tmp_path / "calls.txt"
     learners = [
@@ -228,6 +228,31 @@ def test_a_task_goes_on_with_the_next_learner(tmp_path: Path, executor: str) -> 
         saved = adaptive.Learner1D(lambda x: x, bounds=(-1, 1))
         saved.load(str(run_dir.path / "data" / f"{i}.pickle"))
         assert saved.npoints == 20
+
+
+def ten_points_then_sigterm(learner: adaptive.Learner1D) -> bool:
+    """A goal that, once reached, tells its own worker to stop (as scancel would, just then)."""
+    import os  # noqa: PLC0415 - the goal runs in the worker, pickled by value
+    import signal  # noqa: PLC0415
+
+    if learner.npoints < 10:
+        return False
+    os.kill(os.getpid(), signal.SIGTERM)
+    return True
+
+
+def test_a_stop_between_learners_claims_no_more(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", 2)
+    run_dir.write_learners(
+        [cloudpickle.dumps(adaptive.Learner1D(abs, bounds=(-1, 1))) for _ in range(2)]
+    )
+    rows, tasks = run_one_task(run_dir, goal=ten_points_then_sigterm)
+    assert rows[0].state == LearnerState.DONE
+    assert (rows[1].state, rows[1].attempts) == (LearnerState.WAITING, 0)  # never claimed
+    assert [(t.learner, t.outcome) for t in tasks] == [(0, "done")]
+    events = [json.loads(x) for x in run_dir.task_log("L1_0").read_text().splitlines()]
+    assert [e["event"] for e in events][-2:] == ["done", "stopped"]
+    assert events[-1]["reason"] == "SIGTERM"
 
 
 def hang_at_right_bound(x: float, *, pid_file: str) -> float:
