@@ -89,9 +89,12 @@ class Client:
     ) -> None:
         self.close()
 
-    def claim(self, *, host: str, pid: int, group: int = 0) -> Assignment | None:
-        """Get a learner of ``group`` to work on, or None when there is no work left for it."""
-        reply = self._request(Claim(self.task_id, host, pid, group))
+    def claim(self, *, host: str, pid: int, group: int = 0, array: str = "") -> Assignment | None:
+        """Get a learner of ``group`` to work on, or None when there is no work left for it.
+
+        ``array`` is the task's array id: the job manager counts its tasks' claims.
+        """
+        reply = self._request(Claim(self.task_id, host, pid, group, array))
         if reply["ok"]:
             learner, fname = reply.get("learner"), reply.get("fname")
             if type(learner) is not int or type(fname) is not str:

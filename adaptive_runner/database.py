@@ -16,6 +16,7 @@ from adaptive_runner.database_schema import (
     SCHEMA,
     SCHEMA_VERSION,
     SORT_KEYS,
+    GroupState,
     LearnerRow,
     LearnerState,
     TaskRow,
@@ -24,7 +25,9 @@ from adaptive_runner.database_schema import (
     connect,
     finish_task,
     mark_dependents,
+    migrate,
     repeated,
+    upgrade,
     validate_dependencies,
     validate_fnames,
 )
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Mapping, Sequence
     from types import TracebackType
 
-__all__ = ["SORT_KEYS", "Database", "LearnerRow", "LearnerState", "TaskRow"]
+__all__ = ["SORT_KEYS", "Database", "GroupState", "LearnerRow", "LearnerState", "TaskRow"]
 
 
 class Database:
@@ -107,6 +110,7 @@ class Database:
             conn.executescript(SCHEMA)
             # The schema version goes in last: a half-created file is refused by open().
             conn.execute("BEGIN IMMEDIATE")
+            version = upgrade(conn, 1)
             conn.executemany(
                 "INSERT INTO learners (idx, fname, grp, unfinished_deps) VALUES (?, ?, ?, ?)",
                 (
@@ -120,7 +124,7 @@ class Database:
             )
             conn.executemany(
                 "INSERT INTO meta VALUES (?, ?)",
-                [("max_fails", max_fails), ("schema", SCHEMA_VERSION)],
+                [("max_fails", max_fails), ("schema", version)],
             )
             conn.execute("COMMIT")
             # Move the bulk insert from the WAL into the file now, not in the first request.
@@ -153,14 +157,15 @@ class Database:
         conn = connect(target, create=False)
         if not auto_checkpoint:
             conn.execute("PRAGMA wal_autocheckpoint = 0")
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        if meta.get("schema") != SCHEMA_VERSION:
+        version = migrate(conn)
+        if version != SCHEMA_VERSION:
             conn.close()
             raise ConfigError(
-                f"{target} has schema {meta.get('schema')!r}; this version reads "
-                f"{SCHEMA_VERSION}: use the adaptive_runner version that created the run"
+                f"{target} has schema {version!r}; this version reads "
+                f"{SCHEMA_VERSION} and older: use the adaptive_runner version that created the run"
             )
-        return cls(conn, max_fails=int(meta["max_fails"]))
+        (max_fails,) = conn.execute("SELECT value FROM meta WHERE key = 'max_fails'").fetchone()
+        return cls(conn, max_fails=int(max_fails))
 
     def checkpoint(self) -> None:
         """Copy committed WAL content into the database file, without waiting for writers."""
@@ -227,10 +232,16 @@ class Database:
     # --- transitions driven by workers (through the database manager) ---
 
     def claim(
-        self, task: str, *, host: str, pid: int, now: float, group: int = 0
+        self, task: str, *, host: str, pid: int, now: float, group: int = 0, array: str = ""
     ) -> Assignment | None:
-        """Give ``task`` the first claimable learner (the same one again on a repeat)."""
+        """Give ``task`` the first claimable learner (the same one again on a repeat).
+
+        Every claim, with work or without, counts for ``array`` (the task's array): its
+        tasks reached the database manager, so it is no start failure.
+        """
         with self._transaction() as c:
+            if array:
+                c.execute("UPDATE arrays SET claims = claims + 1 WHERE array_id = ?", (array,))
             held = c.execute(
                 "SELECT idx, fname FROM learners WHERE task = ? AND state = 'running'", (task,)
             ).fetchone()
@@ -409,15 +420,27 @@ class Database:
         return tasks
 
     def record_array(
-        self, array_id: str, *, n_tasks: int, script: str, now: float, group: int = 0
+        self,
+        array_id: str,
+        *,
+        n_tasks: int,
+        script: str,
+        now: float,
+        group: int = 0,
+        tag: str | None = None,
     ) -> None:
-        """Remember a job array submitted for ``group`` until :meth:`finish_array`."""
+        """Remember a job array submitted for ``group`` (under ``tag``) until it finishes."""
         with self._transaction() as c:
             c.execute(
-                "INSERT INTO arrays (array_id, grp, n_tasks, script, submitted)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (array_id, group, n_tasks, script, now),
+                "INSERT INTO arrays (array_id, grp, n_tasks, script, submitted, tag)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (array_id, group, n_tasks, script, now, tag),
             )
+            c.execute("UPDATE groups SET submit_error = NULL WHERE grp = ?", (group,))
+
+    def recorded_arrays(self) -> set[str]:
+        """Every array the run submitted or adopted, finished or not."""
+        return {array_id for (array_id,) in self._conn.execute("SELECT array_id FROM arrays")}
 
     def active_arrays(self, group: int | None = None) -> list[str]:
         """The arrays not yet finished (of one group, or all), oldest first."""
@@ -428,15 +451,91 @@ class Database:
         rows = self._conn.execute(f"{query} ORDER BY submitted", params).fetchall()
         return [array_id for (array_id,) in rows]
 
-    def finish_array(self, array_id: str, *, now: float | None = None) -> None:
-        """Mark an array as finished (none of its tasks will run any more)."""
+    def finish_array(self, array_id: str, *, now: float | None = None) -> int | None:
+        """Mark an array as finished (none of its tasks will run any more).
+
+        Returns how many claims its tasks made, or None if it was finished already.
+        """
         with self._transaction() as c:
-            if c.execute("SELECT 1 FROM arrays WHERE array_id = ?", (array_id,)).fetchone() is None:
+            row = c.execute(
+                "SELECT finished, claims FROM arrays WHERE array_id = ?", (array_id,)
+            ).fetchone()
+            if row is None:
                 raise ValueError(f"finish_array: no array {array_id!r} was recorded")
+            if row[0] is not None:
+                return None
             c.execute(
-                "UPDATE arrays SET finished = coalesce(finished, ?) WHERE array_id = ?",
+                "UPDATE arrays SET finished = ? WHERE array_id = ?",
                 (time.time() if now is None else now, array_id),
             )
+            return int(row[1])
+
+    def claimed(self, tasks: Collection[str]) -> set[str]:
+        """Which of ``tasks`` ever held a learner."""
+        found: set[str] = set()
+        for task in tasks:
+            row = self._conn.execute("SELECT 1 FROM tasks WHERE task = ? LIMIT 1", (task,))
+            if row.fetchone() is not None:
+                found.add(task)
+        return found
+
+    # --- start failures and submission errors, per resource group ---
+
+    def record_start_failure(self, group: int, *, reason: str) -> int:
+        """Count one more array of ``group`` whose tasks never claimed; the count in a row."""
+        with self._transaction() as c:
+            c.execute("INSERT OR IGNORE INTO groups (grp) VALUES (?)", (group,))
+            (n,) = c.execute(
+                "UPDATE groups SET start_failures = start_failures + 1, start_error = ?"
+                " WHERE grp = ? RETURNING start_failures",
+                (reason, group),
+            ).fetchone()
+            return int(n)
+
+    def start_failures(self, group: int) -> int:
+        """Arrays of ``group`` in a row whose tasks never claimed (0 after one that did)."""
+        row = self._conn.execute(
+            "SELECT start_failures FROM groups WHERE grp = ?", (group,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def reset_start_failures(self, group: int) -> None:
+        """An array of ``group`` reached the manager: its start failures in a row end."""
+        with self._transaction() as c:
+            c.execute(
+                "UPDATE groups SET start_failures = 0, start_error = NULL WHERE grp = ?", (group,)
+            )
+
+    def record_submit_error(self, group: int, *, error: str) -> None:
+        """Remember why the last submission for ``group`` failed (cleared by the next array)."""
+        with self._transaction() as c:
+            c.execute("INSERT OR IGNORE INTO groups (grp) VALUES (?)", (group,))
+            c.execute("UPDATE groups SET submit_error = ? WHERE grp = ?", (error, group))
+
+    def group_states(self) -> list[GroupState]:
+        """The groups with start failures or a failed submission (the others are fine)."""
+        rows = self._conn.execute(
+            "SELECT grp, start_failures, start_error, submit_error FROM groups"
+            " WHERE start_failures > 0 OR submit_error IS NOT NULL ORDER BY grp"
+        ).fetchall()
+        return [GroupState(*row) for row in rows]
+
+    def fail_waiting(self, group: int, *, reason: str, now: float) -> list[int]:
+        """Fail every waiting learner of ``group`` with ``reason``: its jobs cannot start.
+
+        Learners depending on them fail too. Returns the learners failed here directly.
+        """
+        with self._transaction() as c:
+            rows = c.execute(
+                "UPDATE learners SET state = 'failed', error = ?, finished = ?"
+                " WHERE grp = ? AND state = 'waiting' RETURNING idx",
+                (reason, now, group),
+            ).fetchall()
+            failed = sorted(idx for (idx,) in rows)
+            for idx in failed:
+                add_event(c, now, idx, None, kind="failed", detail=reason)
+                mark_dependents(c, idx, LearnerState.FAILED, now)
+        return failed
 
     def dependencies(self) -> dict[int, list[int]]:
         """Learner -> the learners it waits on, as given to :meth:`create`."""

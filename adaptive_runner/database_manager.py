@@ -225,8 +225,8 @@ def _reply(db: Database, body: list[bytes], now: float) -> bytes:
 
 def _dispatch(db: Database, request: Request, now: float) -> bytes:
     match request:
-        case Claim(task, host, pid, group):
-            assignment = db.claim(task, group=group, host=host, pid=pid, now=now)
+        case Claim(task, host, pid, group, array):
+            assignment = db.claim(task, group=group, host=host, pid=pid, now=now, array=array)
             if assignment is None:
                 return encode_error("no_work", "no learner is waiting with its dependencies done")
             return encode_reply(learner=assignment.learner, fname=assignment.fname)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _BUSY_TIMEOUT_S: Final = 60.0
 
 
@@ -62,6 +62,16 @@ class TaskRow:
     started: float
     finished: float | None
     outcome: str | None  # done, released, failed, lost, expired, killed, cancelled; None: running
+
+
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    """What the job manager found wrong with a resource group's jobs (nothing: all None/0)."""
+
+    group: int
+    start_failures: int  # arrays in a row whose tasks all ended without reaching the manager
+    start_error: str | None  # why the last of them failed, from its output and exit state
+    submit_error: str | None  # the last failed submission, cleared by the next that works
 
 
 SCHEMA: Final = """
@@ -116,6 +126,22 @@ WHEN OLD.state <> NEW.state BEGIN
     UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
 END;
 """
+# Schema 2: the tag each array was submitted under, how often its tasks reached the database
+# manager (claims, with or without work), and per group the start failures in a row.
+# Migrations bring a file of schema N up to N + 1; create() applies them too, so a new file
+# and a migrated one have the same layout.
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        "ALTER TABLE arrays ADD COLUMN tag TEXT",
+        "ALTER TABLE arrays ADD COLUMN claims INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE groups (
+            grp INTEGER PRIMARY KEY,
+            start_failures INTEGER NOT NULL DEFAULT 0,  -- arrays in a row never claiming
+            start_error TEXT,                           -- what the last of them said
+            submit_error TEXT                           -- the last failed submission
+        )""",
+    ),
+}
 
 
 ROW_COLUMNS: Final = (
@@ -136,6 +162,45 @@ SORT_KEYS: Final = {
     "failures": "failures",
     "heartbeat_age": "-last_heartbeat",
 }
+
+
+def upgrade(conn: sqlite3.Connection, version: int) -> int:
+    """Apply the migrations from schema ``version`` on, in the caller's transaction.
+
+    Returns the version reached: ``SCHEMA_VERSION`` unless ``version`` is unknown.
+    """
+    while version in MIGRATIONS:
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+        version += 1
+    return version
+
+
+def schema_version(conn: sqlite3.Connection) -> object:
+    """The schema version the file records (None when it records none)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    return None if row is None else row[0]
+
+
+def migrate(conn: sqlite3.Connection) -> object:
+    """Bring an older file up to ``SCHEMA_VERSION`` in one transaction; return its version.
+
+    The version is read again inside the write transaction, so two processes opening an old
+    file at once migrate it once. Files of an unknown version are left as they are.
+    """
+    if schema_version(conn) == SCHEMA_VERSION:
+        return SCHEMA_VERSION
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = schema_version(conn)
+        if type(found) is int and found in MIGRATIONS:
+            found = upgrade(conn, found)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (found,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return found
 
 
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:

@@ -5,12 +5,26 @@ returns the learners of vanished jobs to ``waiting``, expires silent leases, and
 group, a single array sized to the claimable learners that no queued task will pick up,
 throttled to ``max_simultaneous_jobs`` for the whole run. It stops when no learner is waiting
 or running.
+
+Each round reads a :class:`Snapshot` (queue and database, at one time) and hands the next
+round a :class:`Memory` value: what it cannot read back from the queue or the database.
+Failures end bounded and explained (docs/architecture.md, "When things go wrong"):
+
+- an array whose tasks all end without a claim is a *start failure* of its group; the group's
+  next arrays are single-task probes, and after ``max_fails`` in a row its waiting learners
+  fail with the tasks' own error lines as the reason;
+- a task running but silent past ``claim_timeout_s`` is cancelled and counts as one;
+- a failed submission is never repeated blindly: it backs off, and the queue is asked for
+  its tag first, so an array that was queued all the same is adopted.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 import threading
 import time
+from dataclasses import dataclass, field, replace
 from itertools import count
 from typing import TYPE_CHECKING
 
@@ -18,11 +32,14 @@ import structlog
 
 from adaptive_runner.database import Database, LearnerState
 from adaptive_runner.error_watch import ErrorWatch
+from adaptive_runner.errors import SchedulerCommandError
 from adaptive_runner.files import atomic_write
 from adaptive_runner.schedulers.base import JobState, ScriptContext
+from adaptive_runner.start_failure import output_errors, start_failure_reason, unreachable_reason
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+    from pathlib import Path
 
     from adaptive_runner.run_dir import RunDir
     from adaptive_runner.schedulers.base import Scheduler
@@ -30,6 +47,49 @@ if TYPE_CHECKING:
 log = structlog.get_logger("adaptive_runner.job_manager")
 
 WORKER_MODULE = "adaptive_runner.worker"
+MAX_SUBMIT_BACKOFF_S = 600.0  # a failing submit command is tried at least this often
+_TAG_CHARS = re.compile(r"[^A-Za-z0-9_.+-]")
+
+
+@dataclass(frozen=True, slots=True)
+class FailedSubmission:
+    """A submission that failed: maybe queued all the same, so its tag is asked for first."""
+
+    tag: str
+    script: str
+    n_tasks: int
+    failures: int  # submissions in a row that failed
+    retry_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """What one round hands the next: what neither the queue nor the database records."""
+
+    first_running: Mapping[str, float] = field(default_factory=dict)  # unclaimed task -> seen
+    cancelling: frozenset[str] = frozenset()  # taken for lost: cancelled until the queue agrees
+    unreachable: Mapping[str, str] = field(default_factory=dict)  # array -> claim-timeout reason
+    failed_submissions: Mapping[int, FailedSubmission] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The queue and the database as one round sees them, at ``now``."""
+
+    now: float
+    arrays: tuple[tuple[str, ...], ...]  # per group: its unfinished arrays, oldest first
+    queues: tuple[Mapping[str, JobState], ...]  # per group: its arrays' tasks, as scheduled
+    holders: Mapping[str, int]  # task -> the learner it holds (read after the queues)
+    recorded: frozenset[str]  # every array of the run, finished or not
+
+    def active(self) -> dict[str, int]:
+        """Active (pending or running) task -> its group."""
+        return {
+            task: group
+            for group, queue in enumerate(self.queues)
+            for task, state in queue.items()
+            if state.active
+        }
 
 
 class JobManager:
@@ -47,6 +107,12 @@ class JobManager:
         A running learner whose job has not sent a heartbeat for this long is taken back.
     poll_interval_s
         Seconds between two rounds (one scheduler queue call each).
+    max_fails
+        Arrays in a row whose tasks all end without a claim before a group gives up.
+    claim_timeout_s
+        A task running this long without claiming cannot reach the database manager.
+    url
+        Where the database manager listens (quoted when tasks cannot reach it).
     kill_on_error
         Cancel a job whose scheduler output file shows one of these substrings, counting a
         failure for its learner (see error_watch.py); empty: never.
@@ -63,6 +129,9 @@ class JobManager:
         max_simultaneous_jobs: int,
         lease_timeout_s: float,
         poll_interval_s: float,
+        max_fails: int,
+        claim_timeout_s: float,
+        url: str = "",
         kill_on_error: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -71,19 +140,19 @@ class JobManager:
         self.max_simultaneous_jobs = max_simultaneous_jobs
         self.lease_timeout_s = lease_timeout_s
         self.poll_interval_s = poll_interval_s
+        self.max_fails = max_fails
+        self.claim_timeout_s = claim_timeout_s
+        self.url = url
         self.clock = clock
         self.error_watch = ErrorWatch(run_dir.logs_dir, kill_on_error) if kill_on_error else None
         self.error: BaseException | None = None
+        self.memory = Memory()
         self._stop = threading.Event()
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at = clock()
         self._script_numbers = count(1)
-        self._max_array_sizes: list[int | None] = []
-        self._task_groups: dict[str, int] = {}  # active task -> its group, from the last queue
-        self._pending: set[str] = set()  # tasks the last queue showed as not started yet
-        self._ended: dict[str, JobState] = {}  # tasks the last queue showed as ended, and how
-        self._round_arrays: list[list[str]] = []  # per group: the arrays asked about this round
+        self._max_array_sizes: list[int | None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -116,7 +185,6 @@ class JobManager:
     def _loop(self) -> None:
         db = Database.open(self.run_dir.database)
         try:
-            self._max_array_sizes = [s.max_array_size() for s in self.schedulers]
             while not self._stop.is_set():
                 try:
                     finished = self.round(db)
@@ -136,131 +204,291 @@ class JobManager:
 
     def round(self, db: Database) -> bool:
         """Do one round of bookkeeping and submission; return True when the run is finished."""
-        now = self.clock()
-        active = self._active_tasks(db, now)
-        self._kill_on_error(db, active, now)
-        self._reclaim(db, active, now)
+        snap = self._look(db, self.clock())
+        killed = self._kill_on_error(db, snap)
+        lost = self._reclaim(db, snap)
+        memory, timed_out = self._claim_timeouts(db, snap)
+        memory = self._cancel_lost(snap, memory, killed | lost | timed_out)
+        memory = self._finish_arrays(db, snap, memory)
         counts = db.counts()
         if counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0:
             # Pending tasks would only start to find no work; running ones are exiting.
-            self._cancel(self._pending)
+            pending = {t for q in snap.queues for t, s in q.items() if s == JobState.PENDING}
+            self._cancel(snap, pending)
             for array_id in db.active_arrays():
-                db.finish_array(array_id, now=now)
+                db.finish_array(array_id, now=snap.now)
             log.info("run finished", **counts)
+            self.memory = memory
             return True
-        self._top_up(db, active, now)
+        self.memory = self._top_up(db, snap, memory)
         return False
 
-    def _active_tasks(self, db: Database, now: float) -> set[str]:
-        """Ask each group's scheduler (once) which of the run's tasks are queued or running."""
-        self._task_groups, self._pending, self._ended = {}, set(), {}
-        self._round_arrays = [db.active_arrays(group) for group in range(len(self.schedulers))]
-        for group, scheduler in enumerate(self.schedulers):
-            arrays = self._round_arrays[group]
-            if not arrays:
-                continue
-            queue = scheduler.queue(arrays, jobs_dir=self.run_dir.jobs_dir)
-            active = {task for task, state in queue.items() if state.active}
-            self._task_groups.update(dict.fromkeys(active, group))
-            self._pending.update(t for t, state in queue.items() if state == JobState.PENDING)
-            self._ended.update((t, state) for t, state in queue.items() if not state.active)
-            # Arrays with no active task left are finished: stop asking about them.
-            live_arrays = {scheduler.array_of(task) for task in active}
-            for array_id in arrays:
-                if array_id not in live_arrays:
-                    db.finish_array(array_id, now=now)
-        return set(self._task_groups)
+    def _look(self, db: Database, now: float) -> Snapshot:
+        """Ask each group's scheduler (once) about the run's arrays, then read the holders."""
+        arrays = tuple(tuple(db.active_arrays(g)) for g in range(len(self.schedulers)))
+        queues = tuple(
+            scheduler.queue(group_arrays, jobs_dir=self.run_dir.jobs_dir) if group_arrays else {}
+            for scheduler, group_arrays in zip(self.schedulers, arrays, strict=True)
+        )
+        # The queue was read before the holders, so a task that claimed meanwhile is in it.
+        return Snapshot(
+            now=now,
+            arrays=arrays,
+            queues=queues,
+            holders=db.running_tasks(),
+            recorded=frozenset(db.recorded_arrays()),
+        )
 
-    def _cancel(self, tasks: Iterable[str]) -> None:
-        """Cancel active tasks, one scheduler call per group that has some."""
+    def _cancel(self, snap: Snapshot, tasks: Iterable[str]) -> None:
+        """Cancel the active ones of ``tasks``, one scheduler call per group that has some."""
+        active = snap.active()
         by_group: dict[int, list[str]] = {}
         for task in tasks:
-            if task in self._task_groups:  # not active: nothing to cancel
-                by_group.setdefault(self._task_groups[task], []).append(task)
+            if task in active:
+                by_group.setdefault(active[task], []).append(task)
         for group, ids in by_group.items():
             self.schedulers[group].cancel(sorted(ids), jobs_dir=self.run_dir.jobs_dir)
 
-    def _kill_on_error(self, db: Database, active: set[str], now: float) -> None:
-        """Cancel the active tasks whose output matched kill_on_error; fail their learners."""
+    def _kill_on_error(self, db: Database, snap: Snapshot) -> set[str]:
+        """Fail the learners of active tasks whose output matched kill_on_error; the tasks."""
         if self.error_watch is None:
-            return
-        matched = self.error_watch.scan(active, db.running_tasks())
-        if not matched:
-            return
-        # Record first: the job's release on SIGTERM then finds the learner gone, so the
-        # kill counts as a failure (with its reason) and not as an orderly release.
+            return set()
+        matched = self.error_watch.scan(snap.active().keys(), snap.holders)
+        # Recorded before the cancel: the job's release on SIGTERM then finds the learner gone,
+        # so the kill counts as a failure (with its reason) and not as an orderly release.
         for task, reason in matched.items():
-            learner = db.kill(task, reason=reason, now=now)
+            learner = db.kill(task, reason=reason, now=snap.now)
             log.warning("killed a job on error", task=task, learner=learner, reason=reason)
-        self._cancel(matched)
-        active -= matched.keys()
+        return set(matched)
 
-    def _reclaim(self, db: Database, active: set[str], now: float) -> None:
-        """Take learners back from vanished tasks and from tasks whose lease expired."""
-        # The queue was read before the holders, so a task that claimed meanwhile is in it.
-        vanished = [task for task in db.running_tasks() if task not in active]
+    def _reclaim(self, db: Database, snap: Snapshot) -> set[str]:
+        """Take learners back from vanished tasks and expired leases; the tasks to cancel."""
+        active = snap.active()
+        # Only tasks of the run's own arrays can vanish: one of an array that failed to record
+        # (a submission that failed after queueing) is adopted later, not taken for lost.
+        vanished = [
+            task
+            for task in snap.holders
+            if task not in active
+            and any(s.array_of(task) in snap.recorded for s in self.schedulers)
+        ]
         by_reason: dict[str, list[str]] = {}
-        for task, state in self._end_states(vanished).items():
-            why = "job vanished from the queue" + (f" (scheduler: {state})" if state else "")
+        for task, end in self._end_states(snap, vanished).items():
+            why = "job vanished from the queue" + (f" (scheduler: {end})" if end else "")
             by_reason.setdefault(why, []).append(task)
         for reason, tasks in by_reason.items():
-            lost = db.mark_lost(tasks, reason=reason, now=now)
+            lost = db.mark_lost(tasks, reason=reason, now=snap.now)
             log.warning("jobs vanished", tasks=tasks, learners=lost, reason=reason)
         # Leases only count from our own start, so a manager restart is no reason to expire.
-        if now - self._started_at >= self.lease_timeout_s:
-            expired = db.expire_leases(lease_timeout_s=self.lease_timeout_s, now=now)
-            if expired:
-                tasks = [task for task, _ in expired]
-                log.warning("heartbeat leases expired", tasks=tasks)
-                self._cancel(tasks)
+        if snap.now - self._started_at < self.lease_timeout_s:
+            return set()
+        expired = db.expire_leases(lease_timeout_s=self.lease_timeout_s, now=snap.now)
+        if expired:
+            log.warning("heartbeat leases expired", tasks=[task for task, _ in expired])
+        return {task for task, _ in expired}
 
-    def _end_states(self, tasks: list[str]) -> dict[str, JobState | None]:
+    def _end_states(self, snap: Snapshot, tasks: Collection[str]) -> dict[str, str | None]:
         """How each ended task ended, as far as the scheduler still knows.
 
         The queue keeps finished tasks for a while (SLURM's MinJobAge); for the others, one
         accounting call per group (sacct; nothing where the scheduler keeps no records).
         """
-        states: dict[str, JobState | None] = {task: self._ended.get(task) for task in tasks}
+        states: dict[str, str | None] = {}
         for group, scheduler in enumerate(self.schedulers):
-            unknown = [
-                task
-                for task, state in states.items()
-                if state is None and scheduler.array_of(task) in self._round_arrays[group]
-            ]
+            mine = [task for task in tasks if scheduler.array_of(task) in snap.arrays[group]]
+            known = {t: str(snap.queues[group][t]) for t in mine if t in snap.queues[group]}
+            unknown = sorted({scheduler.array_of(t) for t in mine if t not in known})
             if unknown:
-                arrays = sorted({scheduler.array_of(task) for task in unknown})
-                found = scheduler.exit_states(arrays, jobs_dir=self.run_dir.jobs_dir)
-                states.update((task, found[task]) for task in unknown if task in found)
+                found = scheduler.exit_states(unknown, jobs_dir=self.run_dir.jobs_dir)
+                known.update((t, str(found[t])) for t in mine if t not in known and t in found)
+            states.update((task, known.get(task)) for task in mine)
+        states.update((task, None) for task in tasks if task not in states)
         return states
 
-    def _top_up(self, db: Database, active: set[str], now: float) -> None:
+    def _claim_timeouts(self, db: Database, snap: Snapshot) -> tuple[Memory, set[str]]:
+        """Cancel tasks that run but never claimed within claim_timeout_s (start failures)."""
+        memory = self.memory
+        active = snap.active()
+        running = [
+            task
+            for task, group in active.items()
+            if snap.queues[group][task] == JobState.RUNNING and task not in snap.holders
+        ]
+        unclaimed = set(running) - db.claimed(running)
+        first = {task: memory.first_running.get(task, snap.now) for task in unclaimed}
+        timed_out = {t for t, seen in first.items() if snap.now - seen >= self.claim_timeout_s}
+        unreachable = dict(memory.unreachable)
+        for task in sorted(timed_out):
+            reason = unreachable_reason(task, url=self.url, waited_s=snap.now - first[task])
+            unreachable.setdefault(self.schedulers[active[task]].array_of(task), reason)
+            log.warning("task never claimed; cancelling it", task=task, reason=reason)
+        first = {t: seen for t, seen in first.items() if t not in timed_out}
+        return replace(memory, first_running=first, unreachable=unreachable), timed_out
+
+    def _cancel_lost(self, snap: Snapshot, memory: Memory, new: set[str]) -> Memory:
+        """Cancel tasks taken for lost, again each round until the queue shows them gone.
+
+        Such a task is never one about to claim (see :meth:`_top_up`).
+        """
+        active = snap.active()
+        cancelling = {task for task in memory.cancelling | new if task in active}
+        self._cancel(snap, cancelling)
+        return replace(memory, cancelling=frozenset(cancelling))
+
+    def _finish_arrays(self, db: Database, snap: Snapshot, memory: Memory) -> Memory:
+        """Finish the arrays with no active task left; count those that never claimed."""
+        live = {self.schedulers[g].array_of(t) for t, g in snap.active().items()}
+        unreachable = dict(memory.unreachable)
+        for group, arrays in enumerate(snap.arrays):
+            for array_id in arrays:
+                if array_id in live:
+                    continue
+                claims = db.finish_array(array_id, now=snap.now)
+                if claims is None:
+                    continue
+                if claims:
+                    db.reset_start_failures(group)
+                else:
+                    self._start_failed(db, snap, group, array_id, unreachable.get(array_id))
+                unreachable.pop(array_id, None)
+        return replace(memory, unreachable=unreachable)
+
+    def _start_failed(
+        self, db: Database, snap: Snapshot, group: int, array_id: str, unreachable: str | None
+    ) -> None:
+        """Record an array of ``group`` whose tasks never claimed; give up at max_fails."""
+        scheduler = self.schedulers[group]
+        tasks = sorted(t for t in snap.queues[group] if scheduler.array_of(t) == array_id)
+        if not tasks:
+            found = scheduler.exit_states([array_id], jobs_dir=self.run_dir.jobs_dir)
+            tasks = sorted(found)
+        task = tasks[0] if tasks else None
+        end = self._end_states(snap, [task])[task] if task else None
+        lines = [unreachable] if unreachable else []
+        if task is not None:
+            lines += output_errors(self.run_dir.task_log(task))
+        reason = start_failure_reason(
+            group=group, in_a_row=db.start_failures(group) + 1, task=task, end=end, lines=lines
+        )
+        streak = db.record_start_failure(group, reason=reason)
+        log.warning("array ended without a claim", array=array_id, group=group, reason=reason)
+        if streak >= self.max_fails:
+            failed = db.fail_waiting(group, reason=reason, now=snap.now)
+            log.error(
+                "giving up on a group whose jobs cannot start",
+                group=group,
+                learners=len(failed),
+                reason=reason,
+            )
+
+    # -- submitting ------------------------------------------------------------------------
+
+    def _top_up(self, db: Database, snap: Snapshot, memory: Memory) -> Memory:
         """Per group, submit one array for the claimable learners no queued task will take."""
+        active = snap.active()
         room = self.max_simultaneous_jobs - len(active)
-        unbound = active - set(db.running_tasks())
+        about_to_claim = set(active) - set(snap.holders) - memory.cancelling
+        probing = {state.group for state in db.group_states() if state.start_failures}
+        failed = dict(memory.failed_submissions)
         for group in range(len(self.schedulers)):
-            waiting_tasks = sum(self._task_groups[task] == group for task in unbound)
-            n_tasks = min(db.n_claimable(group) - waiting_tasks, room)
+            previous = failed.pop(group, None)
+            if previous is not None:
+                if snap.now < previous.retry_at:
+                    failed[group] = previous
+                    room -= previous.n_tasks  # it may be queued: keep its room
+                    continue
+                if self._adopt(db, snap, group, previous):
+                    room -= previous.n_tasks
+                    continue
+            n_tasks = db.n_claimable(group) - sum(active[t] == group for t in about_to_claim)
+            if group in probing:
+                # Its last array could not start: one task at a time until one claims.
+                if snap.arrays[group]:
+                    continue
+                n_tasks = min(n_tasks, 1)
+            n_tasks = min(n_tasks, room)
             if n_tasks <= 0:
                 continue
             room -= n_tasks
-            # Split only where the scheduler's maximum array size forces it.
-            chunk = self._max_array_sizes[group] or n_tasks
-            for first in range(0, n_tasks, chunk):
-                self._submit(db, group, min(chunk, n_tasks - first), now)
+            retry = self._submit_all(db, snap, group, n_tasks, previous)
+            if retry is not None:
+                failed[group] = retry
+        return replace(memory, failed_submissions=failed)
 
-    def _submit(self, db: Database, group: int, n_tasks: int, now: float) -> None:
-        name = f"{self.run_dir.path.name}-{int(now)}-{next(self._script_numbers)}"
+    def _adopt(self, db: Database, snap: Snapshot, group: int, previous: FailedSubmission) -> bool:
+        """Record the array of a failed submission if the scheduler has it after all."""
+        scheduler = self.schedulers[group]
+        found = scheduler.find_tagged([previous.tag], jobs_dir=self.run_dir.jobs_dir)
+        array_id = found.get(previous.tag)
+        if array_id is None:
+            return False
+        db.record_array(
+            array_id,
+            n_tasks=previous.n_tasks,
+            script=previous.script,
+            now=snap.now,
+            group=group,
+            tag=previous.tag,
+        )
+        log.info("adopted an array whose submission had failed", array=array_id, tag=previous.tag)
+        return True
+
+    def _submit_all(
+        self,
+        db: Database,
+        snap: Snapshot,
+        group: int,
+        n_tasks: int,
+        previous: FailedSubmission | None,
+    ) -> FailedSubmission | None:
+        """Submit ``n_tasks`` for ``group``, split where the scheduler's array size forces it.
+
+        Returns the failed submission to retry later (after asking for its tag), if any.
+        """
+        if self._max_array_sizes is None:
+            self._max_array_sizes = [s.max_array_size() for s in self.schedulers]
+        chunk = self._max_array_sizes[group] or n_tasks
+        for first in range(0, n_tasks, chunk):
+            size = min(chunk, n_tasks - first)
+            tag, script = self._write_script(group, size, snap.now)
+            try:
+                array_id = self.schedulers[group].submit(
+                    script,
+                    n_tasks=size,
+                    max_running=min(size, self.max_simultaneous_jobs),
+                    tag=tag,
+                )
+            except SchedulerCommandError as e:
+                failures = 1 if previous is None else previous.failures + 1
+                delay = min(MAX_SUBMIT_BACKOFF_S, self.poll_interval_s * 2 ** (failures - 1))
+                db.record_submit_error(group, error=str(e))
+                log.warning(
+                    "submission failed; asking for its tag before trying again",
+                    group=group,
+                    tag=tag,
+                    retry_in_s=delay,
+                    error=str(e),
+                )
+                return FailedSubmission(tag, str(script), size, failures, snap.now + delay)
+            db.record_array(
+                array_id, n_tasks=size, script=str(script), now=snap.now, group=group, tag=tag
+            )
+            log.info("submitted array", array=array_id, group=group, tasks=size, tag=tag)
+        return None
+
+    def _write_script(self, group: int, n_tasks: int, now: float) -> tuple[str, Path]:
+        """A fresh tag and the job script for one array of ``group``, written atomically."""
+        name = _TAG_CHARS.sub("_", self.run_dir.path.name)[:40]
+        tag = f"{name if name[:1].isalnum() else 'run' + name}-{secrets.token_hex(4)}"
         ctx = ScriptContext(
-            job_name=self.run_dir.path.name,
+            job_name=tag,
             run_dir=self.run_dir.path,
             log_dir=self.run_dir.logs_dir,
             n_tasks=n_tasks,
             max_running=min(n_tasks, self.max_simultaneous_jobs),
             worker_args=["-m", WORKER_MODULE, str(self.run_dir.path), str(group)],
         )
-        script = self.run_dir.jobs_dir / f"{name}.sh"
-        scheduler = self.schedulers[group]
-        atomic_write(script, scheduler.render(ctx).encode(), mode=0o755)
-        array_id = scheduler.submit(script, n_tasks=n_tasks, max_running=ctx.max_running)
-        db.record_array(array_id, n_tasks=n_tasks, script=str(script), now=now, group=group)
-        log.info("submitted array", array=array_id, group=group, tasks=n_tasks, script=str(script))
+        number = next(self._script_numbers)
+        script = self.run_dir.jobs_dir / f"{self.run_dir.path.name}-{int(now)}-{number}.sh"
+        atomic_write(script, self.schedulers[group].render(ctx).encode(), mode=0o755)
+        return tag, script

@@ -36,10 +36,12 @@ if TYPE_CHECKING:
 
 LOG_SUFFIX = ".log"
 # Lines of a task's own output worth showing: Python tracebacks, scheduler and kernel
-# messages (srun/slurmstepd errors, OOM kills, time limits, signals).
+# messages (srun/slurmstepd errors, OOM kills, time limits, signals), and the shell's own
+# complaints when the job cannot even start (a wrong python, a missing module or directory).
 ERROR_LINE = re.compile(
     rb"error|traceback|exception|killed|oom|out of memory|segmentation fault|"
-    rb"cancelled|time limit|exceeded|core dumped",
+    rb"cancelled|time limit|exceeded|core dumped|no such file or directory|"
+    rb"command not found|permission denied",
     re.IGNORECASE,
 )
 MAX_ERROR_LINES = 20  # per task: the most recent error lines are kept

@@ -32,6 +32,7 @@ class Claim:
     host: str
     pid: int
     group: int = 0  # the resource group the task's array was submitted for (always sent)
+    array: str = ""  # the task's array: its claims show the array's tasks could start
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ _KINDS: Final = {
     "error": "str",
     "pid": "int",
     "group": "int",
+    "array": "str",
     "learner": "int",
     "npoints": "int",
     "memory": "int",

@@ -75,6 +75,7 @@ class RunConfig:
     max_simultaneous_jobs: int = 100
     poll_interval_s: float = 10.0
     kill_on_error: list[str] | None = None  # patterns of error_watch.py; None: off
+    claim_timeout_s: float = 300.0  # a task running this long without a claim failed to start
     version: int = CONFIG_VERSION
 
 

@@ -88,6 +88,11 @@ class RunManager:
         Seconds between two looks at the scheduler's queue; default per scheduler.
     overwrite
         Replace an existing run directory whose learners or fnames differ.
+    claim_timeout
+        A job running this long without asking the database manager for a learner cannot
+        reach it (or hangs before Python starts): it is cancelled and counts as a start
+        failure of its group. After ``max_fails`` arrays in a row whose jobs all ended
+        without a claim, the group's waiting learners fail with the jobs' own error lines.
     kill_on_error
         Cancel a job whose own output (the non-event lines of ``logs/<task>.log``) shows one
         of these plain substrings and count a failure for its learner, with the line as the
@@ -114,6 +119,7 @@ class RunManager:
         poll_interval: float | timedelta | None = None,
         overwrite: bool = False,
         kill_on_error: Sequence[str] | None = DEFAULT_KILL_PATTERNS,
+        claim_timeout: float | timedelta = 300.0,
     ) -> None:
         if len(learners) != len(fnames):
             raise ConfigError(
@@ -143,6 +149,7 @@ class RunManager:
             if lease_timeout is None
             else _seconds(lease_timeout, "lease_timeout")
         )
+        self.claim_timeout_s = _seconds(claim_timeout, "claim_timeout")
         self._set_groups([scheduler], [0] * len(self.learners), poll_interval)
         self.dependencies = {int(k): [int(d) for d in v] for k, v in (dependencies or {}).items()}
         self.overwrite = overwrite
@@ -273,6 +280,7 @@ class RunManager:
             max_simultaneous_jobs=self.max_simultaneous_jobs,
             poll_interval_s=self.poll_interval_s,
             kill_on_error=list(self.kill_on_error),
+            claim_timeout_s=self.claim_timeout_s,
         )
 
     def _create(self, digest: str, *, replace: bool) -> None:
@@ -364,6 +372,9 @@ class RunManager:
             max_simultaneous_jobs=self.max_simultaneous_jobs,
             lease_timeout_s=self.lease_timeout_s,
             poll_interval_s=self.poll_interval_s,
+            max_fails=self.max_fails,
+            claim_timeout_s=self.claim_timeout_s,
+            url=url,
             kill_on_error=self.kill_on_error,
         )
         self.job_manager.start()
@@ -404,6 +415,7 @@ class RunManager:
             dependencies=dependencies,
             poll_interval=config.poll_interval_s,
             kill_on_error=config.kill_on_error,
+            claim_timeout=config.claim_timeout_s,
         )
 
     @classmethod

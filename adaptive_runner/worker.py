@@ -169,7 +169,9 @@ class _Task:
         host, pid = os.uname().nodename, os.getpid()
         finished = 0
         while self.stop.reason is None:
-            assignment = self.client.claim(host=host, pid=pid, group=self.group_index)
+            assignment = self.client.claim(
+                host=host, pid=pid, group=self.group_index, array=self.identity.array_id
+            )
             if assignment is None:
                 # After a first learner this is no outcome: the record keeps that learner's.
                 self.log.info("no_work" if finished == 0 else "no_more_work", host=host, pid=pid)

@@ -91,7 +91,7 @@ def reply(socket: zmq.Socket[bytes], timeout_ms: int = REPLY_MS) -> dict[str, An
 
 
 def claim_message(task: str) -> bytes:
-    claim = {"v": 1, "op": "claim", "task": task, "host": "h", "pid": 1, "group": 0}
+    claim = {"v": 1, "op": "claim", "task": task, "host": "h", "pid": 1, "group": 0, "array": ""}
     return json.dumps(claim).encode()
 
 

@@ -23,7 +23,15 @@ from adaptive_runner.protocol import (
     encode_request,
 )
 
-CLAIM = {"v": 1, "op": "claim", "task": "123_4", "host": "node1", "pid": 42, "group": 0}
+CLAIM = {
+    "v": 1,
+    "op": "claim",
+    "task": "123_4",
+    "host": "node1",
+    "pid": 42,
+    "group": 0,
+    "array": "123",
+}
 
 
 def raw(obj: object) -> bytes:
@@ -60,7 +68,7 @@ def test_integer_where_float_expected_is_accepted() -> None:
 def test_size_cap() -> None:
     padding = MAX_MESSAGE_BYTES - len(raw(CLAIM | {"host": ""}))
     big = CLAIM | {"host": "x" * padding}
-    assert decode(raw(big)) == Claim("123_4", "x" * padding, 42)
+    assert decode(raw(big)) == Claim("123_4", "x" * padding, 42, 0, "123")
     with pytest.raises(ProtocolError, match="exceeds the 65536 limit"):
         decode(raw(CLAIM | {"host": "x" * (padding + 1)}))
 

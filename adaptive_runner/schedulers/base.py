@@ -117,8 +117,24 @@ class Scheduler(ABC):
         return render_job_script(self, ctx)
 
     @abstractmethod
-    def submit(self, script: Path, *, n_tasks: int, max_running: int) -> str:
-        """Submit ``script`` as one array of ``n_tasks`` tasks; return the array's id."""
+    def submit(
+        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
+    ) -> str:
+        """Submit ``script`` as one array of ``n_tasks`` tasks under ``tag``; return its id.
+
+        Submitting is not idempotent, so it is tried once: a submit command may queue the
+        array and still fail (a time-out on the way back). The caller then asks
+        :meth:`find_tagged` before submitting again. ``tag`` is unique per submission and
+        becomes the job name (letters, digits, ``_.+-``); None keeps the script's own.
+        """
+
+    @abstractmethod
+    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
+        """Tag -> array id for the arrays submitted under ``tags`` that the scheduler knows.
+
+        One scheduler call; asked only after a submission failed, to adopt an array that was
+        queued all the same instead of submitting it twice.
+        """
 
     @abstractmethod
     def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:

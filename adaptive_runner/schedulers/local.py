@@ -89,7 +89,9 @@ class Local(Scheduler):
                 f"kill_grace_s must be a positive number of seconds, got {self.kill_grace_s!r}"
             )
 
-    def submit(self, script: Path, *, n_tasks: int, max_running: int) -> str:
+    def submit(
+        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
+    ) -> str:
         """Start a detached supervisor that runs ``bash script`` as tasks 0..n_tasks-1.
 
         The array's files go to ``script.parent / <array_id>``, so ``script`` must be in the
@@ -109,6 +111,7 @@ class Local(Scheduler):
             "max_running": max_running,
             "kill_grace_s": float(self.kill_grace_s),
             "submitted": time.time(),
+            "tag": tag,
         }
         atomic_write(array_dir / ARRAY_FILE, json.dumps(spec).encode())
         log_file = array_dir / SUPERVISOR_LOG
@@ -147,6 +150,17 @@ class Local(Scheduler):
             if (array_dir / ARRAY_FILE).is_file():
                 states.update(_array_states(array_dir))
         return states
+
+    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
+        """Tag -> array id, from the ``array.json`` files of the run's arrays."""
+        wanted = set(tags)
+        found: dict[str, str] = {}
+        for array_file in jobs_dir.glob(f"L*/{ARRAY_FILE}"):
+            if _ARRAY_ID.fullmatch(array_file.parent.name):
+                tag = _read_json(array_file, what="array file").get("tag")
+                if tag in wanted:
+                    found[tag] = array_file.parent.name
+        return found
 
     def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
         """Cancel tasks (``L3_4``) or whole arrays (``L3``); returns without waiting.

@@ -233,10 +233,18 @@ class PBS(Scheduler):
             return int(match.group(1))
         return PBSPRO_DEFAULT_MAX_ARRAY_SIZE if self.flavor == "pbspro" else None
 
-    def submit(self, script: Path, *, n_tasks: int, max_running: int) -> str:
-        """Submit ``script`` as one array with one qsub call; return ``123[].server``."""
+    def submit(
+        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
+    ) -> str:
+        """Submit ``script`` as one array with one qsub call; return ``123[].server``.
+
+        One attempt (see :meth:`Scheduler.submit`); ``tag`` becomes the job name (``-N``).
+        """
         options = [item for pair in self.array_options(n_tasks, max_running) for item in pair]
-        out = run_command(["qsub", *options, str(script)], missing_hint=MISSING_HINT)
+        name = [] if tag is None else ["-N", tag]
+        out = run_command(
+            ["qsub", *name, *options, str(script)], retries=1, missing_hint=MISSING_HINT
+        )
         job_id = out.strip()
         if not _JOB_ID.fullmatch(job_id):
             raise SchedulerCommandError(f"qsub printed {out!r}, expected a job id like 123[].srv")
@@ -267,6 +275,20 @@ class PBS(Scheduler):
             states = parse(out)
             return {task: state for task, state in states.items() if self.array_of(task) in wanted}
         return {}
+
+    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
+        """Tag -> array id from one qstat listing of the server's jobs (with their names)."""
+        del jobs_dir
+        if not tags:
+            return {}
+        if self.flavor == "pbspro":
+            out = run_command(["qstat", "-f", "-F", "json", "-x"], missing_hint=MISSING_HINT)
+            names = parse_pbspro_names(out)
+        else:
+            out = run_command(["qstat", "-x"], missing_hint=MISSING_HINT)
+            names = parse_torque_names(out)
+        wanted = set(tags)
+        return {name: job_id for job_id, name in names.items() if name in wanted}
 
     def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
         """Cancel tasks (``123[4].server``) or whole arrays (``123[].server``) with one qdel.
@@ -395,6 +417,24 @@ def parse_pbspro_json(text: str) -> dict[str, JobState]:
     return _scan_pbspro_jobs(text)
 
 
+def parse_pbspro_names(text: str) -> dict[str, str]:
+    """Job id -> job name for arrays and plain jobs in ``qstat -f -F json`` (no ``-t``)."""
+    try:
+        data = json.loads(_blank_variable_lists(text))
+    except json.JSONDecodeError as e:
+        raise SchedulerCommandError(
+            f"cannot read qstat -F json output ({e}): {text[:300]!r}"
+        ) from e
+    jobs = data.get("Jobs", {}) if isinstance(data, dict) else None
+    if not isinstance(jobs, dict):
+        raise SchedulerCommandError(f"qstat -F json output has no Jobs object: {text[:300]!r}")
+    return {
+        job_id: str(attrs.get("Job_Name", ""))
+        for job_id, attrs in jobs.items()
+        if isinstance(attrs, dict) and not _SUBJOB.match(job_id)
+    }
+
+
 _VARLIST_OPEN = re.compile(r'^(?P<indent>[ \t]*)"Variable_List"\s*:\s*\{\s*$')
 
 
@@ -478,6 +518,22 @@ def parse_torque_xml(text: str) -> dict[str, JobState]:
         state = (job.findtext("job_state") or "").strip()
         states[job_id] = job_state(state, _exit_status(job.findtext("exit_status")))
     return states
+
+
+def parse_torque_names(text: str) -> dict[str, str]:
+    """Job id -> job name for arrays and plain jobs in Torque's ``qstat -x`` (no ``-t``)."""
+    body = text.strip()
+    if not body:
+        return {}
+    root = _parse_xml(body) or _parse_xml(_XML_VARLIST.sub("", body))
+    if root is None or root.tag != "Data":
+        raise SchedulerCommandError(f"cannot read Torque qstat -x output: {body[:300]!r}")
+    names: dict[str, str] = {}
+    for job in root.iter("Job"):
+        job_id = (job.findtext("Job_Id") or "").strip()
+        if job_id and not _SUBJOB.match(job_id):
+            names[job_id] = (job.findtext("Job_Name") or "").strip()
+    return names
 
 
 def _parse_xml(text: str) -> Any:

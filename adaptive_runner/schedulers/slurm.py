@@ -154,6 +154,21 @@ def parse_squeue(text: str, array_ids: Collection[str]) -> dict[str, JobState]:
     return states
 
 
+def parse_squeue_names(text: str, tags: Collection[str]) -> dict[str, str]:
+    """Job name -> array id in ``squeue -h -o '%F|%j'`` output, for the names in ``tags``."""
+    wanted = set(tags)
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        array_id, sep, name = line.partition("|")
+        if not sep or not array_id.isdigit():
+            raise SchedulerCommandError(f"unexpected squeue line {line!r}: want '%F|%j'")
+        if name in wanted:
+            found[name] = array_id
+    return found
+
+
 def parse_sacct(text: str, array_ids: Collection[str]) -> dict[str, JobState]:
     """Task id -> state for the tasks of ``array_ids`` in sacct output.
 
@@ -353,17 +368,36 @@ class SLURM(Scheduler):
         out = run_command(["scontrol", "show", "config"], missing_hint=_MISSING_HINT)
         return parse_max_array_size(out)
 
-    def submit(self, script: Path, *, n_tasks: int, max_running: int) -> str:
-        """Submit ``script`` as one array of ``n_tasks`` tasks, at most ``max_running`` at once."""
+    def submit(
+        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
+    ) -> str:
+        """Submit ``script`` as one array of ``n_tasks`` tasks, at most ``max_running`` at once.
+
+        One attempt: sbatch may queue the array and still fail (``Socket timed out``), so a
+        retry is the job manager's, after :meth:`find_tagged` (``tag`` is the job name).
+        """
         if n_tasks <= 0 or max_running <= 0:
             raise ConfigError(
                 f"n_tasks and max_running must be positive, got {n_tasks} and {max_running}"
             )
+        name = [] if tag is None else [f"--job-name={tag}"]
         out = run_command(
-            ["sbatch", "--parsable", f"--array=0-{n_tasks - 1}%{max_running}", str(script)],
+            ["sbatch", "--parsable", *name, f"--array=0-{n_tasks - 1}%{max_running}", str(script)],
+            retries=1,
             missing_hint=_MISSING_HINT,
         )
         return parse_sbatch(out)
+
+    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
+        """Tag -> array id for the user's jobs named by ``tags`` (one squeue call)."""
+        del jobs_dir
+        if not tags:
+            return {}
+        out = run_command(
+            ["squeue", "--me", "-h", "-t", "all", "--name", ",".join(sorted(tags)), "-o", "%F|%j"],
+            missing_hint=_MISSING_HINT,
+        )
+        return parse_squeue_names(out, tags)
 
     def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
         """State of every task of these arrays squeue knows, finished ones for MinJobAge too."""
