@@ -237,11 +237,17 @@ class Database:
         """Give ``task`` the first claimable learner (the same one again on a repeat).
 
         Every claim, with work or without, counts for ``array`` (the task's array): its
-        tasks reached the database manager, so it is no start failure.
+        tasks reached the database manager, so it is no start failure, and the group's start
+        failures in a row end.
         """
         with self._transaction() as c:
             if array:
                 c.execute("UPDATE arrays SET claims = claims + 1 WHERE array_id = ?", (array,))
+                c.execute(
+                    "UPDATE groups SET start_failures = 0, start_error = NULL"
+                    " WHERE grp = ? AND start_failures > 0",
+                    (group,),
+                )
             held = c.execute(
                 "SELECT idx, fname FROM learners WHERE task = ? AND state = 'running'", (task,)
             ).fetchone()
@@ -498,13 +504,6 @@ class Database:
             "SELECT start_failures FROM groups WHERE grp = ?", (group,)
         ).fetchone()
         return 0 if row is None else int(row[0])
-
-    def reset_start_failures(self, group: int) -> None:
-        """An array of ``group`` reached the manager: its start failures in a row end."""
-        with self._transaction() as c:
-            c.execute(
-                "UPDATE groups SET start_failures = 0, start_error = NULL WHERE grp = ?", (group,)
-            )
 
     def record_submit_error(self, group: int, *, error: str) -> None:
         """Remember why the last submission for ``group`` failed (cleared by the next array)."""

@@ -212,9 +212,10 @@ class JobManager:
         memory = self._finish_arrays(db, snap, memory)
         counts = db.counts()
         if counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0:
-            # Pending tasks would only start to find no work; running ones are exiting.
-            pending = {t for q in snap.queues for t, s in q.items() if s == JobState.PENDING}
-            self._cancel(snap, pending)
+            # Pending tasks would only start to find no work; running ones that held a learner
+            # are exiting, and those that never claimed would find none (or hang).
+            active = snap.active()
+            self._cancel(snap, set(active) - db.claimed(active))
             for array_id in db.active_arrays():
                 db.finish_array(array_id, now=snap.now)
             log.info("run finished", **counts)
@@ -346,9 +347,7 @@ class JobManager:
                 claims = db.finish_array(array_id, now=snap.now)
                 if claims is None:
                     continue
-                if claims:
-                    db.reset_start_failures(group)
-                else:
+                if claims == 0:
                     self._start_failed(db, snap, group, array_id, unreachable.get(array_id))
                 unreachable.pop(array_id, None)
         return replace(memory, unreachable=unreachable)
@@ -387,7 +386,14 @@ class JobManager:
         """Per group, submit one array for the claimable learners no queued task will take."""
         active = snap.active()
         room = self.max_simultaneous_jobs - len(active)
-        about_to_claim = set(active) - set(snap.holders) - memory.cancelling
+        # Not those being cancelled as lost; those cancelled for never claiming count until
+        # their array ends, when it counts as a start failure (and a probe follows).
+        lost = {
+            t
+            for t in memory.cancelling
+            if self.schedulers[active[t]].array_of(t) not in memory.unreachable
+        }
+        about_to_claim = set(active) - set(snap.holders) - lost
         probing = {state.group for state in db.group_states() if state.start_failures}
         failed = dict(memory.failed_submissions)
         for group in range(len(self.schedulers)):
@@ -403,7 +409,7 @@ class JobManager:
             n_tasks = db.n_claimable(group) - sum(active[t] == group for t in about_to_claim)
             if group in probing:
                 # Its last array could not start: one task at a time until one claims.
-                if snap.arrays[group]:
+                if group in active.values():
                     continue
                 n_tasks = min(n_tasks, 1)
             n_tasks = min(n_tasks, room)

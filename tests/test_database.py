@@ -405,3 +405,33 @@ def test_counts_match_states_after_random_operations(tmp_path: Path) -> None:
                     assert db._conn.execute(
                         "SELECT unfinished_deps FROM learners WHERE idx = ?", (r.index,)
                     ).fetchone() == (waiting_on,)
+
+
+def test_a_schema_1_file_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    Database.create(path, ["a", "b"], dependencies={}, max_fails=3).close()
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "DROP TABLE groups; ALTER TABLE arrays DROP COLUMN tag;"
+        " ALTER TABLE arrays DROP COLUMN claims; UPDATE meta SET value = 1 WHERE key = 'schema';"
+    )
+    conn.close()
+    with Database.open(path) as db:
+        db.record_array("7", n_tasks=1, script="s", now=1.0, tag="run-1")
+        assert db.claim("7_0", host="h", pid=1, now=2.0, array="7") is not None
+        assert db.finish_array("7", now=3.0) == 1
+        assert db.record_start_failure(0, reason="why") == 1
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (2,)
+    conn.close()
+
+
+def test_a_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    Database.create(path, ["a"], dependencies={}, max_fails=3).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ConfigError, match="has schema 99"):
+        Database.open(path)

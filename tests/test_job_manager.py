@@ -1,0 +1,293 @@
+"""JobManager.round() driven with an in-memory scheduler and a fake clock (no processes).
+
+The scheduler here is a plain Python object that keeps its arrays in dicts and can be told
+to fail a submission before or after queueing it; the database is the real sqlite file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import pytest
+from helpers_run import make_run
+
+from adaptive_runner.database import Database
+from adaptive_runner.errors import SchedulerCommandError
+from adaptive_runner.job_manager import JobManager
+from adaptive_runner.schedulers.base import JobState, Scheduler, TaskIdentity
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterator, Mapping
+    from pathlib import Path
+
+    from adaptive_runner.run_dir import RunDir
+
+URL = "tcp://login1:5555"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryScheduler(Scheduler):
+    """Arrays in dicts: ``arrays[id][task] = state``; every call is recorded in ``calls``."""
+
+    name: ClassVar[str] = "memory"
+    template_name: ClassVar[str] = "local.sh.j2"
+
+    arrays: dict[str, dict[str, JobState]] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # tag -> array id
+    calls: list[tuple[str, object]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # next submits: "before"/"after" queueing
+    array_limit: int | None = None
+
+    def submit(
+        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
+    ) -> str:
+        del script, max_running
+        self.calls.append(("submit", n_tasks))
+        failure = self.failures.pop(0) if self.failures else None
+        if failure == "before":
+            raise SchedulerCommandError("sbatch: error: Batch job submission failed")
+        array_id = str(100 + len(self.arrays))
+        self.arrays[array_id] = {f"{array_id}_{i}": JobState.PENDING for i in range(n_tasks)}
+        if tag is not None:
+            self.tags[tag] = array_id
+        if failure == "after":
+            raise SchedulerCommandError("sbatch: error: Socket timed out on send/recv operation")
+        return array_id
+
+    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
+        del jobs_dir
+        self.calls.append(("find_tagged", sorted(tags)))
+        return {tag: self.tags[tag] for tag in tags if tag in self.tags}
+
+    def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
+        del jobs_dir
+        self.calls.append(("queue", sorted(array_ids)))
+        return {t: s for a in array_ids for t, s in self.arrays.get(a, {}).items()}
+
+    def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
+        del jobs_dir
+        self.calls.append(("cancel", sorted(ids)))
+        for task in ids:
+            self.arrays[self.array_of(task)][task] = JobState.CANCELLED
+
+    def max_array_size(self) -> int | None:
+        return self.array_limit
+
+    @classmethod
+    def task_identity(cls, environ: Mapping[str, str]) -> TaskIdentity:
+        raise NotImplementedError
+
+    # -- helpers for the tests --
+
+    def set_all(self, array_id: str, state: JobState) -> None:
+        for task in self.arrays[array_id]:
+            self.arrays[array_id][task] = state
+
+    def submitted(self) -> list[object]:
+        return [n for call, n in self.calls if call == "submit"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> RunDir:
+    return make_run(tmp_path / "run", 3)
+
+
+@pytest.fixture
+def db(run: RunDir) -> Iterator[Database]:
+    with Database.open(run.database) as database:
+        yield database
+
+
+def manager(run: RunDir, scheduler: Scheduler, clock: Clock, **options: float) -> JobManager:
+    settings: dict[str, float] = {
+        "max_simultaneous_jobs": 10,
+        "lease_timeout_s": 600.0,
+        "poll_interval_s": 10.0,
+        "max_fails": 3,
+        "claim_timeout_s": 300.0,
+    } | options
+    return JobManager(
+        run,
+        [scheduler],
+        max_simultaneous_jobs=int(settings["max_simultaneous_jobs"]),
+        lease_timeout_s=settings["lease_timeout_s"],
+        poll_interval_s=settings["poll_interval_s"],
+        max_fails=int(settings["max_fails"]),
+        claim_timeout_s=settings["claim_timeout_s"],
+        url=URL,
+        clock=clock,
+    )
+
+
+def test_jobs_that_cannot_start_end_the_run_with_their_error(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock)
+    assert jm.round(db) is False
+    assert scheduler.submitted() == [3]
+    for round_number in range(3):
+        (array_id,) = db.active_arrays()
+        first = f"{array_id}_0"
+        run.task_log(first).write_text(
+            "bash: line 12: /nonexistent/python: No such file or directory\n"
+        )
+        scheduler.set_all(array_id, JobState.FAILED)
+        clock.now += 10
+        finished = jm.round(db)
+        assert db.start_failures(0) == round_number + 1
+        assert finished is (round_number == 2)
+    # The first array had all three tasks, the probes after it one each: 5 tasks, not 9.
+    assert scheduler.submitted() == [3, 1, 1]
+    counts = db.counts()
+    assert counts["failed"] == 3
+    reason = db.learners()[0].error
+    assert reason is not None
+    assert "3 array(s) in a row ended without any task reaching the database manager" in reason
+    assert "/nonexistent/python: No such file or directory" in reason
+    assert "(failed)" in reason  # how the task ended, as the scheduler said
+
+
+def test_a_claim_ends_the_start_failures(run: RunDir, db: Database, clock: Clock) -> None:
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock)
+    jm.round(db)
+    (first,) = db.active_arrays()
+    scheduler.set_all(first, JobState.FAILED)
+    clock.now += 10
+    jm.round(db)  # start failure 1; a probe of one task goes out
+    (probe,) = db.active_arrays()
+    assert scheduler.submitted() == [3, 1]
+    task = f"{probe}_0"
+    scheduler.arrays[probe][task] = JobState.RUNNING
+    assert db.claim(task, host="n", pid=1, now=clock.now, array=probe) is not None
+    assert db.start_failures(0) == 0
+    assert db.group_states() == []
+    clock.now += 10
+    jm.round(db)
+    assert scheduler.submitted() == [3, 1, 2]  # the probe runs: the rest go out together
+
+
+def test_a_task_that_never_claims_is_cancelled_and_explained(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock, claim_timeout_s=300.0, max_fails=1)
+    jm.round(db)
+    (array_id,) = db.active_arrays()
+    scheduler.set_all(array_id, JobState.RUNNING)
+    clock.now += 10
+    jm.round(db)  # first seen running
+    clock.now += 299
+    jm.round(db)
+    assert not [c for c in scheduler.calls if c[0] == "cancel"]
+    clock.now += 1
+    jm.round(db)  # 300 s since seen running: cancelled
+    cancels = [ids for call, ids in scheduler.calls if call == "cancel"]
+    assert cancels == [[f"{array_id}_0", f"{array_id}_1", f"{array_id}_2"]]
+    clock.now += 10
+    assert jm.round(db) is True  # the array ended without a claim; max_fails=1: run over
+    reason = db.learners()[0].error
+    assert reason is not None
+    assert f"without reaching the database manager at {URL}" in reason
+    assert "host=" in reason
+    assert "interface=" in reason
+
+
+def test_a_submission_that_queued_then_failed_is_adopted_not_repeated(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    scheduler = MemoryScheduler(failures=["after"])
+    jm = manager(run, scheduler, clock, poll_interval_s=10.0)
+    jm.round(db)
+    assert scheduler.submitted() == [3]
+    assert db.active_arrays() == []
+    (state,) = db.group_states()
+    assert state.submit_error is not None
+    assert "Socket timed out" in state.submit_error
+    (queued,) = scheduler.arrays
+    # A task of the array the run does not know yet claims: it is not taken for lost.
+    task = f"{queued}_0"
+    scheduler.arrays[queued][task] = JobState.RUNNING
+    db.claim(task, host="n", pid=1, now=clock.now, array=queued)
+    clock.now += 5
+    jm.round(db)  # before its back-off: no tag asked, nothing submitted
+    assert scheduler.submitted() == [3]
+    assert not [c for c in scheduler.calls if c[0] == "find_tagged"]
+    clock.now += 5
+    jm.round(db)
+    assert [c for c in scheduler.calls if c[0] == "find_tagged"] == [
+        ("find_tagged", [next(iter(scheduler.tags))])
+    ]
+    assert scheduler.submitted() == [3]  # one real array for one submission
+    assert db.active_arrays() == [queued]
+    assert db.group_states() == []  # the submit error is cleared
+    assert db.counts()["running"] == 1
+    assert db.learners()[0].failures == 0
+
+
+def test_failing_submissions_back_off(run: RunDir, db: Database, clock: Clock) -> None:
+    scheduler = MemoryScheduler(failures=["before"] * 4)
+    jm = manager(run, scheduler, clock, poll_interval_s=10.0)
+    submits_at: list[float] = []
+    for _ in range(160):
+        before = len(scheduler.submitted())
+        jm.round(db)
+        if len(scheduler.submitted()) > before:
+            submits_at.append(clock.now - 1_000_000.0)
+        clock.now += 1
+    # Tried at 0, then 10, 20, 40 and 80 s after each failure; the fifth try works.
+    assert submits_at == [0, 10, 30, 70, 150]
+    assert len(db.active_arrays()) == 1
+
+
+def test_arrays_split_at_the_schedulers_limit(tmp_path: Path, clock: Clock) -> None:
+    run = make_run(tmp_path / "run", 5)
+    scheduler = MemoryScheduler(array_limit=2)
+    with Database.open(run.database) as db:
+        manager(run, scheduler, clock).round(db)
+        assert scheduler.submitted() == [2, 2, 1]
+        assert len(db.active_arrays()) == 3
+
+
+def test_lost_tasks_are_counted_and_cancelled_until_gone(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock, lease_timeout_s=60.0)
+    jm.round(db)
+    (array_id,) = db.active_arrays()
+    vanishing, silent = f"{array_id}_0", f"{array_id}_1"
+    for task in (vanishing, silent):
+        scheduler.arrays[array_id][task] = JobState.RUNNING
+        db.claim(task, host="n", pid=1, now=clock.now, array=array_id)
+    del scheduler.arrays[array_id][vanishing]  # gone from the queue without a word
+    clock.now += 10
+    jm.round(db)
+    rows = {row.index: row for row in db.learners()}
+    assert rows[0].state == "waiting"
+    assert rows[0].failures == 1
+    assert rows[0].error is not None
+    assert "vanished" in rows[0].error
+    clock.now += 61  # the other one's lease expires: it is cancelled
+    jm.round(db)
+    assert ("cancel", [silent]) in scheduler.calls
+    scheduler.arrays[array_id][silent] = JobState.RUNNING  # the cancel did not take
+    clock.now += 10
+    jm.round(db)
+    assert scheduler.calls.count(("cancel", [silent])) == 2  # asked again
+    assert db.learners()[1].failures == 1

@@ -1,0 +1,87 @@
+"""Jobs that cannot start, on the real Local scheduler: bounded submissions, a reason to act on."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from helpers_run import make_learners
+
+import adaptive_runner as ar
+from adaptive_runner.database import Database
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def start_run(tmp_path: Path, scheduler: ar.Local, **options: Any) -> ar.RunManager:
+    learners = make_learners(3)
+    fnames = [tmp_path / "data" / f"{i}.pickle" for i in range(len(learners))]
+    settings: dict[str, Any] = {
+        "goal": 30,
+        "run_dir": tmp_path / "run",
+        "max_simultaneous_jobs": 4,
+        "poll_interval": 0.3,
+        "max_fails": 3,
+    }
+    return ar.RunManager(scheduler, learners, fnames, **(settings | options)).start()
+
+
+def arrays_and_reason(tmp_path: Path) -> tuple[int, str]:
+    with Database.open(tmp_path / "run" / "state.sqlite") as db:
+        errors = {row.error for row in db.learners()}
+        assert len(errors) == 1, errors
+        (error,) = errors
+        assert error is not None
+        return len(db.recorded_arrays()), error
+
+
+def manager_log(tmp_path: Path) -> list[dict[str, Any]]:
+    lines = (tmp_path / "run" / "manager.log").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "said"),
+    [
+        (ar.Local(python="/nonexistent/python"), "/nonexistent/python: No such file or directory"),
+        (ar.Local(extra_script="module load gcc/12"), "module: command not found"),
+    ],
+    ids=["wrong-python", "failing-extra-script"],
+)
+def test_jobs_that_cannot_start_fail_the_run_with_their_own_words(
+    tmp_path: Path, scheduler: ar.Local, said: str
+) -> None:
+    rm = start_run(tmp_path, scheduler)
+    try:
+        assert rm.wait(timeout=120) is False  # ended, not timed out: the learners failed
+    finally:
+        rm.stop()
+    assert rm.status()["failed"] == 3
+    n_arrays, reason = arrays_and_reason(tmp_path)
+    assert n_arrays == 3  # max_fails arrays, then no more submissions
+    assert "cannot start: 3 array(s) in a row" in reason
+    assert said in reason
+    assert "exit code 127" in reason or "(failed)" in reason
+    events = [line for line in manager_log(tmp_path) if line.get("event", "").startswith("giving")]
+    assert len(events) == 1
+    assert said in events[0]["reason"]
+
+
+def test_a_job_that_hangs_before_claiming_is_cancelled_and_explained(tmp_path: Path) -> None:
+    # The task runs but never reaches the manager, as on a node that cannot connect to it.
+    rm = start_run(
+        tmp_path,
+        ar.Local(extra_script="sleep 600", kill_grace_s=1),
+        claim_timeout=2,
+        max_fails=1,
+    )
+    try:
+        assert rm.wait(timeout=120) is False
+    finally:
+        rm.stop()
+    n_arrays, reason = arrays_and_reason(tmp_path)
+    assert n_arrays == 1
+    assert "without reaching the database manager at tcp://127.0.0.1:" in reason
+    assert "host=" in reason
