@@ -1,0 +1,83 @@
+"""Day-2 failures on the real one-node SLURM: jobs that cannot start, a submit that fails late."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from typing import TYPE_CHECKING
+
+import pytest
+from helpers_run import make_learners
+from test_slurm_run import run, run_arrays, sbatch_calls
+
+import adaptive_runner as ar
+from adaptive_runner.database import Database
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+__all__ = ["run", "sbatch_calls"]  # fixtures, used by name
+
+PATIENCE_S = 150.0  # a bound on every wait (a failure guard, not a timing assertion)
+
+
+def test_failing_module_load_ends_after_max_fails_arrays(
+    run: Callable[..., ar.RunManager], sbatch_calls: Path
+) -> None:
+    rm = run(
+        make_learners(3),
+        scheduler=ar.SLURM(cores=1, extra_script="module load gcc/12"),
+        max_fails=2,
+    )
+    assert rm.wait(timeout=PATIENCE_S) is False
+    calls = sbatch_calls.read_text().splitlines()
+    assert len(calls) == 2  # max_fails arrays, then nothing more for a shared slurmctld
+    with Database.open(rm.run_dir.database) as db:
+        errors = {row.error for row in db.learners()}
+    (error,) = errors
+    assert error is not None
+    assert "cannot start: 2 array(s) in a row" in error
+    assert "module: command not found" in error
+
+
+@pytest.fixture
+def late_failing_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An ``sbatch`` that queues the array, then reports a time-out once (as SLURM may)."""
+    real = shutil.which("sbatch")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls, failed = tmp_path / "sbatch-calls", tmp_path / "sbatch-failed-once"
+    calls.touch()
+    script = f"""#!/bin/sh
+echo "$*" >> {shlex.quote(str(calls))}
+out=$({shlex.quote(real)} "$@") || exit $?
+if [ ! -e {shlex.quote(str(failed))} ]; then
+    touch {shlex.quote(str(failed))}
+    echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2
+    exit 1
+fi
+echo "$out"
+"""
+    wrapper = bin_dir / "sbatch"
+    wrapper.write_text(script)
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
+def test_submit_that_queues_then_fails_is_adopted(
+    run: Callable[..., ar.RunManager], late_failing_sbatch: Path
+) -> None:
+    rm = run(make_learners(2))
+    assert rm.wait(timeout=PATIENCE_S) is True
+    assert len(late_failing_sbatch.read_text().splitlines()) == 1  # one submission
+    assert len(run_arrays(rm.run_dir.path)) == 1  # one array, adopted by its tag
+    with Database.open(rm.run_dir.database) as db:
+        assert all(row.failures == 0 for row in db.learners())
+        assert db.group_states() == []
+    log = (rm.run_dir.path / "manager.log").read_text()
+    assert "adopted an array whose submission had failed" in log
