@@ -207,7 +207,7 @@ class JobManager:
         snap = self._look(db, self.clock())
         killed = self._kill_on_error(db, snap)
         lost = self._reclaim(db, snap)
-        memory, timed_out = self._claim_timeouts(db, snap)
+        memory, timed_out = self._claim_timeouts(db, snap, self.memory)
         memory = self._cancel_lost(snap, memory, killed | lost | timed_out)
         memory = self._finish_arrays(db, snap, memory)
         counts = db.counts()
@@ -306,9 +306,10 @@ class JobManager:
         states.update((task, None) for task in tasks if task not in states)
         return states
 
-    def _claim_timeouts(self, db: Database, snap: Snapshot) -> tuple[Memory, set[str]]:
-        """Cancel tasks that run but never claimed within claim_timeout_s (start failures)."""
-        memory = self.memory
+    def _claim_timeouts(
+        self, db: Database, snap: Snapshot, memory: Memory
+    ) -> tuple[Memory, set[str]]:
+        """The tasks running without a claim for claim_timeout_s (to cancel: start failures)."""
         active = snap.active()
         running = [
             task

@@ -16,7 +16,13 @@ import pytest
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.schedulers.base import JobState, ScriptContext
-from adaptive_runner.schedulers.pbs import PBS, parse_pbspro_json, parse_torque_xml
+from adaptive_runner.schedulers.pbs import (
+    PBS,
+    parse_pbspro_json,
+    parse_pbspro_names,
+    parse_torque_names,
+    parse_torque_xml,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -402,3 +408,27 @@ def test_fake_qsub_speaks_only_its_dialect(fake_pbs: str, tmp_path: Path) -> Non
             ["qsub", "-J", "0-0", str(script)], capture_output=True, text=True, check=False
         )
         assert "illegal -J value" in proc.stderr
+
+
+@pytest.mark.parametrize("n_tasks", [1, 3])
+def test_find_tagged_through_the_fakes(fake_pbs: str, tmp_path: Path, n_tasks: int) -> None:
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    pbs = PBS(flavor=fake_pbs, python=sys.executable)
+    ctx = context(tmp_path, n_tasks=n_tasks, max_running=1, args=["-c", TASK_CODE, str(gate)])
+    script = ctx.run_dir / "tagged.sh"
+    script.write_text(pbs.render(ctx))
+    array_id = pbs.submit(script, n_tasks=n_tasks, max_running=1, tag="run-1a2b")
+    jobs_dir = ctx.run_dir / "jobs"
+    assert pbs.find_tagged(["run-1a2b", "run-other"], jobs_dir=jobs_dir) == {"run-1a2b": array_id}
+    assert pbs.find_tagged(["run-other"], jobs_dir=jobs_dir) == {}
+    pbs.cancel([array_id], jobs_dir=jobs_dir)
+
+
+def test_names_parsed_from_recorded_listings() -> None:
+    for name in ("pbspro_qstat_array.json", "pbspro_qstat_bad_variable_list.json"):
+        names = parse_pbspro_names((DATA / name).read_text())
+        assert names["4711[].pbs01"] == "adaptive"
+        assert not [job for job in names if "[" in job and "[]" not in job]  # no subjobs
+    torque = parse_torque_names((DATA / "torque_qstat_x_summary.xml").read_text())
+    assert torque == {"88[].torque01.hpc.example.edu": "adaptive"}

@@ -20,6 +20,7 @@ from adaptive_runner.schedulers.slurm import (
     parse_sacct,
     parse_sbatch,
     parse_squeue,
+    parse_squeue_names,
     parse_time,
 )
 
@@ -334,3 +335,13 @@ def test_missing_sbatch_says_what_to_check(tmp_path: Path, monkeypatch: pytest.M
     script.write_text("#!/usr/bin/env bash\n")
     with pytest.raises(SchedulerCommandError, match=r"sbatch not found.*SLURM login node"):
         SLURM().submit(script, n_tasks=1, max_running=1)
+
+
+def test_parse_squeue_names_finds_arrays_by_tag() -> None:
+    # squeue --me -h -t all -o '%F|%j' with a held array "run-ab12cd34" (67, three tasks),
+    # a job "other" and earlier runs' finished tasks (one line per task).
+    text = (DATA / "squeue_names.txt").read_text()
+    assert parse_squeue_names(text, ["run-ab12cd34", "run-none"]) == {"run-ab12cd34": "67"}
+    assert parse_squeue_names(text, []) == {}
+    with pytest.raises(SchedulerCommandError, match="want '%F|%j'"):
+        parse_squeue_names("67 run-ab12cd34\n", ["run-ab12cd34"])
