@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -343,5 +344,5 @@ def test_parse_squeue_names_finds_arrays_by_tag() -> None:
     text = (DATA / "squeue_names.txt").read_text()
     assert parse_squeue_names(text, ["run-ab12cd34", "run-none"]) == {"run-ab12cd34": "67"}
     assert parse_squeue_names(text, []) == {}
-    with pytest.raises(SchedulerCommandError, match="want '%F|%j'"):
+    with pytest.raises(SchedulerCommandError, match=re.escape("want '%F|%j'")):
         parse_squeue_names("67 run-ab12cd34\n", ["run-ab12cd34"])
