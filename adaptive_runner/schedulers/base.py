@@ -78,13 +78,13 @@ class TaskEnd:
         word = self.scheduler_state.split(" ", 1)[0]
         if word in _EXPLAINED:
             return f"{self.scheduler_state} ({_EXPLAINED[word]})"
-        if self.state == JobState.CANCELLED:  # the signal is how, not why
-            return self.scheduler_state or self.state.name
+        if word == "CANCELLED":  # "CANCELLED by 1000" says who; its signal is only how
+            return self.scheduler_state
         if self.signal is not None:
             return f"killed by signal {self.signal} ({_signal_name(self.signal)})"
         if self.exit_code:
             return f"{self.state.name}, exit code {self.exit_code}"
-        return self.scheduler_state or self.state.name
+        return self.state.name
 
 
 def _signal_name(number: int) -> str:
