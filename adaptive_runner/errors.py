@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 
 class AdaptiveRunnerError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -16,7 +21,41 @@ class ProtocolError(AdaptiveRunnerError):
 
 
 class SchedulerCommandError(AdaptiveRunnerError):
-    """A scheduler command (sbatch, qsub, ...) failed after its retries."""
+    """A scheduler command (sbatch, qsub, ...) failed, or printed what cannot be read.
+
+    ``run_command`` fills every field, so callers classify a failure from the fields (the
+    schedulers' small pure functions over them), never from the message. A parser raises it
+    with the message alone for output it cannot read; ``command`` is then empty.
+
+    Parameters
+    ----------
+    message
+        Which command, what happened and its stderr, for people.
+    command
+        The command and its arguments.
+    returncode
+        Its exit code; None when it timed out or was not found.
+    stdout
+        What it printed on stdout (its last attempt).
+    stderr
+        What it printed on stderr (its last attempt).
+
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: Sequence[str] = (),
+        returncode: int | None = None,
+        stdout: str = "",
+        stderr: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.command = tuple(command)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
 
 
 class ManagerUnreachableError(AdaptiveRunnerError):

@@ -289,21 +289,23 @@ class JobManager:
         return {task for task, _ in expired}
 
     def _end_states(self, snap: Snapshot, tasks: Collection[str]) -> dict[str, str | None]:
-        """How each ended task ended, as far as the scheduler still knows.
+        """How each ended task ended, in words: exit code or signal where the scheduler has it.
 
-        The queue keeps finished tasks for a while (SLURM's MinJobAge); for the others, one
-        accounting call per group (sacct; nothing where the scheduler keeps no records).
+        One records call per group that has such tasks (sacct, PBS history, Local's exit
+        files); where it knows nothing, the state the queue last showed (SLURM's MinJobAge).
         """
-        states: dict[str, str | None] = {}
+        states: dict[str, str | None] = dict.fromkeys(tasks)
         for group, scheduler in enumerate(self.schedulers):
             mine = [task for task in tasks if scheduler.array_of(task) in snap.arrays[group]]
-            known = {t: str(snap.queues[group][t]) for t in mine if t in snap.queues[group]}
-            unknown = sorted({scheduler.array_of(t) for t in mine if t not in known})
-            if unknown:
-                found = scheduler.exit_states(unknown, jobs_dir=self.run_dir.jobs_dir)
-                known.update((t, str(found[t])) for t in mine if t not in known and t in found)
-            states.update((task, known.get(task)) for task in mine)
-        states.update((task, None) for task in tasks if task not in states)
+            if not mine:
+                continue
+            arrays = sorted({scheduler.array_of(task) for task in mine})
+            found = scheduler.exit_states(arrays, jobs_dir=self.run_dir.jobs_dir)
+            for task in mine:
+                if task in found:
+                    states[task] = found[task].describe()
+                elif task in snap.queues[group]:
+                    states[task] = str(snap.queues[group][task])
         return states
 
     def _claim_timeouts(

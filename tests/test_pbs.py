@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.schedulers.base import JobState, ScriptContext
+from adaptive_runner.schedulers.base import JobState, ScriptContext, TaskEnd
 from adaptive_runner.schedulers.pbs import (
     PBS,
+    only_jobs_gone,
     parse_pbspro_json,
     parse_pbspro_names,
     parse_torque_names,
     parse_torque_xml,
+    task_end,
+    unknown_job_ids,
 )
 
 if TYPE_CHECKING:
@@ -234,6 +237,68 @@ def test_parse_torque_xml_samples() -> None:
         parse_torque_xml("<Data><Job>")
 
 
+@pytest.mark.parametrize(
+    ("state", "exit_status", "end", "reason"),
+    [
+        ("X", 0, TaskEnd(JobState.COMPLETED, 0, None, "job_state=X Exit_status=0"), "COMPLETED"),
+        (
+            "X",
+            1,
+            TaskEnd(JobState.FAILED, 1, None, "job_state=X Exit_status=1"),
+            "FAILED, exit code 1",
+        ),
+        (
+            "F",
+            271,
+            TaskEnd(JobState.CANCELLED, None, 15, "job_state=F Exit_status=271"),
+            "killed by signal 15 (SIGTERM)",
+        ),
+        (
+            "C",
+            139,
+            TaskEnd(JobState.FAILED, 139, None, "job_state=C Exit_status=139"),
+            "FAILED, exit code 139",
+        ),
+        (
+            "F",
+            -1,
+            TaskEnd(JobState.FAILED, -1, None, "job_state=F Exit_status=-1"),
+            "FAILED, exit code -1",
+        ),
+        ("F", None, TaskEnd(JobState.UNKNOWN, None, None, "job_state=F"), "UNKNOWN"),
+        ("R", None, TaskEnd(JobState.RUNNING, None, None, "job_state=R"), "RUNNING"),
+    ],
+)
+def test_task_end(state: str, exit_status: int | None, end: TaskEnd, reason: str) -> None:
+    # The exit statuses of the samples (X 0 and 1, F 271, Torque C 271), a shell's report of a
+    # child killed by SIGSEGV (139) and PBS's own "could not run it" (-1).
+    assert task_end(state, exit_status) == end
+    assert end.describe() == reason
+
+
+def stderr_of(name: str, returncode: int | None = 1) -> SchedulerCommandError:
+    return SchedulerCommandError(
+        "qstat/qdel failed", returncode=returncode, stderr=(DATA / name).read_text()
+    )
+
+
+def test_failures_told_from_the_fields() -> None:
+    assert unknown_job_ids(stderr_of("pbspro_qstat_unknown.stderr")) == {"4713[].pbs01"}
+    assert unknown_job_ids(stderr_of("torque_qstat_unknown.stderr")) == {
+        "92[].torque01.hpc.example.edu"
+    }
+    assert unknown_job_ids(stderr_of("pbspro_qstat_no_server.stderr")) == set()
+    assert only_jobs_gone(stderr_of("pbspro_qdel_finished.stderr"))
+    assert only_jobs_gone(stderr_of("torque_qdel_finished.stderr"))
+    assert only_jobs_gone(stderr_of("pbspro_qstat_unknown.stderr"))
+    assert not only_jobs_gone(stderr_of("pbspro_qstat_no_server.stderr"))
+    assert not only_jobs_gone(SchedulerCommandError("qdel failed", returncode=1, stderr=""))
+    # A time-out's partial stderr is no answer.
+    timed_out = stderr_of("pbspro_qdel_finished.stderr", returncode=None)
+    assert not only_jobs_gone(timed_out)
+    assert unknown_job_ids(timed_out) == set()
+
+
 # -- missing commands -----------------------------------------------------------------------------
 
 
@@ -341,6 +406,13 @@ def test_array_through_the_fakes(
     }
     # Cancelling what already finished is not an error.
     pbs.cancel([array_id, tasks[0]], jobs_dir=jobs_dir)
+    ends = pbs.exit_states([array_id], jobs_dir=jobs_dir)
+    assert {task: end.describe() for task, end in ends.items()} == {
+        tasks[0]: "COMPLETED",
+        tasks[1]: "FAILED, exit code 3",
+        tasks[2]: "killed by signal 15 (SIGTERM)",
+        tasks[3]: "killed by signal 15 (SIGTERM)",
+    }
 
     # Once the server forgets an array (no job history / keep_completed passed), its tasks are
     # absent, and the arrays it still knows answer in the same call.

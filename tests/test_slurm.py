@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import helpers_run
 import pytest
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.schedulers.base import JobState, ScriptContext, run_command
+from adaptive_runner.schedulers.base import JobState, ScriptContext, TaskEnd, run_command
 from adaptive_runner.schedulers.slurm import SLURM
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.slurm
 
 # A bound on waits for SLURM (a failure guard, not a timing assertion).
 PATIENCE_S = 120.0
+DATA = Path(__file__).parent / "data" / "slurm"
 
 
 def wait_for(what: str, probe: Callable[[], object]) -> object:
@@ -216,10 +218,52 @@ def test_check_names_the_partitions() -> None:
         SLURM(partition="no_such_partition").check()
 
 
-def test_cluster_limits_and_accounting() -> None:
+def test_cluster_limits() -> None:
     assert SLURM().max_array_size() == 100001
-    # Accounting is disabled on the CI SLURM: no outcome, and no error or stall.
-    assert SLURM().exit_states(["1"], jobs_dir=Path()) == {}
+
+
+def test_exit_states_from_accounting(cluster: Cluster) -> None:
+    # ci/slurm/start.sh runs slurmdbd, so sacct tells how each task ended.
+    body = (
+        f"cd {shlex.quote(str(cluster.root))}; case $SLURM_ARRAY_TASK_ID in "
+        "1) exit 3 ;; 2) kill -SEGV $$ ;; 3) touch started.3; sleep 300 ;; esac"
+    )
+    array_id = cluster.submit(body, n_tasks=4, max_running=4)
+    held = cluster.submit("true", n_tasks=2, max_running=2, hold=True)
+    wait_for("task 3 to start", (cluster.root / "started.3").exists)
+    SLURM().cancel([f"{array_id}_3"], jobs_dir=cluster.root)
+    wait_for("the array to end", lambda: not cluster.active(array_id))
+
+    def ends() -> dict[str, TaskEnd] | None:
+        # slurmctld hands the records to slurmdbd asynchronously, a moment after the end.
+        found = SLURM().exit_states([array_id, held], jobs_dir=cluster.root)
+        ended = [found.get(f"{array_id}_{i}") for i in range(4)]
+        return found if all(end and not end.state.active for end in ended) else None
+
+    found = wait_for("sacct to record the ends", ends)
+    assert found == {
+        f"{array_id}_0": TaskEnd(JobState.COMPLETED, 0, None, "COMPLETED"),
+        f"{array_id}_1": TaskEnd(JobState.FAILED, 3, None, "FAILED"),
+        f"{array_id}_2": TaskEnd(JobState.FAILED, None, 11, "FAILED"),
+        f"{array_id}_3": TaskEnd(JobState.CANCELLED, 0, None, "CANCELLED by 0"),
+        f"{held}_0": TaskEnd(JobState.PENDING, None, None, "PENDING"),
+        f"{held}_1": TaskEnd(JobState.PENDING, None, None, "PENDING"),
+    }
+
+
+def test_exit_states_without_accounting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What sacct says on a cluster without slurmdbd (recorded), from a stand-in sacct that
+    # counts its calls: one call, no retries, no error, nothing known.
+    calls = tmp_path / "calls"
+    sacct = tmp_path / "sacct"
+    sacct.write_text(
+        f"#!/usr/bin/env bash\necho >>{shlex.quote(str(calls))}\n"
+        f"cat {shlex.quote(str(DATA / 'sacct_disabled.stderr'))} >&2\nexit 1\n"
+    )
+    sacct.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert SLURM().exit_states(["1", "2"], jobs_dir=tmp_path) == {}
+    assert calls.read_text() == "\n"
 
 
 def test_queue_of_nothing_asks_nothing(tmp_path: Path) -> None:

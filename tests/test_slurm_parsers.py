@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.schedulers.base import JobState, ScriptContext, TaskIdentity
+from adaptive_runner.schedulers.base import JobState, ScriptContext, TaskEnd, TaskIdentity
 from adaptive_runner.schedulers.slurm import (
     SLURM,
+    accounting_disabled,
     format_time,
     parse_array_tasks,
     parse_max_array_size,
@@ -23,6 +24,7 @@ from adaptive_runner.schedulers.slurm import (
     parse_squeue,
     parse_squeue_names,
     parse_time,
+    sacct_task_end,
 )
 
 # Recorded by tests/data/slurm/record.sh on the one-node SLURM 22.05 of ci/slurm/start.sh.
@@ -134,21 +136,71 @@ def test_array_expressions(expression: str, indices: list[int]) -> None:
     assert parse_array_tasks(expression) == indices
 
 
-def test_sacct_tasks_and_pending_ranges() -> None:
-    # sacct -X -n --parsable2 -o JobID,State (documented format; accounting is off in CI).
-    text = "12_0|COMPLETED\n12_1|CANCELLED by 1000\n12_2|TIMEOUT\n12_[3-5%2]|PENDING\n13_0|FAILED\n"
-    assert parse_sacct(text, ["12"]) == {
-        "12_0": C,
-        "12_1": JobState.CANCELLED,
-        "12_2": JobState.CANCELLED,
-        "12_3": P,
-        "12_4": P,
-        "12_5": P,
+def test_sacct_exit_states() -> None:
+    # Array 1: task 1 exits 3, task 2 kills itself with SIGSEGV, task 3 is scancelled while it
+    # runs; array 2 hits its time limit; array 3 is held (one pending-range line).
+    ends = parse_sacct(recorded("sacct_exit_states.txt"), ["1", "2", "3"])
+    assert ends["1_0"] == TaskEnd(JobState.COMPLETED, 0, None, "COMPLETED")
+    assert ends["1_1"] == TaskEnd(JobState.FAILED, 3, None, "FAILED")
+    assert ends["1_2"] == TaskEnd(JobState.FAILED, None, 11, "FAILED")
+    assert ends["1_3"] == TaskEnd(JobState.CANCELLED, 0, None, "CANCELLED by 0")
+    assert ends["2_0"] == TaskEnd(JobState.CANCELLED, 0, None, "TIMEOUT")
+    pending = TaskEnd(JobState.PENDING, None, None, "PENDING")
+    assert {task: ends[task] for task in ends if task.startswith("3_")} == {
+        f"3_{i}": pending for i in range(6)
+    }
+    assert [ends[f"1_{i}"].describe() for i in range(4)] == [
+        "COMPLETED",
+        "FAILED, exit code 3",
+        "killed by signal 11 (SIGSEGV)",
+        "CANCELLED by 0",
+    ]
+    assert ends["2_0"].describe() == "TIMEOUT (time limit reached)"
+
+
+def test_sacct_keeps_only_the_asked_arrays() -> None:
+    assert set(parse_sacct(recorded("sacct_exit_states.txt"), ["2"])) == {"2_0"}
+    assert parse_sacct(recorded("sacct_exit_states.txt"), ["99"]) == {}
+
+
+@pytest.mark.parametrize(
+    ("state", "exit_code", "reason"),
+    [
+        ("OUT_OF_MEMORY", "0:125", "OUT_OF_MEMORY (over its memory limit)"),
+        ("NODE_FAIL", "0:0", "NODE_FAIL (its node failed)"),
+        ("FAILED", "127:0", "FAILED, exit code 127"),
+        ("CANCELLED by 1000", "0:15", "CANCELLED by 1000"),
+        ("PREEMPTED", "0:15", "PREEMPTED (preempted by another job)"),
+        ("FAILED", "0:99", "killed by signal 99 (unknown signal)"),
+    ],
+)
+def test_sacct_endings_not_recorded_here(state: str, exit_code: str, reason: str) -> None:
+    # Endings this one-node SLURM cannot produce (no cgroups, no second node), in sacct's
+    # documented formats.
+    assert sacct_task_end(state, exit_code).describe() == reason
+
+
+def test_sacct_array_record_without_a_task_is_skipped() -> None:
+    # Seen on the CI SLURM right after scancel of an array's last running task.
+    assert parse_sacct("7|CANCELLED by 0|0:0\n7_0|COMPLETED|0:0\n", ["7"]) == {
+        "7_0": TaskEnd(JobState.COMPLETED, 0, None, "COMPLETED")
     }
 
 
-def test_sacct_disabled_message_is_what_exit_states_looks_for() -> None:
-    assert "accounting storage is disabled" in recorded("sacct_disabled.stderr")
+@pytest.mark.parametrize("line", ["1_0|COMPLETED", "1_0|COMPLETED|0:0|x", "1_0|FAILED|3"])
+def test_sacct_malformed_line_is_an_error(line: str) -> None:
+    with pytest.raises(SchedulerCommandError, match="sacct"):
+        parse_sacct(line, ["1"])
+
+
+def test_accounting_disabled_is_told_from_the_fields() -> None:
+    def failure(stderr: str, returncode: int | None = 1) -> SchedulerCommandError:
+        return SchedulerCommandError("sacct failed", returncode=returncode, stderr=stderr)
+
+    assert accounting_disabled(failure(recorded("sacct_disabled.stderr")))
+    assert not accounting_disabled(failure(recorded("sbatch_bad_partition.stderr")))
+    assert not accounting_disabled(failure(""))
+    assert not accounting_disabled(failure(recorded("sacct_disabled.stderr"), returncode=None))
 
 
 def test_sbatch_parsable() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +36,62 @@ class JobState(StrEnum):
     def active(self) -> bool:
         """Whether the task still occupies (or will occupy) a slot in the queue."""
         return self in (JobState.PENDING, JobState.RUNNING)
+
+
+# Scheduler words that say why a task ended better than its exit code or signal (SLURM reports
+# OUT_OF_MEMORY as signal 125), with a few more words for people.
+_EXPLAINED = {
+    "OUT_OF_MEMORY": "over its memory limit",
+    "TIMEOUT": "time limit reached",
+    "DEADLINE": "deadline reached",
+    "NODE_FAIL": "its node failed",
+    "BOOT_FAIL": "its node failed to boot",
+    "PREEMPTED": "preempted by another job",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEnd:
+    """How an array task ended, from the scheduler's records (SLURM's sacct, PBS's qstat).
+
+    Parameters
+    ----------
+    state
+        The ending in this package's terms.
+    exit_code
+        The task's exit code; None if a signal killed it or no code is known.
+    signal
+        The signal that killed it, if one did.
+    scheduler_state
+        The scheduler's own word for it (``"OUT_OF_MEMORY"``, ``"CANCELLED by 0"``), kept for
+        people and for endings ``state`` does not tell apart.
+
+    """
+
+    state: JobState
+    exit_code: int | None
+    signal: int | None
+    scheduler_state: str
+
+    def describe(self) -> str:
+        """A short reason for people, e.g. ``"FAILED, exit code 127"`` or ``"OUT_OF_MEMORY"``."""
+        word = self.scheduler_state.split(" ", 1)[0]
+        if word in _EXPLAINED:
+            return f"{self.scheduler_state} ({_EXPLAINED[word]})"
+        if word == "CANCELLED":  # "CANCELLED by 1000" says who; its signal is only how
+            return self.scheduler_state
+        if self.signal is not None:
+            return f"killed by signal {self.signal} ({_signal_name(self.signal)})"
+        if self.exit_code:
+            return f"{self.state.name}, exit code {self.exit_code}"
+        return self.state.name
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown signal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +201,11 @@ class Scheduler(ABC):
         Tasks the scheduler no longer knows are absent.
         """
 
-    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
-        """Final states of these arrays' tasks from the scheduler's records (SLURM: sacct).
+    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
+        """How these arrays' tasks ended, from the scheduler's records (SLURM: sacct).
 
-        For tasks gone from :meth:`queue`; {} where the scheduler keeps no records.
+        For tasks gone from :meth:`queue`; keys as there. Tasks without a record are absent;
+        {} where the scheduler keeps none.
         """
         del array_ids, jobs_dir
         return {}
@@ -200,30 +258,45 @@ def run_command(
         Variables set for the command on top of this process's environment.
 
     """
-    if shutil.which(cmd[0]) is None:
+    command = tuple(cmd)
+    if shutil.which(command[0]) is None:
         hint = f": {missing_hint}" if missing_hint else ""
-        raise SchedulerCommandError(f"{cmd[0]} not found on PATH{hint}")
+        raise SchedulerCommandError(f"{command[0]} not found on PATH{hint}", command=command)
+    attempts = max(1, retries)
     delay = backoff_s
-    failure = ""
-    for attempt in range(max(1, retries)):
+    for attempt in range(attempts):
         if attempt:
             time.sleep(delay)
             delay = min(2 * delay, 30.0)
         try:
             proc = subprocess.run(
-                list(cmd),
+                command,
                 capture_output=True,
                 text=True,
                 timeout=timeout_s,
                 check=False,
                 env=None if env is None else {**os.environ, **env},
             )
-        except subprocess.TimeoutExpired:
-            failure = f"timed out after {timeout_s:g} s"
-            continue
-        if proc.returncode == 0:
-            return proc.stdout
-        failure = f"exit code {proc.returncode}; stderr: {proc.stderr.strip() or '(empty)'}"
+        except subprocess.TimeoutExpired as e:
+            returncode, stdout, stderr = None, _text(e.stdout), _text(e.stderr)
+            what = f"timed out after {timeout_s:g} s"
+        else:
+            if proc.returncode == 0:
+                return proc.stdout
+            returncode, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+            what = f"exit code {proc.returncode}"
     raise SchedulerCommandError(
-        f"{' '.join(cmd)!r} failed after {max(1, retries)} attempt(s): {failure}"
+        f"{' '.join(command)!r} failed after {attempts} attempt(s): {what}; "
+        f"stderr: {stderr.strip() or '(empty)'}",
+        command=command,
+        returncode=returncode,
+        stdout=stdout,
+        stderr=stderr,
     )
+
+
+def _text(output: str | bytes | None) -> str:
+    """What a timed-out command printed (bytes even with ``text=True``, or None)."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""

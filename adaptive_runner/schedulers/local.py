@@ -9,7 +9,7 @@ scheduler knows lives in files, written atomically, in ``JOBS_DIR/<array_id>/``:
     supervisor.json   the supervisor's pid and process start time
     supervisor.log    the supervisor's output (and a task's, before its script redirects it)
     <i>.pid           task i started: its pid and process start time (guards pid reuse)
-    <i>.exit          task i ended: its exit code, and whether it had been cancelled
+    <i>.exit          task i ended: its return code (-n: signal n), whether it had been cancelled
     <i>.cancel        cancel() asked for task i to end (or never start)
     cancel            cancel() asked for the whole array to end
 
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.files import atomic_write
-from adaptive_runner.schedulers.base import JobState, Scheduler, TaskIdentity
+from adaptive_runner.schedulers.base import JobState, Scheduler, TaskEnd, TaskIdentity
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -162,6 +162,18 @@ class Local(Scheduler):
                     found[tag] = array_file.parent.name
         return found
 
+    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
+        """How these arrays' ended tasks ended, from their ``<i>.exit`` files (no process call)."""
+        ends: dict[str, TaskEnd] = {}
+        for array_id in array_ids:
+            array_dir = jobs_dir / _check_array_id(array_id)
+            if not array_dir.is_dir():
+                continue
+            for path in array_dir.glob("*.exit"):
+                end = task_end(_read_json(path, what="exit file"))
+                ends[f"{array_id}_{path.stem}"] = end
+        return ends
+
     def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
         """Cancel tasks (``L3_4``) or whole arrays (``L3``); returns without waiting.
 
@@ -264,6 +276,22 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def task_end(record: Mapping[str, Any]) -> TaskEnd:
+    """A TaskEnd from an ``<i>.exit`` record: a negative return code -n means signal n."""
+    returncode: int = record["returncode"]
+    signal_number = -returncode if returncode < 0 else None
+    if record["cancelled"]:
+        state = JobState.CANCELLED
+    else:
+        state = JobState.COMPLETED if returncode == 0 else JobState.FAILED
+    return TaskEnd(
+        state=state,
+        exit_code=None if signal_number else returncode,
+        signal=signal_number,
+        scheduler_state=state.name,
+    )
+
+
 def _array_states(array_dir: Path) -> dict[str, JobState]:
     spec = _read_json(array_dir / ARRAY_FILE, what="array file")
     supervisor = array_dir / SUPERVISOR_FILE
@@ -275,11 +303,7 @@ def _array_states(array_dir: Path) -> dict[str, JobState]:
     states: dict[str, JobState] = {}
     for i in range(spec["n_tasks"]):
         if f"{i}.exit" in names:
-            end = _read_json(array_dir / f"{i}.exit", what="exit file")
-            if end["cancelled"]:
-                state = JobState.CANCELLED
-            else:
-                state = JobState.COMPLETED if end["returncode"] == 0 else JobState.FAILED
+            state = task_end(_read_json(array_dir / f"{i}.exit", what="exit file")).state
         elif f"{i}.pid" in names:
             alive = supervised or _alive(_read_json(array_dir / f"{i}.pid", what="pid file"))
             state = JobState.RUNNING if alive else JobState.FAILED

@@ -26,13 +26,19 @@ import re
 import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.schedulers.base import JobState, Scheduler, TaskIdentity, run_command
+from adaptive_runner.schedulers.base import (
+    JobState,
+    Scheduler,
+    TaskEnd,
+    TaskIdentity,
+    run_command,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
     from pathlib import Path
 
     from adaptive_runner.schedulers.base import ScriptContext
@@ -65,6 +71,7 @@ _ACTIVE_STATES = {
 }
 _FINISHED_STATES = ("F", "X", "C")
 _SIGNAL_BASE = 256  # both dialects report a job killed by signal n as 256 + n
+_T = TypeVar("_T")  # what a parser makes of a job's state letter and exit status
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -253,27 +260,45 @@ class PBS(Scheduler):
     def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
         """One qstat call for these arrays; task ids map to their states.
 
-        Arrays the server no longer knows make qstat fail with "Unknown Job Id"; they are
-        dropped and the rest asked again (once per vanished array), so their tasks are
-        simply absent.
+        Tasks of arrays the server no longer knows are absent.
         """
         del jobs_dir  # the server keeps the state
+        return self._qstat(array_ids, job_state)
+
+    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
+        """How these arrays' tasks ended, from the qstat call :meth:`queue` makes.
+
+        qstat keeps finished tasks (PBS Pro's job history, Torque's ``keep_completed``) with
+        their Exit_status, so this knows no more than what :meth:`queue` still lists.
+        """
+        del jobs_dir
+        ends = self._qstat(array_ids, task_end)
+        return {task: end for task, end in ends.items() if not end.state.active}
+
+    def _qstat(
+        self, array_ids: Collection[str], read: Callable[[str, int | None], _T]
+    ) -> dict[str, _T]:
+        """Ask qstat once about these arrays; ``read`` makes a value of each task's state.
+
+        Arrays the server no longer knows make qstat fail with "Unknown Job Id"; they are
+        dropped and the rest asked again (once per vanished array).
+        """
         wanted = sorted(set(array_ids))
         if self.flavor == "pbspro":
-            command, parse = ["qstat", "-f", "-F", "json", "-t", "-x"], parse_pbspro_json
+            command, parse = ["qstat", "-f", "-F", "json", "-t", "-x"], _parse_pbspro_json
         else:
-            command, parse = ["qstat", "-x", "-t"], parse_torque_xml
+            command, parse = ["qstat", "-x", "-t"], _parse_torque_xml
         while wanted:
             try:
                 out = _run_about_jobs([*command, *wanted])
             except SchedulerCommandError as e:
-                gone = set(_UNKNOWN_ID.findall(str(e)))
+                gone = unknown_job_ids(e)
                 if not gone & set(wanted):
                     raise
                 wanted = [array_id for array_id in wanted if array_id not in gone]
                 continue
-            states = parse(out)
-            return {task: state for task, state in states.items() if self.array_of(task) in wanted}
+            values = parse(out, read)
+            return {task: value for task, value in values.items() if self.array_of(task) in wanted}
         return {}
 
     def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
@@ -302,11 +327,7 @@ class PBS(Scheduler):
         try:
             _run_about_jobs(["qdel", *sorted(set(ids))])
         except SchedulerCommandError as e:
-            _, _, stderr = str(e).partition("stderr: ")
-            complaints = [line for line in stderr.splitlines() if line.strip()]
-            if not complaints or not all(
-                any(benign in line for benign in _NO_SUCH_JOB) for line in complaints
-            ):
+            if not only_jobs_gone(e):
                 raise
 
     def array_of(self, task_id: str) -> str:
@@ -346,9 +367,34 @@ def _run_about_jobs(cmd: Sequence[str]) -> str:
     try:
         return run_command(cmd, retries=1, missing_hint=MISSING_HINT)
     except SchedulerCommandError as e:
-        if any(answer in str(e) for answer in _NO_SUCH_JOB):
+        if any(_says_job_gone(line) for line in _complaints(e)):
             raise
     return run_command(cmd, missing_hint=MISSING_HINT)
+
+
+def unknown_job_ids(error: SchedulerCommandError) -> set[str]:
+    """The job ids a failed qstat or qdel called unknown ("Unknown Job Id [Error] ID")."""
+    return {match for line in _complaints(error) for match in _UNKNOWN_ID.findall(line)}
+
+
+def only_jobs_gone(error: SchedulerCommandError) -> bool:
+    """Whether every complaint of a failed qdel is that a job is finished or gone.
+
+    Then nothing it was asked to cancel still runs; any other complaint is a real failure.
+    """
+    complaints = _complaints(error)
+    return bool(complaints) and all(_says_job_gone(line) for line in complaints)
+
+
+def _complaints(error: SchedulerCommandError) -> list[str]:
+    """The stderr lines of a command that ran and failed (none for a time-out)."""
+    if not error.returncode:
+        return []
+    return [line for line in error.stderr.splitlines() if line.strip()]
+
+
+def _says_job_gone(line: str) -> bool:
+    return any(answer in line for answer in _NO_SUCH_JOB)
 
 
 def job_state(state: str, exit_status: int | None) -> JobState:
@@ -372,6 +418,24 @@ def job_state(state: str, exit_status: int | None) -> JobState:
     return JobState.UNKNOWN
 
 
+def task_end(state: str, exit_status: int | None) -> TaskEnd:
+    """A TaskEnd from a ``job_state`` letter and ``Exit_status`` (256 + n: killed by signal n).
+
+    Negative statuses are PBS's own "could not run the job" codes, kept as exit codes.
+    """
+    signal = None
+    if exit_status is not None and exit_status > _SIGNAL_BASE:
+        signal = exit_status - _SIGNAL_BASE
+    ending = job_state(state, exit_status)
+    word = f"job_state={state}" + ("" if exit_status is None else f" Exit_status={exit_status}")
+    return TaskEnd(
+        state=ending,
+        exit_code=None if signal is not None or ending.active else exit_status,
+        signal=signal,
+        scheduler_state=word,
+    )
+
+
 def _is_array_parent(job_id: str) -> bool:
     return "[]" in job_id
 
@@ -389,7 +453,12 @@ def _exit_status(value: object) -> int | None:
 
 
 def parse_pbspro_json(text: str) -> dict[str, JobState]:
-    """Task states from ``qstat -f -F json -t [-x]`` output; array parents are skipped.
+    """Task states from ``qstat -f -F json -t [-x]`` output; array parents are skipped."""
+    return _parse_pbspro_json(text, job_state)
+
+
+def _parse_pbspro_json(text: str, read: Callable[[str, int | None], _T]) -> dict[str, _T]:
+    """What ``read`` makes of each task's job_state and Exit_status in qstat's JSON.
 
     PBS Pro writes Variable_List values without escaping them, so a job submitted from an
     environment with quotes, backslashes or exported bash functions yields invalid JSON
@@ -408,13 +477,11 @@ def parse_pbspro_json(text: str) -> dict[str, JobState]:
         if not isinstance(jobs, dict):
             break
         return {
-            job_id: job_state(
-                str(attrs.get("job_state", "")), _exit_status(attrs.get("Exit_status"))
-            )
+            job_id: read(str(attrs.get("job_state", "")), _exit_status(attrs.get("Exit_status")))
             for job_id, attrs in jobs.items()
             if isinstance(attrs, dict) and not _is_array_parent(job_id)
         }
-    return _scan_pbspro_jobs(text)
+    return _scan_pbspro_jobs(text, read)
 
 
 def parse_pbspro_names(text: str) -> dict[str, str]:
@@ -468,13 +535,13 @@ _STATE_FIELD = re.compile(r'^[ \t]*"job_state"\s*:\s*"([A-Z])"', re.MULTILINE)
 _EXIT_FIELD = re.compile(r'^[ \t]*"Exit_status"\s*:\s*"?(-?\d+)"?', re.MULTILINE)
 
 
-def _scan_pbspro_jobs(text: str) -> dict[str, JobState]:
+def _scan_pbspro_jobs(text: str, read: Callable[[str, int | None], _T]) -> dict[str, _T]:
     """Last resort for broken JSON: read job ids, job_state and Exit_status line by line."""
     starts = list(_JOB_OPEN.finditer(text))
     if not starts:
         raise SchedulerCommandError(f"cannot read qstat -F json output: {text[:300]!r}")
     ends = [start.start() for start in starts[1:]] + [len(text)]
-    states: dict[str, JobState] = {}
+    states: dict[str, _T] = {}
     for start, end in zip(starts, ends, strict=True):
         job_id, block = start.group(1), text[start.end() : end]
         state = _STATE_FIELD.search(block)
@@ -486,7 +553,7 @@ def _scan_pbspro_jobs(text: str) -> dict[str, JobState]:
         if not _is_array_parent(job_id):
             exit_match = _EXIT_FIELD.search(block)
             exit_status = int(exit_match.group(1)) if exit_match else None
-            states[job_id] = job_state(state.group(1), exit_status)
+            states[job_id] = read(state.group(1), exit_status)
     return states
 
 
@@ -497,7 +564,12 @@ _XML_VARLIST = re.compile(r"<Variable_List>.*?</Variable_List>", re.DOTALL)
 
 
 def parse_torque_xml(text: str) -> dict[str, JobState]:
-    """Task states from Torque's ``qstat -x -t`` XML (``<Data><Job><Job_Id>...``).
+    """Task states from Torque's ``qstat -x -t`` XML (``<Data><Job><Job_Id>...``)."""
+    return _parse_torque_xml(text, job_state)
+
+
+def _parse_torque_xml(text: str, read: Callable[[str, int | None], _T]) -> dict[str, _T]:
+    """What ``read`` makes of each task's job_state and exit_status in Torque's XML.
 
     Array summaries (``123[].server``, shown without ``-t``) are skipped. Variable_List is the
     only free-form field; if the document does not parse, it is parsed again without it.
@@ -510,13 +582,13 @@ def parse_torque_xml(text: str) -> dict[str, JobState]:
         root = _parse_xml(_XML_VARLIST.sub("", body))
     if root is None or root.tag != "Data":
         raise SchedulerCommandError(f"cannot read Torque qstat -x output: {body[:300]!r}")
-    states: dict[str, JobState] = {}
+    states: dict[str, _T] = {}
     for job in root.iter("Job"):
         job_id = (job.findtext("Job_Id") or "").strip()
         if not job_id or _is_array_parent(job_id):
             continue
         state = (job.findtext("job_state") or "").strip()
-        states[job_id] = job_state(state, _exit_status(job.findtext("exit_status")))
+        states[job_id] = read(state, _exit_status(job.findtext("exit_status")))
     return states
 
 

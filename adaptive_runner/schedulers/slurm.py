@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.schedulers.base import JobState, Scheduler, TaskIdentity, run_command
+from adaptive_runner.schedulers.base import (
+    JobState,
+    Scheduler,
+    TaskEnd,
+    TaskIdentity,
+    run_command,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -20,7 +26,10 @@ if TYPE_CHECKING:
 SQUEUE_FORMAT = "%F|%K|%T"
 # squeue and sacct cut array expressions at 64 characters unless told otherwise.
 _FULL_ARRAY_EXPRESSIONS = {"SLURM_BITSTR_LEN": "0"}
+# sacct: one line per array task (-X: no steps), pending tasks as one `A_[range]` line.
+SACCT_FIELDS = "JobID,State,ExitCode"
 _ACCOUNTING_DISABLED = "accounting storage is disabled"
+_EXIT_CODE = re.compile(r"(\d+):(\d+)")  # sacct ExitCode: the exit code, then the signal
 _MISSING_HINT = "is this a SLURM login node?"
 
 # Every job state code SLURM reports (squeue %T, sacct State), as far as a task's life goes:
@@ -169,24 +178,51 @@ def parse_squeue_names(text: str, tags: Collection[str]) -> dict[str, str]:
     return found
 
 
-def parse_sacct(text: str, array_ids: Collection[str]) -> dict[str, JobState]:
-    """Task id -> state for the tasks of ``array_ids`` in sacct output.
+def parse_sacct(text: str, array_ids: Collection[str]) -> dict[str, TaskEnd]:
+    """Task id -> how it ended, for the tasks of ``array_ids`` in sacct output.
 
-    The command is ``sacct -X -n --parsable2 -o JobID,State``; job ids look like ``123_4``
-    or, for tasks still pending, ``123_[5-9%2]``.
+    The command is ``sacct -X -n --parsable2 -o JobID,State,ExitCode``; job ids look like
+    ``123_4`` or, for tasks still pending, ``123_[5-9%2]``; ExitCode is ``code:signal``.
+    A line ``123|STATE|...`` without a task index is skipped: sacct shows an array's own
+    record so for a moment (seen right after scancel of its last running task), and it says
+    nothing about which task.
     """
     wanted = set(array_ids)
-    states: dict[str, JobState] = {}
+    ends: dict[str, TaskEnd] = {}
     for line in text.splitlines():
         if not line.strip():
             continue
-        job_id, sep, code = line.partition("|")
-        array_id, underscore, tasks = job_id.partition("_")
-        if not sep or not underscore:
-            raise SchedulerCommandError(f"unexpected sacct line {line!r}: want 'A_tasks|STATE'")
-        if array_id in wanted:
-            _add_tasks(states, array_id, tasks, code)
-    return states
+        fields = line.split("|")
+        if len(fields) != 3:  # noqa: PLR2004 - the three SACCT_FIELDS
+            raise SchedulerCommandError(
+                f"unexpected sacct line {line!r}: want 'A_tasks|STATE|code:signal'"
+            )
+        array_id, underscore, tasks = fields[0].partition("_")
+        if underscore and array_id in wanted:
+            end = sacct_task_end(fields[1], fields[2])
+            ends.update((f"{array_id}_{index}", end) for index in parse_array_tasks(tasks))
+    return ends
+
+
+def sacct_task_end(state: str, exit_code: str) -> TaskEnd:
+    """A TaskEnd from sacct's State (``"CANCELLED by 0"``) and ExitCode (``"0:11"``) fields."""
+    match = _EXIT_CODE.fullmatch(exit_code)
+    if match is None:
+        raise SchedulerCommandError(f"sacct ExitCode {exit_code!r} is not 'code:signal'")
+    job_state = _state(state)
+    signal = int(match[2]) or None
+    ended = not job_state.active and signal is None
+    return TaskEnd(
+        state=job_state,
+        exit_code=int(match[1]) if ended else None,
+        signal=signal,
+        scheduler_state=state,
+    )
+
+
+def accounting_disabled(error: SchedulerCommandError) -> bool:
+    """Whether sacct failed because the cluster keeps no accounting (an answer, not a fault)."""
+    return bool(error.returncode) and _ACCOUNTING_DISABLED in error.stderr.lower()
 
 
 def _add_tasks(states: dict[str, JobState], array_id: str, tasks: str, code: str) -> None:
@@ -411,19 +447,19 @@ class SLURM(Scheduler):
         )
         return parse_squeue(out, array_ids)
 
-    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
-        """State of every task of these arrays in SLURM's accounting; {} where it is disabled."""
+    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
+        """How these arrays' tasks ended, from one sacct call; {} where accounting is disabled."""
         del jobs_dir
         if not array_ids:
             return {}
-        cmd = ["sacct", "-X", "-n", "--parsable2", "-o", "JobID,State", "-j", ",".join(array_ids)]
+        cmd = ["sacct", "-X", "-n", "--parsable2", "-o", SACCT_FIELDS, "-j", ",".join(array_ids)]
         try:
             # One attempt first: a cluster without accounting says so at once, every time.
             out = run_command(
                 cmd, retries=1, env=_FULL_ARRAY_EXPRESSIONS, missing_hint=_MISSING_HINT
             )
         except SchedulerCommandError as e:
-            if _ACCOUNTING_DISABLED in str(e):
+            if accounting_disabled(e):
                 return {}
             out = run_command(cmd, env=_FULL_ARRAY_EXPRESSIONS, missing_hint=_MISSING_HINT)
         return parse_sacct(out, array_ids)

@@ -6,7 +6,7 @@
 daemon_pid() {  # daemon_pid NAME PIDFILE: print the pid if NAME runs with the pid in PIDFILE
     local name="$1" pidfile="$2" pid state
     [[ -s "$pidfile" ]] || return 1
-    pid="$(tr -dc '0-9' <"$pidfile")"
+    pid="$(tr -dc '0-9' 2>/dev/null <"$pidfile")" || return 1  # a daemon exiting removes it
     [[ -n "$pid" && -r "/proc/$pid/stat" ]] || return 1
     [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name" ]] || return 1
     # the third field of /proc/PID/stat is the state; the name before it may hold spaces

@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# Start a one-node SLURM (munge, slurmctld, slurmd) on a Debian machine without systemd.
+# Start a one-node SLURM with accounting (munge, MariaDB, slurmdbd, slurmctld, slurmd) on a
+# Debian machine without systemd.
 #
-# Idempotent: installs slurm-wlm and munge if missing, creates the munge key if there is none,
-# (re)writes /etc/slurm/slurm.conf from slurm.conf.in, starts only the daemons that are not
-# running (restarts the SLURM daemons when the config changed) and waits, bounded, until
-# `sinfo` shows the node up. Exits non-zero with the daemons' logs on failure. Needs root.
+# Idempotent: installs slurm-wlm, munge, slurmdbd and mariadb-server if missing, creates the
+# munge key if there is none, creates the accounting database, its user and the cluster if
+# missing, (re)writes /etc/slurm/slurmdbd.conf and slurm.conf from their .in files, starts only
+# the daemons that are not running (restarts a daemon whose config changed) and waits, bounded,
+# until `sacct` and `sinfo` answer. Exits non-zero with the daemons' logs on failure. Needs root.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 conf=/etc/slurm/slurm.conf
+dbd_conf=/etc/slurm/slurmdbd.conf
+cluster="$(sed -n -e 's/^ClusterName=//p' "$here/slurm.conf.in")"
 wait_s="${SLURM_START_WAIT_S:-60}"
 
 die() {
     echo "ci/slurm/start.sh: $*" >&2
-    for log in /var/log/munge/munged.log /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log; do
+    for log in /var/log/munge/munged.log /var/log/mysql/error.log /var/log/slurm/slurmdbd.log \
+        /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log; do
         if [[ -f "$log" ]]; then
             echo "----- last lines of $log -----" >&2
             tail -n 40 "$log" >&2
@@ -31,10 +36,11 @@ running() {  # running NAME PIDFILE: the daemon NAME is alive with the pid in PI
 [[ "$(id -u)" == 0 ]] || die "must run as root (it installs packages and starts daemons)"
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
-    || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null; then
+    || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null \
+    || ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
-    apt-get install -y --no-install-recommends slurm-wlm munge
+    apt-get install -y --no-install-recommends slurm-wlm munge slurmdbd mariadb-server
 fi
 
 # --- munge -----------------------------------------------------------------------------
@@ -54,6 +60,55 @@ for _ in $(seq 1 20); do
 done
 munge -n | unmunge >/dev/null || die "munged does not answer (munge -n | unmunge failed)"
 
+# --- MariaDB: the accounting database and its user -------------------------------------------
+mkdir -p /run/mysqld /var/log/mysql
+chown mysql:mysql /run/mysqld /var/log/mysql
+if [[ ! -d /var/lib/mysql/mysql ]]; then
+    mariadb-install-db --user=mysql >/dev/null || die "mariadb-install-db failed"
+fi
+if ! running mariadbd /run/mysqld/mysqld.pid; then
+    rm -f /run/mysqld/mysqld.pid
+    # No systemd to supervise it: its own session, so it outlives this script's.
+    setsid -f mariadbd --user=mysql --bind-address=127.0.0.1 --pid-file=/run/mysqld/mysqld.pid \
+        --log-error=/var/log/mysql/error.log </dev/null >/dev/null 2>&1
+fi
+for _ in $(seq 1 60); do
+    if mariadb-admin ping >/dev/null 2>&1; then break; fi
+    sleep 0.5
+done
+mariadb-admin ping >/dev/null 2>&1 || die "MariaDB does not answer (mariadb-admin ping failed)"
+
+# The password lives only in slurmdbd.conf (mode 600); made once, kept across restarts.
+storage_pass="$(sed -n -e 's/^StoragePass=//p' "$dbd_conf" 2>/dev/null || true)"
+if [[ -z "$storage_pass" ]]; then
+    storage_pass="$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+fi
+mariadb <<SQL || die "could not create the accounting database and its user"
+CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+CREATE USER IF NOT EXISTS 'slurm'@'localhost';
+ALTER USER 'slurm'@'localhost' IDENTIFIED BY '$storage_pass';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
+SQL
+
+# --- slurmdbd ---------------------------------------------------------------------------------
+new_dbd_conf="$(sed -e "s/@STORAGE_PASS@/$storage_pass/g" "$here/slurmdbd.conf.in")"
+if [[ ! -f "$dbd_conf" ]] || [[ "$(cat "$dbd_conf")" != "$new_dbd_conf" ]]; then
+    (umask 077 && printf '%s\n' "$new_dbd_conf" >"$dbd_conf")
+    if running slurmdbd /run/slurmdbd.pid; then
+        echo "slurmdbd.conf changed: restarting slurmdbd"
+        kill -TERM "$(daemon_pid slurmdbd /run/slurmdbd.pid)"
+        for _ in $(seq 1 60); do
+            if ! running slurmdbd /run/slurmdbd.pid; then break; fi
+            sleep 0.5
+        done
+    fi
+fi
+chmod 600 "$dbd_conf"  # slurmdbd refuses a config others can read; it holds the password
+if ! running slurmdbd /run/slurmdbd.pid; then
+    rm -f /run/slurmdbd.pid
+    slurmdbd || die "slurmdbd did not start"
+fi
+
 # --- slurm.conf ----------------------------------------------------------------------------
 node="$(hostname -s)"
 cpus="$(nproc)"
@@ -68,6 +123,19 @@ if [[ ! -f "$conf" ]] || [[ "$(cat "$conf")" != "$new_conf" ]]; then
         echo "slurm.conf changed: restarting the SLURM daemons"
         "$here/stop.sh" --slurm-only
     fi
+fi
+
+# --- the cluster record in accounting -------------------------------------------------------
+for _ in $(seq 1 60); do
+    if sacctmgr -n -P list cluster format=cluster >/dev/null 2>&1; then break; fi
+    sleep 0.5
+done
+clusters="$(sacctmgr -n -P list cluster format=cluster 2>&1)" \
+    || die "slurmdbd does not answer (sacctmgr list cluster: $clusters)"
+# sacctmgr reads slurm.conf (written above) to find slurmdbd.
+# slurmctld registers with slurmdbd when it starts, so the cluster must exist before it.
+if ! grep -qx -- "$cluster" <<<"$clusters"; then
+    sacctmgr -i add cluster "$cluster" || die "sacctmgr could not add cluster $cluster"
 fi
 
 # --- daemons ---------------------------------------------------------------------------
@@ -100,5 +168,6 @@ case "$state" in
     idle | mixed | allocated) ;;
     *) die "node $node not up after ${wait_s} s (sinfo state: '${state:-no answer}')" ;;
 esac
-echo "SLURM is up: node $node is $state"
+sacct -n -X -j 1 >/dev/null || die "sacct does not answer: accounting is not working"
+echo "SLURM is up with accounting: node $node is $state"
 sinfo

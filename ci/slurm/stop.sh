@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Stop the one-node SLURM of ci/slurm/start.sh: slurmd, slurmctld and (unless --slurm-only) munged.
+# Stop the one-node SLURM of ci/slurm/start.sh: slurmd, slurmctld and (unless --slurm-only)
+# slurmdbd, MariaDB and munged.
 #
 # Each daemon is stopped by the pid in its pid file, checked against /proc (SIGTERM, then a
 # bounded wait); a daemon that is not running is skipped, so running this twice is harmless.
-# Jobs and state survive in /var/spool/slurmctld for the next start.
+# Jobs and state survive in /var/spool/slurmctld, accounting records in MariaDB.
 set -euo pipefail
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/daemons.sh"
@@ -30,5 +31,7 @@ stop() {  # stop NAME PIDFILE
 stop slurmd /run/slurmd.pid
 stop slurmctld /run/slurmctld.pid
 if [[ "${1:-}" != "--slurm-only" ]]; then
+    stop slurmdbd /run/slurmdbd.pid
+    stop mariadbd /run/mysqld/mysqld.pid
     stop munged /run/munge/munged.pid
 fi
