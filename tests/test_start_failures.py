@@ -63,7 +63,7 @@ def test_jobs_that_cannot_start_fail_the_run_with_their_own_words(
     assert n_arrays == 3  # max_fails arrays, then no more submissions
     assert "cannot start: 3 array(s) in a row" in reason
     assert said in reason
-    assert "exit code 127" in reason or "(failed)" in reason
+    assert "(FAILED, exit code 127)" in reason  # from the task's exit file
     events = [line for line in manager_log(tmp_path) if line.get("event", "").startswith("giving")]
     assert len(events) == 1
     assert said in events[0]["reason"]
