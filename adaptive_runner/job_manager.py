@@ -205,9 +205,10 @@ class JobManager:
     def round(self, db: Database) -> bool:
         """Do one round of bookkeeping and submission; return True when the run is finished."""
         snap = self._look(db, self.clock())
+        memory, adopted = self._adopt(db, snap, self.memory)
         killed = self._kill_on_error(db, snap)
         lost = self._reclaim(db, snap)
-        memory, timed_out = self._claim_timeouts(db, snap, self.memory)
+        memory, timed_out = self._claim_timeouts(db, snap, memory)
         memory = self._cancel_lost(snap, memory, killed | lost | timed_out)
         memory = self._finish_arrays(db, snap, memory)
         counts = db.counts()
@@ -221,7 +222,7 @@ class JobManager:
             log.info("run finished", **counts)
             self.memory = memory
             return True
-        self.memory = self._top_up(db, snap, memory)
+        self.memory = self._top_up(db, snap, memory, adopted)
         return False
 
     def _look(self, db: Database, now: float) -> Snapshot:
@@ -385,10 +386,16 @@ class JobManager:
 
     # -- submitting ------------------------------------------------------------------------
 
-    def _top_up(self, db: Database, snap: Snapshot, memory: Memory) -> Memory:
-        """Per group, submit one array for the claimable learners no queued task will take."""
+    def _top_up(
+        self, db: Database, snap: Snapshot, memory: Memory, adopted: Mapping[int, int]
+    ) -> Memory:
+        """Per group, submit one array for the claimable learners no queued task will take.
+
+        ``adopted`` (group -> tasks) are arrays recorded this round, after the snapshot: their
+        tasks will claim, so their groups wait for the next round.
+        """
         active = snap.active()
-        room = self.max_simultaneous_jobs - len(active)
+        room = self.max_simultaneous_jobs - len(active) - sum(adopted.values())
         # Not those being cancelled as lost; those cancelled for never claiming count until
         # their array ends, when it counts as a start failure (and a probe follows).
         lost = {
@@ -400,15 +407,13 @@ class JobManager:
         probing = {state.group for state in db.group_states() if state.start_failures}
         failed = dict(memory.failed_submissions)
         for group in range(len(self.schedulers)):
+            if group in adopted:
+                continue
             previous = failed.pop(group, None)
-            if previous is not None:
-                if snap.now < previous.retry_at:
-                    failed[group] = previous
-                    room -= previous.n_tasks  # it may be queued: keep its room
-                    continue
-                if self._adopt(db, snap, group, previous):
-                    room -= previous.n_tasks
-                    continue
+            if previous is not None and snap.now < previous.retry_at:
+                failed[group] = previous
+                room -= previous.n_tasks  # it may be queued after all: keep its room
+                continue
             n_tasks = db.n_claimable(group) - sum(active[t] == group for t in about_to_claim)
             if group in probing:
                 # Its last array could not start: one task at a time until one claims.
@@ -424,23 +429,36 @@ class JobManager:
                 failed[group] = retry
         return replace(memory, failed_submissions=failed)
 
-    def _adopt(self, db: Database, snap: Snapshot, group: int, previous: FailedSubmission) -> bool:
-        """Record the array of a failed submission if the scheduler has it after all."""
-        scheduler = self.schedulers[group]
-        found = scheduler.find_tagged([previous.tag], jobs_dir=self.run_dir.jobs_dir)
-        array_id = found.get(previous.tag)
-        if array_id is None:
-            return False
-        db.record_array(
-            array_id,
-            n_tasks=previous.n_tasks,
-            script=previous.script,
-            now=snap.now,
-            group=group,
-            tag=previous.tag,
-        )
-        log.info("adopted an array whose submission had failed", array=array_id, tag=previous.tag)
-        return True
+    def _adopt(self, db: Database, snap: Snapshot, memory: Memory) -> tuple[Memory, dict[int, int]]:
+        """Record the arrays of failed submissions that the scheduler has after all.
+
+        Asked every round until the submission is tried again (an array may show up late),
+        and before the run can end, so no array of the run goes unrecorded. Returns the
+        memory without them, and group -> tasks adopted (not in this round's snapshot).
+        """
+        failed = dict(memory.failed_submissions)
+        adopted: dict[int, int] = {}
+        for group, previous in memory.failed_submissions.items():
+            scheduler = self.schedulers[group]
+            array_id = scheduler.find_tagged([previous.tag], jobs_dir=self.run_dir.jobs_dir).get(
+                previous.tag
+            )
+            if array_id is None:
+                continue
+            db.record_array(
+                array_id,
+                n_tasks=previous.n_tasks,
+                script=previous.script,
+                now=snap.now,
+                group=group,
+                tag=previous.tag,
+            )
+            del failed[group]
+            adopted[group] = previous.n_tasks
+            log.info(
+                "adopted an array whose submission had failed", array=array_id, tag=previous.tag
+            )
+        return replace(memory, failed_submissions=failed), adopted
 
     def _submit_all(
         self,

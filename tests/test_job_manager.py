@@ -225,11 +225,7 @@ def test_a_submission_that_queued_then_failed_is_adopted_not_repeated(
     scheduler.arrays[queued][task] = JobState.RUNNING
     db.claim(task, host="n", pid=1, now=clock.now, array=queued)
     clock.now += 5
-    jm.round(db)  # before its back-off: no tag asked, nothing submitted
-    assert scheduler.submitted() == [3]
-    assert not [c for c in scheduler.calls if c[0] == "find_tagged"]
-    clock.now += 5
-    jm.round(db)
+    jm.round(db)  # its tag is asked for at once: the array is adopted, nothing resubmitted
     assert [c for c in scheduler.calls if c[0] == "find_tagged"] == [
         ("find_tagged", [next(iter(scheduler.tags))])
     ]
@@ -238,6 +234,24 @@ def test_a_submission_that_queued_then_failed_is_adopted_not_repeated(
     assert db.group_states() == []  # the submit error is cleared
     assert db.counts()["running"] == 1
     assert db.learners()[0].failures == 0
+    clock.now += 20
+    jm.round(db)
+    assert scheduler.submitted() == [3]  # its tasks count as the learners' jobs
+
+
+def test_a_submission_not_found_is_tried_again_after_its_back_off(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    scheduler = MemoryScheduler(failures=["before"])
+    jm = manager(run, scheduler, clock, poll_interval_s=10.0)
+    jm.round(db)
+    clock.now += 5
+    jm.round(db)  # asked for its tag (not there); not submitted again before the back-off
+    assert [c[0] for c in scheduler.calls if c[0] != "queue"] == ["submit", "find_tagged"]
+    clock.now += 5
+    jm.round(db)
+    assert scheduler.submitted() == [3, 3]
+    assert len(db.active_arrays()) == 1
 
 
 def test_failing_submissions_back_off(run: RunDir, db: Database, clock: Clock) -> None:

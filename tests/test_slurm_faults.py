@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import pytest
 from helpers_run import make_learners
@@ -82,4 +83,36 @@ def test_submit_that_queues_then_fails_is_adopted(
         assert all(row.failures == 0 for row in db.learners())
         assert db.group_states() == []
     log = (rm.run_dir.path / "manager.log").read_text()
+    assert "adopted an array whose submission had failed" in log
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptSLURM(ar.SLURM):
+    """SLURM that waits 3 s for sbatch instead of 60, so a hang is seen quickly."""
+
+    submit_timeout_s: ClassVar[float] = 3.0
+
+
+def test_submit_that_hangs_after_queueing_is_adopted(
+    run: Callable[..., ar.RunManager], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = shutil.which("sbatch")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "sbatch-calls"
+    wrapper = bin_dir / "sbatch"
+    # Queues the array, then hangs (exec: the process the time-out kills is the sleep).
+    wrapper.write_text(
+        f'#!/bin/sh\necho "$*" >> {shlex.quote(str(calls))}\n'
+        f'{shlex.quote(real)} "$@" > /dev/null || exit $?\nexec sleep 30\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    rm = run(make_learners(2), scheduler=PromptSLURM(cores=1))
+    assert rm.wait(timeout=PATIENCE_S) is True
+    assert len(calls.read_text().splitlines()) == 1
+    assert len(run_arrays(rm.run_dir.path)) == 1
+    log = (rm.run_dir.path / "manager.log").read_text()
+    assert "timed out after 3 s" in log
     assert "adopted an array whose submission had failed" in log

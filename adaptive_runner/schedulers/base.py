@@ -144,6 +144,9 @@ class Scheduler(ABC):
     template_name: ClassVar[str]
     bind_host: ClassVar[str] = "0.0.0.0"  # noqa: S104 - jobs connect from compute nodes; CURVE guards it
     poll_interval_s: ClassVar[float] = 10.0  # how often the job manager asks for the queue
+    # A submit command that has not answered by then counts as failed (it may have queued
+    # the array: the job manager asks for its tag before submitting again).
+    submit_timeout_s: ClassVar[float] = 60.0
 
     cores: int = 1
     executor: str = "sequential"

@@ -250,7 +250,10 @@ class PBS(Scheduler):
         options = [item for pair in self.array_options(n_tasks, max_running) for item in pair]
         name = [] if tag is None else ["-N", tag]
         out = run_command(
-            ["qsub", *name, *options, str(script)], retries=1, missing_hint=MISSING_HINT
+            ["qsub", *name, *options, str(script)],
+            retries=1,
+            timeout_s=self.submit_timeout_s,
+            missing_hint=MISSING_HINT,
         )
         job_id = out.strip()
         if not _JOB_ID.fullmatch(job_id):

@@ -420,6 +420,7 @@ class SLURM(Scheduler):
         out = run_command(
             ["sbatch", "--parsable", *name, f"--array=0-{n_tasks - 1}%{max_running}", str(script)],
             retries=1,
+            timeout_s=self.submit_timeout_s,
             missing_hint=_MISSING_HINT,
         )
         return parse_sbatch(out)
