@@ -21,10 +21,14 @@ from adaptive_runner.database_schema import (
     TaskRow,
     add_event,
     as_index,
+    complete,
     connect,
+    count_done,
     finish_task,
     mark_dependents,
+    put_back_learners,
     repeated,
+    retry_set,
     validate_dependencies,
     validate_fnames,
 )
@@ -310,11 +314,7 @@ class Database:
             if cur.rowcount == 0:
                 return repeated(c, task, learner, "done")
             if self._has_dependencies:
-                c.execute(
-                    "UPDATE learners SET unfinished_deps = unfinished_deps - 1 WHERE idx IN"
-                    " (SELECT learner FROM dependencies WHERE depends_on = ?)",
-                    (learner,),
-                )
+                count_done(c, learner)
             finish_task(c, task, learner, "done", now)
             return True
 
@@ -407,6 +407,52 @@ class Database:
                 add_event(c, now, idx, task, kind="cancelled", detail="cancelled by the user")
                 mark_dependents(c, idx, LearnerState.CANCELLED, now)
         return tasks
+
+    def retry(
+        self, learners: Collection[int] | None = None, *, cancelled: bool = False, now: float
+    ) -> list[int]:
+        """Put failed (with ``cancelled``, also cancelled) learners back to ``waiting``.
+
+        Attempts and failures restart at 0, the error is cleared, the history stays (plus a
+        ``retried`` event). Dependents that failed or were cancelled with them come back
+        too; a learner whose dependency stays failed or cancelled stays, as it could never
+        start. ``learners`` (default: all) in other states are left alone; an unknown index
+        or a requested learner that must stay is a ConfigError, and nothing changes.
+        Returns the learners put back.
+        """
+        states = ("failed", "cancelled") if cancelled else ("failed",)
+        with self._transaction() as c:
+            n = self._count(c)
+            seed = None if learners is None else {as_index(x, n, "retry") for x in learners}
+            put_back, blocked = retry_set(c, seed, states)
+            refused = sorted(blocked.keys() & (seed or set()))
+            if refused:
+                raise ConfigError(
+                    f"retry: learner {refused[0]} waits on learner {blocked[refused[0]]}, "
+                    "which stays failed or cancelled: retry that one too (its dependents "
+                    "come back with it)"
+                )
+            put_back_learners(c, put_back, now)
+        return list(put_back)
+
+    def complete(
+        self, reached: Mapping[int, tuple[int, float | None]], *, detail: str, now: float
+    ) -> list[int]:
+        """Mark waiting learners done without a job (their data meets the goal already).
+
+        ``reached`` is ``{learner: (npoints, loss)}``; learners not waiting are left alone.
+        ``detail`` goes in each one's ``done`` event. Returns the learners marked done.
+        """
+        with self._transaction() as c:
+            return [idx for idx, row in reached.items() if complete(c, idx, row, detail, now)]
+
+    def learners_in(self, state: LearnerState) -> list[tuple[int, str]]:
+        """``(index, fname)`` of the learners in ``state``, by index."""
+        rows = self._conn.execute(
+            "SELECT idx, fname FROM learners WHERE state = ? ORDER BY idx",
+            (LearnerState(state).value,),
+        )
+        return [(int(idx), str(fname)) for idx, fname in rows]
 
     def record_array(
         self, array_id: str, *, n_tasks: int, script: str, now: float, group: int = 0
