@@ -83,6 +83,7 @@ class RunConfig:
     kill_on_error: list[str] | None = None  # patterns of error_watch.py; None: off
     host: str | None = None  # the url's host as the user gave it (host=); None: the default
     interface: str | None = None  # or the network interface whose address the url uses
+    goal: str | None = None  # the goal in words (goals.describe_goal), for people and diffs
     version: int = CONFIG_VERSION
 
 
@@ -104,6 +105,16 @@ def config_hash(
         "groups": list(learner_groups),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def config_changes(old: RunConfig, new: RunConfig) -> dict[str, list[Any]]:
+    """``{field: [old, new]}`` for the run.json fields a rerun changed (not url or dates)."""
+    before, after = dataclasses.asdict(old), dataclasses.asdict(new)
+    return {
+        key: [before[key], after[key]]
+        for key in after
+        if key not in {"url", "created", "name"} and before[key] != after[key]
+    }
 
 
 class RunDir:
