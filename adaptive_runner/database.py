@@ -474,6 +474,10 @@ class Database:
         rows = self._conn.execute(f"{query} ORDER BY submitted", params).fetchall()
         return [array_id for (array_id,) in rows]
 
+    def array_groups(self) -> dict[str, int]:
+        """Every array the run submitted (finished or not) -> its group."""
+        return dict(self._conn.execute("SELECT array_id, grp FROM arrays").fetchall())
+
     def finish_array(self, array_id: str, *, now: float | None = None) -> None:
         """Mark an array as finished (none of its tasks will run any more)."""
         with self._transaction() as c:

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     import os
     from collections.abc import Callable, Collection, Iterable
 
-    from adaptive_runner.database import LearnerRow
+    from adaptive_runner.database import LearnerRow, TaskRow
+    from adaptive_runner.schedulers.base import Scheduler
 
 log = structlog.get_logger("adaptive_runner.run")
 
@@ -83,6 +84,11 @@ class Run:
         with self._open() as db:
             return db.learners()
 
+    def tasks(self) -> list[TaskRow]:
+        """Every hold of a learner by an array task, in the order they started."""
+        with self._open() as db:
+            return db.tasks()
+
     def parse_logs(self) -> LogRecords:
         """One record per array task from the job logs: latest status, outcome, errors.
 
@@ -114,8 +120,7 @@ class Run:
         Cancelled learners are never resubmitted; their saved data stays on disk. The jobs
         are cancelled through the schedulers that run.json names.
         """
-        config = self.config()
-        schedulers = [scheduler_class(g.scheduler)(**g.options) for g in config.groups]
+        schedulers = self._schedulers()
         by_group: dict[int, list[str]] = {}
         with self._open() as db:
             holders = db.running_tasks()
@@ -129,6 +134,27 @@ class Run:
         for group, ids in by_group.items():
             if ids:
                 schedulers[group].cancel(ids, jobs_dir=self.run_dir.jobs_dir)
+
+    def active_tasks(self) -> list[str]:
+        """The run's array tasks that are queued or running (one queue call per group).
+
+        Asks about every array the run ever submitted: a task whose learner is finished may
+        still be exiting.
+        """
+        schedulers = self._schedulers()
+        by_group: dict[int, list[str]] = {}
+        with self._open() as db:
+            for array_id, group in db.array_groups().items():
+                by_group.setdefault(group, []).append(array_id)
+        active: list[str] = []
+        for group, arrays in by_group.items():
+            queue = schedulers[group].queue(arrays, jobs_dir=self.run_dir.jobs_dir)
+            active += sorted(task for task, state in queue.items() if state.active)
+        return active
+
+    def _schedulers(self) -> list[Scheduler]:
+        """The schedulers of the run's groups, as run.json describes them."""
+        return [scheduler_class(g.scheduler)(**g.options) for g in self.config().groups]
 
     def retry(
         self, learners: Collection[int] | None = None, *, cancelled: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from adaptive_runner.schedulers import scheduler_class
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Collection, Mapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
 
     from adaptive_runner.log_parser import LogRecords
     from adaptive_runner.schedulers.base import Scheduler
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 
 LOOPBACK = "127.0.0.1"
+REPLACE_WAIT_S = 60.0  # overwrite=True waits this long at most for the old run's jobs to end
 
 log = structlog.get_logger("adaptive_runner.run_manager")
 
@@ -252,28 +254,47 @@ class RunManager:
                     "differ): use a new run_dir, pass overwrite=True to replace it, or "
                     "RunManager.resume(run_dir) to continue it as it is"
                 )
-            self._lock.acquire()  # before touching a run that other managers might be serving
-            try:
-                if self.overwrite:
-                    self._run.cancel()  # the old run's jobs would write to the same files
-                    self._create(digest, replace=True)
-                    self._lock.release()  # that lock was on the replaced directory's file
-                else:
-                    self._rerun(existing)
-            except BaseException:
-                self._lock.release()
-                raise
+            if self.overwrite:
+                self._replace(digest)
+            else:
+                self._locked(lambda: self._rerun(existing))
         else:
             self._create(digest, replace=False)
-        self._lock.acquire()
-        try:
-            if self.check_goal_on_start:
-                self._run.complete_reached(self.goal)
-        except BaseException:
-            self._lock.release()
-            raise
+        if self.check_goal_on_start:
+            self._locked(lambda: self._run.complete_reached(self.goal))
         self._start_managers(url_host)
         return self
+
+    def _locked(self, step: Callable[[], object]) -> None:
+        """Do ``step`` holding manager.lock and logging to manager.log (both kept after).
+
+        The lock comes first: another manager may be serving the run. On an error both go.
+        """
+        self._lock.acquire()
+        try:
+            log_managers_to(self.run_dir.path / "manager.log")
+            step()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _replace(self, digest: str) -> None:
+        """``overwrite=True``: cancel the old run's jobs, then a fresh run directory in place.
+
+        The old jobs would write to the same data files and run-directory paths as the new
+        run's, so their end is awaited (at most ``REPLACE_WAIT_S``; then a warning).
+        """
+        self._lock.acquire()
+        try:
+            self._run.cancel()
+            deadline = time.monotonic() + REPLACE_WAIT_S
+            while (active := self._run.active_tasks()) and time.monotonic() < deadline:
+                time.sleep(0.2)  # tasks still exiting write into the run directory's paths
+            if active:
+                log.warning("jobs of the replaced run are still active", tasks=active)
+            self._create(digest, replace=True)
+        finally:
+            self._lock.release()  # a lock on the replaced directory's file
 
     def _url_host(self) -> str:
         """The host in the url the jobs connect to (looks the interface up: I/O)."""
