@@ -199,7 +199,7 @@ class RunDir:
         """The worker's structlog JSON lines of one array task."""
         return self.logs_dir / f"{task_id}.log"
 
-    def create(self, populate: Callable[[RunDir], None], *, replace: bool) -> None:
+    def create(self, populate: Callable[[RunDir], object], *, replace: bool) -> None:
         """Build a whole run directory beside this one with ``populate``, then rename it here.
 
         Nothing is half-written: a failure leaves no run directory (or the old one, when

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -35,9 +36,9 @@ def test_cli_cancels_a_run_whose_learners_module_it_cannot_import(
     monkeypatch.syspath_prepend(str(modules))
     # The jobs import it too (the learners pickle its function by reference).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(modules), str(REPO)]))
-    import user_functions  # noqa: PLC0415 - importable here, at creation only
+    slow = importlib.import_module("user_functions").slow  # importable here, at creation
 
-    learners = [adaptive.Learner1D(user_functions.slow, bounds=(-1, 1)) for _ in range(3)]
+    learners = [adaptive.Learner1D(slow, bounds=(-1, 1)) for _ in range(3)]
     rm = make_rm(tmp_path, learners, goal=10_000, max_simultaneous_jobs=2).start()
     run_dir = tmp_path / "run"
     try:

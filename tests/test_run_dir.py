@@ -93,7 +93,8 @@ def test_lock_is_held_by_one_holder(tmp_path: Path) -> None:
     assert not second.held
     first.release()
     second.acquire()
-    assert second.held
+    with pytest.raises(ConfigError, match="is managed already"):
+        RunLock(RunDir(tmp_path)).acquire()
     second.release()
 
 
