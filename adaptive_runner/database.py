@@ -413,12 +413,11 @@ class Database:
     ) -> list[int]:
         """Put failed (with ``cancelled``, also cancelled) learners back to ``waiting``.
 
-        Attempts and failures restart at 0, the error is cleared, the history stays (plus a
-        ``retried`` event). Dependents that failed or were cancelled with them come back
-        too; a learner whose dependency stays failed or cancelled stays, as it could never
-        start. ``learners`` (default: all) in other states are left alone; an unknown index
-        or a requested learner that must stay is a ConfigError, and nothing changes.
-        Returns the learners put back.
+        Attempts and failures restart at 0, the error goes, the history stays (+ a ``retried``
+        event). Dependents that failed or were cancelled with them come back; one whose
+        dependency stays failed or cancelled stays too. ``learners`` (default: all) in other
+        states are left alone; an unknown index or a requested learner that must stay is a
+        ConfigError (nothing changes). Returns the learners put back.
         """
         states = ("failed", "cancelled") if cancelled else ("failed",)
         with self._transaction() as c:
@@ -440,18 +439,16 @@ class Database:
     ) -> list[int]:
         """Mark waiting learners done without a job (their data meets the goal already).
 
-        ``reached`` is ``{learner: (npoints, loss)}``; learners not waiting are left alone.
-        ``detail`` goes in each one's ``done`` event. Returns the learners marked done.
+        ``reached``: ``{learner: (npoints, loss)}``, those not waiting left alone; ``detail``
+        goes in each ``done`` event. Returns the learners marked done.
         """
         with self._transaction() as c:
             return [idx for idx, row in reached.items() if complete(c, idx, row, detail, now)]
 
     def learners_in(self, state: LearnerState) -> list[tuple[int, str]]:
         """``(index, fname)`` of the learners in ``state``, by index."""
-        rows = self._conn.execute(
-            "SELECT idx, fname FROM learners WHERE state = ? ORDER BY idx",
-            (LearnerState(state).value,),
-        )
+        query = "SELECT idx, fname FROM learners WHERE state = ? ORDER BY idx"
+        rows = self._conn.execute(query, (LearnerState(state).value,))
         return [(int(idx), str(fname)) for idx, fname in rows]
 
     def record_array(
@@ -476,7 +473,7 @@ class Database:
 
     def array_groups(self) -> dict[str, int]:
         """Every array the run submitted (finished or not) -> its group."""
-        return dict(self._conn.execute("SELECT array_id, grp FROM arrays").fetchall())
+        return dict(self._conn.execute("SELECT array_id, grp FROM arrays"))
 
     def finish_array(self, array_id: str, *, now: float | None = None) -> None:
         """Mark an array as finished (none of its tasks will run any more)."""
