@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from adaptive_runner.errors import AdaptiveRunnerError, ConfigError
     from adaptive_runner.log_parser import parse_logs
+    from adaptive_runner.run import Run
     from adaptive_runner.run_manager import RunManager
     from adaptive_runner.schedulers.local import Local
     from adaptive_runner.schedulers.pbs import PBS
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 # (which imports this package first) does not pay for jinja2, ipywidgets or the managers.
 _PUBLIC = {
     "RunManager": "adaptive_runner.run_manager",
+    "Run": "adaptive_runner.run",
     "Local": "adaptive_runner.schedulers.local",
     "SLURM": "adaptive_runner.schedulers.slurm",
     "PBS": "adaptive_runner.schedulers.pbs",
@@ -33,6 +35,7 @@ __all__ = [
     "AdaptiveRunnerError",
     "ConfigError",
     "Local",
+    "Run",
     "RunManager",
     "__version__",
     "parse_logs",

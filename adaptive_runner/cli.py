@@ -1,7 +1,9 @@
-"""The `adaptive-runner` command: status, cancel, logs, serve and demo.
+"""The `adaptive-runner` command: status, cancel, retry, logs, serve and demo.
 
 Every command that takes RUN_DIR exits with code 2 (and says why) when RUN_DIR is not a run
-directory. Heavy modules are imported inside the commands, so ``--help`` stays fast.
+directory. status, cancel, retry and logs go through :class:`~adaptive_runner.run.Run`, which
+unpickles no learner, so they work where the learners' modules cannot be imported. Heavy
+modules are imported inside the commands, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.run_dir import RunDir
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from adaptive_runner.database import LearnerRow, TaskRow
     from adaptive_runner.log_parser import LineReader, TaskRecord
+    from adaptive_runner.run import Run
+    from adaptive_runner.run_dir import RunDir
 
 FOLLOW_INTERVAL_S = 1.0
 # Status-file flags, in the spirit of disBatch's E/R: R the task did not end cleanly (it
@@ -62,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="cancel only these learners (default: the whole run)",
     )
+    retry = sub.add_parser(
+        "retry", help="put failed learners back to waiting (a manager must serve the run)"
+    )
+    retry.add_argument("run_dir", type=Path)
+    retry.add_argument(
+        "--learner",
+        type=int,
+        nargs="+",
+        action="extend",
+        metavar="N",
+        help="retry only these learners (default: every failed one)",
+    )
+    retry.add_argument("--cancelled", action="store_true", help="cancelled learners come back too")
     logs = sub.add_parser("logs", help="the job logs of all tasks, merged in time order")
     logs.add_argument("run_dir", type=Path)
     logs.add_argument("--task", metavar="ID", help="only this array task (e.g. 123_4, L1_0)")
@@ -79,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": _serve,
         "status": _status,
         "cancel": _cancel,
+        "retry": _retry,
         "logs": _logs,
     }
     try:
@@ -88,13 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run_dir(path: Path) -> RunDir:
-    """``path`` as a run directory; ConfigError (exit 2) if it is none."""
-    run_dir = RunDir(path)
-    run_dir.read_config()
-    if not run_dir.database.is_file():
-        raise ConfigError(f"{run_dir.path} is not a run directory (no state.sqlite)")
-    return run_dir
+def _open(path: Path) -> Run:
+    """The run in ``path``; ConfigError (exit 2) if it is no run directory."""
+    from adaptive_runner.run import Run  # noqa: PLC0415 - sqlite and the schedulers on demand
+
+    run = Run(path)
+    run.config()
+    return run
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {state}" for state, n in counts.items())
 
 
 def _progress(**kwargs: Any) -> Any:
@@ -116,7 +137,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from adaptive_runner.run_manager import RunManager  # noqa: PLC0415 - load only what runs
 
-    _run_dir(args.run_dir)
+    _open(args.run_dir)
     rm = RunManager.resume(args.run_dir)
     print(f"serving {rm.run_dir.path}; Ctrl-C stops the managers, jobs keep running")
     try:
@@ -129,8 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("managers stopped; `adaptive-runner serve` again to continue", file=sys.stderr)
         return 130
     all_done = rm.wait()
-    counts = rm.status()
-    print(", ".join(f"{n} {state}" for state, n in counts.items()))
+    print(_counts(rm.status()))
     return 0 if all_done else 1
 
 
@@ -138,23 +158,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from adaptive_runner.database import Database  # noqa: PLC0415 - load only what runs
-
-    run_dir = _run_dir(args.run_dir)
-    with Database.open(run_dir.database) as db:
-        counts = db.counts()
-        if args.format == "tsv":
-            tasks = db.tasks()
-        else:
-            learners = db.learners()
+    run = _open(args.run_dir)
     if args.format == "tsv":
-        from adaptive_runner.log_parser import LogParser  # noqa: PLC0415 - same reason
-
-        records = {r.task: r for r in LogParser(run_dir).parse()}
-        sys.stdout.writelines(_status_file(tasks, records, now=time.time()))
+        records = {r.task: r for r in run.parse_logs()}
+        sys.stdout.writelines(_status_file(run.tasks(), records, now=time.time()))
         return 0
-    print(_table(learners, now=time.time()))
-    print(f"{sum(counts.values())} learners: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    print(_table(run.learners(), now=time.time()))
+    counts = run.status()
+    print(f"{sum(counts.values())} learners: {_counts(counts)}")
     return 0
 
 
@@ -234,14 +245,26 @@ def _status_file(
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from adaptive_runner.run_manager import RunManager  # noqa: PLC0415 - load only what runs
-
-    _run_dir(args.run_dir)
-    rm = RunManager.open(args.run_dir)
-    rm.cancel(args.learner)
+    run = _open(args.run_dir)
+    run.cancel(args.learner)
     what = "the run" if args.learner is None else "learners " + " ".join(map(str, args.learner))
-    counts = rm.status()
-    print(f"cancelled {what}; " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    print(f"cancelled {what}; {_counts(run.status())}")
+    return 0
+
+
+# -- retry ---------------------------------------------------------------------------------
+
+
+def _retry(args: argparse.Namespace) -> int:
+    run = _open(args.run_dir)
+    put_back = run.retry(args.learner, cancelled=args.cancelled)
+    which = " ".join(map(str, put_back)) if put_back else "none"
+    print(f"back to waiting: {which}; {_counts(run.status())}")
+    if put_back:
+        print(
+            "they run when a manager serves the run: `adaptive-runner serve RUN_DIR` or "
+            "RunManager.resume(run_dir) (a manager serving it already picks them up)"
+        )
     return 0
 
 
@@ -249,10 +272,10 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from adaptive_runner.database import Database  # noqa: PLC0415 - load only what runs
-    from adaptive_runner.log_parser import LineReader  # noqa: PLC0415 - same reason
+    from adaptive_runner.log_parser import LineReader  # noqa: PLC0415 - load only what runs
 
-    run_dir = _run_dir(args.run_dir)
+    run = _open(args.run_dir)
+    run_dir = run.run_dir
     if args.task is not None and not args.follow and not run_dir.task_log(args.task).is_file():
         print(
             f"adaptive-runner: no log for task {args.task} in {run_dir.logs_dir}", file=sys.stderr
@@ -265,9 +288,7 @@ def _logs(args: argparse.Namespace) -> int:
         return 0
     try:
         while True:
-            with Database.open(run_dir.database) as db:
-                counts = db.counts()
-            finished = counts["waiting"] == 0 and counts["running"] == 0
+            finished = run.finished()
             _print_events(_read_events(reader, _log_paths(run_dir, args.task)))
             if finished:
                 return 0

@@ -8,11 +8,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from adaptive_runner.database_queries import Queries
 from adaptive_runner.database_schema import (
     CLAIM,
-    CLAIMABLE,
     DROP,
-    ROW_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
     SORT_KEYS,
@@ -22,11 +21,15 @@ from adaptive_runner.database_schema import (
     TaskRow,
     add_event,
     as_index,
+    complete,
     connect,
+    count_done,
     finish_task,
     mark_dependents,
     migrate,
+    put_back_learners,
     repeated,
+    retry_set,
     upgrade,
     validate_dependencies,
     validate_fnames,
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["SORT_KEYS", "Database", "GroupState", "LearnerRow", "LearnerState", "TaskRow"]
 
 
-class Database:
+class Database(Queries):
     """The run's sqlite state. Make one with :meth:`create` or :meth:`open`.
 
     Every method is one transaction, committed before it returns. Inside ``with db.batch():``
@@ -327,11 +330,7 @@ class Database:
             if cur.rowcount == 0:
                 return repeated(c, task, learner, "done")
             if self._has_dependencies:
-                c.execute(
-                    "UPDATE learners SET unfinished_deps = unfinished_deps - 1 WHERE idx IN"
-                    " (SELECT learner FROM dependencies WHERE depends_on = ?)",
-                    (learner,),
-                )
+                count_done(c, learner)
             finish_task(c, task, learner, "done", now)
             return True
 
@@ -425,6 +424,49 @@ class Database:
                 mark_dependents(c, idx, LearnerState.CANCELLED, now)
         return tasks
 
+    def retry(
+        self, learners: Collection[int] | None = None, *, cancelled: bool = False, now: float
+    ) -> list[int]:
+        """Put failed (with ``cancelled``, also cancelled) learners back to ``waiting``.
+
+        Attempts and failures restart at 0, the error goes, the history stays (+ a ``retried``
+        event), and so do their groups' start failures in a row. Dependents that failed or were
+        cancelled with them come back; one whose
+        dependency stays failed or cancelled stays too. ``learners`` (default: all) in other
+        states are left alone; an unknown index or a requested learner that must stay is a
+        ConfigError (nothing changes). Returns the learners put back.
+        """
+        states = ("failed", "cancelled") if cancelled else ("failed",)
+        with self._transaction() as c:
+            n = self._count(c)
+            seed = None if learners is None else {as_index(x, n, "retry") for x in learners}
+            put_back, blocked = retry_set(c, seed, states)
+            refused = sorted(blocked.keys() & (seed or set()))
+            if refused:
+                raise ConfigError(
+                    f"retry: learner {refused[0]} waits on learner {blocked[refused[0]]}, "
+                    "which stays failed or cancelled: retry that one too (its dependents "
+                    "come back with it)"
+                )
+            put_back_learners(c, put_back, now)
+            # Their groups' jobs get a fresh start: the user fixed what kept them from starting.
+            c.execute(
+                "UPDATE groups SET start_failures = 0, start_error = NULL WHERE grp IN"
+                " (SELECT DISTINCT grp FROM learners WHERE state = 'waiting')"
+            )
+        return list(put_back)
+
+    def complete(
+        self, reached: Mapping[int, tuple[int, float | None]], *, detail: str, now: float
+    ) -> list[int]:
+        """Mark waiting learners done without a job (their data meets the goal already).
+
+        ``reached``: ``{learner: (npoints, loss)}``, those not waiting left alone; ``detail``
+        goes in each ``done`` event. Returns the learners marked done.
+        """
+        with self._transaction() as c:
+            return [idx for idx, row in reached.items() if complete(c, idx, row, detail, now)]
+
     def record_array(
         self,
         array_id: str,
@@ -443,19 +485,6 @@ class Database:
                 (array_id, group, n_tasks, script, now, tag),
             )
             c.execute("UPDATE groups SET submit_error = NULL WHERE grp = ?", (group,))
-
-    def recorded_arrays(self) -> set[str]:
-        """Every array the run submitted or adopted, finished or not."""
-        return {array_id for (array_id,) in self._conn.execute("SELECT array_id FROM arrays")}
-
-    def active_arrays(self, group: int | None = None) -> list[str]:
-        """The arrays not yet finished (of one group, or all), oldest first."""
-        query = "SELECT array_id FROM arrays WHERE finished IS NULL"
-        params: tuple[int, ...] = ()
-        if group is not None:
-            query, params = f"{query} AND grp = ?", (group,)
-        rows = self._conn.execute(f"{query} ORDER BY submitted", params).fetchall()
-        return [array_id for (array_id,) in rows]
 
     def finish_array(self, array_id: str, *, now: float | None = None) -> int | None:
         """Mark an array as finished (none of its tasks will run any more).
@@ -476,15 +505,6 @@ class Database:
             )
             return int(row[1])
 
-    def claimed(self, tasks: Collection[str]) -> set[str]:
-        """Which of ``tasks`` ever held a learner."""
-        found: set[str] = set()
-        for task in tasks:
-            row = self._conn.execute("SELECT 1 FROM tasks WHERE task = ? LIMIT 1", (task,))
-            if row.fetchone() is not None:
-                found.add(task)
-        return found
-
     # --- start failures and submission errors, per resource group ---
 
     def record_start_failure(self, group: int, *, reason: str) -> int:
@@ -498,26 +518,11 @@ class Database:
             ).fetchone()
             return int(n)
 
-    def start_failures(self, group: int) -> int:
-        """Arrays of ``group`` in a row whose tasks never claimed (0 after one that did)."""
-        row = self._conn.execute(
-            "SELECT start_failures FROM groups WHERE grp = ?", (group,)
-        ).fetchone()
-        return 0 if row is None else int(row[0])
-
     def record_submit_error(self, group: int, *, error: str) -> None:
         """Remember why the last submission for ``group`` failed (cleared by the next array)."""
         with self._transaction() as c:
             c.execute("INSERT OR IGNORE INTO groups (grp) VALUES (?)", (group,))
             c.execute("UPDATE groups SET submit_error = ? WHERE grp = ?", (error, group))
-
-    def group_states(self) -> list[GroupState]:
-        """The groups with start failures or a failed submission (the others are fine)."""
-        rows = self._conn.execute(
-            "SELECT grp, start_failures, start_error, submit_error FROM groups"
-            " WHERE start_failures > 0 OR submit_error IS NOT NULL ORDER BY grp"
-        ).fetchall()
-        return [GroupState(*row) for row in rows]
 
     def fail_waiting(self, group: int, *, reason: str, now: float) -> list[int]:
         """Fail every waiting learner of ``group`` with ``reason``: its jobs cannot start.
@@ -535,87 +540,6 @@ class Database:
                 add_event(c, now, idx, None, kind="failed", detail=reason)
                 mark_dependents(c, idx, LearnerState.FAILED, now)
         return failed
-
-    def dependencies(self) -> dict[int, list[int]]:
-        """Learner -> the learners it waits on, as given to :meth:`create`."""
-        graph: dict[int, list[int]] = {}
-        rows = self._conn.execute(
-            "SELECT learner, depends_on FROM dependencies ORDER BY learner, depends_on"
-        )
-        for learner, dep in rows:
-            graph.setdefault(learner, []).append(dep)
-        return graph
-
-    def running_tasks(self) -> dict[str, int]:
-        """Task id -> the learner it holds, for every running learner."""
-        rows = self._conn.execute("SELECT task, idx FROM learners WHERE state = 'running'")
-        return dict(rows.fetchall())
-
-    def n_claimable(self, group: int = 0) -> int:
-        """Learners of ``group`` a claim could get now (waiting, every dependency done)."""
-        (n,) = self._conn.execute(f"SELECT count(*) {CLAIMABLE}", (group,)).fetchone()
-        return int(n)
-
-    def learner_groups(self) -> list[int]:
-        """The resource group of every learner, by index."""
-        return [g for (g,) in self._conn.execute("SELECT grp FROM learners ORDER BY idx")]
-
-    def counts(self) -> dict[str, int]:
-        """The number of learners in every state, zeros included."""
-        rows = self._conn.execute("SELECT state, n FROM state_counts").fetchall()
-        found = dict(rows)
-        return {state.value: int(found[state.value]) for state in LearnerState}
-
-    def learners(self) -> list[LearnerRow]:
-        """Every learner, by index."""
-        query = f"SELECT {ROW_COLUMNS} FROM learners ORDER BY idx"  # noqa: S608 - constants only
-        rows = self._conn.execute(query).fetchall()
-        return [LearnerRow(r[0], r[1], LearnerState(r[2]), *r[3:]) for r in rows]
-
-    def learner_page(
-        self,
-        *,
-        sort_by: str = "index",
-        descending: bool = False,
-        state: LearnerState | None = None,
-        offset: int = 0,
-        limit: int = 50,
-    ) -> list[LearnerRow]:
-        """One page of learners (of ``state``, or all) in ``SORT_KEYS`` order, empty values last.
-
-        One query with sqlite's top-N sort: the status panel pages through 100,000 learners
-        without building a row object for each.
-        """
-        if sort_by not in SORT_KEYS:
-            raise ConfigError(f"sort_by must be one of {', '.join(SORT_KEYS)}, got {sort_by!r}")
-        where, params = ("WHERE state = ?", [LearnerState(state).value]) if state else ("", [])
-        direction = "DESC" if descending else "ASC"
-        rows = self._conn.execute(
-            f"SELECT {ROW_COLUMNS} FROM learners {where}"  # noqa: S608 - SORT_KEYS only
-            f" ORDER BY {SORT_KEYS[sort_by]} {direction} NULLS LAST, idx LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        ).fetchall()
-        return [LearnerRow(r[0], r[1], LearnerState(r[2]), *r[3:]) for r in rows]
-
-    def last_task(self, learner: int) -> str | None:
-        """The task that held ``learner`` most recently; None if no task has claimed it."""
-        idx = as_index(learner, self._count(self._conn), "last_task")
-        row = self._conn.execute(
-            "SELECT task FROM tasks WHERE learner = ? ORDER BY started DESC LIMIT 1", (idx,)
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def tasks(self) -> list[TaskRow]:
-        """Every hold of a learner by a task, in the order they started."""
-        rows = self._conn.execute(
-            "SELECT task, learner, attempt, host, pid, started, finished, outcome FROM tasks"
-            " ORDER BY started, task"
-        ).fetchall()
-        return [TaskRow(*row) for row in rows]
-
-    def _count(self, c: sqlite3.Connection) -> int:
-        (n,) = c.execute("SELECT sum(n) FROM state_counts").fetchone()
-        return int(n)
 
     def _drop(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
 import time
@@ -248,4 +249,40 @@ def _dispatch(db: Database, request: Request, now: float) -> bytes:
         "not_owner",
         f"task {task} does not hold learner {learner} (its lease expired, the job was taken "
         "for lost, or the learner was cancelled): stop without saving",
+    )
+
+
+def check_address(host: str | None, interface: str | None) -> tuple[str | None, str | None]:
+    """``host`` and ``interface`` checked: at most one, each a plain name."""
+    if host is not None and interface is not None:
+        raise ConfigError(
+            f"give host= or interface=, not both (got host={host!r}, interface={interface!r})"
+        )
+    for name, value in (("host", host), ("interface", interface)):
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value or any(c in value for c in " \t\n/:"):
+            raise ConfigError(
+                f"{name}={value!r}: give a host name or IPv4 address (host=) or an interface "
+                "name such as 'ib0' (interface=), without a scheme or port"
+            )
+    return host, interface
+
+
+def interface_address(interface: str) -> str:
+    """The IPv4 address of this machine's network ``interface`` (e.g. ``"ib0"``)."""
+    import psutil  # noqa: PLC0415 - only when an interface is asked for
+
+    addresses = psutil.net_if_addrs()
+    if interface not in addresses:
+        raise ConfigError(
+            f"interface={interface!r}: no such network interface on {socket.gethostname()}; "
+            f"it has {', '.join(sorted(addresses))}"
+        )
+    for address in addresses[interface]:
+        if address.family == socket.AF_INET:
+            return str(address.address)
+    raise ConfigError(
+        f"interface={interface!r} has no IPv4 address; give host= (an address or host name "
+        "the compute nodes reach) instead"
     )

@@ -324,6 +324,96 @@ WHERE idx = :idx AND task = :task AND state = 'running' RETURNING state, failure
 """
 
 
+RETRY: Final = """
+UPDATE learners SET state = 'waiting', attempts = 0, failures = 0, error = NULL,
+    finished = NULL, task = NULL, host = NULL, pid = NULL
+WHERE idx = ?
+"""
+
+
+def count_done(c: sqlite3.Connection, learner: int) -> None:
+    """``learner`` is done: its dependents wait on one learner fewer."""
+    c.execute(
+        "UPDATE learners SET unfinished_deps = unfinished_deps - 1 WHERE idx IN"
+        " (SELECT learner FROM dependencies WHERE depends_on = ?)",
+        (learner,),
+    )
+
+
+def retry_set(
+    c: sqlite3.Connection, seed: set[int] | None, states: Sequence[str]
+) -> tuple[dict[int, tuple[str, str | None]], dict[int, int]]:
+    """Which learners a retry of ``seed`` (None: all in ``states``) puts back, and which not.
+
+    Returns ``{learner: (state, error)}`` to put back and ``{learner: dependency}`` for the
+    learners of ``seed`` and their dependents that stay: a dependency of theirs stays failed
+    or cancelled, so they could never start. Dependents in ``states`` come back with the
+    learners they wait on (they failed or were cancelled because of them).
+    """
+    marks = ", ".join("?" * len(states))
+    retryable: dict[int, tuple[str, str | None]] = {
+        idx: (state, error)
+        for idx, state, error in c.execute(
+            f"SELECT idx, state, error FROM learners WHERE state IN ({marks})",  # noqa: S608
+            list(states),
+        )
+    }
+    ended = {idx for (idx,) in c.execute(_ENDED)}
+    waits_on: dict[int, list[int]] = {}
+    dependents: dict[int, list[int]] = {}
+    for learner, dep in c.execute("SELECT learner, depends_on FROM dependencies"):
+        waits_on.setdefault(learner, []).append(dep)
+        dependents.setdefault(dep, []).append(learner)
+    chosen = set(retryable) if seed is None else seed & retryable.keys()
+    frontier = list(chosen)
+    while frontier:
+        for learner in dependents.get(frontier.pop(), ()):
+            if learner in retryable and learner not in chosen:
+                chosen.add(learner)
+                frontier.append(learner)
+    blocked: dict[int, int] = {}
+    changed = True
+    while changed:  # until no chosen learner waits on one that stays failed or cancelled
+        changed = False
+        for learner in sorted(chosen):
+            stuck = [d for d in waits_on.get(learner, ()) if d in ended and d not in chosen]
+            if stuck:
+                chosen.remove(learner)
+                blocked[learner] = stuck[0]
+                changed = True
+    return {idx: retryable[idx] for idx in sorted(chosen)}, blocked
+
+
+_ENDED: Final = "SELECT idx FROM learners WHERE state IN ('failed', 'cancelled')"
+
+
+def put_back_learners(
+    c: sqlite3.Connection, put_back: Mapping[int, tuple[str, str | None]], now: float
+) -> None:
+    """Return ``{learner: (state, error)}`` to waiting, each with a ``retried`` event."""
+    c.executemany(RETRY, ((idx,) for idx in put_back))
+    for idx, (state, error) in put_back.items():
+        last_line = (error or "").strip().rsplit("\n", 1)[-1]
+        detail = f"was {state}: {last_line}" if last_line else f"was {state}"
+        add_event(c, now, idx, None, kind="retried", detail=detail)
+
+
+def complete(
+    c: sqlite3.Connection, learner: int, row: tuple[int, float | None], detail: str, now: float
+) -> bool:
+    """Mark ``learner`` done with ``row`` = (npoints, loss) if it is waiting; whether it was."""
+    cur = c.execute(
+        "UPDATE learners SET state = 'done', npoints = ?, loss = ?, finished = ?"
+        " WHERE idx = ? AND state = 'waiting'",
+        (*row, now, learner),
+    )
+    if cur.rowcount == 0:
+        return False
+    count_done(c, learner)
+    add_event(c, now, learner, None, kind="done", detail=detail)
+    return True
+
+
 def add_event(
     c: sqlite3.Connection,
     now: float,

@@ -12,6 +12,9 @@ Layout::
     manager.log              the managers' JSON log lines
     manager.lock             flocked while a RunManager manages the run (one at a time)
 
+A run directory is built beside its target and renamed into place (:meth:`RunDir.create`),
+so a failure leaves no half-written run.
+
 The directory is made with mode 0700 (mkdtemp): the pickles in it are read back only by the
 owner's processes, never taken from the network.
 
@@ -21,19 +24,22 @@ Only stdlib is imported here: the worker reads this module at start-up.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
+import os
+import shutil
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.files import atomic_write
+from adaptive_runner.files import atomic_write, fsync_dir
 
 if TYPE_CHECKING:
-    import os
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
 CONFIG_VERSION = 1
 PACK_SIZE = 1024  # learners per pack file in learners/
@@ -76,6 +82,9 @@ class RunConfig:
     poll_interval_s: float = 10.0
     kill_on_error: list[str] | None = None  # patterns of error_watch.py; None: off
     claim_timeout_s: float = 300.0  # a task running this long without a claim failed to start
+    host: str | None = None  # the url's host as the user gave it (host=); None: the default
+    interface: str | None = None  # or the network interface whose address the url uses
+    goal: str | None = None  # the goal in words (goals.describe_goal), for people and diffs
     version: int = CONFIG_VERSION
 
 
@@ -97,6 +106,16 @@ def config_hash(
         "groups": list(learner_groups),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def config_changes(old: RunConfig, new: RunConfig) -> dict[str, list[Any]]:
+    """``{field: [old, new]}`` for the run.json fields a rerun changed (not url or dates)."""
+    before, after = dataclasses.asdict(old), dataclasses.asdict(new)
+    return {
+        key: [before[key], after[key]]
+        for key in after
+        if key not in {"url", "created", "name"} and before[key] != after[key]
+    }
 
 
 class RunDir:
@@ -181,6 +200,42 @@ class RunDir:
         """The worker's structlog JSON lines of one array task."""
         return self.logs_dir / f"{task_id}.log"
 
+    def create(self, populate: Callable[[RunDir], object], *, replace: bool) -> None:
+        """Build a whole run directory beside this one with ``populate``, then rename it here.
+
+        Nothing is half-written: a failure leaves no run directory (or the old one, when
+        ``replace``). The new directory has mode 0700 (mkdtemp).
+
+        Parameters
+        ----------
+        populate
+            Writes the run's files into the staging directory it is given.
+        replace
+            Whether an existing run directory here is replaced (removed after the rename).
+
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.new-"))
+        except OSError as e:
+            raise ConfigError(f"cannot create the run directory {self.path}: {e}") from e
+        try:
+            staging = RunDir(tmp)
+            for sub in (staging.learners_dir, staging.logs_dir, staging.jobs_dir):
+                sub.mkdir()
+            populate(staging)
+            if replace:
+                old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+                self.path.rename(old)
+                tmp.rename(self.path)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(self.path)
+            fsync_dir(self.path.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
     def exists(self) -> bool:
         """Whether this directory already holds a run (its run.json exists)."""
         return self.config_file.is_file()
@@ -200,3 +255,42 @@ class RunDir:
         """Write run.json atomically."""
         text = json.dumps(dataclasses.asdict(config), indent=2) + "\n"
         atomic_write(self.config_file, text.encode())
+
+
+class RunLock:
+    """``manager.lock`` of a run directory: held by the one process that manages the run.
+
+    Two managers on one run would hand the same learner to two jobs. The lock (flock) is
+    released by :meth:`release`, or by the kernel when the process dies.
+    """
+
+    def __init__(self, run_dir: RunDir) -> None:
+        self.run_dir = run_dir
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock (no-op if held already); ConfigError if another process holds it."""
+        if self._fd is not None:
+            return
+        fd = os.open(self.run_dir.path / "manager.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                f"{self.run_dir.path} is managed already (by another RunManager or "
+                "`adaptive-runner serve`): stop that one first, or only watch the run with "
+                "adaptive_runner.Run(run_dir)"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock up (no-op if not held)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import os
-import shutil
 import socket
-import tempfile
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,25 +15,34 @@ import structlog
 from adaptive_runner import goals
 from adaptive_runner.auth import create_keys
 from adaptive_runner.database import Database, LearnerState
-from adaptive_runner.database_manager import DatabaseManager
+from adaptive_runner.database_manager import DatabaseManager, check_address, interface_address
 from adaptive_runner.error_watch import DEFAULT_KILL_PATTERNS, check_patterns
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.files import atomic_write, fsync_dir
+from adaptive_runner.files import atomic_write
 from adaptive_runner.job_manager import JobManager
-from adaptive_runner.log_parser import LogParser, LogRecords
 from adaptive_runner.logs import log_managers_to, stop_logging_managers_to
-from adaptive_runner.run_dir import GroupConfig, RunConfig, RunDir, config_hash
-from adaptive_runner.saving import load_data
+from adaptive_runner.run import Run, remove_files
+from adaptive_runner.run_dir import (
+    GroupConfig,
+    RunConfig,
+    RunDir,
+    RunLock,
+    config_changes,
+    config_hash,
+)
 from adaptive_runner.schedulers import scheduler_class
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Sequence
+    import os
+    from collections.abc import Callable, Collection, Mapping, Sequence
 
+    from adaptive_runner.log_parser import LogRecords
     from adaptive_runner.schedulers.base import Scheduler
     from adaptive_runner.widgets.panel import StatusPanel
 
 
 LOOPBACK = "127.0.0.1"
+REPLACE_WAIT_S = 60.0  # overwrite=True waits this long at most for the old run's jobs to end
 
 log = structlog.get_logger("adaptive_runner.run_manager")
 
@@ -71,7 +77,10 @@ class RunManager:
         When a learner is finished: a callable ``goal(learner) -> bool``, an ``int`` (points),
         a ``float`` (loss), a ``timedelta`` (run time per job) or a ``datetime`` (end time).
     run_dir
-        Where the run keeps its state; an existing run with the same learners is continued.
+        Where the run keeps its state. An existing run with the same learners and fnames is
+        continued with this call's code and settings (the fix-and-rerun loop): the learners
+        are pickled again, so those not done yet run the new code and resume from their
+        data files; goal, intervals and scheduler options are adopted (the changes logged).
     max_simultaneous_jobs
         At most this many array tasks queued or running at once.
     save_interval
@@ -87,7 +96,10 @@ class RunManager:
     poll_interval
         Seconds between two looks at the scheduler's queue; default per scheduler.
     overwrite
-        Replace an existing run directory whose learners or fnames differ.
+        Replace an existing run directory with a fresh run state (every learner waiting,
+        attempts 0), whether its learners differ or not; its jobs still queued or running are
+        cancelled first. The data files are the user's and stay, so learners resume from
+        them; :meth:`remove_data` deletes them.
     claim_timeout
         A job running this long without asking the database manager for a learner cannot
         reach it (or hangs before Python starts): it is cancelled and counts as a start
@@ -99,6 +111,22 @@ class RunManager:
         reason. The
         default, ``DEFAULT_KILL_PATTERNS``, is ``"srun: error:"``, ``"MemoryError"``,
         ``"oom-kill"`` and ``"Out of memory"``; ``None`` turns this off.
+    retry_failed
+        On an existing run, put its failed learners (and their dependents that failed with
+        them) back to waiting, attempts and failures reset, history kept. Cancelled
+        learners stay cancelled (see :meth:`retry`).
+    check_goal_on_start
+        Mark done, without a job, each waiting learner whose data file already meets the
+        goal (one load per learner with a data file, progress in the log).
+    host
+        The address or host name of this machine that the jobs connect to (written into
+        run.json's url). Default: this machine's host name (``socket.gethostname()``),
+        or 127.0.0.1 on the Local scheduler. Give it when the compute nodes reach this
+        machine by another name or address, e.g. that of its high-speed network.
+    interface
+        Instead of ``host``: a network interface of this machine, e.g. ``"ib0"``, whose IPv4
+        address the jobs connect to (looked up at :meth:`start`). The managers listen on
+        all interfaces (on the Local scheduler: loopback only) whatever is chosen.
 
     """
 
@@ -120,6 +148,10 @@ class RunManager:
         overwrite: bool = False,
         kill_on_error: Sequence[str] | None = DEFAULT_KILL_PATTERNS,
         claim_timeout: float | timedelta = 300.0,
+        retry_failed: bool = True,
+        check_goal_on_start: bool = True,
+        host: str | None = None,
+        interface: str | None = None,
     ) -> None:
         if len(learners) != len(fnames):
             raise ConfigError(
@@ -154,10 +186,13 @@ class RunManager:
         self.dependencies = {int(k): [int(d) for d in v] for k, v in (dependencies or {}).items()}
         self.overwrite = overwrite
         self.kill_on_error = check_patterns(kill_on_error)
+        self.retry_failed = retry_failed
+        self.check_goal_on_start = check_goal_on_start
+        self.host, self.interface = check_address(host, interface)
         self.database_manager: DatabaseManager | None = None
         self.job_manager: JobManager | None = None
-        self._log_parser: LogParser | None = None
-        self._lock_fd: int | None = None  # manager.lock, held while our managers run
+        self._run = Run(self.run_dir.path)  # status, cancel, retry, logs: no unpickling
+        self._lock = RunLock(self.run_dir)  # manager.lock, held while our managers run
 
     @classmethod
     def from_groups(
@@ -209,12 +244,13 @@ class RunManager:
     # -- starting --------------------------------------------------------------------------
 
     def start(self) -> RunManager:
-        """Create (or continue) the run directory, start both managers and return at once.
+        """Create (or continue, or replace) the run directory, start both managers, return.
 
         The managers run in background threads, so this works in Jupyter and in scripts.
         """
         for scheduler in self.schedulers:  # before anything is written: a bad partition, ...
             scheduler.check()
+        url_host = self._url_host()  # an unknown interface, too
         learner_types = [f"{type(x).__module__}.{type(x).__qualname__}" for x in self.learners]
         digest = config_hash(self.fnames, learner_types, self.dependencies, self.learner_groups)
         if self.run_dir.exists():
@@ -222,54 +258,67 @@ class RunManager:
             if existing.config_hash != digest and not self.overwrite:
                 raise ConfigError(
                     f"{self.run_dir.path} holds a different run (its learners or fnames "
-                    "differ): pass overwrite=True to replace it, or "
-                    "RunManager.resume(run_dir) to continue it"
+                    "differ): use a new run_dir, pass overwrite=True to replace it, or "
+                    "RunManager.resume(run_dir) to continue it as it is"
                 )
-            self._lock()  # before touching a run that other managers might be serving
-            try:
-                if existing.config_hash != digest:
-                    self._create(digest, replace=True)
-                    self._unlock()  # that lock was on the replaced directory's file
-                else:
-                    self._update_settings(existing)
-            except BaseException:
-                self._unlock()
-                raise
+            if self.overwrite:
+                self._replace(digest)
+            else:
+                self._locked(lambda: self._rerun(existing))
         else:
             self._create(digest, replace=False)
-        self._start_managers()
+        if self.check_goal_on_start:
+            self._locked(lambda: self._run.complete_reached(self.goal))
+        self._start_managers(url_host)
         return self
 
-    def _lock(self) -> None:
-        """Hold ``manager.lock`` in the run directory while this object manages the run.
+    def _locked(self, step: Callable[[], object]) -> None:
+        """Do ``step`` holding manager.lock and logging to manager.log (both kept after).
 
-        Two managers on one run would hand the same learner to two jobs. The lock (flock) is
-        released by :meth:`stop`, or by the kernel when the process dies.
+        The lock comes first: another manager may be serving the run. On an error both go.
         """
-        if self._lock_fd is not None:
-            return
-        fd = os.open(self.run_dir.path / "manager.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._lock.acquire()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ConfigError(
-                f"{self.run_dir.path} is managed already (by another RunManager or "
-                "`adaptive-runner serve`): stop that one first, or only watch the run with "
-                "RunManager.open(run_dir)"
-            ) from None
-        self._lock_fd = fd
+            log_managers_to(self.run_dir.path / "manager.log")
+            step()
+        except BaseException:
+            self.stop()
+            raise
 
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
-            self._lock_fd = None
+    def _replace(self, digest: str) -> None:
+        """``overwrite=True``: cancel the old run's jobs, then a fresh run directory in place.
 
-    def _config(self, digest: str, *, name: str, created: str, url: str) -> RunConfig:
+        The old jobs would write to the same data files and run-directory paths as the new
+        run's, so their end is awaited (at most ``REPLACE_WAIT_S``; then a warning).
+        """
+        self._lock.acquire()
+        try:
+            self._run.cancel()
+            deadline = time.monotonic() + REPLACE_WAIT_S
+            while (active := self._run.active_tasks()) and time.monotonic() < deadline:
+                time.sleep(0.2)  # tasks still exiting write into the run directory's paths
+            if active:
+                log.warning("jobs of the replaced run are still active", tasks=active)
+            self._create(digest, replace=True)
+        finally:
+            self._lock.release()  # a lock on the replaced directory's file
+
+    def _url_host(self) -> str:
+        """The host in the url the jobs connect to (looks the interface up: I/O)."""
+        if self.host is not None:
+            return self.host
+        if self.interface is not None:
+            return interface_address(self.interface)
+        return LOOPBACK if self._local_only() else socket.gethostname()
+
+    def _local_only(self) -> bool:
+        return all(s.bind_host == LOOPBACK for s in self.schedulers)
+
+    def _config(self, digest: str, *, name: str, created: str) -> RunConfig:
         return RunConfig(
             name=name,
             created=created,
-            url=url,
+            url="",  # set when the database manager listens
             config_hash=digest,
             groups=[GroupConfig(s.name, scheduler_options(s)) for s in self.schedulers],
             n_learners=len(self.learners),
@@ -281,25 +330,18 @@ class RunManager:
             poll_interval_s=self.poll_interval_s,
             kill_on_error=list(self.kill_on_error),
             claim_timeout_s=self.claim_timeout_s,
+            host=self.host,
+            interface=self.interface,
+            goal=goals.describe_goal(self.goal),
         )
 
     def _create(self, digest: str, *, replace: bool) -> None:
-        """Build the whole run directory beside its target, then rename it into place.
-
-        Nothing is half-written: a failure leaves no run directory (or the old one).
-        """
-        blobs = [self._pickle_learner(i, learner) for i, learner in enumerate(self.learners)]
+        """Write a new run directory (staged beside its target, then renamed into place)."""
+        blobs = self._pickle_learners()
         goal_blob = cloudpickle.dumps(self.goal)
-        target = self.run_dir.path
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
-        except OSError as e:
-            raise ConfigError(f"cannot create the run directory {target}: {e}") from e
-        try:
-            staging = RunDir(tmp)
-            for sub in (staging.learners_dir, staging.logs_dir, staging.jobs_dir):
-                sub.mkdir()
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+
+        def populate(staging: RunDir) -> None:
             staging.write_learners(blobs)
             atomic_write(staging.goal_file, goal_blob)
             create_keys(staging.keys_dir)
@@ -310,41 +352,45 @@ class RunManager:
                 max_fails=self.max_fails,
                 groups=self.learner_groups,
             ).close()
-            created = datetime.now(UTC).isoformat(timespec="seconds")
-            staging.write_config(self._config(digest, name=target.name, created=created, url=""))
-            if replace:
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                target.rename(old)
-                tmp.rename(target)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(target)
-            fsync_dir(target.parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            name = self.run_dir.path.name
+            staging.write_config(self._config(digest, name=name, created=created))
 
-    def _pickle_learner(self, index: int, learner: Any) -> bytes:
-        try:
-            blob: bytes = cloudpickle.dumps(learner)
-        except Exception as e:  # any pickling failure becomes one clear error
-            raise ConfigError(
-                f"learner {index} cannot be pickled ({type(e).__name__}: {e}); define its "
-                "function at module level or make what it captures picklable"
-            ) from e
-        return blob
+        self.run_dir.create(populate, replace=replace)
 
-    def _update_settings(self, existing: RunConfig) -> None:
-        """Continue an existing run with this call's goal and settings."""
+    def _pickle_learners(self) -> list[bytes]:
+        blobs = []
+        for index, learner in enumerate(self.learners):
+            try:
+                blobs.append(cloudpickle.dumps(learner))
+            except Exception as e:  # any pickling failure becomes one clear error
+                raise ConfigError(
+                    f"learner {index} cannot be pickled ({type(e).__name__}: {e}); define its "
+                    "function at module level or make what it captures picklable"
+                ) from e
+        return blobs
+
+    def _rerun(self, existing: RunConfig) -> None:
+        """Continue an existing run with this call's learners, goal and settings.
+
+        Every pack is rewritten with the new pickles, done learners' too: those never run
+        again, and one rewrite per pack is simpler and cheaper than splicing old entries in;
+        :meth:`load_learners` then gives every learner the current code.
+        """
+        self.run_dir.write_learners(self._pickle_learners())
         atomic_write(self.run_dir.goal_file, cloudpickle.dumps(self.goal))
-        self.run_dir.write_config(
-            self._config(existing.config_hash, name=existing.name, created=existing.created, url="")
-        )
+        config = self._config(existing.config_hash, name=existing.name, created=existing.created)
+        changed = config_changes(existing, config)
+        self.run_dir.write_config(config)
+        log.info("run continued with new code", run_dir=str(self.run_dir.path), changed=changed)
+        if self.retry_failed:
+            put_back = self._run.retry()
+            if put_back:
+                log.info("failed learners back to waiting", learners=len(put_back))
 
-    def _start_managers(self) -> None:
-        self._lock()
+    def _start_managers(self, url_host: str) -> None:
+        self._lock.acquire()
         try:
-            self._start_locked_managers()
+            self._start_locked_managers(url_host)
         except BaseException:
             self.stop()  # whatever started, and the lock
             raise
@@ -357,11 +403,9 @@ class RunManager:
             **self.status(),
         )
 
-    def _start_locked_managers(self) -> None:
+    def _start_locked_managers(self, url_host: str) -> None:
         log_managers_to(self.run_dir.path / "manager.log")
-        local_only = all(s.bind_host == LOOPBACK for s in self.schedulers)
-        host = LOOPBACK if local_only else "0.0.0.0"  # noqa: S104 - jobs on other nodes; CURVE
-        url_host = LOOPBACK if local_only else socket.gethostname()
+        host = LOOPBACK if self._local_only() else "0.0.0.0"  # noqa: S104 - other nodes; CURVE
         self.database_manager = DatabaseManager(self.run_dir, bind_host=host, url_host=url_host)
         url = self.database_manager.start()
         config = self.run_dir.read_config()
@@ -385,8 +429,8 @@ class RunManager:
     def open(cls, run_dir: str | os.PathLike[str]) -> RunManager:
         """The run in ``run_dir`` as run.json and state.sqlite describe it, managers not started.
 
-        Enough to watch and steer it (status, cancel, parse_logs, load_learners); the
-        learners are unpickled, so their functions' modules must be importable.
+        The learners are unpickled, so their functions' modules must be importable; to
+        watch and steer a run without them, use :class:`adaptive_runner.Run`.
         """
         rd = RunDir(run_dir)
         config = rd.read_config()
@@ -416,6 +460,8 @@ class RunManager:
             poll_interval=config.poll_interval_s,
             kill_on_error=config.kill_on_error,
             claim_timeout=config.claim_timeout_s,
+            host=config.host,
+            interface=config.interface,
         )
 
     @classmethod
@@ -430,20 +476,18 @@ class RunManager:
             return self
         for scheduler in self.schedulers:
             scheduler.check()
-        self._start_managers()
+        self._start_managers(self._url_host())
         return self
 
     # -- watching and steering -------------------------------------------------------------
 
     def status(self) -> dict[str, int]:
         """Learners per state, read from state.sqlite (works with the managers stopped)."""
-        with Database.open(self.run_dir.database) as db:
-            return {str(k): v for k, v in db.counts().items()}
+        return self._run.status()
 
     def finished(self) -> bool:
         """Whether no learner is waiting or running any more."""
-        counts = self.status()
-        return counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0
+        return self._run.finished()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every learner is done, failed or cancelled; True if all are done.
@@ -472,19 +516,33 @@ class RunManager:
 
         Cancelled learners are never resubmitted; their saved data stays on disk.
         """
-        now = datetime.now(UTC).timestamp()
-        by_group: dict[int, list[str]] = {}
-        with Database.open(self.run_dir.database) as db:
-            holders = db.running_tasks()
-            tasks = db.cancel(None if learners is None else list(learners), now=now)
-            for group in range(len(self.schedulers)):
-                if learners is None:  # whole arrays: their pending tasks go too
-                    by_group[group] = db.active_arrays(group)
-            for task in tasks if learners is not None else ():
-                by_group.setdefault(self.learner_groups[holders[task]], []).append(task)
-        for group, ids in by_group.items():
-            if ids:
-                self.schedulers[group].cancel(ids, jobs_dir=self.run_dir.jobs_dir)
+        self._run.cancel(learners)
+
+    def retry(
+        self, learners: Collection[int] | None = None, *, cancelled: bool = False
+    ) -> list[int]:
+        """Put failed learners (with ``cancelled``, cancelled ones too) back to waiting.
+
+        Attempts, failures and the error restart from nothing, the history stays, and
+        dependents that failed with them come back (see :meth:`Run.retry`). If this object
+        started the run and its job manager has finished, the managers start again so the
+        learners run. Returns the learners put back.
+        """
+        put_back = self._run.retry(learners, cancelled=cancelled)
+        if put_back and self.job_manager is not None and not self.job_manager.running:
+            self.stop()
+            self._start_managers(self._url_host())
+        return put_back
+
+    def remove_data(self) -> list[Path]:
+        """Delete the data files of this object's learners (their saved points), on request.
+
+        The data files are the user's: a rerun and ``overwrite=True`` keep them, so learners
+        resume from them. Call this (with the run stopped, no learner running) to start the
+        learners from no points. Returns the files deleted.
+        """
+        running = self.status()[LearnerState.RUNNING] if self.run_dir.exists() else 0
+        return remove_files(self.fnames, running=running)
 
     def stop(self) -> None:
         """Stop both managers; jobs keep running and reconnect after :meth:`resume`."""
@@ -493,7 +551,7 @@ class RunManager:
         if self.database_manager is not None:
             self.database_manager.stop()
         stop_logging_managers_to(self.run_dir.path / "manager.log")
-        self._unlock()
+        self._lock.release()
 
     def parse_logs(self) -> LogRecords:
         """One record per array task from the job logs: latest status, outcome, errors.
@@ -501,19 +559,11 @@ class RunManager:
         Each call reads only what the logs gained since the previous call (see log_parser.py);
         ``.to_dataframe()`` turns the result into a pandas DataFrame.
         """
-        if self._log_parser is None:
-            self._log_parser = LogParser(self.run_dir)
-        return self._log_parser.parse()
+        return self._run.parse_logs()
 
     def load_learners(self) -> list[Any]:
-        """The learners with the data their jobs saved so far."""
-        learners = [
-            cloudpickle.loads(self.run_dir.read_learner(i)) for i in range(len(self.fnames))
-        ]
-        for learner, fname in zip(learners, self.fnames, strict=True):
-            if Path(fname).exists():
-                load_data(learner, Path(fname))
-        return learners
+        """The learners (as pickled in the run directory) with the data saved so far."""
+        return self._run.load_learners()
 
 
 def scheduler_options(scheduler: Scheduler) -> dict[str, Any]:

@@ -124,7 +124,7 @@ def test_logs_of_an_unknown_task(finished_run: Path, capsys: pytest.CaptureFixtu
 
 @pytest.mark.parametrize(
     "argv",
-    [["status"], ["status", "--format", "tsv"], ["logs"], ["cancel"], ["serve"]],
+    [["status"], ["status", "--format", "tsv"], ["logs"], ["cancel"], ["serve"], ["retry"]],
 )
 def test_not_a_run_directory(
     tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
@@ -177,3 +177,22 @@ def test_serve_continues_a_stopped_run(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert f"serving {run_dir}" in out
     assert "0 waiting, 0 running, 3 done, 0 failed, 0 cancelled" in out
+
+
+def test_retry_puts_failed_learners_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    learners = [*slow(1, delay=0.0), adaptive.Learner1D(always_fails, bounds=(0, 1))]
+    assert not make_rm(tmp_path, learners, max_fails=1).start().wait(timeout=120)
+    run_dir = str(tmp_path / "run")
+    assert main(["retry", run_dir, "--learner", "7"]) == 2
+    err = capsys.readouterr().err
+    assert err == "adaptive-runner: retry: 7 is not a learner index (0..1)\n"
+    assert main(["retry", run_dir, "--learner", "0"]) == 0  # done: left alone
+    assert capsys.readouterr().out.startswith("back to waiting: none; ")
+    assert main(["retry", run_dir]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("back to waiting: 1; 1 waiting, 0 running, 1 done, 0 failed")
+    assert "adaptive-runner serve RUN_DIR" in out
+    with Database.open(tmp_path / "run" / "state.sqlite") as db:
+        assert (db.learners()[1].state, db.learners()[1].attempts) == ("waiting", 0)

@@ -435,3 +435,76 @@ def test_a_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(ConfigError, match="has schema 99"):
         Database.open(path)
+
+
+# --- retry and completion without a job ---
+
+
+def fail_for_good(db: Database, learner: int, error: str = "boom") -> None:
+    """Fail ``learner`` until max_fails (3)."""
+    for attempt in range(3):
+        assert db.claim(f"t{learner}-{attempt}", host="h", pid=1, now=T0) is not None
+        db.fail(f"t{learner}-{attempt}", learner, error=f"Traceback\n{error}", now=T0)
+
+
+def test_retry_puts_failed_back_with_counts_reset_and_history_kept(db: Database) -> None:
+    fail_for_good(db, 0)
+    db.cancel([1], now=T0)
+    assert db.retry(now=T0 + 1) == [0]
+    first = row(db, 0)
+    assert (first.state, first.attempts, first.failures, first.error) == ("waiting", 0, 0, None)
+    assert events(db, 0)[-1] == ("retried", "was failed: boom")
+    assert [kind for kind, _ in events(db, 0)].count("failed") == 4  # 3 fails + gave up
+    assert len([t for t in db.tasks() if t.learner == 0]) == 3
+    assert row(db, 1).state == "cancelled"  # cancelled stays cancelled
+    assert db.claim("new", host="h", pid=1, now=T0 + 2) == Assignment(0, "f0")
+    assert row(db, 0).attempts == 1
+    assert db.retry([1], cancelled=True, now=T0 + 3) == [1]
+    assert row(db, 1).state == "waiting"
+    assert db.retry(now=T0 + 4) == []  # nothing failed any more
+
+
+def test_retry_brings_back_dependents_and_keeps_them_gated(tmp_path: Path) -> None:
+    with make(tmp_path, 4, dependencies={1: [0], 2: [1], 3: [2]}) as db:
+        fail_for_good(db, 0)
+        assert [r.state for r in db.learners()] == ["failed"] * 4
+        assert db.retry([0], now=T0) == [0, 1, 2, 3]
+        assert [r.state for r in db.learners()] == ["waiting"] * 4
+        assert db.n_claimable() == 1  # the dependents still wait on their dependencies
+        assert db.claim("a", host="h", pid=1, now=T0) == Assignment(0, "f0")
+        assert db.claim("b", host="h", pid=1, now=T0) is None
+        db.done("a", 0, npoints=1, loss=None, now=T0)
+        assert db.claim("b", host="h", pid=1, now=T0) == Assignment(1, "f1")
+
+
+def test_retry_leaves_a_learner_whose_dependency_stays_cancelled(tmp_path: Path) -> None:
+    with make(tmp_path, 3, dependencies={2: [0, 1]}) as db:
+        fail_for_good(db, 0)  # 2 fails with it
+        db.cancel([1], now=T0)
+        assert db.retry(now=T0) == [0]  # 2 would wait forever on the cancelled 1
+        assert row(db, 2).state == "failed"
+        with pytest.raises(ConfigError, match="learner 2 waits on learner 1"):
+            db.retry([2], now=T0)
+        with pytest.raises(ConfigError, match="learner 2 waits on learner 1"):
+            db.retry([2], cancelled=True, now=T0)  # 1 is not asked for
+        assert db.retry([1, 2], cancelled=True, now=T0) == [1, 2]
+        assert db.n_claimable() == 2  # 0 and 1; 2 waits on them
+
+
+def test_retry_of_an_unknown_learner_changes_nothing(db: Database) -> None:
+    fail_for_good(db, 0)
+    with pytest.raises(ConfigError, match="retry: 9 is not a learner index"):
+        db.retry([0, 9], now=T0)
+    assert row(db, 0).state == "failed"
+
+
+def test_complete_marks_waiting_learners_done_and_frees_dependents(tmp_path: Path) -> None:
+    with make(tmp_path, 3, dependencies={1: [0]}) as db:
+        db.claim("a", host="h", pid=1, now=T0)  # 0 is running: left alone
+        assert db.complete({0: (5, 0.1), 2: (7, None)}, detail="met", now=T0) == [2]
+        assert (row(db, 2).state, row(db, 2).npoints) == ("done", 7)
+        assert events(db, 2) == [("done", "met")]
+        db.release("a", 0, reason="stop", now=T0)
+        assert db.learners_in(LearnerState.WAITING) == [(0, "f0"), (1, "f1")]
+        assert db.complete({0: (5, 0.1)}, detail="met", now=T0) == [0]
+        assert db.n_claimable() == 1  # 1 no longer waits on 0

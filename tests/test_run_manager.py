@@ -14,6 +14,7 @@ import threading
 from collections import Counter
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import adaptive
 import cloudpickle
@@ -22,7 +23,9 @@ from helpers_run import always_fails, make_learners, make_rm, slow_square, wait_
 
 import adaptive_runner as ar
 from adaptive_runner.database import Database
+from adaptive_runner.database_manager import interface_address
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.saving import load_data
 
 
 def task_rows(run_dir: Path) -> list[sqlite3.Row]:
@@ -206,8 +209,11 @@ def test_unpicklable_learner_names_its_index(tmp_path: Path) -> None:
 def test_existing_run_with_other_config_is_refused(tmp_path: Path) -> None:
     make_rm(tmp_path, make_learners(2), goal=5).start().wait(timeout=120)
     other = make_rm(tmp_path, make_learners(3))
-    with pytest.raises(ConfigError, match="overwrite=True"):
+    with pytest.raises(ConfigError, match="use a new run_dir, pass overwrite=True"):
         other.start()
+    renamed = make_rm(tmp_path, make_learners(2), fname_prefix="other")
+    with pytest.raises(ConfigError, match="learners or fnames differ"):
+        renamed.start()
     replaced = make_rm(tmp_path, make_learners(3), overwrite=True, goal=5).start()
     assert replaced.wait(timeout=120)
     assert replaced.status()["done"] == 3
@@ -289,3 +295,120 @@ def test_one_manager_per_run(tmp_path: Path) -> None:
         rm.stop()
     again = ar.RunManager.resume(tmp_path / "run")  # the lock went with stop()
     assert again.finished()
+
+
+# -- fix and rerun, retry, overwrite -----------------------------------------------------------
+# The broken and fixed functions travel by value, as a notebook's would.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def broken(x: float) -> float:
+    """A bug between 0.5 and 0.75: the learner saves its points so far, then fails."""
+    if 0.5 < x < 0.75:
+        raise ValueError(f"bug at {x}")
+    return x**2
+
+
+def fixed(x: float) -> float:
+    return x**2
+
+
+def saved_xs(fname: Path) -> set[float]:
+    learner = adaptive.Learner1D(fixed, bounds=(-1, 1))
+    load_data(learner, fname)
+    return set(learner.data)
+
+
+def test_fix_and_rerun_finishes_with_the_new_code_from_the_saved_points(tmp_path: Path) -> None:
+    # Learner 1 waits on 0, so it fails with it: it must come back with it.
+    def learners(f: Any) -> list[adaptive.Learner1D]:
+        return [adaptive.Learner1D(f, bounds=(-1, 1)) for _ in range(2)]
+
+    first = make_rm(tmp_path, learners(broken), max_fails=1, dependencies={1: [0]}).start()
+    assert not first.wait(timeout=120)
+    assert first.status()["failed"] == 2
+    fname = tmp_path / "data" / "l0.pickle"
+    before = saved_xs(fname)
+    assert before  # the failed attempt saved its points
+    assert not any(0.5 < x < 0.75 for x in before)
+
+    again = make_rm(tmp_path, learners(fixed), max_fails=1, dependencies={1: [0]}, goal=40)
+    assert again.start().wait(timeout=120)
+    after = saved_xs(fname)
+    assert before <= after  # resumed from the first attempt's data file
+    assert any(0.5 < x < 0.75 for x in after)
+    assert len(after) >= 40  # the new goal
+    logs = [json.loads(x) for x in (tmp_path / "run" / "manager.log").read_text().splitlines()]
+    changed = next(e for e in logs if e["event"] == "run continued with new code")["changed"]
+    assert changed["goal"] == ["npoints >= 30", "npoints >= 40"]
+    with Database.open(tmp_path / "run" / "state.sqlite") as db:
+        rows = db.learners()
+        kinds = [k for (k,) in db._conn.execute("SELECT kind FROM events WHERE learner = 0")]
+    assert [(r.state, r.attempts, r.failures, r.error) for r in rows] == [("done", 1, 0, None)] * 2
+    assert kinds[:2] == ["failed", "failed"]  # the history is kept
+    assert "retried" in kinds
+
+
+def test_rerun_keeps_failed_learners_with_retry_failed_false(tmp_path: Path) -> None:
+    learners = [adaptive.Learner1D(always_fails, bounds=(0, 1)), *make_learners(1)]
+    assert not make_rm(tmp_path, learners, max_fails=1).start().wait(timeout=120)
+    again = make_rm(tmp_path, learners, max_fails=1, retry_failed=False).start()
+    assert not again.wait(timeout=120)
+    with Database.open(tmp_path / "run" / "state.sqlite") as db:
+        assert [(r.state, r.attempts) for r in db.learners()] == [("failed", 1), ("done", 1)]
+
+
+def test_retry_restarts_the_managers_of_a_finished_run(tmp_path: Path) -> None:
+    rm = make_rm(tmp_path, [adaptive.Learner1D(always_fails, bounds=(0, 1))], max_fails=1)
+    assert not rm.start().wait(timeout=120)
+    with pytest.raises(ConfigError, match="retry: 5 is not a learner index"):
+        rm.retry([5])
+    assert rm.retry() == [0]
+    assert rm.job_manager is not None
+    assert rm.job_manager.running
+    assert not rm.wait(timeout=120)  # it fails again, a second time
+    with Database.open(tmp_path / "run" / "state.sqlite") as db:
+        (row,) = db.learners()
+        assert (row.state, row.attempts, row.failures) == ("failed", 1, 1)
+        assert len(db.tasks()) == 2
+
+
+def test_overwrite_starts_fresh_and_keeps_data_until_remove_data(tmp_path: Path) -> None:
+    assert make_rm(tmp_path, make_learners(2), goal=10).start().wait(timeout=120)
+    fnames = sorted((tmp_path / "data").iterdir())
+    # A fresh run state; the data files stay and already meet the goal: done without a job.
+    rm = make_rm(tmp_path, make_learners(2), goal=10, overwrite=True).start()
+    assert rm.wait(timeout=120)
+    with Database.open(tmp_path / "run" / "state.sqlite") as db:
+        assert db.tasks() == []
+        assert [(r.state, r.attempts) for r in db.learners()] == [("done", 0)] * 2
+    assert rm.remove_data() == fnames
+    assert not any(f.exists() for f in fnames)
+    rm = make_rm(tmp_path, make_learners(2), goal=10, overwrite=True).start()
+    assert rm.wait(timeout=120)
+    with Database.open(tmp_path / "run" / "state.sqlite") as db:
+        assert len(db.tasks()) == 2  # no data: both ran
+
+
+# -- the manager's address ---------------------------------------------------------------------
+
+
+def test_host_goes_into_the_url_and_is_kept(tmp_path: Path) -> None:
+    rm = make_rm(tmp_path, make_learners(1), goal=5, host="localhost").start()
+    assert rm.wait(timeout=120)
+    config = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert config["url"].startswith("tcp://localhost:")
+    assert (config["host"], config["interface"]) == ("localhost", None)
+    assert ar.RunManager.open(tmp_path / "run").host == "localhost"
+
+
+def test_interface_address_and_bad_addresses(tmp_path: Path) -> None:
+    assert interface_address("lo") == "127.0.0.1"
+    with pytest.raises(ConfigError, match="not both"):
+        make_rm(tmp_path, make_learners(1), host="node1", interface="ib0")
+    with pytest.raises(ConfigError, match="without a scheme or port"):
+        make_rm(tmp_path, make_learners(1), host="tcp://node1")
+    rm = make_rm(tmp_path, make_learners(1), interface="nosuch0")  # no I/O yet
+    with pytest.raises(ConfigError, match=r"interface='nosuch0': no such .* it has .*\blo\b"):
+        rm.start()
+    assert not (tmp_path / "run").exists()  # refused before anything was written

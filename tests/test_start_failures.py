@@ -85,3 +85,20 @@ def test_a_job_that_hangs_before_claiming_is_cancelled_and_explained(tmp_path: P
     assert n_arrays == 1
     assert "without reaching the database manager at tcp://127.0.0.1:" in reason
     assert "host=" in reason
+
+
+def test_the_fixed_rerun_starts_the_failed_group_afresh(tmp_path: Path) -> None:
+    rm = start_run(tmp_path, ar.Local(python="/nonexistent/python"), max_fails=2)
+    try:
+        assert rm.wait(timeout=120) is False
+    finally:
+        rm.stop()
+    assert rm.status()["failed"] == 3
+    fixed = start_run(tmp_path, ar.Local(), max_fails=2)  # the same cell, python fixed
+    try:
+        assert fixed.wait(timeout=120) is True
+    finally:
+        fixed.stop()
+    with Database.open(tmp_path / "run" / "state.sqlite") as db:
+        assert db.group_states() == []
+        assert {row.error for row in db.learners()} == {None}

@@ -1,0 +1,274 @@
+"""Run: a handle on a run directory that unpickles no learner until asked; what the CLI uses."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+import structlog
+
+from adaptive_runner import goals
+from adaptive_runner.database import Database, LearnerState
+from adaptive_runner.errors import ConfigError
+from adaptive_runner.log_parser import LogParser, LogRecords
+from adaptive_runner.run_dir import RunConfig, RunDir
+from adaptive_runner.saving import load_data
+from adaptive_runner.schedulers import scheduler_class
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Collection, Iterable
+
+    from adaptive_runner.database import LearnerRow, TaskRow
+    from adaptive_runner.schedulers.base import Scheduler
+
+log = structlog.get_logger("adaptive_runner.run")
+
+# adaptive.Runner's goal arguments (goals.runner_goal) -> adaptive.runner.auto_goal's.
+_AUTO_GOAL_ARGS = {"loss_goal": "loss", "npoints_goal": "npoints", "end_time_goal": "end_time"}
+
+
+class Run:
+    """A run directory: its state, jobs and logs, readable without the learners' code.
+
+    Nothing here unpickles a learner except :meth:`load_learners` (and
+    :meth:`complete_reached`), so status, cancel, retry and the logs work where the modules
+    of the learners' functions cannot be imported: a login node, the command line.
+
+    Parameters
+    ----------
+    run_dir
+        The run directory, as given to ``RunManager(run_dir=...)``.
+
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = RunDir(run_dir)
+        self._log_parser: LogParser | None = None
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.run_dir.path)!r})"
+
+    def config(self) -> RunConfig:
+        """What run.json says; ConfigError if this is not a run directory."""
+        config = self.run_dir.read_config()
+        self._check_database()
+        return config
+
+    def _check_database(self) -> None:
+        if not self.run_dir.database.is_file():
+            raise ConfigError(f"{self.run_dir.path} is not a run directory (no state.sqlite)")
+
+    def _open(self) -> Database:
+        self._check_database()
+        return Database.open(self.run_dir.database)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, int]:
+        """Learners per state, from state.sqlite."""
+        with self._open() as db:
+            return db.counts()
+
+    def finished(self) -> bool:
+        """Whether no learner is waiting or running any more."""
+        counts = self.status()
+        return counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0
+
+    def learners(self) -> list[LearnerRow]:
+        """One row per learner, by index: state, task, npoints, loss, attempts, error, ..."""
+        with self._open() as db:
+            return db.learners()
+
+    def tasks(self) -> list[TaskRow]:
+        """Every hold of a learner by an array task, in the order they started."""
+        with self._open() as db:
+            return db.tasks()
+
+    def parse_logs(self) -> LogRecords:
+        """One record per array task from the job logs: latest status, outcome, errors.
+
+        Each call reads only what the logs gained since the previous call on this handle
+        (see log_parser.py); ``.to_dataframe()`` turns the result into a pandas DataFrame.
+        """
+        if self._log_parser is None:
+            self._log_parser = LogParser(self.run_dir)
+        return self._log_parser.parse()
+
+    def load_learners(self) -> list[Any]:
+        """The learners, unpickled now, with the data their jobs saved so far.
+
+        Unpickling runs the learners' code: their functions' modules must be importable.
+        """
+        with self._open() as db:
+            fnames = [row.fname for row in db.learners()]
+        learners = [cloudpickle.loads(self.run_dir.read_learner(i)) for i in range(len(fnames))]
+        for learner, fname in zip(learners, fnames, strict=True):
+            if Path(fname).exists():
+                load_data(learner, Path(fname))
+        return learners
+
+    # -- steering --------------------------------------------------------------------------
+
+    def cancel(self, learners: Collection[int] | None = None) -> None:
+        """Cancel learners (default: the whole run) and kill the jobs that hold them.
+
+        Cancelled learners are never resubmitted; their saved data stays on disk. The jobs
+        are cancelled through the schedulers that run.json names.
+        """
+        schedulers = self._schedulers()
+        by_group: dict[int, list[str]] = {}
+        with self._open() as db:
+            holders = db.running_tasks()
+            tasks = db.cancel(None if learners is None else list(learners), now=time.time())
+            if learners is None:  # whole arrays: their pending tasks go too
+                by_group = {g: db.active_arrays(g) for g in range(len(schedulers))}
+            else:
+                groups = db.learner_groups()
+                for task in tasks:
+                    by_group.setdefault(groups[holders[task]], []).append(task)
+        for group, ids in by_group.items():
+            if ids:
+                schedulers[group].cancel(ids, jobs_dir=self.run_dir.jobs_dir)
+
+    def active_tasks(self) -> list[str]:
+        """The run's array tasks that are queued or running (one queue call per group).
+
+        Asks about every array the run ever submitted: a task whose learner is finished may
+        still be exiting.
+        """
+        schedulers = self._schedulers()
+        by_group: dict[int, list[str]] = {}
+        with self._open() as db:
+            for array_id, group in db.array_groups().items():
+                by_group.setdefault(group, []).append(array_id)
+        active: list[str] = []
+        for group, arrays in by_group.items():
+            queue = schedulers[group].queue(arrays, jobs_dir=self.run_dir.jobs_dir)
+            active += sorted(task for task, state in queue.items() if state.active)
+        return active
+
+    def _schedulers(self) -> list[Scheduler]:
+        """The schedulers of the run's groups, as run.json describes them."""
+        return [scheduler_class(g.scheduler)(**g.options) for g in self.config().groups]
+
+    def retry(
+        self, learners: Collection[int] | None = None, *, cancelled: bool = False
+    ) -> list[int]:
+        """Put failed learners (and with ``cancelled`` cancelled ones) back to waiting.
+
+        Attempts, failures and the error restart from nothing; the history stays. Dependents
+        that failed or were cancelled with them come back too. The learners run when a
+        manager serves the run (``RunManager.resume`` or ``adaptive-runner serve``); their
+        data files are kept, so they resume from their points.
+
+        Parameters
+        ----------
+        learners
+            Which learners (default: all failed ones); others are left alone. An unknown
+            index, or a learner whose dependency stays failed or cancelled, is a ConfigError.
+        cancelled
+            Whether cancelled learners come back too.
+
+        Returns
+        -------
+        list[int]
+            The learners put back.
+
+        """
+        with self._open() as db:
+            put_back = db.retry(learners, cancelled=cancelled, now=time.time())
+        log.info("learners retried", learners=len(put_back), run_dir=str(self.run_dir.path))
+        return put_back
+
+    def remove_data(self) -> list[Path]:
+        """Delete the learners' data files, so that they start again from no points.
+
+        The data files are the user's: neither a rerun nor ``overwrite=True`` touches them;
+        this does, on request only. Refused while a learner is running. Returns the files
+        deleted.
+        """
+        with self._open() as db:
+            fnames = [row.fname for row in db.learners()]
+        return remove_files(fnames, running=self.status()[LearnerState.RUNNING])
+
+    def complete_reached(self, goal: goals.Goal, *, progress_every: int = 1000) -> list[int]:
+        """Mark done, without a job, the waiting learners whose saved data meets ``goal``.
+
+        Costs one load per waiting learner with a data file, as its job would do it:
+        unpickle, load the data, then adaptive's own goal check (``auto_goal`` with the
+        arguments the worker gives ``adaptive.Runner``). A run-time goal (timedelta) says
+        nothing about saved data, so nothing is loaded then. A learner whose data cannot
+        be loaded stays waiting (logged): its job reports the error. Progress is logged
+        every ``progress_every`` learners. Returns the learners marked done.
+        """
+        goal = goals.check_goal(goal)
+        if isinstance(goal, timedelta):
+            return []
+        with self._open() as db:
+            waiting = [(i, Path(f)) for i, f in db.learners_in(LearnerState.WAITING)]
+        saved = [(i, path) for i, path in waiting if path.exists()]
+        reached: dict[int, tuple[int, float | None]] = {}
+        started = time.monotonic()
+        for k, (index, path) in enumerate(saved, 1):
+            found = self._reached(index, path, goal)
+            if found is not None:
+                reached[index] = found
+            if k % progress_every == 0 or k == len(saved):
+                log.info("checked saved data against the goal", checked=k, of=len(saved))
+        with self._open() as db:
+            done = db.complete(reached, detail="its data file meets the goal", now=time.time())
+        if saved:
+            log.info(
+                "learners done at start",
+                learners=len(done),
+                checked=len(saved),
+                seconds=round(time.monotonic() - started, 3),
+            )
+        return done
+
+    def _reached(self, index: int, path: Path, goal: goals.Goal) -> tuple[int, float | None] | None:
+        """(npoints, loss) of learner ``index`` if its data at ``path`` meets ``goal``."""
+        try:
+            learner = cloudpickle.loads(self.run_dir.read_learner(index))
+            load_data(learner, path)
+            if not goal_check(goal, learner)(learner):
+                return None
+            loss = float(learner.loss())
+        except Exception as e:  # noqa: BLE001 - any bad file leaves the learner to its job
+            log.warning("cannot check saved data", learner=index, fname=str(path), error=repr(e))
+            return None
+        return int(learner.npoints), loss if math.isfinite(loss) else None
+
+
+def goal_check(goal: goals.Goal, learner: Any) -> Callable[[Any], bool]:
+    """``goal`` as the callable ``adaptive.Runner`` makes of it for ``learner``."""
+    from adaptive.runner import auto_goal  # noqa: PLC0415 - adaptive only when checking
+
+    kwargs = goals.runner_goal(goal)
+    if "goal" in kwargs:
+        check: Callable[[Any], bool] = kwargs["goal"]
+        return check
+    named = {_AUTO_GOAL_ARGS[key]: value for key, value in kwargs.items()}
+    result: Callable[[Any], bool] = auto_goal(learner=learner, **named)
+    return result
+
+
+def remove_files(fnames: Iterable[str], *, running: int) -> list[Path]:
+    """Delete the data files in ``fnames`` that exist; refused while ``running`` > 0."""
+    if running:
+        raise ConfigError(
+            f"{running} learners are running and would save again: cancel or stop the run "
+            "(and wait for its jobs) before removing data files"
+        )
+    removed = []
+    for fname in fnames:
+        path = Path(fname)
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    return removed
