@@ -107,7 +107,9 @@ def test_kill_9_worker_resumes_from_its_save(tmp_path: Path) -> None:
         first = db.learners()[0]
     assert first.failures == 1
     assert first.attempts >= 2
-    assert "was lost: job vanished from the queue (scheduler: failed)" in (first.error or "")
+    assert "was lost: job vanished from the queue (scheduler: killed by signal 9 (SIGKILL))" in (
+        first.error or ""
+    )
     log = (run_dir / "logs" / f"{rows[-1]['task']}.log").read_text()
     resumed = [line for line in log.splitlines() if '"resumed"' in line]
     assert resumed, "the second task did not resume from the save"
