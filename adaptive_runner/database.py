@@ -16,6 +16,7 @@ from adaptive_runner.database_schema import (
     SCHEMA,
     SCHEMA_VERSION,
     SORT_KEYS,
+    ClaimRow,
     LearnerRow,
     LearnerState,
     TaskRow,
@@ -29,14 +30,14 @@ from adaptive_runner.database_schema import (
     validate_fnames,
 )
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.protocol import Assignment
+from adaptive_runner.vocabulary import Outcome
 
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Collection, Iterator, Mapping, Sequence
     from types import TracebackType
 
-__all__ = ["SORT_KEYS", "Database", "LearnerRow", "LearnerState", "TaskRow"]
+__all__ = ["SORT_KEYS", "ClaimRow", "Database", "LearnerRow", "LearnerState", "TaskRow"]
 
 
 class Database:
@@ -228,14 +229,14 @@ class Database:
 
     def claim(
         self, task: str, *, host: str, pid: int, now: float, group: int = 0
-    ) -> Assignment | None:
+    ) -> ClaimRow | None:
         """Give ``task`` the first claimable learner (the same one again on a repeat)."""
         with self._transaction() as c:
             held = c.execute(
                 "SELECT idx, fname FROM learners WHERE task = ? AND state = 'running'", (task,)
             ).fetchone()
             if held is not None:
-                return Assignment(*held)
+                return ClaimRow(*held)
             row = c.execute(CLAIM, (task, host, pid, now, now, group)).fetchone()
             if row is None:
                 return None
@@ -245,7 +246,7 @@ class Database:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (task, idx, attempt, host, pid, now),
             )
-            return Assignment(idx, fname)
+            return ClaimRow(idx, fname)
 
     def heartbeat(
         self,
@@ -308,46 +309,46 @@ class Database:
                 (npoints, loss, now, learner, task),
             )
             if cur.rowcount == 0:
-                return repeated(c, task, learner, "done")
+                return repeated(c, task, learner, Outcome.DONE)
             if self._has_dependencies:
                 c.execute(
                     "UPDATE learners SET unfinished_deps = unfinished_deps - 1 WHERE idx IN"
                     " (SELECT learner FROM dependencies WHERE depends_on = ?)",
                     (learner,),
                 )
-            finish_task(c, task, learner, "done", now)
+            finish_task(c, task, learner, Outcome.DONE, now)
             return True
 
     def release(self, task: str, learner: int, *, reason: str, now: float) -> bool:
         """Return ``learner`` to waiting after an orderly stop; not counted as a failure."""
         with self._transaction() as c:
             return self._drop(
-                c, task, learner, now=now, outcome="released", detail=reason, failure=False
-            ) or repeated(c, task, learner, "released")
+                c, task, learner, now=now, outcome=Outcome.RELEASED, detail=reason, failure=False
+            ) or repeated(c, task, learner, Outcome.RELEASED)
 
     def fail(self, task: str, learner: int, *, error: str, now: float) -> bool:
         """Count a failure of ``learner`` (its traceback is ``error``); failed at max_fails."""
         with self._transaction() as c:
             return self._drop(
-                c, task, learner, now=now, outcome="failed", detail=error, failure=True
-            ) or repeated(c, task, learner, "failed")
+                c, task, learner, now=now, outcome=Outcome.FAILED, detail=error, failure=True
+            ) or repeated(c, task, learner, Outcome.FAILED)
 
     # --- used by the job manager and the run manager ---
 
     def mark_lost(self, task_ids: Collection[str], *, reason: str, now: float) -> list[int]:
         """Count a failure for the learners held by vanished tasks; return those learners."""
         details = {task: f"job {task} was lost: {reason}" for task in task_ids}
-        return list(self._fail_holders(details, outcome="lost", now=now).values())
+        return list(self._fail_holders(details, outcome=Outcome.LOST, now=now).values())
 
     def kill(self, task: str, *, reason: str, now: float) -> int | None:
         """Count a failure for the learner ``task`` holds, its job being killed for ``reason``.
 
         Returns the learner (None if the task holds none); its ``error`` becomes ``reason``.
         """
-        return self._fail_holders({task: reason}, outcome="killed", now=now).get(task)
+        return self._fail_holders({task: reason}, outcome=Outcome.KILLED, now=now).get(task)
 
     def _fail_holders(
-        self, details: Mapping[str, str], *, outcome: str, now: float
+        self, details: Mapping[str, str], *, outcome: Outcome, now: float
     ) -> dict[str, int]:
         """Count a failure (with its detail) for the learner each task holds, if any."""
         held: dict[str, int] = {}
@@ -372,7 +373,9 @@ class Database:
             ).fetchall()
             for task, idx in expired:
                 detail = f"no heartbeat from job {task} for {lease_timeout_s:g} s (lease expired)"
-                self._drop(c, task, idx, now=now, outcome="expired", detail=detail, failure=True)
+                self._drop(
+                    c, task, idx, now=now, outcome=Outcome.EXPIRED, detail=detail, failure=True
+                )
         return [(task, idx) for task, idx in expired]
 
     def cancel(self, learners: Collection[int] | None, *, now: float) -> list[str]:
@@ -403,8 +406,8 @@ class Database:
             tasks = [task for _, task in rows if task is not None]
             for idx, task in rows:
                 if task is not None:
-                    finish_task(c, task, idx, "cancelled", now)
-                add_event(c, now, idx, task, kind="cancelled", detail="cancelled by the user")
+                    finish_task(c, task, idx, Outcome.CANCELLED, now)
+                add_event(c, now, idx, task, kind=Outcome.CANCELLED, detail="cancelled by the user")
                 mark_dependents(c, idx, LearnerState.CANCELLED, now)
         return tasks
 
@@ -526,7 +529,7 @@ class Database:
         learner: int,
         *,
         now: float,
-        outcome: str,
+        outcome: Outcome,
         detail: str,
         failure: bool,
     ) -> bool:
@@ -547,7 +550,12 @@ class Database:
         add_event(c, now, learner, task, kind=outcome, detail=detail)
         if state == LearnerState.FAILED:
             add_event(
-                c, now, learner, task, kind="failed", detail=f"gave up after {failures} failures"
+                c,
+                now,
+                learner,
+                task,
+                kind=LearnerState.FAILED,
+                detail=f"gave up after {failures} failures",
             )
             mark_dependents(c, learner, LearnerState.FAILED, now)
         return True
