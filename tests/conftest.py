@@ -20,6 +20,13 @@ import pytest
 
 SESSION_MARKER = "ADAPTIVE_RUNNER_TEST_SESSION"
 LEFTOVER_GRACE_S = 10.0  # cancelled tasks get time to save, release and exit
+# Helpers that multiprocessing and loky start once per interpreter (the process-pool and
+# loky executor tests start them in pytest itself); they end when pytest ends.
+INTERPRETER_HELPERS = (
+    "from multiprocessing.resource_tracker import main",
+    "from multiprocessing.forkserver import main",
+    "from loky.backend.resource_tracker import main",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,7 +59,16 @@ def _started_by_session() -> list[psutil.Process]:
                 found[process.pid] = process
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-    return [p for p in found.values() if _running(p)]
+    return [p for p in found.values() if _running(p) and not _interpreter_helper(p, me.pid)]
+
+
+def _interpreter_helper(process: psutil.Process, pytest_pid: int) -> bool:
+    try:
+        command = " ".join(process.cmdline())
+        parent: int = process.ppid()
+    except psutil.Error:
+        return False
+    return parent == pytest_pid and any(helper in command for helper in INTERPRETER_HELPERS)
 
 
 def _running(process: psutil.Process) -> bool:
@@ -92,6 +108,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         leftovers = _started_by_session()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
+        reporter.ensure_newline()
         reporter.section("processes left running (now killed)", sep="=", red=True, bold=True)
         for line in lines:
             reporter.write_line(line)
