@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.run_dir import RunDir
+from adaptive_runner.vocabulary import Outcome
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -30,8 +32,9 @@ FOLLOW_INTERVAL_S = 1.0
 # Status-file flags, in the spirit of disBatch's E/R: R the task did not end cleanly (it
 # failed, or was lost, expired or killed: non-zero or unknown exit), K killed by
 # kill_on_error, C cancelled by the user, E its own output (in its log) holds error lines.
-_NOT_CLEAN = frozenset({"failed", "lost", "expired", "killed"})
-_EXIT_CODES = {"done": "0", "released": "0", "failed": "1"}  # the worker's documented codes
+_NOT_CLEAN = frozenset({Outcome.FAILED, Outcome.LOST, Outcome.EXPIRED, Outcome.KILLED})
+# The worker's documented exit codes.
+_EXIT_CODES: dict[str, str] = {Outcome.DONE: "0", Outcome.RELEASED: "0", Outcome.FAILED: "1"}
 _MULTILINE_KEYS = ("traceback", "exception")
 
 
@@ -219,8 +222,8 @@ def _status_file(
             flag
             for flag, on in (
                 ("R", outcome in _NOT_CLEAN),
-                ("K", outcome == "killed"),
-                ("C", outcome == "cancelled"),
+                ("K", outcome == Outcome.KILLED),
+                ("C", outcome == Outcome.CANCELLED),
                 ("E", record is not None and bool(record.output_errors)),
             )
             if on

@@ -28,6 +28,7 @@ from adaptive_runner.protocol import (
     decode_reply,
     encode_request,
 )
+from adaptive_runner.vocabulary import ReplyCode
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -100,7 +101,7 @@ class Client:
             if type(learner) is not int or type(fname) is not str:
                 raise ProtocolError(f"claim reply without int learner and str fname: {reply}")
             return Assignment(learner, fname)
-        if reply["code"] == "no_work":
+        if reply["code"] == ReplyCode.NO_WORK:
             return None
         raise _server_error(reply)
 
@@ -152,7 +153,7 @@ class Client:
     def _held(self, reply: dict[str, Any]) -> bool:
         if reply["ok"]:
             return True
-        if reply["code"] == "not_owner":
+        if reply["code"] == ReplyCode.NOT_OWNER:
             return False
         raise _server_error(reply)
 
@@ -213,6 +214,6 @@ class Client:
 
 
 def _server_error(reply: dict[str, Any]) -> AdaptiveRunnerError:
-    if reply["code"] == "bad_request":
+    if reply["code"] == ReplyCode.BAD_REQUEST:
         return ProtocolError(f"the database manager refused our request: {reply['error']}")
     return AdaptiveRunnerError(f"database manager error ({reply['code']}): {reply['error']}")

@@ -15,6 +15,7 @@ from adaptive_runner.database_schema import (
     SCHEMA,
     SCHEMA_VERSION,
     SORT_KEYS,
+    ClaimRow,
     GroupState,
     LearnerRow,
     LearnerState,
@@ -35,14 +36,22 @@ from adaptive_runner.database_schema import (
     validate_fnames,
 )
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.protocol import Assignment
+from adaptive_runner.vocabulary import Outcome
 
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Collection, Iterator, Mapping, Sequence
     from types import TracebackType
 
-__all__ = ["SORT_KEYS", "Database", "GroupState", "LearnerRow", "LearnerState", "TaskRow"]
+__all__ = [
+    "SORT_KEYS",
+    "ClaimRow",
+    "Database",
+    "GroupState",
+    "LearnerRow",
+    "LearnerState",
+    "TaskRow",
+]
 
 
 class Database(Queries):
@@ -236,7 +245,7 @@ class Database(Queries):
 
     def claim(
         self, task: str, *, host: str, pid: int, now: float, group: int = 0, array: str = ""
-    ) -> Assignment | None:
+    ) -> ClaimRow | None:
         """Give ``task`` the first claimable learner (the same one again on a repeat).
 
         Every claim, with work or without, counts for ``array`` (the task's array): its
@@ -255,7 +264,7 @@ class Database(Queries):
                 "SELECT idx, fname FROM learners WHERE task = ? AND state = 'running'", (task,)
             ).fetchone()
             if held is not None:
-                return Assignment(*held)
+                return ClaimRow(*held)
             row = c.execute(CLAIM, (task, host, pid, now, now, group)).fetchone()
             if row is None:
                 return None
@@ -265,7 +274,7 @@ class Database(Queries):
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (task, idx, attempt, host, pid, now),
             )
-            return Assignment(idx, fname)
+            return ClaimRow(idx, fname)
 
     def heartbeat(
         self,
@@ -328,42 +337,42 @@ class Database(Queries):
                 (npoints, loss, now, learner, task),
             )
             if cur.rowcount == 0:
-                return repeated(c, task, learner, "done")
+                return repeated(c, task, learner, Outcome.DONE)
             if self._has_dependencies:
                 count_done(c, learner)
-            finish_task(c, task, learner, "done", now)
+            finish_task(c, task, learner, Outcome.DONE, now)
             return True
 
     def release(self, task: str, learner: int, *, reason: str, now: float) -> bool:
         """Return ``learner`` to waiting after an orderly stop; not counted as a failure."""
         with self._transaction() as c:
             return self._drop(
-                c, task, learner, now=now, outcome="released", detail=reason, failure=False
-            ) or repeated(c, task, learner, "released")
+                c, task, learner, now=now, outcome=Outcome.RELEASED, detail=reason, failure=False
+            ) or repeated(c, task, learner, Outcome.RELEASED)
 
     def fail(self, task: str, learner: int, *, error: str, now: float) -> bool:
         """Count a failure of ``learner`` (its traceback is ``error``); failed at max_fails."""
         with self._transaction() as c:
             return self._drop(
-                c, task, learner, now=now, outcome="failed", detail=error, failure=True
-            ) or repeated(c, task, learner, "failed")
+                c, task, learner, now=now, outcome=Outcome.FAILED, detail=error, failure=True
+            ) or repeated(c, task, learner, Outcome.FAILED)
 
     # --- used by the job manager and the run manager ---
 
     def mark_lost(self, task_ids: Collection[str], *, reason: str, now: float) -> list[int]:
         """Count a failure for the learners held by vanished tasks; return those learners."""
         details = {task: f"job {task} was lost: {reason}" for task in task_ids}
-        return list(self._fail_holders(details, outcome="lost", now=now).values())
+        return list(self._fail_holders(details, outcome=Outcome.LOST, now=now).values())
 
     def kill(self, task: str, *, reason: str, now: float) -> int | None:
         """Count a failure for the learner ``task`` holds, its job being killed for ``reason``.
 
         Returns the learner (None if the task holds none); its ``error`` becomes ``reason``.
         """
-        return self._fail_holders({task: reason}, outcome="killed", now=now).get(task)
+        return self._fail_holders({task: reason}, outcome=Outcome.KILLED, now=now).get(task)
 
     def _fail_holders(
-        self, details: Mapping[str, str], *, outcome: str, now: float
+        self, details: Mapping[str, str], *, outcome: Outcome, now: float
     ) -> dict[str, int]:
         """Count a failure (with its detail) for the learner each task holds, if any."""
         held: dict[str, int] = {}
@@ -388,7 +397,9 @@ class Database(Queries):
             ).fetchall()
             for task, idx in expired:
                 detail = f"no heartbeat from job {task} for {lease_timeout_s:g} s (lease expired)"
-                self._drop(c, task, idx, now=now, outcome="expired", detail=detail, failure=True)
+                self._drop(
+                    c, task, idx, now=now, outcome=Outcome.EXPIRED, detail=detail, failure=True
+                )
         return [(task, idx) for task, idx in expired]
 
     def cancel(self, learners: Collection[int] | None, *, now: float) -> list[str]:
@@ -419,8 +430,8 @@ class Database(Queries):
             tasks = [task for _, task in rows if task is not None]
             for idx, task in rows:
                 if task is not None:
-                    finish_task(c, task, idx, "cancelled", now)
-                add_event(c, now, idx, task, kind="cancelled", detail="cancelled by the user")
+                    finish_task(c, task, idx, Outcome.CANCELLED, now)
+                add_event(c, now, idx, task, kind=Outcome.CANCELLED, detail="cancelled by the user")
                 mark_dependents(c, idx, LearnerState.CANCELLED, now)
         return tasks
 
@@ -537,7 +548,7 @@ class Database(Queries):
             ).fetchall()
             failed = sorted(idx for (idx,) in rows)
             for idx in failed:
-                add_event(c, now, idx, None, kind="failed", detail=reason)
+                add_event(c, now, idx, None, kind=LearnerState.FAILED, detail=reason)
                 mark_dependents(c, idx, LearnerState.FAILED, now)
         return failed
 
@@ -548,7 +559,7 @@ class Database(Queries):
         learner: int,
         *,
         now: float,
-        outcome: str,
+        outcome: Outcome,
         detail: str,
         failure: bool,
     ) -> bool:
@@ -569,7 +580,12 @@ class Database(Queries):
         add_event(c, now, learner, task, kind=outcome, detail=detail)
         if state == LearnerState.FAILED:
             add_event(
-                c, now, learner, task, kind="failed", detail=f"gave up after {failures} failures"
+                c,
+                now,
+                learner,
+                task,
+                kind=LearnerState.FAILED,
+                detail=f"gave up after {failures} failures",
             )
             mark_dependents(c, learner, LearnerState.FAILED, now)
         return True

@@ -28,6 +28,7 @@ from adaptive_runner.protocol import (
     encode_error,
     encode_reply,
 )
+from adaptive_runner.vocabulary import ReplyCode
 
 if TYPE_CHECKING:
     from adaptive_runner.run_dir import RunDir
@@ -206,22 +207,24 @@ def answer(db: Database, messages: list[list[bytes]], *, now: float) -> list[lis
             replies = [_reply(db, body, now) for body in bodies]
     except sqlite3.Error as e:  # BEGIN or COMMIT failed: nothing of this batch was stored
         log.exception("database batch failed")
-        replies = [encode_error("internal", f"database error, nothing recorded: {e}")] * len(bodies)
+        replies = [
+            encode_error(ReplyCode.INTERNAL, f"database error, nothing recorded: {e}")
+        ] * len(bodies)
     return [[*envelope, reply] for envelope, reply in zip(envelopes, replies, strict=True)]
 
 
 def _reply(db: Database, body: list[bytes], now: float) -> bytes:
     if len(body) != 1:
-        return encode_error("bad_request", f"expected one message frame, got {len(body)}")
+        return encode_error(ReplyCode.BAD_REQUEST, f"expected one message frame, got {len(body)}")
     try:
         try:
             request = decode(body[0])
         except ProtocolError as e:
-            return encode_error("bad_request", str(e))
+            return encode_error(ReplyCode.BAD_REQUEST, str(e))
         return _dispatch(db, request, now)
     except Exception as e:  # one request that breaks must not stop the others or the server
         log.exception("request failed", request=body[0][:500])
-        return encode_error("internal", f"{type(e).__name__}: {e}")
+        return encode_error(ReplyCode.INTERNAL, f"{type(e).__name__}: {e}")
 
 
 def _dispatch(db: Database, request: Request, now: float) -> bytes:
@@ -229,7 +232,9 @@ def _dispatch(db: Database, request: Request, now: float) -> bytes:
         case Claim(task, host, pid, group, array):
             assignment = db.claim(task, group=group, host=host, pid=pid, now=now, array=array)
             if assignment is None:
-                return encode_error("no_work", "no learner is waiting with its dependencies done")
+                return encode_error(
+                    ReplyCode.NO_WORK, "no learner is waiting with its dependencies done"
+                )
             return encode_reply(learner=assignment.learner, fname=assignment.fname)
         case Heartbeat(task, learner, npoints, loss, cpu, memory):
             held = db.heartbeat(
@@ -246,7 +251,7 @@ def _dispatch(db: Database, request: Request, now: float) -> bytes:
     if held:
         return encode_reply()
     return encode_error(
-        "not_owner",
+        ReplyCode.NOT_OWNER,
         f"task {task} does not hold learner {learner} (its lease expired, the job was taken "
         "for lost, or the learner was cancelled): stop without saving",
     )

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
+    from adaptive_runner.vocabulary import Outcome
+
 SCHEMA_VERSION: Final = 2
 _BUSY_TIMEOUT_S: Final = 60.0
 
@@ -51,6 +53,14 @@ class LearnerRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimRow:
+    """The learner a claim gave a task: its index and the file its data is saved to."""
+
+    learner: int
+    fname: str
+
+
+@dataclass(frozen=True, slots=True)
 class TaskRow:
     """One hold of a learner by an array task (a task that claimed twice has two rows)."""
 
@@ -61,7 +71,7 @@ class TaskRow:
     pid: int | None
     started: float
     finished: float | None
-    outcome: str | None  # done, released, failed, lost, expired, killed, cancelled; None: running
+    outcome: str | None  # an Outcome; None while the task holds the learner
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +440,9 @@ def add_event(
     )
 
 
-def finish_task(c: sqlite3.Connection, task: str, learner: int, outcome: str, now: float) -> None:
+def finish_task(
+    c: sqlite3.Connection, task: str, learner: int, outcome: Outcome, now: float
+) -> None:
     """Close ``task``'s open hold on ``learner`` with ``outcome``."""
     c.execute(
         "UPDATE tasks SET finished = ?, outcome = ? WHERE task = ? AND learner = ?"
@@ -439,7 +451,7 @@ def finish_task(c: sqlite3.Connection, task: str, learner: int, outcome: str, no
     )
 
 
-def repeated(c: sqlite3.Connection, task: str, learner: int, outcome: str) -> bool:
+def repeated(c: sqlite3.Connection, task: str, learner: int, outcome: Outcome) -> bool:
     """Whether ``task`` already ended its hold on ``learner`` with ``outcome`` (a retry)."""
     row = c.execute(
         "SELECT 1 FROM tasks WHERE task = ? AND learner = ? AND outcome = ?",

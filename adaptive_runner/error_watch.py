@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.log_parser import LOG_SUFFIX, MAX_LINE_CHARS, LineReader, split_event
+from adaptive_runner.vocabulary import Event
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -34,6 +35,8 @@ DEFAULT_KILL_PATTERNS: tuple[str, ...] = (
     "oom-kill",  # slurmstepd: error: Detected 1 oom-kill event(s)
     "Out of memory",  # the kernel's OOM killer (dmesg style), or a CUDA/MPI allocator
 )
+# Looked for before parsing a line: a "started" event names the learner of the lines after it.
+_STARTED = f'"{Event.STARTED}"'.encode()
 
 
 def check_patterns(patterns: Sequence[str] | None) -> tuple[str, ...]:
@@ -91,7 +94,7 @@ class ErrorWatch:
             if new is None:
                 continue  # not started yet (no file), or a binary file (warned once)
             for line in new.lines:
-                if b'"started"' in line:
+                if _STARTED in line:
                     self._follow_learner(task, line)
                 if task in found:
                     continue  # read on only for the learner of each line
@@ -110,7 +113,7 @@ class ErrorWatch:
     def _follow_learner(self, task: str, line: bytes) -> None:
         """Note the learner of a ``started`` event: the task's next lines are about it."""
         _, event = split_event(line)
-        if event is not None and event.get("event") == "started":
+        if event is not None and event.get("event") == Event.STARTED:
             learner = event.get("learner")
             if isinstance(learner, int):
                 self._learner[task] = learner

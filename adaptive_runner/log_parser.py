@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.run_dir import RunDir
+from adaptive_runner.vocabulary import OUTCOME_EVENTS, Event
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -194,9 +195,6 @@ class TaskRecord:
     learners: int = 0  # learners this task started
 
 
-_OUTCOMES = frozenset({"done", "released", "failed", "no_work", "manager_unreachable"})
-
-
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -247,18 +245,18 @@ class _TaskState:
         """File away one worker event."""
         name = event.get("event")
         self.last = event
-        if name == "status":
+        if name == Event.STATUS:
             self.status = event
-        elif name == "saved":
+        elif name == Event.SAVED:
             self.saved = event
             self.saves += 1
-        elif name == "started":  # a new learner: forget the previous one's lines
+        elif name == Event.STARTED:  # a new learner: forget the previous one's lines
             self.started, self.learners = event, self.learners + 1
             self.status, self.resumed, self.saved, self.outcome = {}, {}, {}, {}
             self.with_npoints, self.with_loss, self.error, self.saves = {}, {}, None, 0
-        elif name == "resumed":
+        elif name == Event.RESUMED:
             self.resumed = event
-        elif name in _OUTCOMES:
+        elif name in OUTCOME_EVENTS:
             self.outcome = event
         if "npoints" in event:
             self.with_npoints = event
@@ -272,7 +270,7 @@ class _TaskState:
         if self.record is not None:
             return self.record
         started, status, saved, outcome = self.started, self.status, self.saved, self.outcome
-        released = outcome if outcome.get("event") == "released" else _EMPTY
+        released = outcome if outcome.get("event") == Event.RELEASED else _EMPTY
         self.record = TaskRecord(
             task=self.task,
             learner=_int(started.get("learner")),

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Final, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn
 
 from adaptive_runner.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from adaptive_runner.vocabulary import ReplyCode
 
 VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 64 * 1024
@@ -192,7 +195,7 @@ def encode_reply(**fields: Any) -> bytes:
     return json.dumps({"ok": True, **fields}, allow_nan=False, separators=(",", ":")).encode()
 
 
-def encode_error(code: str, error: str) -> bytes:
+def encode_error(code: ReplyCode, error: str) -> bytes:
     """Serialize a failed reply: ``{"ok": false, "code": code, "error": error}``."""
     obj = {"ok": False, "code": code, "error": error}
     return json.dumps(obj, separators=(",", ":")).encode()

@@ -31,6 +31,7 @@ from adaptive_runner.run_dir import (
     config_hash,
 )
 from adaptive_runner.schedulers import scheduler_class
+from adaptive_runner.validation import positive_int, positive_seconds
 
 if TYPE_CHECKING:
     import os
@@ -45,21 +46,6 @@ LOOPBACK = "127.0.0.1"
 REPLACE_WAIT_S = 60.0  # overwrite=True waits this long at most for the old run's jobs to end
 
 log = structlog.get_logger("adaptive_runner.run_manager")
-
-
-def _seconds(value: float | timedelta, name: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
-        raise ConfigError(
-            f"{name} must be a positive number of seconds or a timedelta, got {value!r}"
-        )
-    return float(seconds)
-
-
-def _positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 class RunManager:
@@ -172,16 +158,16 @@ class RunManager:
         self.learners = list(learners)
         self.goal = goals.check_goal(goal)
         self.run_dir = RunDir(run_dir)
-        self.max_simultaneous_jobs = _positive_int(max_simultaneous_jobs, "max_simultaneous_jobs")
-        self.save_interval_s = _seconds(save_interval, "save_interval")
-        self.log_interval_s = _seconds(log_interval, "log_interval")
-        self.max_fails = _positive_int(max_fails, "max_fails")
+        self.max_simultaneous_jobs = positive_int(max_simultaneous_jobs, "max_simultaneous_jobs")
+        self.save_interval_s = positive_seconds(save_interval, "save_interval")
+        self.log_interval_s = positive_seconds(log_interval, "log_interval")
+        self.max_fails = positive_int(max_fails, "max_fails")
         self.lease_timeout_s = (
             max(120.0, 5 * self.log_interval_s)
             if lease_timeout is None
-            else _seconds(lease_timeout, "lease_timeout")
+            else positive_seconds(lease_timeout, "lease_timeout")
         )
-        self.claim_timeout_s = _seconds(claim_timeout, "claim_timeout")
+        self.claim_timeout_s = positive_seconds(claim_timeout, "claim_timeout")
         self._set_groups([scheduler], [0] * len(self.learners), poll_interval)
         self.dependencies = {int(k): [int(d) for d in v] for k, v in (dependencies or {}).items()}
         self.overwrite = overwrite
@@ -238,7 +224,7 @@ class RunManager:
         self.poll_interval_s = (
             min(s.poll_interval_s for s in self.schedulers)
             if poll_interval is None
-            else _seconds(poll_interval, "poll_interval")
+            else positive_seconds(poll_interval, "poll_interval")
         )
 
     # -- starting --------------------------------------------------------------------------
@@ -508,7 +494,7 @@ class RunManager:
         """
         from adaptive_runner.widgets.panel import StatusPanel  # noqa: PLC0415 - ipywidgets on demand
 
-        interval = _seconds(refresh_interval, "refresh_interval")
+        interval = positive_seconds(refresh_interval, "refresh_interval")
         return StatusPanel(self, refresh_interval_s=interval)
 
     def cancel(self, learners: Collection[int] | None = None) -> None:

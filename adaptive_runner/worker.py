@@ -27,6 +27,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError
 from adaptive_runner.logs import configure_job_logging
 from adaptive_runner.run_dir import RunDir
 from adaptive_runner.schedulers import scheduler_class
+from adaptive_runner.vocabulary import Event
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -79,11 +81,21 @@ class _StopRequest:
             self._event.set()
 
 
+class _End(StrEnum):
+    """How a learner's run ended, as far as this task is concerned."""
+
+    DONE = "done"
+    STOPPED = "stopped"  # a stop signal: release the learner
+    NOT_OWNER = "not_owner"  # another task holds it now: exit without saving
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"  # the manager did not answer a heartbeat
+
+
 @dataclass(frozen=True, slots=True)
 class _Outcome:
-    """How a learner's run ended: done, stopped, not_owner, failed or unreachable (manager)."""
+    """How a learner's run ended, and the detail to report."""
 
-    kind: str
+    kind: _End
     detail: str = ""  # the stop signal's name, or the traceback of a failure
 
 
@@ -174,10 +186,12 @@ class _Task:
             )
             if assignment is None:
                 # After a first learner this is no outcome: the record keeps that learner's.
-                self.log.info("no_work" if finished == 0 else "no_more_work", host=host, pid=pid)
+                self.log.info(
+                    Event.NO_WORK if finished == 0 else Event.NO_MORE_WORK, host=host, pid=pid
+                )
                 return 0
             self.log.info(
-                "started",
+                Event.STARTED,
                 host=host,
                 pid=pid,
                 array=self.identity.array_id,
@@ -194,7 +208,7 @@ class _Task:
                 return code
             finished += 1
             self.executor.after_learner()
-        self.log.info("stopped", reason=self.stop.reason, learners_done=finished)
+        self.log.info(Event.STOPPED, reason=self.stop.reason, learners_done=finished)
         return 0
 
 
@@ -220,24 +234,24 @@ class _Job:
         try:
             goal_kwargs = self._load()
             if self.stop.reason is not None:
-                return self._report(_Outcome("stopped", self.stop.reason))
+                return self._report(_Outcome(_End.STOPPED, self.stop.reason))
             executor, ntasks = self.executor.get()
         except Exception:  # noqa: BLE001 - any error while loading is the learner's failure
-            return self._report(_Outcome("failed", traceback.format_exc()))
+            return self._report(_Outcome(_End.FAILED, traceback.format_exc()))
         loop = asyncio.new_event_loop()
         try:
             outcome = loop.run_until_complete(self._supervise(executor, ntasks, goal_kwargs))
             loop.run_until_complete(loop.shutdown_default_executor())
         except Exception:  # noqa: BLE001 - e.g. adaptive.Runner refusing the learner
             self._save()
-            outcome = _Outcome("failed", traceback.format_exc())
+            outcome = _Outcome(_End.FAILED, traceback.format_exc())
         finally:
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)  # back to SIG_DFL, so catch them again:
             self.stop.install()
             loop.close()
         code = self._report(outcome)
-        self.done = outcome.kind == "done" and code == 0
+        self.done = outcome.kind == _End.DONE and code == 0
         return code
 
     def _load(self) -> dict[str, Any]:
@@ -256,7 +270,7 @@ class _Job:
             load_data(self.learner, self.fname)
             self._saved_npoints = self.learner.npoints
             self.log.info(
-                "resumed",
+                Event.RESUMED,
                 npoints=self.learner.npoints,
                 seconds=round(time.monotonic() - started, 3),
             )
@@ -292,10 +306,10 @@ class _Job:
         for task in (saves, stop_wait, runner.task):
             task.cancel()
         await asyncio.wait({saves, stop_wait, runner.task})  # the runner drops unfinished points
-        if outcome.kind != "not_owner":
+        if outcome.kind != _End.NOT_OWNER:
             error = self._save()
-            if outcome.kind == "done" and error is not None:
-                outcome = _Outcome("failed", f"the final save failed:\n{error}")
+            if outcome.kind == _End.DONE and error is not None:
+                outcome = _Outcome(_End.FAILED, f"the final save failed:\n{error}")
         self._finishing.set()
         await asyncio.wait({heartbeats})
         return outcome
@@ -303,18 +317,18 @@ class _Job:
     def _outcome(self, runner: Any, heartbeats: asyncio.Task[bool]) -> _Outcome:
         if heartbeats.done():
             if heartbeats.exception() is None and not heartbeats.result():
-                return _Outcome("not_owner")
+                return _Outcome(_End.NOT_OWNER)
             error = heartbeats.exception()
             if isinstance(error, ManagerUnreachableError):
-                return _Outcome("unreachable", _format(error))
+                return _Outcome(_End.UNREACHABLE, _format(error))
             if error is not None:
-                return _Outcome("failed", _format(error))
+                return _Outcome(_End.FAILED, _format(error))
         if runner.task.done():
             if runner.task.cancelled():
-                return _Outcome("failed", "the adaptive runner was cancelled")
+                return _Outcome(_End.FAILED, "the adaptive runner was cancelled")
             error = runner.task.exception()
-            return _Outcome("done") if error is None else _Outcome("failed", _format(error))
-        return _Outcome("stopped", self.stop.reason or "stop requested")
+            return _Outcome(_End.DONE) if error is None else _Outcome(_End.FAILED, _format(error))
+        return _Outcome(_End.STOPPED, self.stop.reason or "stop requested")
 
     async def _heartbeats(self, runner: Any) -> bool:
         """Log status and heartbeat every log_interval_s; False once we lost the learner."""
@@ -332,7 +346,7 @@ class _Job:
             cpu, memory = usage.sample()
             elapsed = runner.elapsed_time()
             self.log.info(
-                "status",
+                Event.STATUS,
                 npoints=npoints,
                 loss=loss,
                 npoints_per_s=round((npoints - start_npoints) / elapsed, 3) if elapsed else 0.0,
@@ -372,11 +386,11 @@ class _Job:
         try:
             size = save_data(self.learner, self.fname)
         except Exception:
-            self.log.exception("save_failed", fname=str(self.fname), npoints=npoints)
+            self.log.exception(Event.SAVE_FAILED, fname=str(self.fname), npoints=npoints)
             return traceback.format_exc()
         self._saved_npoints = npoints
         self.log.info(
-            "saved", npoints=npoints, seconds=round(time.monotonic() - started, 3), bytes=size
+            Event.SAVED, npoints=npoints, seconds=round(time.monotonic() - started, 3), bytes=size
         )
         return None
 
@@ -384,31 +398,31 @@ class _Job:
         """Log the outcome, tell the database manager, return the exit code."""
         learner = self.assignment.learner
         npoints: int = 0 if self.learner is None else self.learner.npoints
-        if outcome.kind in ("failed", "unreachable"):
-            self.log.error("failed", npoints=npoints, traceback=outcome.detail)
-            if outcome.kind == "unreachable":
+        if outcome.kind in (_End.FAILED, _End.UNREACHABLE):
+            self.log.error(Event.FAILED, npoints=npoints, traceback=outcome.detail)
+            if outcome.kind == _End.UNREACHABLE:
                 return 1  # saved; the job manager finds this task gone and resubmits
-        elif outcome.kind == "done":
+        elif outcome.kind == _End.DONE:
             loss = _finite(self.learner.loss())
-            self.log.info("done", npoints=npoints, loss=loss)
+            self.log.info(Event.DONE, npoints=npoints, loss=loss)
         else:
             reason = outcome.detail or outcome.kind
-            self.log.info("released", reason=reason, npoints=npoints)
+            self.log.info(Event.RELEASED, reason=reason, npoints=npoints)
         try:
-            if outcome.kind == "failed":
+            if outcome.kind == _End.FAILED:
                 self.client.fail(learner, error=outcome.detail)
-            elif outcome.kind == "done":
+            elif outcome.kind == _End.DONE:
                 self.client.done(learner, npoints=npoints, loss=loss)
-            elif outcome.kind == "stopped":
+            elif outcome.kind == _End.STOPPED:
                 # Told to stop: the scheduler kills us after its grace period anyway, so a
                 # manager that is down gets a short wait, not the client's full patience.
                 self.client.patience_s = min(self.client.patience_s, RELEASE_PATIENCE_S)
                 self.client.release(learner, reason=outcome.detail)
         except AdaptiveRunnerError:
             # The data is saved; the job manager will find this task gone and resubmit.
-            self.log.exception("report_failed", outcome=outcome.kind)
+            self.log.exception(Event.REPORT_FAILED, outcome=outcome.kind)
             return 1
-        return 1 if outcome.kind == "failed" else 0
+        return 1 if outcome.kind == _End.FAILED else 0
 
 
 def _finite(value: float) -> float | None:
@@ -442,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             task = _Task(run_dir, config, group_index, identity, client, executor, stop, log)
             return task.run_learners()
     except ManagerUnreachableError:
-        log.exception("manager_unreachable")
+        log.exception(Event.MANAGER_UNREACHABLE)
         return 1
     finally:
         executor.shutdown()

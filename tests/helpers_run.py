@@ -117,7 +117,12 @@ def make_learners(n: int, delay: float = 0.0) -> list[adaptive.Learner1D]:
 
 
 def make_rm(
-    tmp_path: Path, learners: Sequence[Any], *, fname_prefix: str = "l", **kwargs: Any
+    tmp_path: Path,
+    learners: Sequence[Any],
+    *,
+    fname_prefix: str = "l",
+    kill_grace_s: float = 30.0,
+    **kwargs: Any,
 ) -> RunManager:
     """A RunManager on the Local scheduler with short intervals; ``kwargs`` override them."""
     fnames = [tmp_path / "data" / f"{fname_prefix}{i}.pickle" for i in range(len(learners))]
@@ -129,4 +134,24 @@ def make_rm(
         "log_interval": 0.3,
         "poll_interval": 0.3,
     }
-    return RunManager(Local(cores=1), learners, fnames, **(options | kwargs))
+    scheduler = Local(cores=1, kill_grace_s=kill_grace_s)
+    return RunManager(scheduler, learners, fnames, **(options | kwargs))
+
+
+def stop_and_cancel(rm: RunManager) -> None:
+    """Stop the managers, cancel the run, and wait until its tasks have ended.
+
+    Stop first: a job manager round in flight could submit an array after cancel() looked
+    for arrays, and that array's tasks would wait for a manager long after the test.
+    A task still claiming gets no answer from the stopped manager; the Local supervisor
+    kills it ``kill_grace_s`` after the cancel.
+    """
+    rm.stop()
+    rm.cancel()
+    with Database.open(rm.run_dir.database) as db:
+        arrays = db.active_arrays()
+    jobs_dir = rm.run_dir.jobs_dir
+    wait_for(
+        lambda: not any(s.active for s in Local().queue(arrays, jobs_dir=jobs_dir).values()),
+        what=f"the tasks of {arrays} to end",
+    )

@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from adaptive_runner.database import Database, LearnerRow, LearnerState
+from adaptive_runner.database import ClaimRow, Database, LearnerRow, LearnerState
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.protocol import Assignment
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -128,7 +127,7 @@ def test_query_plans_use_the_partial_indexes(db: Database) -> None:
 
 def test_claim_in_order_then_no_work(db: Database) -> None:
     got = [db.claim(f"t{i}", host="h", pid=i, now=T0) for i in range(4)]
-    assert got == [Assignment(i, f"f{i}") for i in range(4)]
+    assert got == [ClaimRow(i, f"f{i}") for i in range(4)]
     assert db.claim("t9", host="h", pid=9, now=T0) is None
     r = row(db, 2)
     assert (r.state, r.task, r.host, r.pid, r.attempts, r.started) == (
@@ -193,12 +192,12 @@ def test_done_is_final_and_idempotent(db: Database) -> None:
 def test_task_id_reused_after_its_learner_finished(db: Database) -> None:
     db.claim("t", host="h", pid=1, now=T0)
     db.done("t", 0, npoints=1, loss=None, now=T0)
-    assert db.claim("t", host="h", pid=1, now=T0) == Assignment(1, "f1")
+    assert db.claim("t", host="h", pid=1, now=T0) == ClaimRow(1, "f1")
 
 
 def test_release_is_not_a_failure(db: Database) -> None:
     for attempt in range(5):  # more than max_fails: time limits are expected
-        assert db.claim(f"t{attempt}", host="h", pid=1, now=T0) == Assignment(0, "f0")
+        assert db.claim(f"t{attempt}", host="h", pid=1, now=T0) == ClaimRow(0, "f0")
         assert db.release(f"t{attempt}", 0, reason="SIGTERM", now=T0)
         assert db.release(f"t{attempt}", 0, reason="SIGTERM", now=T0)  # repeated
     r = row(db, 0)
@@ -226,7 +225,7 @@ def test_fail_until_max_fails(db: Database) -> None:
         T0 + 2,
     )
     assert events(db, 0)[-2:] == [("failed", "Traceback 2"), ("failed", "gave up after 3 failures")]
-    assert db.claim("t9", host="h", pid=1, now=T0) == Assignment(1, "f1")
+    assert db.claim("t9", host="h", pid=1, now=T0) == ClaimRow(1, "f1")
 
 
 # --- job manager operations ---
@@ -266,7 +265,7 @@ def test_expire_leases(db: Database) -> None:
     assert row(db, 0).state == LearnerState.WAITING
     assert "lease expired" in (row(db, 0).error or "")
     assert not db.heartbeat("old", 0, npoints=1, loss=None, cpu=0.0, memory=0, now=T0 + 121)
-    assert db.claim("new", host="h", pid=3, now=T0 + 121) == Assignment(0, "f0")
+    assert db.claim("new", host="h", pid=3, now=T0 + 121) == ClaimRow(0, "f0")
     assert db.expire_leases(lease_timeout_s=60, now=T0 + 121) == []
 
 
@@ -302,17 +301,17 @@ def test_arrays(db: Database) -> None:
 def test_dependencies_gate_claims(tmp_path: Path) -> None:
     with make(tmp_path, 4, dependencies={2: [0, 1], 3: [2]}) as db:
         assert db.n_claimable() == 2
-        assert db.claim("a", host="h", pid=1, now=T0) == Assignment(0, "f0")
-        assert db.claim("b", host="h", pid=1, now=T0) == Assignment(1, "f1")
+        assert db.claim("a", host="h", pid=1, now=T0) == ClaimRow(0, "f0")
+        assert db.claim("b", host="h", pid=1, now=T0) == ClaimRow(1, "f1")
         assert db.claim("c", host="h", pid=1, now=T0) is None
         db.done("a", 0, npoints=1, loss=None, now=T0)
         db.done("a", 0, npoints=1, loss=None, now=T0)  # a repeat must not count twice
         assert db.n_claimable() == 0
         db.done("b", 1, npoints=1, loss=None, now=T0)
         assert db.n_claimable() == 1
-        assert db.claim("c", host="h", pid=1, now=T0) == Assignment(2, "f2")
+        assert db.claim("c", host="h", pid=1, now=T0) == ClaimRow(2, "f2")
         db.done("c", 2, npoints=1, loss=None, now=T0)
-        assert db.claim("d", host="h", pid=1, now=T0) == Assignment(3, "f3")
+        assert db.claim("d", host="h", pid=1, now=T0) == ClaimRow(3, "f3")
 
 
 def test_failed_dependency_fails_dependents(tmp_path: Path) -> None:
@@ -339,10 +338,10 @@ def test_cancel_cancels_dependents(tmp_path: Path) -> None:
 
 def test_batch_savepoint_isolates_a_failing_call(db: Database) -> None:
     with db.batch():
-        assert db.claim("a", host="h", pid=1, now=T0) == Assignment(0, "f0")
+        assert db.claim("a", host="h", pid=1, now=T0) == ClaimRow(0, "f0")
         with pytest.raises(ConfigError):
             db.cancel([1, 99], now=T0)  # cancels 1, then raises: only its own work undone
-        assert db.claim("b", host="h", pid=1, now=T0) == Assignment(1, "f1")
+        assert db.claim("b", host="h", pid=1, now=T0) == ClaimRow(1, "f1")
     with Database.open(db._conn.execute("PRAGMA database_list").fetchone()[2]) as other:
         assert other.running_tasks() == {"a": 0, "b": 1}
 
@@ -457,7 +456,7 @@ def test_retry_puts_failed_back_with_counts_reset_and_history_kept(db: Database)
     assert [kind for kind, _ in events(db, 0)].count("failed") == 4  # 3 fails + gave up
     assert len([t for t in db.tasks() if t.learner == 0]) == 3
     assert row(db, 1).state == "cancelled"  # cancelled stays cancelled
-    assert db.claim("new", host="h", pid=1, now=T0 + 2) == Assignment(0, "f0")
+    assert db.claim("new", host="h", pid=1, now=T0 + 2) == ClaimRow(0, "f0")
     assert row(db, 0).attempts == 1
     assert db.retry([1], cancelled=True, now=T0 + 3) == [1]
     assert row(db, 1).state == "waiting"
@@ -471,10 +470,10 @@ def test_retry_brings_back_dependents_and_keeps_them_gated(tmp_path: Path) -> No
         assert db.retry([0], now=T0) == [0, 1, 2, 3]
         assert [r.state for r in db.learners()] == ["waiting"] * 4
         assert db.n_claimable() == 1  # the dependents still wait on their dependencies
-        assert db.claim("a", host="h", pid=1, now=T0) == Assignment(0, "f0")
+        assert db.claim("a", host="h", pid=1, now=T0) == ClaimRow(0, "f0")
         assert db.claim("b", host="h", pid=1, now=T0) is None
         db.done("a", 0, npoints=1, loss=None, now=T0)
-        assert db.claim("b", host="h", pid=1, now=T0) == Assignment(1, "f1")
+        assert db.claim("b", host="h", pid=1, now=T0) == ClaimRow(1, "f1")
 
 
 def test_retry_leaves_a_learner_whose_dependency_stays_cancelled(tmp_path: Path) -> None:

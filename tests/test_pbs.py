@@ -79,7 +79,7 @@ def test_render_is_valid_bash(tmp_path: Path, flavor: str, executor: str) -> Non
         queue_name="workq",
         account="proj-1",
         extra_pbs=["#PBS -l place=scatter", "-m n"],
-        env={"MY VAR": "it's $HOME"},
+        env={"MY_VAR": "it's $HOME"},
         extra_script="module load python",
     )
     script = pbs.render(context(tmp_path))

@@ -22,6 +22,7 @@ from adaptive_runner.protocol import (
     encode_reply,
     encode_request,
 )
+from adaptive_runner.vocabulary import ReplyCode
 
 CLAIM = {
     "v": 1,
@@ -125,7 +126,7 @@ def test_replies() -> None:
         "learner": 3,
         "fname": "a",
     }
-    assert decode_reply(encode_error("no_work", "none left")) == {
+    assert decode_reply(encode_error(ReplyCode.NO_WORK, "none left")) == {
         "ok": False,
         "code": "no_work",
         "error": "none left",

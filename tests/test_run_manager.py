@@ -19,7 +19,14 @@ from typing import Any
 import adaptive
 import cloudpickle
 import pytest
-from helpers_run import always_fails, make_learners, make_rm, slow_square, wait_for
+from helpers_run import (
+    always_fails,
+    make_learners,
+    make_rm,
+    slow_square,
+    stop_and_cancel,
+    wait_for,
+)
 
 import adaptive_runner as ar
 from adaptive_runner.database import Database
@@ -284,7 +291,7 @@ def test_from_groups_bad_input(tmp_path: Path) -> None:
 
 
 def test_one_manager_per_run(tmp_path: Path) -> None:
-    rm = make_rm(tmp_path, make_learners(2, delay=0.05), goal=10_000).start()
+    rm = make_rm(tmp_path, make_learners(2, delay=0.05), goal=10_000, kill_grace_s=1.0).start()
     try:
         with pytest.raises(ConfigError, match="is managed already"):
             ar.RunManager.resume(tmp_path / "run")
@@ -293,8 +300,7 @@ def test_one_manager_per_run(tmp_path: Path) -> None:
         assert cloudpickle.loads((tmp_path / "run" / "goal.pickle").read_bytes()) == 10_000
         assert sum(ar.RunManager.open(tmp_path / "run").status().values()) == 2  # watching: fine
     finally:
-        rm.cancel()
-        rm.stop()
+        stop_and_cancel(rm)
     again = ar.RunManager.resume(tmp_path / "run")  # the lock went with stop()
     assert again.finished()
 

@@ -270,7 +270,7 @@ def test_parse_mem_rejects(value: str) -> None:
         ({"signal_grace_s": 0}, "signal_grace_s"),
         ({"nodes": 2}, "go together"),
         ({"nodes": 2, "cores_per_node": 4}, "mpi4py"),
-        ({"nodes": 0, "cores_per_node": 4, "executor": "mpi4py"}, "nodes must be"),
+        ({"nodes": 0, "cores_per_node": 4, "executor": "mpi4py"}, "nodes=0 is out of range"),
         ({"nodes": 2, "cores_per_node": 4, "cores": 3, "executor": "mpi4py"}, "contradicts"),
         ({"mpi_launcher": "  "}, "mpi_launcher"),
         ({"cores": 0}, "cores"),

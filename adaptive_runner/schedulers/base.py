@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
+from adaptive_runner.validation import EnvValue, environment, positive_int
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -132,7 +133,9 @@ class Scheduler(ABC):
     num_threads
         Exported as OMP/MKL/OPENBLAS_NUM_THREADS in the job script.
     env
-        Extra environment variables exported in the job script.
+        Extra environment variables exported in the job script: names of letters, digits
+        and ``_``; values str, int or float (exported as ``str(value)``). Checked here, so a
+        bad name fails at construction, not on the compute node.
     extra_script
         Shell lines run before the worker starts (``module load ...``).
     template
@@ -152,20 +155,20 @@ class Scheduler(ABC):
     executor: str = "sequential"
     python: str = field(default=sys.executable)
     num_threads: int = 1
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, EnvValue] = field(default_factory=dict)
     extra_script: str = ""
     template: Path | None = None
 
     def __post_init__(self) -> None:
         """Validate the common options; subclasses extend this and call super()."""
-        if not isinstance(self.cores, int) or self.cores <= 0:
-            raise ConfigError(f"cores must be a positive integer, got {self.cores!r}")
+        positive_int(self.cores, "cores")
         if self.executor not in EXECUTORS:
             raise ConfigError(
                 f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
             )
-        if not isinstance(self.num_threads, int) or self.num_threads <= 0:
-            raise ConfigError(f"num_threads must be a positive integer, got {self.num_threads!r}")
+        positive_int(self.num_threads, "num_threads")
+        # A copy: a frozen scheduler must not change when the caller's dict does.
+        object.__setattr__(self, "env", environment(self.env))
 
     def check(self) -> None:  # noqa: B027 - optional hook; most backends need no check
         """Check the cluster before anything is submitted (e.g. the partition exists)."""

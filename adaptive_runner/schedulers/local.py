@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.files import atomic_write
 from adaptive_runner.schedulers.base import JobState, Scheduler, TaskEnd, TaskIdentity
+from adaptive_runner.validation import positive_int, positive_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -79,15 +80,14 @@ class Local(Scheduler):
     bind_host: ClassVar[str] = "127.0.0.1"
     poll_interval_s: ClassVar[float] = 1.0  # queue() only reads files: cheap to ask often
 
-    kill_grace_s: float = 30.0
+    kill_grace_s: float = 30.0  # a timedelta is taken too, and stored as seconds
 
     def __post_init__(self) -> None:
         """Validate the options."""
         super().__post_init__()
-        if not isinstance(self.kill_grace_s, int | float) or not self.kill_grace_s > 0:
-            raise ConfigError(
-                f"kill_grace_s must be a positive number of seconds, got {self.kill_grace_s!r}"
-            )
+        object.__setattr__(
+            self, "kill_grace_s", positive_seconds(self.kill_grace_s, "kill_grace_s")
+        )
 
     def submit(
         self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
@@ -98,9 +98,8 @@ class Local(Scheduler):
         run's jobs directory (where the job manager writes it), the ``jobs_dir`` that
         :meth:`queue` and :meth:`cancel` are given.
         """
-        for arg, value in (("n_tasks", n_tasks), ("max_running", max_running)):
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{arg} must be a positive integer, got {value!r}")
+        positive_int(n_tasks, "n_tasks")
+        positive_int(max_running, "max_running")
         script = Path(script).absolute()
         if not script.is_file():
             raise ConfigError(f"script {str(script)!r} is not a file")

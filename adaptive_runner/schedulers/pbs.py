@@ -36,6 +36,7 @@ from adaptive_runner.schedulers.base import (
     TaskIdentity,
     run_command,
 )
+from adaptive_runner.validation import positive_int
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping, Sequence
@@ -123,8 +124,7 @@ class PBS(Scheduler):
         super().__post_init__()
         if self.flavor not in FLAVORS:
             raise ConfigError(f"flavor must be 'pbspro' or 'torque', got {self.flavor!r}")
-        if not isinstance(self.nodes, int) or self.nodes <= 0:
-            raise ConfigError(f"nodes must be a positive integer, got {self.nodes!r}")
+        positive_int(self.nodes, "nodes")
         if self.queue_name is not None and not _QUEUE.fullmatch(str(self.queue_name)):
             raise ConfigError(
                 f"queue_name must be a PBS queue name (letters, digits, _ . @ -), "

@@ -16,6 +16,7 @@ from adaptive_runner.schedulers.base import (
     TaskIdentity,
     run_command,
 )
+from adaptive_runner.validation import positive_int
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -346,8 +347,8 @@ class SLURM(Scheduler):
                 f"signal must be 'USR1' or 'TERM' (the signals on which the worker saves and "
                 f"releases its learner), or None; got {self.signal!r}"
             )
-        grace = self.signal_grace_s
-        if not isinstance(grace, int) or not 0 < grace <= _MAX_SIGNAL_GRACE_S:
+        grace = positive_int(self.signal_grace_s, "signal_grace_s")
+        if grace > _MAX_SIGNAL_GRACE_S:
             raise ConfigError(
                 f"signal_grace_s must be an integer in 1..{_MAX_SIGNAL_GRACE_S}, got {grace!r}"
             )
@@ -358,9 +359,8 @@ class SLURM(Scheduler):
             return
         if nodes is None or per_node is None:
             raise ConfigError("nodes and cores_per_node go together: give both, or only cores")
-        for name, value in (("nodes", nodes), ("cores_per_node", per_node)):
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        positive_int(nodes, "nodes")
+        positive_int(per_node, "cores_per_node")
         if self.cores not in (1, nodes * per_node):
             raise ConfigError(
                 f"cores={self.cores} contradicts nodes={nodes} x cores_per_node={per_node}: "

@@ -1,0 +1,54 @@
+"""The words the job side and the manager side share: log events, reply codes, task outcomes.
+
+Stdlib only, so the worker imports it. The values are what job logs, wire replies and
+state.sqlite hold: they never change, or old logs and runs would no longer read.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Event(StrEnum):
+    """The ``event`` of a line in a task's log (logs/<task>.log), as the worker writes it."""
+
+    STARTED = "started"  # a learner was claimed: the lines after it are about that learner
+    RESUMED = "resumed"  # its saved data was loaded
+    STATUS = "status"  # progress, every log interval
+    SAVED = "saved"
+    SAVE_FAILED = "save_failed"
+    DONE = "done"  # the learner reached its goal
+    RELEASED = "released"  # stopped in an orderly way; the learner waits for another task
+    FAILED = "failed"  # the learner raised (or could not be saved, or the manager went away)
+    STOPPED = "stopped"  # a stop signal between learners: the task exits
+    NO_WORK = "no_work"  # nothing to claim at the start: the task ran no learner
+    NO_MORE_WORK = "no_more_work"  # nothing more to claim after a learner
+    REPORT_FAILED = "report_failed"  # the learner's end could not be told to the manager
+    MANAGER_UNREACHABLE = "manager_unreachable"  # no reply to a claim within the patience
+
+
+# The events that say how a task's (latest) learner ended.
+OUTCOME_EVENTS = frozenset(
+    {Event.DONE, Event.RELEASED, Event.FAILED, Event.NO_WORK, Event.MANAGER_UNREACHABLE}
+)
+
+
+class ReplyCode(StrEnum):
+    """The ``code`` of a failed reply of the database manager."""
+
+    NO_WORK = "no_work"  # claim: no learner of the group is waiting with its dependencies done
+    NOT_OWNER = "not_owner"  # the task no longer holds the learner: stop without saving
+    BAD_REQUEST = "bad_request"  # the request broke the protocol
+    INTERNAL = "internal"  # the manager failed on it; nothing was recorded
+
+
+class Outcome(StrEnum):
+    """How a task's hold on a learner ended (``tasks.outcome`` and ``events.kind``)."""
+
+    DONE = "done"
+    RELEASED = "released"  # an orderly stop: not counted as a failure
+    FAILED = "failed"  # the worker reported the learner's exception
+    LOST = "lost"  # the task vanished from the scheduler's queue
+    EXPIRED = "expired"  # no heartbeat within the lease
+    KILLED = "killed"  # kill_on_error matched the task's output
+    CANCELLED = "cancelled"  # by the user
