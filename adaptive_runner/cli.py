@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -166,10 +167,22 @@ def _status(args: argparse.Namespace) -> int:
         records = {r.task: r for r in run.parse_logs()}
         sys.stdout.writelines(_status_file(run.tasks(), records, now=time.time()))
         return 0
-    print(_table(run.learners(), now=time.time()))
+    learners = run.learners()
+    print(_table(learners, now=time.time()))
     counts = run.status()
     print(f"{sum(counts.values())} learners: {_counts(counts)}")
+    for problem in run.problems():
+        print(f"problem: {problem}")
+    reasons = Counter(_last_line(row.error) for row in learners if row.state == "failed")
+    for reason, n in reasons.most_common():
+        print(f"failed ({n}): {reason}")
     return 0
+
+
+def _last_line(error: str | None) -> str:
+    """The line of a reason or traceback that says what went wrong (its last)."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no reason recorded)"
 
 
 def _table(learners: list[LearnerRow], *, now: float) -> str:

@@ -83,6 +83,18 @@ class GroupState:
     start_error: str | None  # why the last of them failed, from its output and exit state
     submit_error: str | None  # the last failed submission, cleared by the next that works
 
+    def messages(self) -> list[str]:
+        """What is wrong, in words: for the CLI, the panel and :meth:`Run.problems`."""
+        found = []
+        if self.start_failures:
+            found.append(self.start_error or f"jobs of group {self.group} cannot start")
+        if self.submit_error:
+            found.append(
+                f"the last submission for group {self.group} failed (tried again with "
+                f"back-off, after asking the queue for it): {self.submit_error}"
+            )
+        return found
+
 
 SCHEMA: Final = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;

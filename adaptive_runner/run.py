@@ -74,6 +74,14 @@ class Run:
         with self._open() as db:
             return db.counts()
 
+    def problems(self) -> list[str]:
+        """Why jobs do not start or submissions fail now, in words ([] when all is well).
+
+        The failed learners' own reasons are in :meth:`learners` (``error``).
+        """
+        with self._open() as db:
+            return [message for state in db.group_states() for message in state.messages()]
+
     def finished(self) -> bool:
         """Whether no learner is waiting or running any more."""
         counts = self.status()

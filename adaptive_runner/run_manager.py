@@ -471,6 +471,14 @@ class RunManager:
         """Learners per state, read from state.sqlite (works with the managers stopped)."""
         return self._run.status()
 
+    def problems(self) -> list[str]:
+        """Why the run's jobs do not start or its submissions fail now ([] when all is well).
+
+        Shown by the panel and ``adaptive-runner status`` too; failed learners carry their
+        own reason in the ``error`` column.
+        """
+        return self._run.problems()
+
     def finished(self) -> bool:
         """Whether no learner is waiting or running any more."""
         return self._run.finished()

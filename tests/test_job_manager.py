@@ -219,6 +219,8 @@ def test_a_submission_that_queued_then_failed_is_adopted_not_repeated(
     (state,) = db.group_states()
     assert state.submit_error is not None
     assert "Socket timed out" in state.submit_error
+    (message,) = state.messages()
+    assert message.startswith("the last submission for group 0 failed")
     (queued,) = scheduler.arrays
     # A task of the array the run does not know yet claims: it is not taken for lost.
     task = f"{queued}_0"

@@ -9,7 +9,10 @@ import pytest
 from helpers_run import make_learners
 
 import adaptive_runner as ar
+from adaptive_runner.cli import main
 from adaptive_runner.database import Database
+from adaptive_runner.run_dir import RunDir
+from adaptive_runner.widgets.snapshot import StatusSnapshot, status_html
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -67,6 +70,27 @@ def test_jobs_that_cannot_start_fail_the_run_with_their_own_words(
     events = [line for line in manager_log(tmp_path) if line.get("event", "").startswith("giving")]
     assert len(events) == 1
     assert said in events[0]["reason"]
+    assert rm.problems() == [reason]  # what the CLI and the panel show too
+
+
+def test_status_shows_why_jobs_cannot_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rm = start_run(tmp_path, ar.Local(python="/nonexistent/python"), max_fails=1)
+    try:
+        assert rm.wait(timeout=120) is False
+    finally:
+        rm.stop()
+    capsys.readouterr()
+    assert main(["status", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    problem = [line for line in out.splitlines() if line.startswith("problem: ")]
+    assert len(problem) == 1
+    assert "/nonexistent/python: No such file or directory" in problem[0]
+    assert "failed (3): jobs of group 0 cannot start" in out
+    snapshot = StatusSnapshot.take(RunDir(tmp_path / "run"), managers_running=False)
+    assert snapshot.problems == tuple(rm.problems())
+    assert "No such file or directory" in status_html(snapshot)
 
 
 def test_a_job_that_hangs_before_claiming_is_cancelled_and_explained(tmp_path: Path) -> None:

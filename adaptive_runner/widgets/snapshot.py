@@ -80,6 +80,7 @@ class StatusSnapshot:
     n_matching: int  # learners that pass the view's state filter
     managers_running: bool
     manager_error: str | None = None
+    problems: tuple[str, ...] = ()  # why jobs do not start or submissions fail (Run.problems)
 
     @classmethod
     def take(
@@ -121,6 +122,7 @@ class StatusSnapshot:
                 offset=view.page * view.page_size,
                 limit=view.page_size,
             )
+            problems = tuple(m for state in db.group_states() for m in state.messages())
         return cls(
             run_name=run_dir.path.name,
             taken_at=clock(),
@@ -130,6 +132,7 @@ class StatusSnapshot:
             managers_running=managers_running,
             manager_error=manager_error,
             n_matching=n_matching,
+            problems=problems,
         )
 
     @property
@@ -241,6 +244,8 @@ def status_html(snapshot: StatusSnapshot) -> str:
             f'<br><span style="color:#d62728">last job manager round failed: '
             f"{_e(snapshot.manager_error)}</span>"
         )
+    for problem in snapshot.problems:
+        text += f'<br><span class="ar-problem" style="color:#d62728">{_e(problem)}</span>'
     return text
 
 
