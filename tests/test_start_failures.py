@@ -126,3 +126,18 @@ def test_the_fixed_rerun_starts_the_failed_group_afresh(tmp_path: Path) -> None:
     with Database.open(tmp_path / "run" / "state.sqlite") as db:
         assert db.group_states() == []
         assert {row.error for row in db.learners()} == {None}
+
+
+def test_a_manager_address_the_jobs_cannot_reach_is_named(tmp_path: Path) -> None:
+    # The manager listens on 127.0.0.1 (Local); the jobs are told 127.0.0.2, where nothing is.
+    rm = start_run(
+        tmp_path, ar.Local(kill_grace_s=1), host="127.0.0.2", claim_timeout=3, max_fails=1
+    )
+    try:
+        assert rm.wait(timeout=120) is False
+    finally:
+        rm.stop()
+    n_arrays, reason = arrays_and_reason(tmp_path)
+    assert n_arrays == 1
+    assert "without reaching the database manager at tcp://127.0.0.2:" in reason
+    assert "host=" in reason
