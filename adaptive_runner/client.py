@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Self
 
 import zmq
@@ -31,6 +32,7 @@ from adaptive_runner.protocol import (
 from adaptive_runner.vocabulary import ReplyCode
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
     from adaptive_runner.run_dir import RunDir
@@ -40,6 +42,36 @@ log = logging.getLogger(__name__)
 MAX_TEXT_BYTES: Final = 16 * 1024  # tracebacks and reasons are cut to their last 16 KiB
 _FIRST_DELAY_S: Final = 0.5
 _MAX_DELAY_S: Final = 30.0
+_TICK_S: Final = 1.0  # how often a waiting request asks whether to give up
+
+
+class _GaveUp(Exception):  # noqa: N818 - not an error: the caller asked to stop waiting
+    """A request stopped waiting because its ``give_up`` said so."""
+
+
+def _wait_for(ready: Callable[[float], bool], seconds: float, give_up: Callable[[], bool]) -> bool:
+    """Call ``ready(t)`` (which waits at most t seconds) until it is True or ``seconds`` pass.
+
+    Raises _GaveUp as soon as ``give_up()`` is True, at most a tick later.
+    """
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if give_up():
+            raise _GaveUp
+        if ready(min(left, _TICK_S)):
+            return True
+    return False
+
+
+def _poll(socket: zmq.Socket[bytes], seconds: float) -> bool:
+    """Whether a reply is ready on ``socket`` within ``seconds``."""
+    return bool(socket.poll(int(seconds * 1000), zmq.POLLIN))
+
+
+def _sleep(seconds: float) -> bool:
+    """Wait; nothing can be ready (a back-off between tries)."""
+    time.sleep(seconds)
+    return False
 
 
 def _tail(text: str) -> str:
@@ -90,12 +122,25 @@ class Client:
     ) -> None:
         self.close()
 
-    def claim(self, *, host: str, pid: int, group: int = 0, array: str = "") -> Assignment | None:
+    def claim(
+        self,
+        *,
+        host: str,
+        pid: int,
+        group: int = 0,
+        array: str = "",
+        give_up: Callable[[], bool] = lambda: False,
+    ) -> Assignment | None:
         """Get a learner of ``group`` to work on, or None when there is no work left for it.
 
-        ``array`` is the task's array id: the job manager counts its tasks' claims.
+        ``array`` is the task's array id: the job manager counts its tasks' claims. While
+        the manager does not answer, ``give_up()`` is asked about once a second; when it says
+        True (the job was cancelled: it holds nothing yet) this returns None at once.
         """
-        reply = self._request(Claim(self.task_id, host, pid, group, array))
+        try:
+            reply = self._request(Claim(self.task_id, host, pid, group, array), give_up=give_up)
+        except _GaveUp:
+            return None
         if reply["ok"]:
             learner, fname = reply.get("learner"), reply.get("fname")
             if type(learner) is not int or type(fname) is not str:
@@ -157,8 +202,13 @@ class Client:
             return False
         raise _server_error(reply)
 
-    def _request(self, request: Request) -> dict[str, Any]:
-        """Send until a reply comes; a fresh socket per try, since REQ sockets are lockstep."""
+    def _request(
+        self, request: Request, *, give_up: Callable[[], bool] = lambda: False
+    ) -> dict[str, Any]:
+        """Send until a reply comes; a fresh socket per try, since REQ sockets are lockstep.
+
+        Raises _GaveUp when ``give_up()`` turns True while waiting (asked about once a second).
+        """
         payload = encode_request(request)
         deadline = time.monotonic() + self.patience_s
         delay = _FIRST_DELAY_S
@@ -166,7 +216,7 @@ class Client:
             socket = self._connect()
             if socket is not None:
                 socket.send(payload)
-                if socket.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+                if _wait_for(partial(_poll, socket), self.timeout_s, give_up):
                     return decode_reply(socket.recv())
                 self._discard_socket()
             left = deadline - time.monotonic()
@@ -184,7 +234,7 @@ class Client:
                 self.timeout_s,
                 wait,
             )
-            time.sleep(wait)
+            _wait_for(_sleep, wait, give_up)
             delay = min(2 * delay, _MAX_DELAY_S)
 
     def _connect(self) -> zmq.Socket[bytes] | None:

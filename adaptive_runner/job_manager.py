@@ -148,6 +148,9 @@ class JobManager:
         self.error: BaseException | None = None
         self.memory = Memory()
         self._stop = threading.Event()
+        # Held through each round: whoever changes the run from outside (a cancel) waits for
+        # the round in flight, so an array it submits is recorded before the cancel looks.
+        self.round_lock = threading.Lock()
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at = clock()
@@ -187,7 +190,8 @@ class JobManager:
         try:
             while not self._stop.is_set():
                 try:
-                    finished = self.round(db)
+                    with self.round_lock:
+                        finished = self.round(db)
                 except Exception as e:  # a scheduler hiccup must not end the run; keep trying
                     self.error = e
                     log.exception("job manager round failed; retrying next interval")

@@ -510,7 +510,11 @@ class RunManager:
 
         Cancelled learners are never resubmitted; their saved data stays on disk.
         """
-        self._run.cancel(learners)
+        if self.job_manager is None:
+            self._run.cancel(learners)
+            return
+        with self.job_manager.round_lock:  # an array being submitted now is cancelled too
+            self._run.cancel(learners)
 
     def retry(
         self, learners: Collection[int] | None = None, *, cancelled: bool = False

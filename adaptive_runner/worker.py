@@ -73,6 +73,10 @@ class _StopRequest:
             loop.add_signal_handler(sig, self.request, sig.name)
         return self._event
 
+    def requested(self) -> bool:
+        """Whether a stop signal came."""
+        return self.reason is not None
+
     def request(self, reason: str) -> None:
         """Ask the worker to save, release its learner and exit."""
         if self.reason is None:
@@ -182,8 +186,14 @@ class _Task:
         finished = 0
         while self.stop.reason is None:
             assignment = self.client.claim(
-                host=host, pid=pid, group=self.group_index, array=self.identity.array_id
+                host=host,
+                pid=pid,
+                group=self.group_index,
+                array=self.identity.array_id,
+                give_up=self.stop.requested,  # cancelled while claiming: it holds nothing
             )
+            if assignment is None and self.stop.requested():
+                break
             if assignment is None:
                 # After a first learner this is no outcome: the record keeps that learner's.
                 self.log.info(

@@ -420,3 +420,20 @@ def test_interface_address_and_bad_addresses(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"interface='nosuch0': no such .* it has .*\blo\b"):
         rm.start()
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_cancel_while_a_round_submits_leaves_no_task(tmp_path: Path) -> None:
+    # cancel() waits for the round in flight, so the array it submits is cancelled too,
+    # even when the managers are stopped right after.
+    rm = make_rm(tmp_path, make_learners(6, delay=0.05), kill_grace_s=1).start()
+    rm.cancel()
+    rm.stop()
+    with Database.open(rm.run_dir.database) as db:
+        arrays = db.recorded_arrays()
+        assert db.counts()["cancelled"] == 6
+    jobs_dir = rm.run_dir.jobs_dir
+    wait_for(
+        lambda: not any(s.active for s in ar.Local().queue(arrays, jobs_dir=jobs_dir).values()),
+        what=f"the tasks of {arrays} to end",
+        timeout_s=60,
+    )

@@ -364,6 +364,18 @@ def test_stopped_worker_does_not_wait_long_for_a_manager_that_is_gone(make: Any)
     assert "report_failed" in _names(run.events(0))
 
 
+def test_a_cancel_while_claiming_from_a_silent_manager_ends_the_worker(make: Any) -> None:
+    run = make()
+    run.write(run.learner(), goal=10)
+    run.manager.stop()  # nobody answers the claim: the worker would retry for an hour
+    worker = run.start_worker(0)
+    time.sleep(2)  # it is waiting for a reply (a startup too slow for that only waits less)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=WAIT_S) == 0, run.output()  # it held nothing: an orderly end
+    assert _names(run.events(0)) == ["stopped"]
+    assert run.events(0)[0]["reason"] == "SIGTERM"
+
+
 def test_sigusr1_also_releases(make: Any) -> None:
     run = make(log_interval_s=0.05, save_interval_s=3600.0)
     run.write(run.learner(delay=0.02), goal=10**6)
