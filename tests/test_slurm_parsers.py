@@ -391,10 +391,12 @@ def test_missing_sbatch_says_what_to_check(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_parse_squeue_names_finds_arrays_by_tag() -> None:
-    # squeue --me -h -t all -o '%F|%j' with a held array "run-ab12cd34" (67, three tasks),
-    # a job "other" and earlier runs' finished tasks (one line per task).
+    # squeue --me -h -t all -o '%F|%j' (record.sh): a held array "run-ab12cd34" and "other".
     text = (DATA / "squeue_names.txt").read_text()
-    assert parse_squeue_names(text, ["run-ab12cd34", "run-none"]) == {"run-ab12cd34": "67"}
+    assert parse_squeue_names(text, ["run-ab12cd34", "run-none"]) == {"run-ab12cd34": "159"}
+    assert parse_squeue_names(text + "159|run-ab12cd34\n", ["run-ab12cd34"]) == {
+        "run-ab12cd34": "159"
+    }  # one line per task once they run: the same array
     assert parse_squeue_names(text, []) == {}
     with pytest.raises(SchedulerCommandError, match=re.escape("want '%F|%j'")):
         parse_squeue_names("67 run-ab12cd34\n", ["run-ab12cd34"])

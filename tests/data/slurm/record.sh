@@ -34,6 +34,12 @@ record_queue() {
     scontrol show config >"$out/scontrol_show_config.txt"
     sinfo -h -o '%R' >"$out/sinfo_partitions.txt"
 
+    # Job names, as find_tagged reads them: a held tagged array of three and another job.
+    tagged="$(sbatch --parsable --hold --job-name=run-ab12cd34 --array=0-2%1 "$sleeper")"
+    other="$(sbatch --parsable --hold --job-name=other "$sleeper")"
+    squeue --me -h -t all -o '%F|%j' | grep -E "^($tagged|$other)\|" >"$out/squeue_names.txt"
+    scancel "$tagged" "$other"
+
     # Held sparse and stepped arrays; a throttled array running 8 at once with the rest pending.
     held1="$(sbatch --parsable --hold --array=1,3,5-7 "$sleeper")"
     held2="$(sbatch --parsable --hold --array=0-3000:2 "$sleeper")"
