@@ -151,12 +151,28 @@ class Client:
         raise _server_error(reply)
 
     def heartbeat(
-        self, learner: int, *, npoints: int, loss: float | None, cpu: float, memory: int
+        self,
+        learner: int,
+        *,
+        npoints: int,
+        loss: float | None,
+        cpu: float,
+        memory: int,
+        give_up: Callable[[], bool] = lambda: False,
     ) -> bool:
-        """Report progress; False means this task no longer holds the learner: stop, do not save."""
-        return self._held(
-            self._request(Heartbeat(self.task_id, learner, npoints, loss, cpu, memory))
-        )
+        """Report progress; False means this task no longer holds the learner: stop, do not save.
+
+        Raises ManagerUnreachableError when the manager does not answer within the patience,
+        or as soon as ``give_up()`` says True while waiting (asked about once a second).
+        """
+        request = Heartbeat(self.task_id, learner, npoints, loss, cpu, memory)
+        try:
+            return self._held(self._request(request, give_up=give_up))
+        except _GaveUp:
+            raise ManagerUnreachableError(
+                f"gave up waiting for the database manager at {self._url} to acknowledge a "
+                "heartbeat"
+            ) from None
 
     def done(self, learner: int, *, npoints: int, loss: float | None) -> None:
         """Report that the learner reached its goal (after its final save)."""

@@ -17,6 +17,7 @@ class Event(StrEnum):
     STATUS = "status"  # progress, every log interval
     SAVED = "saved"
     SAVE_FAILED = "save_failed"
+    SAVE_FENCED = "save_fenced"  # no heartbeat acknowledged within the lease: not saved
     DONE = "done"  # the learner reached its goal
     RELEASED = "released"  # stopped in an orderly way; the learner waits for another task
     FAILED = "failed"  # the learner raised (or could not be saved, or the manager went away)

@@ -14,6 +14,12 @@
    heartbeat says another task holds the learner now: stop at once without saving (our data
    would overwrite theirs).
 
+Fencing: the job manager gives a learner to another task once this one's heartbeats have
+not arrived for ``lease_timeout_s``. So the worker never writes the data file when its last
+acknowledged heartbeat was *sent* that long ago (a frozen node, a stopped process, a manager
+that is unreachable): periodic saves are skipped, and before the final save it asks for a
+fresh acknowledgement first (no answer: no save, the last good save stays).
+
 Exit code 0 after done, release, lost ownership or no work; 1 after a failure.
 """
 
@@ -24,6 +30,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -50,6 +57,8 @@ if TYPE_CHECKING:
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 RELEASE_PATIENCE_S = 30.0  # how long a stopped worker tries to tell the manager
+MAX_RETRY_DELAY_S = 30.0
+CONFIRM_PATIENCE_S = 60.0  # at most this long for a heartbeat acknowledgement before a save
 
 
 class _StopRequest:
@@ -185,6 +194,7 @@ class _Task:
         host, pid = os.uname().nodename, os.getpid()
         finished = 0
         while self.stop.reason is None:
+            claim_sent = time.monotonic()  # the claim's reply acknowledges us as the holder
             assignment = self.client.claim(
                 host=host,
                 pid=pid,
@@ -212,7 +222,7 @@ class _Task:
                 executor=group.executor,
                 cores=group.cores,
             )
-            job = _Job(self, assignment)
+            job = _Job(self, assignment, acked=claim_sent)
             code = job.run()
             if not job.done:
                 return code
@@ -225,7 +235,7 @@ class _Task:
 class _Job:
     """One claimed learner, from loading to the final report."""
 
-    def __init__(self, task: _Task, assignment: Assignment) -> None:
+    def __init__(self, task: _Task, assignment: Assignment, *, acked: float) -> None:
         self.run_dir = task.run_dir
         self.config = task.config
         self.executor = task.executor
@@ -237,6 +247,9 @@ class _Job:
         self.learner: Any = None
         self._saved_npoints: int | None = None
         self._finishing = asyncio.Event()
+        self._beat_now = asyncio.Event()  # send a heartbeat without waiting for log_interval_s
+        self._abandoned = threading.Event()  # stop waiting for an unanswered heartbeat
+        self._acked = acked  # when the last acknowledged heartbeat (or the claim) was sent
         self.done = False  # reached the goal and said so: the task may take another learner
 
     def run(self) -> int:
@@ -253,7 +266,8 @@ class _Job:
             outcome = loop.run_until_complete(self._supervise(executor, ntasks, goal_kwargs))
             loop.run_until_complete(loop.shutdown_default_executor())
         except Exception:  # noqa: BLE001 - e.g. adaptive.Runner refusing the learner
-            self._save()
+            if not self._fenced():
+                self._save()
             outcome = _Outcome(_End.FAILED, traceback.format_exc())
         finally:
             for sig in STOP_SIGNALS:
@@ -317,12 +331,74 @@ class _Job:
             task.cancel()
         await asyncio.wait({saves, stop_wait, runner.task})  # the runner drops unfinished points
         if outcome.kind != _End.NOT_OWNER:
-            error = self._save()
-            if outcome.kind == _End.DONE and error is not None:
-                outcome = _Outcome(_End.FAILED, f"the final save failed:\n{error}")
+            outcome = await self._final_save(outcome, heartbeats)
         self._finishing.set()
         await asyncio.wait({heartbeats})
         return outcome
+
+    async def _final_save(self, outcome: _Outcome, heartbeats: asyncio.Task[bool]) -> _Outcome:
+        """Save before reporting ``outcome``, while this task provably still holds the learner.
+
+        A save that fails (a full disk) is retried with back-off: the data is only in memory.
+        If it keeps failing the learner is released, not failed: its last good save stays,
+        and the next task resumes from it.
+        """
+        patience = (
+            self.config.final_save_patience_s if outcome.kind == _End.DONE else RELEASE_PATIENCE_S
+        )
+        deadline = time.monotonic() + patience
+        delay = 1.0
+        while True:
+            lost = await self._confirm_hold(heartbeats)
+            if lost is not None:
+                return lost
+            error = self._save()
+            if error is None:
+                return outcome
+            if outcome.kind == _End.FAILED or time.monotonic() + delay > deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, MAX_RETRY_DELAY_S)
+        if outcome.kind == _End.FAILED:
+            return outcome  # the function's own error is the reason; the save is secondary
+        last = error.strip().splitlines()[-1]
+        return _Outcome(
+            _End.STOPPED,
+            f"the final save to {self.fname} kept failing for {patience:g} s ({last}); "
+            "released: the learner resumes from its last good save (is the disk full?)",
+        )
+
+    def _fenced(self) -> bool:
+        """Whether the manager may have given the learner away: no ack within the lease."""
+        return time.monotonic() - self._acked >= self.config.lease_timeout_s
+
+    async def _confirm_hold(self, heartbeats: asyncio.Task[bool]) -> _Outcome | None:
+        """None when a heartbeat was acknowledged within the lease (asking now if need be).
+
+        Otherwise the outcome to report instead: another task holds the learner (no save),
+        or the manager did not answer (no save: we cannot know who holds it).
+        """
+        deadline = time.monotonic() + min(CONFIRM_PATIENCE_S, self.config.lease_timeout_s)
+        if self._fenced():
+            self._beat_now.set()
+            self.log.warning(Event.SAVE_FENCED, since_ack_s=round(time.monotonic() - self._acked))
+        while self._fenced():
+            if heartbeats.done():
+                if heartbeats.exception() is None and not heartbeats.result():
+                    return _Outcome(_End.NOT_OWNER)
+                break
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        if not self._fenced():
+            return None
+        self._abandoned.set()  # the heartbeat thread stops waiting within a second
+        return _Outcome(
+            _End.UNREACHABLE,
+            "no heartbeat acknowledged for "
+            f"{time.monotonic() - self._acked:.0f} s (lease {self.config.lease_timeout_s:g} s): "
+            "not saving, another task may hold the learner now",
+        )
 
     def _outcome(self, runner: Any, heartbeats: asyncio.Task[bool]) -> _Outcome:
         if heartbeats.done():
@@ -346,11 +422,8 @@ class _Job:
         usage.sample()  # cpu_percent counts from the first call
         start_npoints = self.learner.npoints
         while True:
-            try:
-                await asyncio.wait_for(self._finishing.wait(), self.config.log_interval_s)
-            except TimeoutError:
-                pass
-            else:
+            await self._next_beat()
+            if self._finishing.is_set():
                 return True
             npoints, loss = self.learner.npoints, _finite(self.learner.loss())
             cpu, memory = usage.sample()
@@ -365,6 +438,7 @@ class _Job:
                 memory_bytes=memory,
             )
             # In a thread: an unreachable manager must not stall the points or the signals.
+            sent = time.monotonic()
             held = await asyncio.to_thread(
                 self.client.heartbeat,
                 self.assignment.learner,
@@ -372,14 +446,30 @@ class _Job:
                 loss=loss,
                 cpu=cpu,
                 memory=memory,
+                give_up=self._abandoned.is_set,
             )
             if not held:
                 return False
+            self._acked = max(self._acked, sent)
+
+    async def _next_beat(self) -> None:
+        """Wait for the next heartbeat's time, a request for one now, or the end."""
+        waits = {asyncio.create_task(e.wait()) for e in (self._finishing, self._beat_now)}
+        await asyncio.wait(waits, timeout=self.config.log_interval_s, return_when="FIRST_COMPLETED")
+        for waiting in waits:
+            waiting.cancel()
+        self._beat_now.clear()
 
     async def _periodic_saves(self) -> None:
         while True:
             await asyncio.sleep(self.config.save_interval_s)
-            self._save()
+            if self._fenced():  # the learner may be another task's now: never overwrite it
+                self._beat_now.set()
+                self.log.warning(
+                    Event.SAVE_FENCED, since_ack_s=round(time.monotonic() - self._acked)
+                )
+            else:
+                self._save()
 
     def _save(self) -> str | None:
         """Save the learner's data unless unchanged since the last save; None or the error.

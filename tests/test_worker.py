@@ -446,26 +446,61 @@ def test_loky_executor(make: Any) -> None:
     assert run.saved().npoints >= 20  # two workers: both results may land before the check
 
 
-def test_a_failed_save_is_logged_and_the_run_goes_on(make: Any) -> None:
-    run = make(max_fails=1, log_interval_s=60.0, save_interval_s=0.05)
+def test_a_worker_frozen_past_its_lease_never_saves_again(make: Any) -> None:
+    # A node that hangs (here SIGSTOP) while the manager gives its learner to another task:
+    # when it wakes up, its overdue periodic save must not overwrite the other task's data.
+    run = make(lease_timeout_s=3.0, log_interval_s=0.5, save_interval_s=0.2)
+    run.write(run.learner(delay=0.02), goal=10**6)
+    worker = run.start_worker()
+    run.wait_for_event("saved", min_npoints=5)
+    worker.send_signal(signal.SIGSTOP)
+    time.sleep(0.5)  # a save in progress when it stopped has ended
+    time.sleep(3.5)  # past the lease
+    with Database.open(run.dir.database) as db:
+        assert db.expire_leases(lease_timeout_s=3.0, now=time.time()) != []
+    run.fname.write_bytes(b"the data of the task that holds the learner now")
+    saved_before = len([e for e in run.events() if e["event"] == "saved"])
+    worker.send_signal(signal.SIGCONT)
+    assert worker.wait(timeout=WAIT_S) == 0, run.output()
+    assert run.fname.read_bytes() == b"the data of the task that holds the learner now"
+    events = run.events()
+    assert len([e for e in events if e["event"] == "saved"]) == saved_before
+    assert events[-1]["event"] == "released"  # stopped: it no longer holds the learner
+
+
+def test_a_final_save_that_keeps_failing_releases_the_learner(make: Any) -> None:
+    run = make(max_fails=1, log_interval_s=60.0, save_interval_s=0.05, final_save_patience_s=3)
     run.fname.parent.write_text("a file where the data directory should be")
     run.write(run.learner(delay=0.01), goal=30)
-    assert run.run_worker() == 1, run.output()
+    assert run.run_worker() == 0, run.output()
 
     events = run.events()
     failures = [e for e in events if e["event"] == "save_failed"]
-    assert failures
+    assert len(failures) > 2  # the periodic saves, then the final one, tried again
     assert failures[0]["level"] == "error"
     assert "Error" in failures[0]["exception"]
-    # The periodic saves failed, the run went on to the goal; without a final save it failed.
-    assert events[-1]["event"] == "failed"
+    # The run went on to the goal; the final save kept failing: released, not failed.
+    assert events[-1]["event"] == "released"
     assert events[-1]["npoints"] == 30
-    assert "final save failed" in events[-1]["traceback"]
+    assert "final save" in events[-1]["reason"]
+    assert "kept failing for 3 s" in events[-1]["reason"]
     row = run.row()
-    assert row.state == LearnerState.FAILED
-    assert row.error is not None
-    assert "final save failed" in row.error
-    assert "Traceback" in row.error
+    assert row.state == LearnerState.WAITING
+    assert row.failures == 0
+
+
+def test_a_final_save_that_fails_until_the_disk_frees_is_done(make: Any) -> None:
+    run = make(log_interval_s=60.0, save_interval_s=3600.0)
+    run.fname.parent.write_text("a file where the data directory should be")
+    run.write(run.learner(), goal=30)
+    worker = run.start_worker()
+    run.wait_for_event("save_failed")  # the final save, at the goal
+    run.fname.parent.unlink()
+    run.fname.parent.mkdir()  # space again: the next try works
+    assert worker.wait(timeout=WAIT_S) == 0, run.output()
+    assert _names(run.events())[-3:] == ["saved", "done", "no_more_work"]
+    assert run.row().state == LearnerState.DONE
+    assert run.saved().npoints == 30
 
 
 def test_a_learner_the_runner_refuses_fails_loudly(make: Any) -> None:
