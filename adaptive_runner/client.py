@@ -178,9 +178,12 @@ class Client:
         """Report that the learner reached its goal (after its final save)."""
         self._end(learner, Done(self.task_id, learner, npoints, loss))
 
-    def release(self, learner: int, *, reason: str) -> None:
-        """Give the learner back after an orderly stop (SIGTERM, time limit); not a failure."""
-        self._end(learner, Release(self.task_id, learner, _tail(reason)))
+    def release(self, learner: int, *, reason: str, npoints: int) -> None:
+        """Give the learner back after an orderly stop (SIGTERM, time limit).
+
+        Not a failure, unless the job added no point to the ``npoints`` it started with.
+        """
+        self._end(learner, Release(self.task_id, learner, _tail(reason), npoints))
 
     def fail(self, learner: int, *, error: str) -> None:
         """Report that the learner raised; ``error`` (the traceback) is cut to its last 16 KiB."""

@@ -268,11 +268,11 @@ class Database(Queries):
             row = c.execute(CLAIM, (task, host, pid, now, now, group)).fetchone()
             if row is None:
                 return None
-            idx, fname, attempt = row
+            idx, fname, attempt, npoints = row
             c.execute(
-                "INSERT INTO tasks (task, learner, attempt, host, pid, started)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (task, idx, attempt, host, pid, now),
+                "INSERT INTO tasks (task, learner, attempt, host, pid, started, npoints_start)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (task, idx, attempt, host, pid, now, npoints),
             )
             return ClaimRow(idx, fname)
 
@@ -343,11 +343,36 @@ class Database(Queries):
             finish_task(c, task, learner, Outcome.DONE, now)
             return True
 
-    def release(self, task: str, learner: int, *, reason: str, now: float) -> bool:
-        """Return ``learner`` to waiting after an orderly stop; not counted as a failure."""
+    def release(
+        self, task: str, learner: int, *, reason: str, now: float, npoints: int | None = None
+    ) -> bool:
+        """Return ``learner`` to waiting after an orderly stop (a time limit, a cancel).
+
+        Not a failure, unless the job added no point (``npoints``, its count at the stop, is
+        no more than when it claimed): a point that hangs would otherwise take one
+        allocation per time limit forever. Such a release counts as a failure, and the
+        learner fails at max_fails with a reason that says so.
+        """
         with self._transaction() as c:
+            start = c.execute(
+                "SELECT npoints_start FROM tasks WHERE task = ? AND learner = ?"
+                " AND finished IS NULL",
+                (task, learner),
+            ).fetchone()
+            stalled = npoints is not None and start is not None and npoints <= (start[0] or 0)
+            if npoints is not None:
+                c.execute(
+                    "UPDATE learners SET npoints = ? WHERE idx = ? AND task = ?",
+                    (npoints, learner, task),
+                )
+            detail = (
+                f"no progress: the job ended with {npoints} points, no more than when it "
+                f"started ({reason})"
+                if stalled
+                else reason
+            )
             return self._drop(
-                c, task, learner, now=now, outcome=Outcome.RELEASED, detail=reason, failure=False
+                c, task, learner, now=now, outcome=Outcome.RELEASED, detail=detail, failure=stalled
             ) or repeated(c, task, learner, Outcome.RELEASED)
 
     def fail(self, task: str, learner: int, *, error: str, now: float) -> bool:

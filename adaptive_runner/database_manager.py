@@ -242,8 +242,8 @@ def _dispatch(db: Database, request: Request, now: float) -> bytes:
             )
         case Done(task, learner, npoints, loss):
             held = db.done(task, learner, npoints=npoints, loss=loss, now=now)
-        case Release(task, learner, reason):
-            held = db.release(task, learner, reason=reason, now=now)
+        case Release(task, learner, reason, npoints):
+            held = db.release(task, learner, reason=reason, now=now, npoints=npoints)
         case Fail(task, learner, error):
             held = db.fail(task, learner, error=error, now=now)
         case Status():

@@ -156,6 +156,8 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
         "ALTER TABLE arrays ADD COLUMN tag TEXT",
         "ALTER TABLE arrays ADD COLUMN claims INTEGER NOT NULL DEFAULT 0",
+        # The learner's points when the task claimed it: a release without more made none.
+        "ALTER TABLE tasks ADD COLUMN npoints_start INTEGER",
         """CREATE TABLE groups (
             grp INTEGER PRIMARY KEY,
             start_failures INTEGER NOT NULL DEFAULT 0,  -- arrays in a row never claiming
@@ -324,7 +326,7 @@ CLAIMABLE: Final = "FROM learners WHERE state = 'waiting' AND unfinished_deps = 
 CLAIM: Final = f"""
 UPDATE learners SET state = 'running', task = ?, host = ?, pid = ?, attempts = attempts + 1,
     last_heartbeat = ?, started = ?, finished = NULL
-WHERE idx = (SELECT idx {CLAIMABLE} ORDER BY idx LIMIT 1) RETURNING idx, fname, attempts
+WHERE idx = (SELECT idx {CLAIMABLE} ORDER BY idx LIMIT 1) RETURNING idx, fname, attempts, npoints
 """  # noqa: S608 - built from constants only
 DEPENDENTS: Final = """
 WITH RECURSIVE below(i) AS (

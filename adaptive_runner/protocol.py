@@ -70,6 +70,7 @@ class Release:
     task: str
     learner: int
     reason: str
+    npoints: int = 0  # the learner's points at the stop: none added counts as no progress
 
 
 @dataclass(frozen=True, slots=True)

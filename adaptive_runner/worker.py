@@ -327,6 +327,8 @@ class _Job:
             {runner.task, heartbeats, stop_wait}, return_when=asyncio.FIRST_COMPLETED
         )
         outcome = self._outcome(runner, heartbeats)
+        if outcome.kind == _End.STOPPED:  # say what it was computing, in case it never ends
+            outcome = _Outcome(outcome.kind, _with_points(outcome.detail, runner.pending_points))
         for task in (saves, stop_wait, runner.task):
             task.cancel()
         await asyncio.wait({saves, stop_wait, runner.task})  # the runner drops unfinished points
@@ -517,12 +519,24 @@ class _Job:
                 # Told to stop: the scheduler kills us after its grace period anyway, so a
                 # manager that is down gets a short wait, not the client's full patience.
                 self.client.patience_s = min(self.client.patience_s, RELEASE_PATIENCE_S)
-                self.client.release(learner, reason=outcome.detail)
+                self.client.release(learner, reason=outcome.detail, npoints=npoints)
         except AdaptiveRunnerError:
             # The data is saved; the job manager will find this task gone and resubmit.
             self.log.exception(Event.REPORT_FAILED, outcome=outcome.kind)
             return 1
         return 1 if outcome.kind == _End.FAILED else 0
+
+
+MAX_POINTS_SHOWN = 5
+
+
+def _with_points(reason: str, pending: list[tuple[Any, Any]]) -> str:
+    """``reason`` and the points being evaluated when it came (a hung one is among them)."""
+    if not pending:
+        return reason
+    points = ", ".join(repr(x) for _, x in pending[:MAX_POINTS_SHOWN])
+    more = f" and {len(pending) - MAX_POINTS_SHOWN} more" if len(pending) > MAX_POINTS_SHOWN else ""
+    return f"{reason}; points in evaluation: {points}{more}"
 
 
 def _finite(value: float) -> float | None:

@@ -507,3 +507,22 @@ def test_complete_marks_waiting_learners_done_and_frees_dependents(tmp_path: Pat
         assert db.learners_in(LearnerState.WAITING) == [(0, "f0"), (1, "f1")]
         assert db.complete({0: (5, 0.1)}, detail="met", now=T0) == [0]
         assert db.n_claimable() == 1  # 1 no longer waits on 0
+
+
+def test_a_release_without_a_new_point_counts_as_a_failure(db: Database) -> None:
+    assert db.claim("a", host="h", pid=1, now=T0) == ClaimRow(0, "f0")
+    assert db.release("a", 0, reason="SIGUSR1", now=T0, npoints=7)  # 0 -> 7: progress
+    assert (row(db, 0).failures, row(db, 0).npoints) == (0, 7)
+    for attempt, task in enumerate(("b", "c", "d"), start=1):
+        assert db.claim(task, host="h", pid=1, now=T0) == ClaimRow(0, "f0")
+        assert db.release(task, 0, reason="SIGUSR1; points in evaluation: 0.5", now=T0, npoints=7)
+        assert row(db, 0).failures == attempt
+    final = row(db, 0)
+    assert final.state == "failed"  # max_fails=3 jobs in a row without a point
+    assert final.error is not None
+    assert final.error.startswith("no progress: the job ended with 7 points, no more than")
+    assert "points in evaluation: 0.5" in final.error
+    # A release that reports no count (an older worker) is never taken for no progress.
+    assert db.claim("e", host="h", pid=1, now=T0) == ClaimRow(1, "f1")
+    assert db.release("e", 1, reason="SIGTERM", now=T0)
+    assert row(db, 1).failures == 0

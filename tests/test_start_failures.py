@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from typing import TYPE_CHECKING, Any
 
+import adaptive
+import cloudpickle
 import pytest
 from helpers_run import make_learners
 
@@ -16,6 +20,9 @@ from adaptive_runner.widgets.snapshot import StatusSnapshot, status_html
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+# The learner function travels by value: the workers cannot import the tests.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def start_run(tmp_path: Path, scheduler: ar.Local, **options: Any) -> ar.RunManager:
@@ -141,3 +148,40 @@ def test_a_manager_address_the_jobs_cannot_reach_is_named(tmp_path: Path) -> Non
     assert n_arrays == 1
     assert "without reaching the database manager at tcp://127.0.0.2:" in reason
     assert "host=" in reason
+
+
+def hangs_at_zero(x: float) -> float:
+    if x == 0:
+        time.sleep(3600)  # a point that never ends
+    return x**2
+
+
+def test_a_point_that_hangs_fails_its_learner_instead_of_burning_allocations(
+    tmp_path: Path,
+) -> None:
+    # Each job gets its time-limit warning (SIGUSR1) after 3 s, as SLURM's --signal would.
+    limit = ar.Local(extra_script="( sleep 3; kill -USR1 $$ ) &", kill_grace_s=1)
+    learners = [adaptive.Learner1D(hangs_at_zero, bounds=(-1, 1))]
+    fnames = [tmp_path / "data" / "0.pickle"]
+    rm = ar.RunManager(
+        limit,
+        learners,
+        fnames,
+        goal=50,
+        run_dir=tmp_path / "run",
+        poll_interval=0.3,
+        max_fails=2,
+        log_interval=0.5,
+    ).start()
+    try:
+        assert rm.wait(timeout=120) is False
+    finally:
+        rm.stop()
+    with Database.open(tmp_path / "run" / "state.sqlite") as db:
+        (row,) = db.learners()
+        holds = [t for t in db.tasks() if t.learner == 0]
+    assert row.state == "failed"
+    assert len(holds) == 3  # one job with progress (the bounds), two without: max_fails
+    assert row.error is not None
+    assert row.error.startswith("no progress: the job ended with 2 points")
+    assert "points in evaluation: 0.0" in row.error
