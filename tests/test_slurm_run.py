@@ -215,7 +215,7 @@ def test_usr1_saves_and_releases_at_once(run: Callable[..., ar.RunManager]) -> N
         assert db.learners()[learner].failures == 0
     events = log_events(run_dir, task)
     assert events[-1]["event"] == "released"
-    assert events[-1]["reason"].startswith("SIGUSR1")  # and the points it was evaluating
+    assert str(events[-1]["reason"]).startswith("SIGUSR1")  # and the points in evaluation
     # The worker exited by itself (exit code 0), not killed by SLURM.
     wait_for(
         lambda: not queue(run_dir).get(task, JobState.COMPLETED).active,
