@@ -412,7 +412,8 @@ def test_a_schema_1_file_is_migrated_on_open(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.executescript(
         "DROP TABLE groups; ALTER TABLE arrays DROP COLUMN tag;"
-        " ALTER TABLE arrays DROP COLUMN claims; UPDATE meta SET value = 1 WHERE key = 'schema';"
+        " ALTER TABLE arrays DROP COLUMN claims; ALTER TABLE tasks DROP COLUMN npoints_start;"
+        " UPDATE meta SET value = 1 WHERE key = 'schema';"
     )
     conn.close()
     with Database.open(path) as db:
