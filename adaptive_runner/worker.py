@@ -14,7 +14,8 @@
    heartbeat says another task holds the learner now: stop at once without saving (our data
    would overwrite theirs).
 
-Exit code 0 after done, release, lost ownership or no work; 1 after a failure.
+Exit code 0 after done, release, lost ownership or no work; 1 after a failure, an unreachable
+manager, or an array the run never recorded (the task held nothing).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from adaptive_runner.client import Client
-from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError
+from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError, UnknownTaskError
 from adaptive_runner.logs import configure_job_logging
 from adaptive_runner.run_dir import RunDir
 from adaptive_runner.schedulers import scheduler_class
@@ -50,6 +51,10 @@ if TYPE_CHECKING:
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 RELEASE_PATIENCE_S = 30.0  # how long a stopped worker tries to tell the manager
+# A task of an array the run has not recorded asks again for two job-manager rounds and this
+# margin: an array whose submit command failed (or timed out, after up to a minute) although
+# it queued is recorded when a later round finds its tag.
+ADOPTION_MARGIN_S = 60.0
 
 
 class _StopRequest:
@@ -190,6 +195,7 @@ class _Task:
                 pid=pid,
                 group=self.group_index,
                 array=self.identity.array_id,
+                unknown_patience_s=2 * self.config.poll_interval_s + ADOPTION_MARGIN_S,
                 give_up=self.stop.requested,  # cancelled while claiming: it holds nothing
             )
             if assignment is None and self.stop.requested():
@@ -467,6 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return task.run_learners()
     except ManagerUnreachableError:
         log.exception(Event.MANAGER_UNREACHABLE)
+        return 1
+    except UnknownTaskError:  # not one of the run's tasks; it never held a learner
+        log.exception(Event.UNKNOWN_TASK)
         return 1
     finally:
         executor.shutdown()
