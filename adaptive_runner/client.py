@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import zmq
 
 from adaptive_runner.auth import Keys, load_keys
-from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError, ProtocolError
+from adaptive_runner.errors import (
+    AdaptiveRunnerError,
+    ManagerUnreachableError,
+    ProtocolError,
+    UnknownTaskError,
+)
 from adaptive_runner.protocol import (
     Assignment,
     Claim,
@@ -43,6 +48,7 @@ MAX_TEXT_BYTES: Final = 16 * 1024  # tracebacks and reasons are cut to their las
 _FIRST_DELAY_S: Final = 0.5
 _MAX_DELAY_S: Final = 30.0
 _TICK_S: Final = 1.0  # how often a waiting request asks whether to give up
+_MAX_UNKNOWN_DELAY_S: Final = 5.0  # an unknown task asks again at least this often
 
 
 class _GaveUp(Exception):  # noqa: N818 - not an error: the caller asked to stop waiting
@@ -129,16 +135,32 @@ class Client:
         pid: int,
         group: int = 0,
         array: str = "",
+        unknown_patience_s: float = 0.0,
         give_up: Callable[[], bool] = lambda: False,
     ) -> Assignment | None:
         """Get a learner of ``group`` to work on, or None when there is no work left for it.
 
-        ``array`` is the task's array id: the job manager counts its tasks' claims. While
-        the manager does not answer, ``give_up()`` is asked about once a second; when it says
-        True (the job was cancelled: it holds nothing yet) this returns None at once.
+        ``array`` is the task's array id: the job manager counts its tasks' claims, and the
+        database manager refuses tasks of arrays the run does not know (``unknown_task``).
+        An array whose submission failed after queueing is recorded only when the job manager
+        finds it, so such a refusal is asked again with back-off for ``unknown_patience_s``,
+        then raises UnknownTaskError. While waiting, ``give_up()`` is asked about once a
+        second; when it says True (the job was cancelled: it holds nothing yet) this returns
+        None at once.
         """
+        claim = Claim(self.task_id, host, pid, group, array)
+        deadline = time.monotonic() + unknown_patience_s
+        delay = _FIRST_DELAY_S
         try:
-            reply = self._request(Claim(self.task_id, host, pid, group, array), give_up=give_up)
+            reply = self._request(claim, give_up=give_up)
+            while reply.get("code") == ReplyCode.UNKNOWN_TASK:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise UnknownTaskError(f"{reply['error']}; asked for {unknown_patience_s:g} s")
+                log.warning("%s; asking again in %.1f s", reply["error"], min(delay, left))
+                _wait_for(_sleep, min(delay, left), give_up)
+                delay = min(2 * delay, _MAX_UNKNOWN_DELAY_S)
+                reply = self._request(claim, give_up=give_up)
         except _GaveUp:
             return None
         if reply["ok"]:

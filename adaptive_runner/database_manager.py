@@ -230,6 +230,12 @@ def _reply(db: Database, body: list[bytes], now: float) -> bytes:
 def _dispatch(db: Database, request: Request, now: float) -> bytes:
     match request:
         case Claim(task, host, pid, group, array):
+            if not db.knows_array(array):  # by the array id alone: task ids differ per backend
+                return encode_error(
+                    ReplyCode.UNKNOWN_TASK,
+                    f"task {task} is of array {array!r}, which this run has not recorded (it "
+                    "may be adopted soon after a failed submission): nothing claimed",
+                )
             assignment = db.claim(task, group=group, host=host, pid=pid, now=now, array=array)
             if assignment is None:
                 return encode_error(

@@ -50,9 +50,29 @@ class Queries:
         rows = self._conn.execute(f"{query} ORDER BY submitted", params).fetchall()
         return [array_id for (array_id,) in rows]
 
+    def knows_array(self, array_id: str) -> bool:
+        """Whether the run submitted or adopted ``array_id`` (finished or not)."""
+        query = "SELECT 1 FROM arrays WHERE array_id = ? LIMIT 1"
+        return self._conn.execute(query, (array_id,)).fetchone() is not None
+
+    def array_tags(self) -> dict[str, str | None]:
+        """Every unfinished array -> the tag (job name) it was submitted under; None before tags."""
+        return dict(self._conn.execute("SELECT array_id, tag FROM arrays WHERE finished IS NULL"))
+
     def array_groups(self) -> dict[str, int]:
         """Every array the run submitted (finished or not) -> its group."""
         return dict(self._conn.execute("SELECT array_id, grp FROM arrays"))
+
+    def array_claims(self, array_ids: Collection[str]) -> dict[str, int]:
+        """Array -> how many claims its tasks made so far (recorded arrays only)."""
+        found: dict[str, int] = {}
+        for array_id in array_ids:
+            row = self._conn.execute(
+                "SELECT claims FROM arrays WHERE array_id = ?", (array_id,)
+            ).fetchone()
+            if row is not None:
+                found[array_id] = int(row[0])
+        return found
 
     def claimed(self, tasks: Collection[str]) -> set[str]:
         """Which of ``tasks`` ever held a learner."""

@@ -60,3 +60,7 @@ class SchedulerCommandError(AdaptiveRunnerError):
 
 class ManagerUnreachableError(AdaptiveRunnerError):
     """The database manager did not answer within the client's patience."""
+
+
+class UnknownTaskError(AdaptiveRunnerError):
+    """The database manager does not know the task's array, and did not learn it in time."""

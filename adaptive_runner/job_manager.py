@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from adaptive_runner.run_dir import RunDir
-    from adaptive_runner.schedulers.base import Scheduler
+    from adaptive_runner.schedulers.base import QueuedTask, Scheduler
 
 log = structlog.get_logger("adaptive_runner.job_manager")
 
@@ -81,6 +81,8 @@ class Snapshot:
     queues: tuple[Mapping[str, JobState], ...]  # per group: its arrays' tasks, as scheduled
     holders: Mapping[str, int]  # task -> the learner it holds (read after the queues)
     recorded: frozenset[str]  # every array of the run, finished or not
+    # Recorded array -> the name of the job the scheduler now shows under its id (not ours).
+    foreign: Mapping[str, str] = field(default_factory=dict)
 
     def active(self) -> dict[str, int]:
         """Active (pending or running) task -> its group."""
@@ -230,19 +232,40 @@ class JobManager:
         return False
 
     def _look(self, db: Database, now: float) -> Snapshot:
-        """Ask each group's scheduler (once) about the run's arrays, then read the holders."""
+        """Ask each group's scheduler (once) about the run's arrays, then read the holders.
+
+        Only tasks named by their array's tag are ours: a scheduler that lost its state (SLURM
+        after slurmctld did) may give a recorded id to another job, which is left out of the
+        queues, so it is neither counted nor cancelled; its array's own tasks are gone.
+        """
         arrays = tuple(tuple(db.active_arrays(g)) for g in range(len(self.schedulers)))
-        queues = tuple(
-            scheduler.queue(group_arrays, jobs_dir=self.run_dir.jobs_dir) if group_arrays else {}
-            for scheduler, group_arrays in zip(self.schedulers, arrays, strict=True)
-        )
+        tags = db.array_tags()
+        queues: list[dict[str, JobState]] = []
+        foreign: dict[str, str] = {}
+        for scheduler, group_arrays in zip(self.schedulers, arrays, strict=True):
+            listed = (
+                scheduler.queue_named(group_arrays, jobs_dir=self.run_dir.jobs_dir)
+                if group_arrays
+                else {}
+            )
+            ours, theirs = split_foreign(listed, tags, scheduler.array_of)
+            queues.append(ours)
+            foreign.update(theirs)
+        for array_id, name in sorted(foreign.items()):
+            log.warning(
+                "a recorded array id names another job now; taking the array as finished",
+                array=array_id,
+                tag=tags.get(array_id),
+                job_name=name,
+            )
         # The queue was read before the holders, so a task that claimed meanwhile is in it.
         return Snapshot(
             now=now,
             arrays=arrays,
-            queues=queues,
+            queues=tuple(queues),
             holders=db.running_tasks(),
             recorded=frozenset(db.recorded_arrays()),
+            foreign=foreign,
         )
 
     def _cancel(self, snap: Snapshot, tasks: Iterable[str]) -> None:
@@ -302,6 +325,11 @@ class JobManager:
         states: dict[str, str | None] = dict.fromkeys(tasks)
         for group, scheduler in enumerate(self.schedulers):
             mine = [task for task in tasks if scheduler.array_of(task) in snap.arrays[group]]
+            # The records under a reused id are the other job's.
+            for task in mine:
+                if (name := snap.foreign.get(scheduler.array_of(task))) is not None:
+                    states[task] = f"its id names another job now, {name!r}"
+            mine = [task for task in mine if states[task] is None]
             if not mine:
                 continue
             arrays = sorted({scheduler.array_of(task) for task in mine})
@@ -355,7 +383,7 @@ class JobManager:
                 claims = db.finish_array(array_id, now=snap.now)
                 if claims is None:
                     continue
-                if claims == 0:
+                if claims == 0 and array_id not in snap.foreign:  # it may never have started
                     self._start_failed(db, snap, group, array_id, unreachable.get(array_id))
                 unreachable.pop(array_id, None)
         return replace(memory, unreachable=unreachable)
@@ -409,6 +437,7 @@ class JobManager:
         }
         about_to_claim = set(active) - set(snap.holders) - lost
         probing = {state.group for state in db.group_states() if state.start_failures}
+        doubtful = self._doubtful_groups(db, snap, memory)
         failed = dict(memory.failed_submissions)
         for group in range(len(self.schedulers)):
             if group in adopted:
@@ -418,6 +447,8 @@ class JobManager:
                 failed[group] = previous
                 room -= previous.n_tasks  # it may be queued after all: keep its room
                 continue
+            if group in doubtful:
+                continue  # its live array may be one that cannot start: let it end first
             n_tasks = db.n_claimable(group) - sum(active[t] == group for t in about_to_claim)
             if group in probing:
                 # Its last array could not start: one task at a time until one claims.
@@ -432,6 +463,21 @@ class JobManager:
             if retry is not None:
                 failed[group] = retry
         return replace(memory, failed_submissions=failed)
+
+    def _doubtful_groups(self, db: Database, snap: Snapshot, memory: Memory) -> set[int]:
+        """Groups with a live array whose tasks end (or time out) without any claim.
+
+        Submitting more for such a group would only pay for more jobs that cannot start:
+        it waits until the array ends and is counted (a start failure, or not).
+        """
+        doubtful: set[int] = set()
+        for group, (scheduler, queue) in enumerate(zip(self.schedulers, snap.queues, strict=True)):
+            live = {scheduler.array_of(t) for t, state in queue.items() if state.active}
+            ended = {scheduler.array_of(t) for t, state in queue.items() if not state.active}
+            suspects = (live & ended) | (live & memory.unreachable.keys())
+            if suspects and 0 in db.array_claims(suspects).values():
+                doubtful.add(group)
+        return doubtful
 
     def _adopt(self, db: Database, snap: Snapshot, memory: Memory) -> tuple[Memory, dict[int, int]]:
         """Record the arrays of failed submissions that the scheduler has after all.
@@ -523,3 +569,35 @@ class JobManager:
         script = self.run_dir.jobs_dir / f"{self.run_dir.path.name}-{int(now)}-{number}.sh"
         atomic_write(script, self.schedulers[group].render(ctx).encode(), mode=0o755)
         return tag, script
+
+
+def split_foreign(
+    listed: Mapping[str, QueuedTask],
+    tags: Mapping[str, str | None],
+    array_of: Callable[[str], str],
+) -> tuple[dict[str, JobState], dict[str, str]]:
+    """Our tasks' states, and array -> job name for the recorded ids other jobs have now.
+
+    A task is ours when its job name is its array's recorded tag, or when either is unknown
+    (arrays recorded before tags existed; a scheduler answer without the name).
+
+    Parameters
+    ----------
+    listed
+        Task id -> state and job name, as :meth:`Scheduler.queue_named` gives them.
+    tags
+        Array id -> the tag it was submitted under.
+    array_of
+        The scheduler's task id -> array id.
+
+    """
+    ours: dict[str, JobState] = {}
+    foreign: dict[str, str] = {}
+    for task, queued in listed.items():
+        array_id = array_of(task)
+        tag = tags.get(array_id)
+        if tag is None or queued.name is None or queued.name == tag:
+            ours[task] = queued.state
+        else:
+            foreign[array_id] = queued.name
+    return ours, foreign

@@ -26,11 +26,19 @@ class Event(StrEnum):
     NO_MORE_WORK = "no_more_work"  # nothing more to claim after a learner
     REPORT_FAILED = "report_failed"  # the learner's end could not be told to the manager
     MANAGER_UNREACHABLE = "manager_unreachable"  # no reply to a claim within the patience
+    UNKNOWN_TASK = "unknown_task"  # the run never knew the task's array: it ran no learner
 
 
 # The events that say how a task's (latest) learner ended.
 OUTCOME_EVENTS = frozenset(
-    {Event.DONE, Event.RELEASED, Event.FAILED, Event.NO_WORK, Event.MANAGER_UNREACHABLE}
+    {
+        Event.DONE,
+        Event.RELEASED,
+        Event.FAILED,
+        Event.NO_WORK,
+        Event.MANAGER_UNREACHABLE,
+        Event.UNKNOWN_TASK,
+    }
 )
 
 
@@ -39,6 +47,7 @@ class ReplyCode(StrEnum):
 
     NO_WORK = "no_work"  # claim: no learner of the group is waiting with its dependencies done
     NOT_OWNER = "not_owner"  # the task no longer holds the learner: stop without saving
+    UNKNOWN_TASK = "unknown_task"  # claim: the task's array is none of the run's (not yet)
     BAD_REQUEST = "bad_request"  # the request broke the protocol
     INTERNAL = "internal"  # the manager failed on it; nothing was recorded
 

@@ -20,7 +20,8 @@ acknowledged heartbeat was *sent* that long ago (a frozen node, a stopped proces
 that is unreachable): periodic saves are skipped, and before the final save it asks for a
 fresh acknowledgement first (no answer: no save, the last good save stays).
 
-Exit code 0 after done, release, lost ownership or no work; 1 after a failure.
+Exit code 0 after done, release, lost ownership or no work; 1 after a failure, an unreachable
+manager, or an array the run never recorded (the task held nothing).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from adaptive_runner.client import Client
-from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError
+from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError, UnknownTaskError
 from adaptive_runner.logs import configure_job_logging
 from adaptive_runner.run_dir import RunDir
 from adaptive_runner.schedulers import scheduler_class
@@ -59,6 +60,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 RELEASE_PATIENCE_S = 30.0  # how long a stopped worker tries to tell the manager
 MAX_RETRY_DELAY_S = 30.0
 CONFIRM_PATIENCE_S = 60.0  # at most this long for a heartbeat acknowledgement before a save
+# A task of an array the run has not recorded asks again for two job-manager rounds and this
+# margin: an array whose submit command failed (or timed out, after up to a minute) although
+# it queued is recorded when a later round finds its tag.
+ADOPTION_MARGIN_S = 60.0
 
 
 class _StopRequest:
@@ -200,6 +205,7 @@ class _Task:
                 pid=pid,
                 group=self.group_index,
                 array=self.identity.array_id,
+                unknown_patience_s=2 * self.config.poll_interval_s + ADOPTION_MARGIN_S,
                 give_up=self.stop.requested,  # cancelled while claiming: it holds nothing
             )
             if assignment is None and self.stop.requested():
@@ -571,6 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return task.run_learners()
     except ManagerUnreachableError:
         log.exception(Event.MANAGER_UNREACHABLE)
+        return 1
+    except UnknownTaskError:  # not one of the run's tasks; it never held a learner
+        log.exception(Event.UNKNOWN_TASK)
         return 1
     finally:
         executor.shutdown()

@@ -6,6 +6,7 @@ import json
 import logging
 import pickle
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,12 @@ from adaptive_runner.auth import load_keys
 from adaptive_runner.client import Client
 from adaptive_runner.database import Database
 from adaptive_runner.database_manager import DatabaseManager, answer
-from adaptive_runner.errors import ConfigError, ManagerUnreachableError, ProtocolError
+from adaptive_runner.errors import (
+    ConfigError,
+    ManagerUnreachableError,
+    ProtocolError,
+    UnknownTaskError,
+)
 from adaptive_runner.protocol import Assignment, decode_reply
 
 if TYPE_CHECKING:
@@ -27,12 +33,21 @@ if TYPE_CHECKING:
     from adaptive_runner.run_dir import RunDir
 
 REPLY_MS = 30_000  # generous: replies that must come
+ARRAY = "7"  # the array the run's tasks are of (recorded by the run_dir fixture)
 SILENCE_MS = 1_000  # how long we listen for replies that must not come
 
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> RunDir:
-    return make_run(tmp_path / "run", 40)
+    return run_with_array(tmp_path / "run", 40)
+
+
+def run_with_array(path: Path, n_learners: int) -> RunDir:
+    """A run of ``n_learners`` that has submitted array ARRAY."""
+    run_dir = make_run(path, n_learners)
+    with Database.open(run_dir.database) as db:
+        db.record_array(ARRAY, n_tasks=50, script="array.sh", now=1.0)
+    return run_dir
 
 
 @pytest.fixture
@@ -90,22 +105,22 @@ def reply(socket: zmq.Socket[bytes], timeout_ms: int = REPLY_MS) -> dict[str, An
     return decode_reply(socket.recv_multipart()[-1])
 
 
-def claim_message(task: str) -> bytes:
-    claim = {"v": 1, "op": "claim", "task": task, "host": "h", "pid": 1, "group": 0, "array": ""}
+def claim_message(task: str, array: str = ARRAY) -> bytes:
+    claim = {"v": 1, "op": "claim", "task": task, "host": "h", "pid": 1, "group": 0, "array": array}
     return json.dumps(claim).encode()
 
 
 def assert_still_serving(run_dir: RunDir, task: str = "after") -> None:
     with Client(run_dir, task, timeout_s=REPLY_MS / 1000, patience_s=60) as client:
-        assert client.claim(host="h", pid=1) is not None
+        assert client.claim(host="h", pid=1, array=ARRAY) is not None
 
 
 def test_lifecycle_through_the_client(run_dir: RunDir, manager: DatabaseManager) -> None:
     del manager
     with Client(run_dir, "1_0") as client:
-        assignment = client.claim(host="node", pid=7)
+        assignment = client.claim(host="node", pid=7, array=ARRAY)
         assert assignment == Assignment(0, str(run_dir.path / "data" / "0.pickle"))
-        assert client.claim(host="node", pid=7) == assignment  # repeated: same learner
+        assert client.claim(host="node", pid=7, array=ARRAY) == assignment  # repeated: same learner
         assert client.heartbeat(0, npoints=5, loss=float("inf"), cpu=1.0, memory=10)
         assert not client.heartbeat(1, npoints=5, loss=None, cpu=1.0, memory=10)
         assert client.status()["running"] == 1
@@ -119,10 +134,10 @@ def test_lifecycle_through_the_client(run_dir: RunDir, manager: DatabaseManager)
             "cancelled": 0,
         }
     with Client(run_dir, "1_1") as client:
-        assignment = client.claim(host="node", pid=8)
+        assignment = client.claim(host="node", pid=8, array=ARRAY)
         assert assignment is not None
         client.fail(assignment.learner, error="x" * 100_000)  # cut to 16 KiB, fits the cap
-        assert client.claim(host="node", pid=8) is not None  # the task may claim again
+        assert client.claim(host="node", pid=8, array=ARRAY) is not None  # the task may claim again
     with Database.open(run_dir.database) as db:
         error = db.learners()[1].error
         assert error is not None
@@ -131,20 +146,90 @@ def test_lifecycle_through_the_client(run_dir: RunDir, manager: DatabaseManager)
 
 
 def test_no_work_and_not_owner(tmp_path: Path) -> None:
-    run_dir = make_run(tmp_path / "run", 1)
+    run_dir = run_with_array(tmp_path / "run", 1)
     manager = DatabaseManager(run_dir)
     set_url(run_dir, manager.start())
     try:
         with Client(run_dir, "a") as a, Client(run_dir, "b") as b:
-            assert a.claim(host="h", pid=1) == Assignment(0, str(run_dir.path / "data/0.pickle"))
-            assert b.claim(host="h", pid=2) is None
+            assert a.claim(host="h", pid=1, array=ARRAY) == Assignment(
+                0, str(run_dir.path / "data/0.pickle")
+            )
+            assert b.claim(host="h", pid=2, array=ARRAY) is None
             with Database.open(run_dir.database) as db:
                 db.mark_lost(["a"], reason="test", now=0.0)
             assert not a.heartbeat(0, npoints=1, loss=None, cpu=0.0, memory=0)
             a.done(0, npoints=1, loss=None)  # not_owner: logged, not raised
-            assert b.claim(host="h", pid=2) == Assignment(0, str(run_dir.path / "data/0.pickle"))
+            assert b.claim(host="h", pid=2, array=ARRAY) == Assignment(
+                0, str(run_dir.path / "data/0.pickle")
+            )
     finally:
         manager.stop()
+
+
+def test_a_claim_of_an_unknown_array_is_refused_and_changes_nothing(
+    run_dir: RunDir, manager: DatabaseManager, sockets: Sockets
+) -> None:
+    del manager
+    with Database.open(run_dir.database) as db:
+        before = list(db._conn.iterdump())
+    socket = sockets.connect()
+    for task, array in [("999_0", "999"), ("7_0", ""), ("7_0", "7_0")]:
+        socket.send(claim_message(task, array=array))
+        answered = reply(socket)
+        assert answered is not None
+        assert answered["code"] == "unknown_task"
+        assert repr(array) in answered["error"]
+    with Database.open(run_dir.database) as db:
+        assert list(db._conn.iterdump()) == before  # no claim counted, no learner bound
+
+
+def test_made_up_task_ids_cannot_make_a_learner_lost(
+    run_dir: RunDir, manager: DatabaseManager
+) -> None:
+    del manager
+    made_up = [f"{array}_{index}" for array in ("8", "99", "L1") for index in range(3)]
+    for task in made_up:
+        with Client(run_dir, task) as client, pytest.raises(UnknownTaskError, match="not recorded"):
+            client.claim(host="h", pid=1, array=task.partition("_")[0])
+    with Database.open(run_dir.database) as db:
+        assert db.running_tasks() == {}
+        # So the job manager, finding none of them in the queue, has nothing to take back.
+        assert db.mark_lost(made_up, reason="vanished", now=2.0) == []
+        assert {(row.state, row.failures) for row in db.learners()} == {("waiting", 0)}
+
+
+def test_a_task_of_an_array_recorded_late_claims_once_it_is(
+    run_dir: RunDir, manager: DatabaseManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An array adopted after a failed submission: its tasks may ask before it is recorded."""
+    del manager
+
+    def record_late() -> None:
+        with Database.open(run_dir.database) as db:
+            db.record_array("8", n_tasks=1, script="array.sh", now=2.0)
+
+    timer = threading.Timer(1.0, record_late)
+    timer.start()
+    try:
+        with Client(run_dir, "8_0") as client, caplog.at_level(logging.WARNING):
+            assignment = client.claim(host="h", pid=1, array="8", unknown_patience_s=30.0)
+    finally:
+        timer.join()
+    assert assignment is not None
+    assert "not recorded" in caplog.text  # it was refused first, and asked again
+    with Database.open(run_dir.database) as db:
+        assert db.running_tasks() == {"8_0": assignment.learner}
+
+
+def test_an_unknown_task_stops_asking_after_its_patience(
+    run_dir: RunDir, manager: DatabaseManager
+) -> None:
+    del manager
+    with Client(run_dir, "8_0") as client:
+        started = time.monotonic()
+        with pytest.raises(UnknownTaskError, match=r"asked for 1\.5 s"):
+            client.claim(host="h", pid=1, array="8", unknown_patience_s=1.5)
+        assert time.monotonic() - started >= 1.5
 
 
 @pytest.mark.parametrize(
@@ -224,7 +309,9 @@ def test_fifty_concurrent_clients_never_share_a_learner(
     def claim_twice(task: str) -> tuple[Assignment | None, Assignment | None]:
         with Client(run_dir, task, timeout_s=REPLY_MS / 1000, patience_s=120) as client:
             start.wait()
-            return client.claim(host="h", pid=1), client.claim(host="h", pid=1)
+            return client.claim(host="h", pid=1, array=ARRAY), client.claim(
+                host="h", pid=1, array=ARRAY
+            )
 
     with ThreadPoolExecutor(50) as pool:
         results = list(pool.map(claim_twice, [f"7_{i}" for i in range(50)]))
@@ -245,14 +332,16 @@ def test_unreachable_manager_raises(run_dir: RunDir) -> None:
             Client(run_dir, "t", timeout_s=0.2, patience_s=0.5) as client,
             pytest.raises(ManagerUnreachableError, match=f"127.0.0.1:{port}"),
         ):
-            client.claim(host="h", pid=1)
+            client.claim(host="h", pid=1, array=ARRAY)
 
 
 def test_client_waits_for_a_late_manager(run_dir: RunDir, caplog: pytest.LogCaptureFixture) -> None:
     # run.json has no url yet: the client waits and re-reads it until the manager starts.
     with Client(run_dir, "early", timeout_s=0.2, patience_s=120) as client:
         results: list[Assignment | None] = []
-        thread = threading.Thread(target=lambda: results.append(client.claim(host="h", pid=1)))
+        thread = threading.Thread(
+            target=lambda: results.append(client.claim(host="h", pid=1, array=ARRAY))
+        )
         caplog.set_level(logging.WARNING, logger="adaptive_runner.client")
         thread.start()
         while not any("no url in run.json yet" in r.getMessage() for r in caplog.records):
@@ -270,7 +359,7 @@ def test_client_follows_a_restarted_manager_to_its_new_port(run_dir: RunDir) -> 
     first = DatabaseManager(run_dir)
     set_url(run_dir, first.start())
     with Client(run_dir, "t", timeout_s=0.3, patience_s=120) as client:
-        assignment = client.claim(host="h", pid=1)
+        assignment = client.claim(host="h", pid=1, array=ARRAY)
         assert assignment is not None
         first.stop()
         second = DatabaseManager(run_dir)
@@ -279,7 +368,7 @@ def test_client_follows_a_restarted_manager_to_its_new_port(run_dir: RunDir) -> 
             assert url != first.url
             set_url(run_dir, url)
             assert client.heartbeat(assignment.learner, npoints=1, loss=None, cpu=0, memory=0)
-            assert client.claim(host="h", pid=1) == assignment
+            assert client.claim(host="h", pid=1, array=ARRAY) == assignment
         finally:
             second.stop()
 

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, ClassVar
 
 import pytest
 from helpers_run import make_run
+from structlog.testing import capture_logs
 
 from adaptive_runner.database import Database
 from adaptive_runner.errors import SchedulerCommandError
-from adaptive_runner.job_manager import JobManager
-from adaptive_runner.schedulers.base import JobState, Scheduler, TaskIdentity
+from adaptive_runner.job_manager import JobManager, split_foreign
+from adaptive_runner.schedulers.base import JobState, QueuedTask, Scheduler, TaskIdentity
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Mapping
@@ -28,13 +29,18 @@ URL = "tcp://login1:5555"
 
 @dataclass(frozen=True, kw_only=True)
 class MemoryScheduler(Scheduler):
-    """Arrays in dicts: ``arrays[id][task] = state``; every call is recorded in ``calls``."""
+    """Arrays in dicts: ``arrays[id][task] = state``; every call is recorded in ``calls``.
+
+    ``names[id]`` is the job name the queue shows for an array's tasks: its tag when it is
+    submitted; a test sets another to give the id to a job that is not ours.
+    """
 
     name: ClassVar[str] = "memory"
     template_name: ClassVar[str] = "local.sh.j2"
 
     arrays: dict[str, dict[str, JobState]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)  # tag -> array id
+    names: dict[str, str | None] = field(default_factory=dict)  # array id -> job name
     calls: list[tuple[str, object]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # next submits: "before"/"after" queueing
     array_limit: int | None = None
@@ -49,6 +55,7 @@ class MemoryScheduler(Scheduler):
             raise SchedulerCommandError("sbatch: error: Batch job submission failed")
         array_id = str(100 + len(self.arrays))
         self.arrays[array_id] = {f"{array_id}_{i}": JobState.PENDING for i in range(n_tasks)}
+        self.names[array_id] = tag
         if tag is not None:
             self.tags[tag] = array_id
         if failure == "after":
@@ -60,10 +67,14 @@ class MemoryScheduler(Scheduler):
         self.calls.append(("find_tagged", sorted(tags)))
         return {tag: self.tags[tag] for tag in tags if tag in self.tags}
 
-    def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
+    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
         del jobs_dir
         self.calls.append(("queue", sorted(array_ids)))
-        return {t: s for a in array_ids for t, s in self.arrays.get(a, {}).items()}
+        return {
+            t: QueuedTask(s, self.names.get(a))
+            for a in array_ids
+            for t, s in self.arrays.get(a, {}).items()
+        }
 
     def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
         del jobs_dir
@@ -307,3 +318,84 @@ def test_lost_tasks_are_counted_and_cancelled_until_gone(
     jm.round(db)
     assert scheduler.calls.count(("cancel", [silent])) == 2  # asked again
     assert db.learners()[1].failures == 1
+
+
+def test_a_recorded_id_that_names_another_job_is_not_ours(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    """slurmctld lost its state and gave our array's id to someone else's job."""
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock, max_simultaneous_jobs=3)
+    jm.round(db)
+    (ours,) = db.active_arrays()
+    scheduler.arrays[ours][f"{ours}_0"] = JobState.RUNNING
+    db.claim(f"{ours}_0", host="n", pid=1, now=clock.now, array=ours)
+    # Our tasks are gone; under the id runs a plain job of another user, for hours.
+    scheduler.arrays[ours] = {ours: JobState.RUNNING}
+    scheduler.names[ours] = "someone-elses-job"
+    clock.now += 10
+    with capture_logs() as logs:
+        jm.round(db)
+    assert not [c for c in scheduler.calls if c[0] == "cancel"]
+    assert ours not in db.active_arrays()  # finished: its own tasks are gone
+    assert db.group_states() == []  # and no start failure is counted for it
+    (warning,) = [e for e in logs if e["event"].startswith("a recorded array id names another")]
+    assert (warning["array"], warning["job_name"]) == (ours, "someone-elses-job")
+    assert warning["tag"] == next(iter(scheduler.tags))
+    held = db.learners()[0]
+    assert held.state == "waiting"  # its task vanished; the other job's records say nothing
+    assert held.error is not None
+    assert "'someone-elses-job'" in held.error
+    # The foreign job takes none of the three slots: all three learners get a new array.
+    assert scheduler.submitted() == [3, 3]
+
+
+def test_the_run_ends_without_cancelling_a_job_under_a_recorded_id(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock)
+    jm.round(db)
+    (ours,) = db.active_arrays()
+    for task in list(scheduler.arrays[ours]):
+        assignment = db.claim(task, host="n", pid=1, now=clock.now, array=ours)
+        assert assignment is not None
+        db.done(task, assignment.learner, npoints=10, loss=None, now=clock.now)
+    # Every learner is done; a pending job of someone else holds the id now (ours would be
+    # cancelled: pending tasks of a finished run would only start to find no work).
+    scheduler.arrays[ours] = {ours: JobState.PENDING}
+    scheduler.names[ours] = "someone-elses-job"
+    clock.now += 10
+    assert jm.round(db) is True
+    assert not [c for c in scheduler.calls if c[0] == "cancel"]
+
+
+def test_foreign_tasks_are_split_off_unless_the_tag_or_name_is_unknown() -> None:
+    listed = {
+        "7_0": QueuedTask(JobState.RUNNING, "run-1"),
+        "8_0": QueuedTask(JobState.PENDING, "other"),
+        "9_0": QueuedTask(JobState.PENDING, "anything"),  # array recorded before tags
+        "10_0": QueuedTask(JobState.RUNNING, None),  # the scheduler did not say
+    }
+    tags = {"7": "run-1", "8": "run-2", "9": None, "10": "run-3"}
+    ours, foreign = split_foreign(listed, tags, MemoryScheduler().array_of)
+    assert ours == {"7_0": JobState.RUNNING, "9_0": JobState.PENDING, "10_0": JobState.RUNNING}
+    assert foreign == {"8": "other"}
+
+
+def test_no_more_jobs_while_a_live_array_shows_tasks_that_never_claimed(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock)
+    jm.round(db)
+    (array_id,) = db.active_arrays()
+    scheduler.arrays[array_id][f"{array_id}_0"] = JobState.FAILED  # died before claiming
+    clock.now += 10
+    jm.round(db)
+    assert scheduler.submitted() == [3]  # not one more for the learner it would have run
+    scheduler.arrays[array_id][f"{array_id}_1"] = JobState.RUNNING
+    db.claim(f"{array_id}_1", host="n", pid=1, now=clock.now, array=array_id)
+    clock.now += 10
+    jm.round(db)  # a task of it reached the manager: the array can start, top up again
+    assert scheduler.submitted() == [3, 1]

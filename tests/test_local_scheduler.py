@@ -138,7 +138,7 @@ def test_array_ids_and_task_identity(tmp_path: Path) -> None:
         """,
     )
     local = Local()
-    first = local.submit(script, n_tasks=3, max_running=3)
+    first = local.submit(script, n_tasks=3, max_running=3, tag="run-1a2b")
     second = local.submit(script, n_tasks=1, max_running=1)
     assert (first, second) == ("L1", "L2")
     both = [first, second]
@@ -152,6 +152,14 @@ def test_array_ids_and_task_identity(tmp_path: Path) -> None:
         "L1_1": JobState.FAILED,
         "L1_2": JobState.FAILED,
         "L2_0": JobState.COMPLETED,
+    }
+    # Each task is named by its array's tag (the job name on a cluster); None without one.
+    named = local.queue_named(both, jobs_dir=tmp_path / "jobs")
+    assert {task: queued.name for task, queued in named.items()} == {
+        "L1_0": "run-1a2b",
+        "L1_1": "run-1a2b",
+        "L1_2": "run-1a2b",
+        "L2_0": None,
     }
     for task in queue():
         array_id, index = (marks / f"env-{task}").read_text().split()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.schedulers.base import JobState, ScriptContext, TaskEnd
+from adaptive_runner.schedulers.base import JobState, QueuedTask, ScriptContext, TaskEnd
 from adaptive_runner.schedulers.pbs import (
     PBS,
     only_jobs_gone,
@@ -183,13 +183,13 @@ def test_array_of() -> None:
 # -- parsers on recorded samples -----------------------------------------------------------------
 
 PBSPRO_EXPECTED = {
-    "4711[0].pbs01": JobState.COMPLETED,
-    "4711[1].pbs01": JobState.FAILED,
-    "4711[2].pbs01": JobState.RUNNING,
-    "4711[3].pbs01": JobState.RUNNING,
-    "4711[4].pbs01": JobState.PENDING,
-    "4711[5].pbs01": JobState.PENDING,
-    "4712.pbs01": JobState.CANCELLED,
+    "4711[0].pbs01": QueuedTask(JobState.COMPLETED, "adaptive"),
+    "4711[1].pbs01": QueuedTask(JobState.FAILED, "adaptive"),
+    "4711[2].pbs01": QueuedTask(JobState.RUNNING, "adaptive"),
+    "4711[3].pbs01": QueuedTask(JobState.RUNNING, "adaptive"),
+    "4711[4].pbs01": QueuedTask(JobState.PENDING, "adaptive"),
+    "4711[5].pbs01": QueuedTask(JobState.PENDING, "adaptive"),
+    "4712.pbs01": QueuedTask(JobState.CANCELLED, "postprocess"),
 }
 
 
@@ -221,12 +221,13 @@ def test_parse_pbspro_json_without_jobs_and_garbage() -> None:
 
 def test_parse_torque_xml_samples() -> None:
     text = (DATA / "torque_qstat_x_t.xml").read_text()
+    # Torque names subjob i of array "adaptive" "adaptive-i": each task has its array's name.
     assert parse_torque_xml(text) == {
-        "88[0].torque01.hpc.example.edu": JobState.COMPLETED,
-        "88[1].torque01.hpc.example.edu": JobState.CANCELLED,
-        "88[2].torque01.hpc.example.edu": JobState.RUNNING,
-        "88[3].torque01.hpc.example.edu": JobState.PENDING,
-        "91.torque01.hpc.example.edu": JobState.FAILED,
+        "88[0].torque01.hpc.example.edu": QueuedTask(JobState.COMPLETED, "adaptive"),
+        "88[1].torque01.hpc.example.edu": QueuedTask(JobState.CANCELLED, "adaptive"),
+        "88[2].torque01.hpc.example.edu": QueuedTask(JobState.RUNNING, "adaptive"),
+        "88[3].torque01.hpc.example.edu": QueuedTask(JobState.PENDING, "adaptive"),
+        "91.torque01.hpc.example.edu": QueuedTask(JobState.FAILED, "other"),
     }
     # Without -t Torque shows only the array summary, which is not a task.
     assert parse_torque_xml((DATA / "torque_qstat_x_summary.xml").read_text()) == {}
@@ -494,6 +495,10 @@ def test_find_tagged_through_the_fakes(fake_pbs: str, tmp_path: Path, n_tasks: i
     jobs_dir = ctx.run_dir / "jobs"
     assert pbs.find_tagged(["run-1a2b", "run-other"], jobs_dir=jobs_dir) == {"run-1a2b": array_id}
     assert pbs.find_tagged(["run-other"], jobs_dir=jobs_dir) == {}
+    # The queue poll names each task by its array's tag (Torque's "-i" suffix taken off).
+    tasks = pbs.queue_named([array_id], jobs_dir=jobs_dir)
+    assert len(tasks) == n_tasks
+    assert {task.name for task in tasks.values()} == {"run-1a2b"}
     pbs.cancel([array_id], jobs_dir=jobs_dir)
 
 

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.schedulers.base import JobState, ScriptContext, TaskEnd, TaskIdentity
+from adaptive_runner.schedulers.base import (
+    JobState,
+    QueuedTask,
+    ScriptContext,
+    TaskEnd,
+    TaskIdentity,
+)
 from adaptive_runner.schedulers.slurm import (
     SLURM,
     accounting_disabled,
@@ -37,53 +43,66 @@ def recorded(name: str) -> str:
     return (DATA / name).read_text()
 
 
+def squeue_states(text: str, array_ids: list[str]) -> dict[str, JobState]:
+    return {task: queued.state for task, queued in parse_squeue(text, array_ids).items()}
+
+
 def test_squeue_pending_ranges_and_running_tasks() -> None:
     text = recorded("squeue_pending_running.txt")
-    # 66: --array=0-11%8 with 8 running; 63..65: held --array=1,3,5-7 / 0-3000:2 / 0-20000:3%5.
-    states = parse_squeue(text, ["66", "63", "64", "65"])
-    assert {k: v for k, v in states.items() if k.startswith("66_")} == {
-        **{f"66_{i}": R for i in range(8)},
-        **{f"66_{i}": P for i in range(8, 12)},
+    # 208: --array=0-11%8 with 8 running; 205..207: held --array=1,3,5-7 / 0-3000:2 / 0-20000:3%5.
+    states = squeue_states(text, ["208", "205", "206", "207"])
+    assert {k: v for k, v in states.items() if k.startswith("208_")} == {
+        **{f"208_{i}": R for i in range(8)},
+        **{f"208_{i}": P for i in range(8, 12)},
     }
-    assert {k for k in states if k.startswith("63_")} == {"63_1", "63_3", "63_5", "63_6", "63_7"}
-    assert sum(k.startswith("64_") for k in states) == 1501
-    assert "64_3000" in states
-    assert "64_3" not in states
-    assert sum(k.startswith("65_") for k in states) == 6667
-    assert states["65_19998"] == P
+    assert {k for k in states if k.startswith("205_")} == {
+        "205_1",
+        "205_3",
+        "205_5",
+        "205_6",
+        "205_7",
+    }
+    assert sum(k.startswith("206_") for k in states) == 1501
+    assert "206_3000" in states
+    assert "206_3" not in states
+    assert sum(k.startswith("207_") for k in states) == 6667
+    assert states["207_19998"] == P
 
 
 def test_squeue_keeps_only_the_asked_arrays() -> None:
     text = recorded("squeue_pending_running.txt")
-    assert set(parse_squeue(text, ["63"])) == {"63_1", "63_3", "63_5", "63_6", "63_7"}
-    assert parse_squeue(text, ["999"]) == {}
-    assert parse_squeue(text, []) == {}
+    assert set(squeue_states(text, ["205"])) == {"205_1", "205_3", "205_5", "205_6", "205_7"}
+    assert squeue_states(text, ["999"]) == {}
+    assert squeue_states(text, []) == {}
 
 
 def test_squeue_long_irregular_pending_set() -> None:
     # Printed in full only because SLURM_BITSTR_LEN=0 (the default cuts it at 64 characters).
-    states = parse_squeue(recorded("squeue_long_pending.txt"), ["77"])
-    released = set(range(3, 109, 7))
-    assert {int(k.split("_")[1]) for k, v in states.items() if v == C} == released
-    assert {int(k.split("_")[1]) for k, v in states.items() if v == P} == (
-        set(range(301)) - released
-    )
+    states = squeue_states(recorded("squeue_long_pending.txt"), ["219"])
+    released, finished = set(range(3, 151, 7)), set(range(3, 109, 7))
+    indices = {
+        state: {int(k.split("_")[1]) for k, v in states.items() if v == state}
+        for state in (C, R, P)
+    }
+    assert indices[C] == finished
+    assert indices[R] == released - finished  # still sleeping when recorded
+    assert indices[P] == set(range(301)) - released
 
 
 def test_squeue_completing_failed_suspended_requeued() -> None:
-    states = parse_squeue(recorded("squeue_states.txt"), ["66", "100", "101"])
-    assert states["100_0"] == R  # COMPLETING: cancelled, ignoring SIGTERM until KillWait
-    assert states["100_1"] == R
-    assert states["101_0"] == states["101_1"] == JobState.FAILED
-    assert states["66_0"] == R  # SUSPENDED keeps its allocation
-    assert states["66_1"] == P  # requeued: back in the pending set "1,8-11"
-    assert {states[f"66_{i}"] for i in range(8, 12)} == {P}
+    states = squeue_states(recorded("squeue_states.txt"), ["208", "242", "243"])
+    assert states["242_0"] == R  # COMPLETING: cancelled, ignoring SIGTERM until KillWait
+    assert states["242_1"] == R
+    assert states["243_0"] == states["243_1"] == JobState.FAILED
+    assert states["208_0"] == R  # SUSPENDED keeps its allocation
+    assert states["208_1"] == P  # requeued: back in the pending set "1,8-11"
+    assert {states[f"208_{i}"] for i in range(8, 12)} == {P}
 
 
 def test_squeue_timeout_is_an_ending_from_outside() -> None:
     text = recorded("squeue_timeout.txt")
     (array_id,) = {line.split("|")[0] for line in text.splitlines()}
-    assert parse_squeue(text, [array_id]) == {f"{array_id}_0": JobState.CANCELLED}
+    assert squeue_states(text, [array_id]) == {f"{array_id}_0": JobState.CANCELLED}
 
 
 @pytest.mark.parametrize(
@@ -107,19 +126,32 @@ def test_squeue_timeout_is_an_ending_from_outside() -> None:
     ],
 )
 def test_every_state_code(code: str, state: JobState) -> None:
-    assert parse_squeue(f"5|2|{code}\n", ["5"]) == {"5_2": state}
+    assert squeue_states(f"5|2|{code}|run-1\n", ["5"]) == {"5_2": state}
 
 
 def test_squeue_truncated_expression_is_an_error() -> None:
     # What squeue printed here without SLURM_BITSTR_LEN=0.
-    text = "19|0-2,4-9,11-16,18-23,25-30,32-37,39-44,46-51,53-58,60-65,67-7...|PENDING\n"
+    text = "19|0-2,4-9,11-16,18-23,25-30,32-37,39-44,46-51,53-58,60-65,67-7...|PENDING|run-1\n"
     with pytest.raises(SchedulerCommandError, match="SLURM_BITSTR_LEN"):
-        parse_squeue(text, ["19"])
+        squeue_states(text, ["19"])
 
 
 def test_squeue_malformed_line_is_an_error() -> None:
     with pytest.raises(SchedulerCommandError, match="unexpected squeue line"):
         parse_squeue("5 2 RUNNING\n", ["5"])
+    with pytest.raises(SchedulerCommandError, match="unexpected squeue line"):
+        parse_squeue("5|2|RUNNING\n", ["5"])  # without the job name
+
+
+def test_squeue_names_every_task_and_a_job_that_is_no_array() -> None:
+    # record.sh: a held array of three named run-ab12cd34 (203) and a plain job 'other|job'
+    # (204), as the queue poll sees a recorded id that another job holds now.
+    tasks = parse_squeue(recorded("squeue_named.txt"), ["203", "204"])
+    assert tasks == {
+        **{f"203_{i}": QueuedTask(P, "run-ab12cd34") for i in range(3)},
+        "204": QueuedTask(P, "other|job"),  # keyed by its own id; a name may hold '|'
+    }
+    assert set(parse_squeue(recorded("squeue_named.txt"), ["204"])) == {"204"}
 
 
 @pytest.mark.parametrize(
@@ -204,7 +236,7 @@ def test_accounting_disabled_is_told_from_the_fields() -> None:
 
 
 def test_sbatch_parsable() -> None:
-    assert parse_sbatch(recorded("sbatch_parsable.txt")) == "62"
+    assert parse_sbatch(recorded("sbatch_parsable.txt")) == "202"
     assert parse_sbatch("123;cluster2\n") == "123"
     with pytest.raises(SchedulerCommandError, match="not a job id"):
         parse_sbatch("Submitted batch job 5\n")
@@ -391,11 +423,12 @@ def test_missing_sbatch_says_what_to_check(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_parse_squeue_names_finds_arrays_by_tag() -> None:
-    # squeue --me -h -t all -o '%F|%j' (record.sh): a held array "run-ab12cd34" and "other".
+    # squeue --me -h -t all -o '%F|%j' (record.sh): a held array "run-ab12cd34", "other|job".
     text = (DATA / "squeue_names.txt").read_text()
-    assert parse_squeue_names(text, ["run-ab12cd34", "run-none"]) == {"run-ab12cd34": "159"}
-    assert parse_squeue_names(text + "159|run-ab12cd34\n", ["run-ab12cd34"]) == {
-        "run-ab12cd34": "159"
+    assert parse_squeue_names(text, ["run-ab12cd34", "run-none"]) == {"run-ab12cd34": "203"}
+    assert parse_squeue_names(text, ["other|job"]) == {"other|job": "204"}
+    assert parse_squeue_names(text + "203|run-ab12cd34\n", ["run-ab12cd34"]) == {
+        "run-ab12cd34": "203"
     }  # one line per task once they run: the same array
     assert parse_squeue_names(text, []) == {}
     with pytest.raises(SchedulerCommandError, match=re.escape("want '%F|%j'")):

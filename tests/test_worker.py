@@ -20,6 +20,7 @@ from helpers_run import make_run, set_url, wait_for
 
 from adaptive_runner.database import Database, LearnerRow, LearnerState, TaskRow
 from adaptive_runner.database_manager import DatabaseManager
+from adaptive_runner.worker import ADOPTION_MARGIN_S
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -54,13 +55,21 @@ async def async_identity(x: float) -> float:
     return x
 
 
+def record_array(run_dir: RunDir) -> None:
+    """Record array L1, whose tasks the workers here are, as the job manager does on submit."""
+    with Database.open(run_dir.database) as db:
+        db.record_array("L1", n_tasks=3, script="array.sh", now=time.time())
+
+
 class Run:
     """A run directory with a started DatabaseManager, and workers started on it."""
 
-    def __init__(self, tmp_path: Path, **config: Any) -> None:
+    def __init__(self, tmp_path: Path, *, recorded: bool = True, **config: Any) -> None:
         self.tmp_path = tmp_path
         self.calls = tmp_path / "calls.txt"
         self.dir: RunDir = make_run(tmp_path / "run", 1, **config)
+        if recorded:
+            record_array(self.dir)
         self.fname = Path(self.dir.path / "data" / "0.pickle")
         self.manager = DatabaseManager(self.dir)
         set_url(self.dir, self.manager.start())
@@ -132,8 +141,8 @@ class Run:
 def make(tmp_path: Path) -> Iterator[Any]:
     runs: list[Run] = []
 
-    def factory(**config: Any) -> Run:
-        runs.append(Run(tmp_path, **config))
+    def factory(*, recorded: bool = True, **config: Any) -> Run:
+        runs.append(Run(tmp_path, recorded=recorded, **config))
         return runs[-1]
 
     yield factory
@@ -184,6 +193,7 @@ def test_runs_to_the_goal_and_reports_done(make: Any) -> None:
 def run_one_task(run_dir: RunDir, *, goal: object) -> tuple[list[LearnerRow], list[TaskRow]]:
     """Run one worker process (task L1_0) on ``run_dir`` to the end; the learners and holds."""
     run_dir.goal_file.write_bytes(cloudpickle.dumps(goal))
+    record_array(run_dir)
     manager = DatabaseManager(run_dir)
     set_url(run_dir, manager.start())
     try:
@@ -426,6 +436,38 @@ def test_lost_ownership_stops_without_saving(make: Any) -> None:
     assert "saved" not in _names(run.events())
     assert not run.fname.exists()
     assert run.row().task == "L2_0"
+
+
+def test_a_task_whose_array_is_recorded_late_gets_its_learner(make: Any) -> None:
+    """After a failed submission that queued all the same, the array is recorded only when
+    the job manager finds its tag: its first tasks may claim before that, and wait."""
+    run = make(recorded=False)
+    run.write(run.learner(), goal=10)
+    worker = run.start_worker()
+    try:
+        wait_for(lambda: "not recorded" in run.output(), "the first claim to be refused")
+        time.sleep(2.0)  # refused a few more times
+        record_array(run.dir)
+        assert worker.wait(timeout=WAIT_S) == 0, run.output()
+    finally:
+        worker.kill()
+        worker.wait()
+    assert run.output().count("not recorded") >= 2  # asked again, backing off
+    assert _names(run.events())[0] == "started"
+    assert run.row().state == LearnerState.DONE
+
+
+@pytest.mark.slow
+def test_a_task_of_an_array_never_recorded_exits_after_its_patience(make: Any) -> None:
+    run = make(recorded=False, poll_interval_s=0.1)  # patience: 2 x 0.1 s + 60 s
+    run.write(run.learner(), goal=10)
+    started = time.monotonic()
+    assert run.run_worker() == 1, run.output()
+    assert time.monotonic() - started >= ADOPTION_MARGIN_S
+    (event,) = run.events()
+    assert event["event"] == "unknown_task"
+    assert "which this run has not recorded" in event["exception"]
+    assert (run.row().state, run.row().failures) == (LearnerState.WAITING, 0)
 
 
 def test_no_work_exits_zero(make: Any) -> None:

@@ -96,6 +96,18 @@ def _signal_name(number: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuedTask:
+    """An array task as the scheduler's queue shows it: its state and its job's name.
+
+    The name is checked against the tag its array was submitted under: a scheduler that lost
+    its state may give a recorded id to another job, which is then not ours.
+    """
+
+    state: JobState
+    name: str | None  # None where the scheduler keeps no name (Local arrays without a tag)
+
+
+@dataclass(frozen=True, slots=True)
 class TaskIdentity:
     """Who a running array task is: its own id, its array's id and its index in the array."""
 
@@ -200,12 +212,18 @@ class Scheduler(ABC):
         """
 
     @abstractmethod
-    def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
-        """Return the state of every known task of these arrays, with one scheduler call.
+    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
+        """Return the state and job name of every known task of these arrays, in one call.
 
-        Keys are task ids in the same form :meth:`task_identity` gives inside the task.
+        Keys are task ids in the same form :meth:`task_identity` gives inside the task (a job
+        that now holds a recorded array id without being an array is keyed by its own id).
         Tasks the scheduler no longer knows are absent.
         """
+
+    def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
+        """The state of every known task of these arrays (:meth:`queue_named` without names)."""
+        tasks = self.queue_named(array_ids, jobs_dir=jobs_dir)
+        return {task_id: task.state for task_id, task in tasks.items()}
 
     def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
         """How these arrays' tasks ended, from the scheduler's records (SLURM: sacct).

@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.files import atomic_write
-from adaptive_runner.schedulers.base import JobState, Scheduler, TaskEnd, TaskIdentity
+from adaptive_runner.schedulers.base import (
+    JobState,
+    QueuedTask,
+    Scheduler,
+    TaskEnd,
+    TaskIdentity,
+)
 from adaptive_runner.validation import positive_int, positive_seconds
 
 if TYPE_CHECKING:
@@ -137,13 +143,14 @@ class Local(Scheduler):
             )
         return array_dir.name
 
-    def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
-        """Read the state of every task of these arrays from their files (no process call).
+    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
+        """Read every task of these arrays from their files (no process call).
 
         A task whose supervisor died is ``running`` while its process lives and ``failed``
-        after; the tasks it had not started are ``failed``. Unknown arrays are absent.
+        after; the tasks it had not started are ``failed``. The name is the array's tag.
+        Unknown arrays are absent.
         """
-        states: dict[str, JobState] = {}
+        states: dict[str, QueuedTask] = {}
         for array_id in array_ids:
             array_dir = jobs_dir / _check_array_id(array_id)
             if (array_dir / ARRAY_FILE).is_file():
@@ -291,15 +298,16 @@ def task_end(record: Mapping[str, Any]) -> TaskEnd:
     )
 
 
-def _array_states(array_dir: Path) -> dict[str, JobState]:
+def _array_states(array_dir: Path) -> dict[str, QueuedTask]:
     spec = _read_json(array_dir / ARRAY_FILE, what="array file")
+    tag: str | None = spec.get("tag")
     supervisor = array_dir / SUPERVISOR_FILE
     # Liveness first, files second: a supervisor seen alive may still write files (we then
     # report running/pending, true a moment ago); one seen dead has written its last file.
     supervised = supervisor.is_file() and _alive(_read_json(supervisor, what="supervisor"))
     names = {path.name for path in array_dir.iterdir()}
     array_cancelled = ARRAY_CANCEL in names
-    states: dict[str, JobState] = {}
+    states: dict[str, QueuedTask] = {}
     for i in range(spec["n_tasks"]):
         if f"{i}.exit" in names:
             state = task_end(_read_json(array_dir / f"{i}.exit", what="exit file")).state
@@ -310,7 +318,7 @@ def _array_states(array_dir: Path) -> dict[str, JobState]:
             state = JobState.CANCELLED
         else:
             state = JobState.PENDING if supervised else JobState.FAILED
-        states[f"{array_dir.name}_{i}"] = state
+        states[f"{array_dir.name}_{i}"] = QueuedTask(state, tag)
     return states
 
 

@@ -26,11 +26,12 @@ import re
 import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.schedulers.base import (
     JobState,
+    QueuedTask,
     Scheduler,
     TaskEnd,
     TaskIdentity,
@@ -39,7 +40,7 @@ from adaptive_runner.schedulers.base import (
 from adaptive_runner.validation import positive_int
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
     from pathlib import Path
 
     from adaptive_runner.schedulers.base import ScriptContext
@@ -72,7 +73,22 @@ _ACTIVE_STATES = {
 }
 _FINISHED_STATES = ("F", "X", "C")
 _SIGNAL_BASE = 256  # both dialects report a job killed by signal n as 256 + n
-_T = TypeVar("_T")  # what a parser makes of a job's state letter and exit status
+
+
+class _Entry(NamedTuple):
+    """What qstat says of one task: its job_state letter, Exit_status and job name."""
+
+    state: str
+    exit_status: int | None
+    name: str | None  # None where the (broken) output did not show it
+
+    def queued(self) -> QueuedTask:
+        """The task as the queue poll wants it."""
+        return QueuedTask(job_state(self.state, self.exit_status), self.name)
+
+    def end(self) -> TaskEnd:
+        """How the task ended (or that it has not)."""
+        return task_end(self.state, self.exit_status)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -260,13 +276,13 @@ class PBS(Scheduler):
             raise SchedulerCommandError(f"qsub printed {out!r}, expected a job id like 123[].srv")
         return job_id
 
-    def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
-        """One qstat call for these arrays; task ids map to their states.
+    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
+        """One qstat call for these arrays; task ids map to their states and job names.
 
         Tasks of arrays the server no longer knows are absent.
         """
         del jobs_dir  # the server keeps the state
-        return self._qstat(array_ids, job_state)
+        return {task: entry.queued() for task, entry in self._qstat(array_ids).items()}
 
     def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
         """How these arrays' tasks ended, from the qstat call :meth:`queue` makes.
@@ -275,13 +291,11 @@ class PBS(Scheduler):
         their Exit_status, so this knows no more than what :meth:`queue` still lists.
         """
         del jobs_dir
-        ends = self._qstat(array_ids, task_end)
+        ends = {task: entry.end() for task, entry in self._qstat(array_ids).items()}
         return {task: end for task, end in ends.items() if not end.state.active}
 
-    def _qstat(
-        self, array_ids: Collection[str], read: Callable[[str, int | None], _T]
-    ) -> dict[str, _T]:
-        """Ask qstat once about these arrays; ``read`` makes a value of each task's state.
+    def _qstat(self, array_ids: Collection[str]) -> dict[str, _Entry]:
+        """Ask qstat once about these arrays: what it says of each of their tasks.
 
         Arrays the server no longer knows make qstat fail with "Unknown Job Id"; they are
         dropped and the rest asked again (once per vanished array).
@@ -300,8 +314,8 @@ class PBS(Scheduler):
                     raise
                 wanted = [array_id for array_id in wanted if array_id not in gone]
                 continue
-            values = parse(out, read)
-            return {task: value for task, value in values.items() if self.array_of(task) in wanted}
+            entries = parse(out)
+            return {task: e for task, e in entries.items() if self.array_of(task) in wanted}
         return {}
 
     def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
@@ -455,13 +469,13 @@ def _exit_status(value: object) -> int | None:
 # -- PBS Pro: qstat -f -F json ------------------------------------------------------------------
 
 
-def parse_pbspro_json(text: str) -> dict[str, JobState]:
-    """Task states from ``qstat -f -F json -t [-x]`` output; array parents are skipped."""
-    return _parse_pbspro_json(text, job_state)
+def parse_pbspro_json(text: str) -> dict[str, QueuedTask]:
+    """Task states and names from ``qstat -f -F json -t [-x]``; array parents are skipped."""
+    return {task: entry.queued() for task, entry in _parse_pbspro_json(text).items()}
 
 
-def _parse_pbspro_json(text: str, read: Callable[[str, int | None], _T]) -> dict[str, _T]:
-    """What ``read`` makes of each task's job_state and Exit_status in qstat's JSON.
+def _parse_pbspro_json(text: str) -> dict[str, _Entry]:
+    """Each task's job_state, Exit_status and Job_Name in qstat's JSON.
 
     PBS Pro writes Variable_List values without escaping them, so a job submitted from an
     environment with quotes, backslashes or exported bash functions yields invalid JSON
@@ -480,11 +494,15 @@ def _parse_pbspro_json(text: str, read: Callable[[str, int | None], _T]) -> dict
         if not isinstance(jobs, dict):
             break
         return {
-            job_id: read(str(attrs.get("job_state", "")), _exit_status(attrs.get("Exit_status")))
+            job_id: _Entry(
+                str(attrs.get("job_state", "")),
+                _exit_status(attrs.get("Exit_status")),
+                None if attrs.get("Job_Name") is None else str(attrs["Job_Name"]),
+            )
             for job_id, attrs in jobs.items()
             if isinstance(attrs, dict) and not _is_array_parent(job_id)
         }
-    return _scan_pbspro_jobs(text, read)
+    return _scan_pbspro_jobs(text)
 
 
 def parse_pbspro_names(text: str) -> dict[str, str]:
@@ -536,15 +554,16 @@ def _blank_variable_lists(text: str) -> str:
 _JOB_OPEN = re.compile(r'^[ \t]*"(\d+(?:\[\d*\])?(?:\.[^"\s]*)?)"\s*:\s*\{\s*$', re.MULTILINE)
 _STATE_FIELD = re.compile(r'^[ \t]*"job_state"\s*:\s*"([A-Z])"', re.MULTILINE)
 _EXIT_FIELD = re.compile(r'^[ \t]*"Exit_status"\s*:\s*"?(-?\d+)"?', re.MULTILINE)
+_NAME_FIELD = re.compile(r'^[ \t]*"Job_Name"\s*:\s*"([^"\\]*)"', re.MULTILINE)
 
 
-def _scan_pbspro_jobs(text: str, read: Callable[[str, int | None], _T]) -> dict[str, _T]:
-    """Last resort for broken JSON: read job ids, job_state and Exit_status line by line."""
+def _scan_pbspro_jobs(text: str) -> dict[str, _Entry]:
+    """Last resort for broken JSON: read ids, job_state, Exit_status, Job_Name line by line."""
     starts = list(_JOB_OPEN.finditer(text))
     if not starts:
         raise SchedulerCommandError(f"cannot read qstat -F json output: {text[:300]!r}")
     ends = [start.start() for start in starts[1:]] + [len(text)]
-    states: dict[str, _T] = {}
+    states: dict[str, _Entry] = {}
     for start, end in zip(starts, ends, strict=True):
         job_id, block = start.group(1), text[start.end() : end]
         state = _STATE_FIELD.search(block)
@@ -555,8 +574,12 @@ def _scan_pbspro_jobs(text: str, read: Callable[[str, int | None], _T]) -> dict[
             )
         if not _is_array_parent(job_id):
             exit_match = _EXIT_FIELD.search(block)
-            exit_status = int(exit_match.group(1)) if exit_match else None
-            states[job_id] = read(state.group(1), exit_status)
+            name = _NAME_FIELD.search(block)
+            states[job_id] = _Entry(
+                state.group(1),
+                int(exit_match.group(1)) if exit_match else None,
+                name.group(1) if name else None,
+            )
     return states
 
 
@@ -566,16 +589,17 @@ def _scan_pbspro_jobs(text: str, read: Callable[[str, int | None], _T]) -> dict[
 _XML_VARLIST = re.compile(r"<Variable_List>.*?</Variable_List>", re.DOTALL)
 
 
-def parse_torque_xml(text: str) -> dict[str, JobState]:
-    """Task states from Torque's ``qstat -x -t`` XML (``<Data><Job><Job_Id>...``)."""
-    return _parse_torque_xml(text, job_state)
+def parse_torque_xml(text: str) -> dict[str, QueuedTask]:
+    """Task states and names from Torque's ``qstat -x -t`` XML (``<Data><Job><Job_Id>...``)."""
+    return {task: entry.queued() for task, entry in _parse_torque_xml(text).items()}
 
 
-def _parse_torque_xml(text: str, read: Callable[[str, int | None], _T]) -> dict[str, _T]:
-    """What ``read`` makes of each task's job_state and exit_status in Torque's XML.
+def _parse_torque_xml(text: str) -> dict[str, _Entry]:
+    """Each task's job_state, exit_status and job name in Torque's XML.
 
-    Array summaries (``123[].server``, shown without ``-t``) are skipped. Variable_List is the
-    only free-form field; if the document does not parse, it is parsed again without it.
+    Array summaries (``123[].server``, shown without ``-t``) are skipped. Torque names subjob
+    i of array ``name`` ``name-i``: the array's name is given. Variable_List is the only
+    free-form field; if the document does not parse, it is parsed again without it.
     """
     body = text.strip()
     if not body:
@@ -585,13 +609,17 @@ def _parse_torque_xml(text: str, read: Callable[[str, int | None], _T]) -> dict[
         root = _parse_xml(_XML_VARLIST.sub("", body))
     if root is None or root.tag != "Data":
         raise SchedulerCommandError(f"cannot read Torque qstat -x output: {body[:300]!r}")
-    states: dict[str, _T] = {}
+    states: dict[str, _Entry] = {}
     for job in root.iter("Job"):
         job_id = (job.findtext("Job_Id") or "").strip()
         if not job_id or _is_array_parent(job_id):
             continue
         state = (job.findtext("job_state") or "").strip()
-        states[job_id] = read(state, _exit_status(job.findtext("exit_status")))
+        name = (job.findtext("Job_Name") or "").strip() or None
+        subjob = _SUBJOB.match(job_id)
+        if name is not None and subjob is not None:
+            name = name.removesuffix(f"-{subjob.group(2)}")
+        states[job_id] = _Entry(state, _exit_status(job.findtext("exit_status")), name)
     return states
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.schedulers.base import (
     JobState,
+    QueuedTask,
     Scheduler,
     TaskEnd,
     TaskIdentity,
@@ -22,9 +23,12 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
     from pathlib import Path
 
-# squeue: array job id | array task id or pending expression (e.g. "8-11%8") | long state name.
-# `-t all` keeps recently finished tasks (for MinJobAge) with their final state.
-SQUEUE_FORMAT = "%F|%K|%T"
+# squeue: array job id | array task id or pending expression (e.g. "8-11%8") | long state name
+# | job name (last: a name may contain '|'). `-t all` keeps recently finished tasks (for
+# MinJobAge) with their final state.
+SQUEUE_FORMAT = "%F|%K|%T|%j"
+_SQUEUE_FIELDS = 4
+_NOT_AN_ARRAY = "N/A"  # squeue's %K for a job that is no array
 # squeue and sacct cut array expressions at 64 characters unless told otherwise.
 _FULL_ARRAY_EXPRESSIONS = {"SLURM_BITSTR_LEN": "0"}
 # sacct: one line per array task (-X: no steps), pending tasks as one `A_[range]` line.
@@ -144,24 +148,31 @@ def _state(code: str) -> JobState:
     return _STATES.get(code.split(" ", 1)[0], JobState.UNKNOWN)
 
 
-def parse_squeue(text: str, array_ids: Collection[str]) -> dict[str, JobState]:
-    """Task id -> state for the tasks of ``array_ids`` in ``squeue -h -o '%F|%K|%T'`` output.
+def parse_squeue(text: str, array_ids: Collection[str]) -> dict[str, QueuedTask]:
+    """Task id -> state and job name for the tasks of ``array_ids`` in squeue output.
 
-    Pending ranges are expanded into their tasks; other users' and other runs' jobs are
-    ignored.
+    The command is ``squeue -h -o '%F|%K|%T|%j'``. Pending ranges are expanded into their
+    tasks; other users' and other runs' jobs are ignored. A job that is no array (``%K`` is
+    ``N/A``) but has one of these ids got it after slurmctld lost its state: it is keyed by
+    its own id, so its name shows whose it is.
     """
     wanted = set(array_ids)
-    states: dict[str, JobState] = {}
+    tasks: dict[str, QueuedTask] = {}
     for line in text.splitlines():
         if not line.strip():
             continue
-        fields = line.split("|")
-        if len(fields) != 3:  # noqa: PLR2004 - the three fields of SQUEUE_FORMAT
-            raise SchedulerCommandError(f"unexpected squeue line {line!r}: want '%F|%K|%T'")
-        array_id, tasks, code = fields
-        if array_id in wanted:
-            _add_tasks(states, array_id, tasks, code)
-    return states
+        fields = line.split("|", _SQUEUE_FIELDS - 1)
+        if len(fields) != _SQUEUE_FIELDS:
+            raise SchedulerCommandError(f"unexpected squeue line {line!r}: want '%F|%K|%T|%j'")
+        array_id, indices, code, name = fields
+        if array_id not in wanted:
+            continue
+        task = QueuedTask(_state(code), name)
+        if indices == _NOT_AN_ARRAY:
+            tasks[array_id] = task
+        else:
+            tasks.update((f"{array_id}_{index}", task) for index in parse_array_tasks(indices))
+    return tasks
 
 
 def parse_squeue_names(text: str, tags: Collection[str]) -> dict[str, str]:
@@ -224,13 +235,6 @@ def sacct_task_end(state: str, exit_code: str) -> TaskEnd:
 def accounting_disabled(error: SchedulerCommandError) -> bool:
     """Whether sacct failed because the cluster keeps no accounting (an answer, not a fault)."""
     return bool(error.returncode) and _ACCOUNTING_DISABLED in error.stderr.lower()
-
-
-def _add_tasks(states: dict[str, JobState], array_id: str, tasks: str, code: str) -> None:
-    """Give every task in the array expression ``tasks`` the state SLURM's ``code`` means."""
-    state = _state(code)
-    for index in parse_array_tasks(tasks):
-        states[f"{array_id}_{index}"] = state
 
 
 def parse_sbatch(text: str) -> str:
@@ -436,8 +440,8 @@ class SLURM(Scheduler):
         )
         return parse_squeue_names(out, tags)
 
-    def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
-        """State of every task of these arrays squeue knows, finished ones for MinJobAge too."""
+    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
+        """Every task of these arrays squeue knows (finished ones for MinJobAge too), named."""
         del jobs_dir  # SLURM keeps its own records
         if not array_ids:
             return {}

@@ -8,7 +8,7 @@ set -euo pipefail
 out="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 work="$(mktemp -d)"
 export SLURM_BITSTR_LEN=0  # full array-task expressions, never truncated
-squeue_cmd=(squeue --me -h -t all -o '%F|%K|%T')
+squeue_cmd=(squeue --me -h -t all -o '%F|%K|%T|%j')  # the name last: it may hold '|'
 sacct_cmd=(sacct -X -n --parsable2 -o JobID,State,ExitCode)
 
 script() {  # script NAME BODY: a batch script whose output goes to $work
@@ -25,7 +25,7 @@ ends="$(script ends.sh 'case "$SLURM_ARRAY_TASK_ID" in 1) exit 3 ;; 2) kill -SEG
 # Whatever the user had queued stays out of the recordings.
 mine() { "${squeue_cmd[@]}" | grep -E "^($(IFS='|'; echo "$*"))\|" || true; }
 
-running() { "${squeue_cmd[@]}" | grep -q "^$1|.*|RUNNING$"; }  # running ARRAY: a task runs
+running() { "${squeue_cmd[@]}" | grep -q "^$1|[^|]*|RUNNING|"; }  # running ARRAY: a task runs
 
 record_queue() {
     sbatch --parsable --array=0-2 "$sleeper" >"$out/sbatch_parsable.txt"
@@ -34,10 +34,12 @@ record_queue() {
     scontrol show config >"$out/scontrol_show_config.txt"
     sinfo -h -o '%R' >"$out/sinfo_partitions.txt"
 
-    # Job names, as find_tagged reads them: a held tagged array of three and another job.
+    # Job names, as find_tagged and the queue poll read them: a held tagged array of three and
+    # a plain job (no array) whose name holds a '|'.
     tagged="$(sbatch --parsable --hold --job-name=run-ab12cd34 --array=0-2%1 "$sleeper")"
-    other="$(sbatch --parsable --hold --job-name=other "$sleeper")"
+    other="$(sbatch --parsable --hold --job-name='other|job' "$sleeper")"
     squeue --me -h -t all -o '%F|%j' | grep -E "^($tagged|$other)\|" >"$out/squeue_names.txt"
+    mine "$tagged" "$other" >"$out/squeue_named.txt"
     scancel "$tagged" "$other"
 
     # Held sparse and stepped arrays; a throttled array running 8 at once with the rest pending.
@@ -92,7 +94,7 @@ record_sacct() {
     held="$(sbatch --parsable --hold --array=0-5 "$sleeper")"
     for _ in $(seq 1 20); do
         sleep 1
-        "${squeue_cmd[@]}" | grep -q "^$ends_id|3|RUNNING$" && break
+        "${squeue_cmd[@]}" | grep -q "^$ends_id|3|RUNNING|" && break
     done
     scancel "${ends_id}_3"
     for _ in $(seq 1 40); do  # SLURM enforces limits every 30 s or so, then waits KillWait
