@@ -63,7 +63,7 @@ class Database(Queries):
 
     def __init__(self, conn: sqlite3.Connection, *, max_fails: int, file: StateFile) -> None:
         self._conn = conn
-        self._file = file
+        self.file = file  # the state file, to check it is still the one opened
         self._max_fails = max_fails
         self._in_batch = False
         # learner -> its latest heartbeat row values, written with the next transaction.
@@ -185,7 +185,7 @@ class Database(Queries):
 
     def check_file(self) -> None:
         """StateFileError if the file was deleted, replaced or damaged (``StateFile.check``)."""
-        self._file.check()
+        self.file.check()
 
     def checkpoint(self) -> None:
         """Copy committed WAL content into the database file, without waiting for writers."""

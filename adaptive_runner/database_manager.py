@@ -150,7 +150,7 @@ class DatabaseManager:
     def _checkpoint(self, db: Database) -> None:
         """Copy the WAL into the file every second, so that no request waits for it."""
         try:
-            while not self._stop.wait(_CHECKPOINT_S):
+            while not self._stop.wait(_CHECKPOINT_S) and self.error is None:
                 try:
                     db.checkpoint()
                 except sqlite3.Error:  # the WAL grows meanwhile; the next round tries again
@@ -165,16 +165,24 @@ class DatabaseManager:
         try:
             self._loop(socket, poller, db)
         except StateFileError as e:
-            self.error = e
-            self._stop.set()  # the checkpoints too: nothing more goes into that file
+            self.error = e  # the checkpoints stop too: nothing more goes into that file
             log.error("the database manager stopped serving", error=str(e))  # noqa: TRY400 - says it all
-            _refuse_waiting(socket, str(e))
+            self._refuse(socket, poller, str(e))
         except BaseException:
             log.exception("the database manager stopped on an error")
             raise
         finally:
             socket.close(linger=0)
             db.close()
+
+    def _refuse(self, socket: zmq.Socket[bytes], poller: zmq.Poller, reason: str) -> None:
+        """Answer every request with ``reason`` until stopped: the workers hear why."""
+        reply = encode_error(ReplyCode.INTERNAL, reason)
+        while not self._stop.is_set():
+            if poller.poll(_POLL_MS):
+                frames = socket.recv_multipart()
+                if b"" in frames:
+                    socket.send_multipart([*frames[: frames.index(b"") + 1], reply])
 
     def _loop(self, socket: zmq.Socket[bytes], poller: zmq.Poller, db: Database) -> None:
         flushed = time.monotonic()
@@ -190,15 +198,6 @@ class DatabaseManager:
                 messages.append(socket.recv_multipart())
             for frames in answer(db, messages, now=time.time()):
                 socket.send_multipart(frames)
-
-
-def _refuse_waiting(socket: zmq.Socket[bytes], reason: str) -> None:
-    """Answer the requests already received with an error: their workers hear why."""
-    reply = encode_error(ReplyCode.INTERNAL, reason)
-    while int(socket.get(zmq.EVENTS)) & zmq.POLLIN:
-        frames = socket.recv_multipart()
-        if b"" in frames:
-            socket.send_multipart([*frames[: frames.index(b"") + 1], reply])
 
 
 def answer(db: Database, messages: list[list[bytes]], *, now: float) -> list[list[bytes]]:
@@ -225,7 +224,9 @@ def answer(db: Database, messages: list[list[bytes]], *, now: float) -> list[lis
     except sqlite3.Error as e:  # the batch was rolled back: none of its replies may say ok
         log.exception("database batch failed")
         replies = [
-            encode_error(ReplyCode.INTERNAL, f"database error, nothing recorded: {e}")
+            encode_error(
+                ReplyCode.INTERNAL, f"database error in {db.file.path}: {e}; nothing recorded"
+            )
         ] * len(bodies)
     return [[*envelope, reply] for envelope, reply in zip(envelopes, replies, strict=True)]
 
