@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,14 @@ def broken(x: float) -> float:
 
 async def async_identity(x: float) -> float:
     return x
+
+
+def aborts(x: float) -> float:
+    """A crash by signal (a C library calling abort()): no exception, no traceback."""
+    import os  # noqa: PLC0415 - the function runs in the worker, pickled by value
+
+    del x
+    os.abort()
 
 
 class Run:
@@ -505,3 +514,13 @@ def test_mpi4py_executor_under_mpiexec(make: Any) -> None:
     assert run.saved().npoints >= 20  # two workers: both results may land before the check
     assert run.n_calls() >= 20  # points in flight at the goal are evaluated and dropped
     assert run.events()[0]["event"] == "started"
+
+
+def test_a_fatal_signal_leaves_the_stack_in_the_task_log(make: Any) -> None:
+    run = make()
+    run.write(run.learner(aborts), goal=10)
+    assert run.run_worker() == -signal.SIGABRT, run.output()
+    text = run.dir.task_log("L1_0").read_text()
+    assert '"event": "started"' in text
+    assert "Fatal Python error: Aborted" in text
+    assert re.search(r'File ".*test_worker\.py", line \d+ in aborts\n', text), text
