@@ -1,9 +1,10 @@
 """The `adaptive-runner` command: status, cancel, retry, logs, serve and demo.
 
-Every command that takes RUN_DIR exits with code 2 (and says why) when RUN_DIR is not a run
-directory. status, cancel, retry and logs go through :class:`~adaptive_runner.run.Run`, which
-unpickles no learner, so they work where the learners' modules cannot be imported. Heavy
-modules are imported inside the commands, so ``--help`` stays fast.
+Every command that takes RUN_DIR exits with code 2 (and says why in one line) when RUN_DIR is
+not a run directory or its state.sqlite is missing or damaged. status, cancel, retry and logs
+go through :class:`~adaptive_runner.run.Run`, which unpickles no learner, so they work where
+the learners' modules cannot be imported. Heavy modules are imported inside the commands, so
+``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adaptive_runner.errors import ConfigError
+from adaptive_runner.errors import ConfigError, StateFileError
 from adaptive_runner.run_dir import RunDir
 from adaptive_runner.vocabulary import Outcome
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except ConfigError as e:
+    except (ConfigError, StateFileError) as e:  # a bad argument, or a damaged run: one line
         print(f"adaptive-runner: {e}", file=sys.stderr)
         return 2
 

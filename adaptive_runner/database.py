@@ -8,12 +8,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from adaptive_runner.database_file import StateFile, check_existing, read_meta
 from adaptive_runner.database_queries import Queries
 from adaptive_runner.database_schema import (
     CLAIM,
     DROP,
     SCHEMA,
-    SCHEMA_VERSION,
     SORT_KEYS,
     ClaimRow,
     GroupState,
@@ -27,7 +27,6 @@ from adaptive_runner.database_schema import (
     count_done,
     finish_task,
     mark_dependents,
-    migrate,
     put_back_learners,
     repeated,
     retry_set,
@@ -62,8 +61,9 @@ class Database(Queries):
     savepoint, so a method that raises undoes only its own changes.
     """
 
-    def __init__(self, conn: sqlite3.Connection, *, max_fails: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, max_fails: int, file: StateFile) -> None:
         self._conn = conn
+        self.file = file  # the state file, to check it is still the one opened
         self._max_fails = max_fails
         self._in_batch = False
         # learner -> its latest heartbeat row values, written with the next transaction.
@@ -118,7 +118,7 @@ class Database(Queries):
             ) from None
         conn = None
         try:
-            conn = connect(target, create=True)
+            conn = connect(target, mode="rwc")
             conn.executescript(SCHEMA)
             # The schema version goes in last: a half-created file is refused by open().
             conn.execute("BEGIN IMMEDIATE")
@@ -147,11 +147,16 @@ class Database(Queries):
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{target}{suffix}").unlink(missing_ok=True)
             raise
-        return cls(conn, max_fails=max_fails)
+        return cls(conn, max_fails=max_fails, file=StateFile(target, target.stat()))
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, auto_checkpoint: bool = True) -> Database:
-        """Open the database of an existing run.
+    def open(
+        cls, path: str | os.PathLike[str], *, auto_checkpoint: bool = True, read_only: bool = False
+    ) -> Database:
+        """Open the database of an existing run; ConfigError if it is missing or not ours.
+
+        Nothing is created, and a file that is no run's state (empty, another sqlite file,
+        damaged) is refused before anything could write to it.
 
         Parameters
         ----------
@@ -161,23 +166,26 @@ class Database(Queries):
             Whether commits on this connection copy the WAL into the file when it has grown
             (sqlite's default, which now and then makes one commit wait for an fsync). The
             database manager turns it off and calls :meth:`checkpoint` from another thread.
+        read_only
+            Only read (status, the CLI, the panel): the file is never written, and one of an
+            older schema is refused, not migrated under a manager that may still use it.
 
         """
         target = Path(path)
-        if not target.is_file():
-            raise ConfigError(f"{target} does not exist: create the run first")
-        conn = connect(target, create=False)
-        if not auto_checkpoint:
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-        version = migrate(conn)
-        if version != SCHEMA_VERSION:
+        check_existing(target)
+        conn = connect(target, mode="ro" if read_only else "rw")
+        try:
+            if not auto_checkpoint:
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+            max_fails = read_meta(conn, target, upgrade=not read_only)
+        except BaseException:
             conn.close()
-            raise ConfigError(
-                f"{target} has schema {version!r}; this version reads "
-                f"{SCHEMA_VERSION} and older: use the adaptive_runner version that created the run"
-            )
-        (max_fails,) = conn.execute("SELECT value FROM meta WHERE key = 'max_fails'").fetchone()
-        return cls(conn, max_fails=int(max_fails))
+            raise
+        return cls(conn, max_fails=max_fails, file=StateFile(target, target.stat()))
+
+    def check_file(self) -> None:
+        """StateFileError if the file was deleted, replaced or damaged (``StateFile.check``)."""
+        self.file.check()
 
     def checkpoint(self) -> None:
         """Copy committed WAL content into the database file, without waiting for writers."""

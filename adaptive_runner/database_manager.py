@@ -14,7 +14,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from adaptive_runner.auth import load_keys
 from adaptive_runner.database import Database
-from adaptive_runner.errors import ConfigError, ProtocolError
+from adaptive_runner.errors import ConfigError, ProtocolError, StateFileError
 from adaptive_runner.protocol import (
     MAX_MESSAGE_BYTES,
     Claim,
@@ -75,6 +75,7 @@ class DatabaseManager:
         self.bind_host = bind_host
         self.url_host = url_host
         self.url: str | None = None
+        self.error: StateFileError | None = None  # why it stopped serving on its own
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -149,7 +150,7 @@ class DatabaseManager:
     def _checkpoint(self, db: Database) -> None:
         """Copy the WAL into the file every second, so that no request waits for it."""
         try:
-            while not self._stop.wait(_CHECKPOINT_S):
+            while not self._stop.wait(_CHECKPOINT_S) and self.error is None:
                 try:
                     db.checkpoint()
                 except sqlite3.Error:  # the WAL grows meanwhile; the next round tries again
@@ -163,6 +164,10 @@ class DatabaseManager:
         poller.register(socket, zmq.POLLIN)
         try:
             self._loop(socket, poller, db)
+        except StateFileError as e:
+            self.error = e  # the checkpoints stop too: nothing more goes into that file
+            log.error("the database manager stopped serving", error=str(e))  # noqa: TRY400 - says it all
+            self._refuse(socket, poller, str(e))
         except BaseException:
             log.exception("the database manager stopped on an error")
             raise
@@ -170,10 +175,20 @@ class DatabaseManager:
             socket.close(linger=0)
             db.close()
 
+    def _refuse(self, socket: zmq.Socket[bytes], poller: zmq.Poller, reason: str) -> None:
+        """Answer every request with ``reason`` until stopped: the workers hear why."""
+        reply = encode_error(ReplyCode.INTERNAL, reason)
+        while not self._stop.is_set():
+            if poller.poll(_POLL_MS):
+                frames = socket.recv_multipart()
+                if b"" in frames:
+                    socket.send_multipart([*frames[: frames.index(b"") + 1], reply])
+
     def _loop(self, socket: zmq.Socket[bytes], poller: zmq.Poller, db: Database) -> None:
         flushed = time.monotonic()
         while not self._stop.is_set():
             if time.monotonic() - flushed >= _HEARTBEAT_FLUSH_S:
+                db.check_file()  # deleted, replaced or damaged: StateFileError ends serving
                 db.flush_heartbeats()
                 flushed = time.monotonic()
             if not poller.poll(_POLL_MS):
@@ -200,15 +215,18 @@ def answer(db: Database, messages: list[list[bytes]], *, now: float) -> list[lis
         split = frames.index(b"") + 1
         envelopes.append(frames[:split])
         bodies.append(frames[split:])
-    if len(bodies) == 1:  # its own transaction: the same as a batch of one, minus a savepoint
-        return [[*envelopes[0], _reply(db, bodies[0], now)]]
     try:
-        with db.batch():
-            replies = [_reply(db, body, now) for body in bodies]
-    except sqlite3.Error as e:  # BEGIN or COMMIT failed: nothing of this batch was stored
+        if len(bodies) == 1:  # its own transaction: a batch of one, minus a savepoint
+            replies = [_reply(db, bodies[0], now)]
+        else:
+            with db.batch():
+                replies = [_reply(db, body, now) for body in bodies]
+    except sqlite3.Error as e:  # the batch was rolled back: none of its replies may say ok
         log.exception("database batch failed")
         replies = [
-            encode_error(ReplyCode.INTERNAL, f"database error, nothing recorded: {e}")
+            encode_error(
+                ReplyCode.INTERNAL, f"database error in {db.file.path}: {e}; nothing recorded"
+            )
         ] * len(bodies)
     return [[*envelope, reply] for envelope, reply in zip(envelopes, replies, strict=True)]
 
@@ -223,6 +241,10 @@ def _reply(db: Database, body: list[bytes], now: float) -> bytes:
             return encode_error(ReplyCode.BAD_REQUEST, str(e))
         return _dispatch(db, request, now)
     except Exception as e:  # one request that breaks must not stop the others or the server
+        if isinstance(e, sqlite3.Error) and not isinstance(e, sqlite3.IntegrityError):
+            # Damaged, full, locked: sqlite may have rolled back the whole transaction, so
+            # every reply of the batch says so (see answer). A constraint is this request's.
+            raise
         log.exception("request failed", request=body[0][:500])
         return encode_error(ReplyCode.INTERNAL, f"{type(e).__name__}: {e}")
 

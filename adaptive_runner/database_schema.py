@@ -6,7 +6,7 @@ import operator
 import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from adaptive_runner.errors import ConfigError
 
@@ -227,9 +227,14 @@ def migrate(conn: sqlite3.Connection) -> object:
     return found
 
 
-def connect(path: Path, *, create: bool) -> sqlite3.Connection:
-    """Open ``path`` in autocommit mode (we BEGIN ourselves), WAL, with a 60 s busy timeout."""
-    mode = "rwc" if create else "rw"
+def connect(path: Path, *, mode: Literal["rwc", "rw", "ro"]) -> sqlite3.Connection:
+    """Open ``path`` in autocommit mode (we BEGIN ourselves), WAL, with a 60 s busy timeout.
+
+    ``mode``: ``rwc`` creates a new file, ``rw`` opens an existing one, ``ro`` reads one and
+    never writes it (sqlite still creates its -wal and -shm files when they are missing).
+    An existing file is checked to be a run's state (:func:`check_ours`) before anything could
+    write to it: setting WAL mode on a file that is not ours, or an empty one, rewrites it.
+    """
     conn = sqlite3.connect(
         f"file:{path}?mode={mode}",
         uri=True,
@@ -237,12 +242,55 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
         isolation_level=None,  # we issue BEGIN/COMMIT ourselves
         check_same_thread=False,  # one thread at a time, but not always the opening one
     )
-    conn.execute("PRAGMA journal_mode = WAL")
-    # In WAL mode, NORMAL loses no committed transaction when a process crashes (only on an
-    # OS crash or power cut, the last few commits may roll back); FULL would fsync per commit.
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: the indexes of 100,000 learners fit
+    try:
+        if mode != "rwc":
+            check_ours(conn, path)
+        if mode != "ro":  # a file of ours is in WAL mode already; a new one is set to it
+            conn.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode, NORMAL loses no committed transaction when a process crashes (only on
+        # an OS crash or power cut, the last few commits may roll back); FULL would fsync per
+        # commit.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: the indexes of 100,000 learners
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def damaged(path: Path, what: str) -> ConfigError:
+    """The error for a state file that is not (or no longer) a run's state, and what to do."""
+    return ConfigError(
+        f"{path} {what}: restore it from a backup, or start the run again with "
+        "RunManager(..., overwrite=True) (the learners' data files are kept)"
+    )
+
+
+def check_ours(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise ConfigError unless ``conn`` reads a sqlite file with our ``meta`` table.
+
+    sqlite checks the header ("SQLite format 3") and, against the file size, the page count
+    it records; an empty file reads as an empty database, so it has no ``meta`` table.
+    """
+    try:
+        schema_version(conn)
+    except sqlite3.DatabaseError as e:
+        problem = as_damage(path, e)
+        if problem is None:
+            raise
+        raise problem from e
+
+
+def as_damage(path: Path, error: sqlite3.DatabaseError) -> ConfigError | None:
+    """``error`` as the ConfigError of a file that is no run's state; None if it is other."""
+    match error.sqlite_errorname:
+        case "SQLITE_NOTADB":
+            return damaged(path, "is not a sqlite database (its header is wrong)")
+        case "SQLITE_ERROR" if "no such table" in str(error):
+            return damaged(path, f"is no run's state ({error})")
+        case name if name.startswith("SQLITE_CORRUPT"):
+            return damaged(path, f"is damaged (sqlite: {error})")
+    return None
 
 
 def as_index(value: object, n: int, what: str) -> int:

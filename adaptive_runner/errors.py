@@ -58,6 +58,14 @@ class SchedulerCommandError(AdaptiveRunnerError):
         self.stderr = stderr
 
 
+class StateFileError(AdaptiveRunnerError):
+    """The run's state.sqlite was deleted, replaced or damaged while a manager used it.
+
+    The manager stops: what it would record next would go to a file that is gone, so the
+    message names the file and what happened to it.
+    """
+
+
 class ManagerUnreachableError(AdaptiveRunnerError):
     """The database manager did not answer within the client's patience."""
 

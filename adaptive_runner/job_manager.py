@@ -32,7 +32,7 @@ import structlog
 
 from adaptive_runner.database import Database, LearnerState
 from adaptive_runner.error_watch import ErrorWatch
-from adaptive_runner.errors import SchedulerCommandError
+from adaptive_runner.errors import SchedulerCommandError, StateFileError
 from adaptive_runner.files import atomic_write
 from adaptive_runner.schedulers.base import JobState, ScriptContext
 from adaptive_runner.start_failure import output_errors, start_failure_reason, unreachable_reason
@@ -194,6 +194,10 @@ class JobManager:
                 try:
                     with self.round_lock:
                         finished = self.round(db)
+                except StateFileError as e:  # the state is gone: stop, saying why
+                    self.error = e
+                    log.error("job manager stopped", error=str(e))  # noqa: TRY400 - no traceback
+                    return
                 except Exception as e:  # a scheduler hiccup must not end the run; keep trying
                     self.error = e
                     log.exception("job manager round failed; retrying next interval")
@@ -210,6 +214,7 @@ class JobManager:
 
     def round(self, db: Database) -> bool:
         """Do one round of bookkeeping and submission; return True when the run is finished."""
+        db.check_file()  # StateFileError: state.sqlite was deleted, replaced or damaged
         snap = self._look(db, self.clock())
         memory, adopted = self._adopt(db, snap, self.memory)
         killed = self._kill_on_error(db, snap)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +15,7 @@ import structlog
 
 from adaptive_runner import goals
 from adaptive_runner.database import Database, LearnerState
+from adaptive_runner.database_schema import as_damage, damaged
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.log_parser import LogParser, LogRecords
 from adaptive_runner.run_dir import RunConfig, RunDir
@@ -21,7 +24,7 @@ from adaptive_runner.schedulers import scheduler_class
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable, Collection, Iterable
+    from collections.abc import Callable, Collection, Iterable, Iterator
 
     from adaptive_runner.database import LearnerRow, TaskRow
     from adaptive_runner.schedulers.base import Scheduler
@@ -60,12 +63,24 @@ class Run:
         return config
 
     def _check_database(self) -> None:
-        if not self.run_dir.database.is_file():
-            raise ConfigError(f"{self.run_dir.path} is not a run directory (no state.sqlite)")
+        if self.run_dir.database.exists():
+            return
+        if self.run_dir.exists():  # run.json without state.sqlite: the run lost its state
+            raise damaged(self.run_dir.database, "is missing (deleted?)")
+        raise ConfigError(f"{self.run_dir.path} is not a run directory (no state.sqlite)")
 
-    def _open(self) -> Database:
+    @contextmanager
+    def _open(self, *, write: bool = False) -> Iterator[Database]:
+        """The run's database, only read unless ``write``; a damaged file is a ConfigError."""
         self._check_database()
-        return Database.open(self.run_dir.database)
+        with Database.open(self.run_dir.database, read_only=not write) as db:
+            try:
+                yield db
+            except sqlite3.DatabaseError as e:  # a page sqlite reads only now is damaged
+                problem = as_damage(self.run_dir.database, e)
+                if problem is None:
+                    raise
+                raise problem from e
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -130,7 +145,7 @@ class Run:
         """
         schedulers = self._schedulers()
         by_group: dict[int, list[str]] = {}
-        with self._open() as db:
+        with self._open(write=True) as db:
             holders = db.running_tasks()
             tasks = db.cancel(None if learners is None else list(learners), now=time.time())
             if learners is None:  # whole arrays: their pending tasks go too
@@ -188,7 +203,7 @@ class Run:
             The learners put back.
 
         """
-        with self._open() as db:
+        with self._open(write=True) as db:
             put_back = db.retry(learners, cancelled=cancelled, now=time.time())
         log.info("learners retried", learners=len(put_back), run_dir=str(self.run_dir.path))
         return put_back
@@ -228,7 +243,7 @@ class Run:
                 reached[index] = found
             if k % progress_every == 0 or k == len(saved):
                 log.info("checked saved data against the goal", checked=k, of=len(saved))
-        with self._open() as db:
+        with self._open(write=True) as db:
             done = db.complete(reached, detail="its data file meets the goal", now=time.time())
         if saved:
             log.info(

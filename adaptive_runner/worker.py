@@ -27,6 +27,7 @@ manager, or an array the run never recorded (the task held nothing).
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import math
 import os
 import signal
@@ -569,6 +570,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     group = config.groups[group_index]
     identity = scheduler_class(group.scheduler).task_identity(os.environ)
     stream = configure_job_logging(run_dir.task_log(identity.task_id))
+    # A fatal signal (SIGSEGV, SIGABRT, ...) in the learner's function kills the process before
+    # any event is written: the Python stack then goes to the task's log instead.
+    faulthandler.enable(stream, all_threads=True)
     log = structlog.get_logger().bind(task=identity.task_id)
     executor = _TaskExecutor(group)
     try:
@@ -583,6 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         executor.shutdown()
+        faulthandler.disable()
         stream.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import sys
 import time
 from functools import partial
@@ -68,6 +69,17 @@ def make_run(
     }
     run_dir.write_config(RunConfig(**(defaults | config)))
     return run_dir
+
+
+def downgrade_to_schema_1(path: Path) -> None:
+    """Make a new state.sqlite look like one written by schema 1 (before tags and groups)."""
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "DROP TABLE groups; ALTER TABLE arrays DROP COLUMN tag;"
+        " ALTER TABLE arrays DROP COLUMN claims; ALTER TABLE tasks DROP COLUMN npoints_start;"
+        " UPDATE meta SET value = 1 WHERE key = 'schema';"
+    )
+    conn.close()
 
 
 def set_url(run_dir: RunDir, url: str) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from helpers_run import downgrade_to_schema_1
 
 from adaptive_runner.database import ClaimRow, Database, LearnerRow, LearnerState
 from adaptive_runner.errors import ConfigError
@@ -409,13 +410,7 @@ def test_counts_match_states_after_random_operations(tmp_path: Path) -> None:
 def test_a_schema_1_file_is_migrated_on_open(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite"
     Database.create(path, ["a", "b"], dependencies={}, max_fails=3).close()
-    conn = sqlite3.connect(path)
-    conn.executescript(
-        "DROP TABLE groups; ALTER TABLE arrays DROP COLUMN tag;"
-        " ALTER TABLE arrays DROP COLUMN claims; ALTER TABLE tasks DROP COLUMN npoints_start;"
-        " UPDATE meta SET value = 1 WHERE key = 'schema';"
-    )
-    conn.close()
+    downgrade_to_schema_1(path)
     with Database.open(path) as db:
         db.record_array("7", n_tasks=1, script="s", now=1.0, tag="run-1")
         assert db.claim("7_0", host="h", pid=1, now=2.0, array="7") is not None

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import adaptive
+import cloudpickle
 import pytest
 from helpers_run import make_learners, make_rm, wait_for
 
@@ -17,6 +18,8 @@ import adaptive_runner as ar
 from adaptive_runner.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
+# Learners carry this module's functions by value: workers cannot import it.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 USER_MODULE = """
 import time
@@ -87,6 +90,24 @@ def test_run_reads_a_finished_run(tmp_path: Path) -> None:
     wait_for(lambda: not run.active_tasks(), what="the tasks exited")  # after their learners
     assert run.retry() == []
     assert run.config().n_learners == 2
+
+
+def abort(x: float) -> float:
+    del x
+    os.abort()
+
+
+def test_a_crash_by_signal_is_explained(tmp_path: Path) -> None:
+    """os.abort() in the function: the learner's reason names the signal, the logs the stack."""
+    learner = adaptive.Learner1D(abort, bounds=(0, 1))
+    assert not make_rm(tmp_path, [learner], max_fails=1).start().wait(timeout=120)
+    run = ar.Run(tmp_path / "run")
+    (row,) = run.learners()
+    assert row.state == "failed"
+    assert row.error is not None
+    assert "killed by signal 6 (SIGABRT)" in row.error
+    (record,) = run.parse_logs()
+    assert "Fatal Python error: Aborted" in record.output_errors
 
 
 def test_run_of_no_run_directory(tmp_path: Path) -> None:

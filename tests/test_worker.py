@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,6 +60,14 @@ def record_array(run_dir: RunDir) -> None:
     """Record array L1, whose tasks the workers here are, as the job manager does on submit."""
     with Database.open(run_dir.database) as db:
         db.record_array("L1", n_tasks=3, script="array.sh", now=time.time())
+
+
+def aborts(x: float) -> float:
+    """A crash by signal (a C library calling abort()): no exception, no traceback."""
+    import os  # noqa: PLC0415 - the function runs in the worker, pickled by value
+
+    del x
+    os.abort()
 
 
 class Run:
@@ -582,3 +591,13 @@ def test_mpi4py_executor_under_mpiexec(make: Any) -> None:
     assert run.saved().npoints >= 20  # two workers: both results may land before the check
     assert run.n_calls() >= 20  # points in flight at the goal are evaluated and dropped
     assert run.events()[0]["event"] == "started"
+
+
+def test_a_fatal_signal_leaves_the_stack_in_the_task_log(make: Any) -> None:
+    run = make()
+    run.write(run.learner(aborts), goal=10)
+    assert run.run_worker() == -signal.SIGABRT, run.output()
+    text = run.dir.task_log("L1_0").read_text()
+    assert '"event": "started"' in text
+    assert "Fatal Python error: Aborted" in text
+    assert re.search(r'File ".*test_worker\.py", line \d+ in aborts\n', text), text

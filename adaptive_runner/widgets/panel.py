@@ -280,7 +280,7 @@ class StatusPanel:
     def _show_log(self) -> None:
         picked = self._selected()
         sections = []
-        with Database.open(self.rm.run_dir.database) as db:
+        with Database.open(self.rm.run_dir.database, read_only=True) as db:
             tasks = [(i, db.last_task(i)) for i in picked[:_LOG_LEARNERS]]
         for index, task in tasks:
             if task is None:

@@ -109,7 +109,7 @@ class StatusSnapshot:
 
         """
         view = view or View()
-        with Database.open(run_dir.database) as db:
+        with Database.open(run_dir.database, read_only=True) as db:
             counts = db.counts()
             n_matching = counts[view.state] if view.state else sum(counts.values())
             last_page = max(0, (n_matching - 1) // view.page_size)
