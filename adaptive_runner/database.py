@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from adaptive_runner.database_file import StateFile, check_existing, read_meta
+from adaptive_runner.database_file import StateFile, check_existing, create_file, read_meta
 from adaptive_runner.database_queries import Queries
 from adaptive_runner.database_schema import (
     CLAIM,
     DROP,
-    SCHEMA,
     SORT_KEYS,
     ClaimRow,
     GroupState,
@@ -30,7 +28,6 @@ from adaptive_runner.database_schema import (
     put_back_learners,
     repeated,
     retry_set,
-    upgrade,
     validate_dependencies,
     validate_fnames,
 )
@@ -38,6 +35,7 @@ from adaptive_runner.errors import ConfigError
 from adaptive_runner.vocabulary import Outcome
 
 if TYPE_CHECKING:
+    import os
     import sqlite3
     from collections.abc import Collection, Iterator, Mapping, Sequence
     from types import TracebackType
@@ -110,43 +108,7 @@ class Database(Queries):
         if type(max_fails) is not int or max_fails < 1:
             raise ConfigError(f"max_fails={max_fails!r}: must be an int >= 1")
         target = Path(path)
-        try:  # claim the name atomically: two runs never share a database
-            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:
-            raise ConfigError(
-                f"{target} already exists: use Database.open to continue that run"
-            ) from None
-        conn = None
-        try:
-            conn = connect(target, mode="rwc")
-            conn.executescript(SCHEMA)
-            # The schema version goes in last: a half-created file is refused by open().
-            conn.execute("BEGIN IMMEDIATE")
-            version = upgrade(conn, 1)
-            conn.executemany(
-                "INSERT INTO learners (idx, fname, grp, unfinished_deps) VALUES (?, ?, ?, ?)",
-                (
-                    (i, name, grp, len(graph.get(i, ())))
-                    for i, (name, grp) in enumerate(zip(names, grps, strict=True))
-                ),
-            )
-            conn.executemany(
-                "INSERT INTO dependencies (depends_on, learner) VALUES (?, ?)",
-                ((dep, learner) for learner, deps in graph.items() for dep in deps),
-            )
-            conn.executemany(
-                "INSERT INTO meta VALUES (?, ?)",
-                [("max_fails", max_fails), ("schema", version)],
-            )
-            conn.execute("COMMIT")
-            # Move the bulk insert from the WAL into the file now, not in the first request.
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except BaseException:
-            if conn is not None:
-                conn.close()
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{target}{suffix}").unlink(missing_ok=True)
-            raise
+        conn = create_file(target, names, grps, graph, max_fails=max_fails)
         return cls(conn, max_fails=max_fails, file=StateFile(target, target.stat()))
 
     @classmethod

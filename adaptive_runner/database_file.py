@@ -1,17 +1,26 @@
-"""The state.sqlite file itself: refused when it is no run's state, watched while in use."""
+"""The state.sqlite file itself: created, refused when it is no run's state, watched in use."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 import stat
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adaptive_runner.database_schema import SCHEMA_VERSION, damaged, migrate, schema_version
+from adaptive_runner.database_schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    connect,
+    damaged,
+    migrate,
+    schema_version,
+    upgrade,
+)
 from adaptive_runner.errors import ConfigError, StateFileError
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import Collection, Mapping, Sequence
 
 
 def check_existing(path: Path) -> os.stat_result:
@@ -121,3 +130,56 @@ class StateFile:
             return "is no longer readable"
         self._seen = now
         return None
+
+
+def create_file(
+    target: Path,
+    names: Sequence[str],
+    groups: Sequence[int],
+    graph: Mapping[int, Collection[int]],
+    *,
+    max_fails: int,
+) -> sqlite3.Connection:
+    """Write a new run's state file (learners waiting, dependencies, meta); its connection.
+
+    The name is claimed atomically (two runs never share a file); on any failure nothing is
+    left behind. The schema version goes in last, so a half-created file is refused by open.
+    """
+    try:  # claim the name atomically: two runs never share a database
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        raise ConfigError(
+            f"{target} already exists: use Database.open to continue that run"
+        ) from None
+    conn = None
+    try:
+        conn = connect(target, mode="rwc")
+        conn.executescript(SCHEMA)
+        # The schema version goes in last: a half-created file is refused by open().
+        conn.execute("BEGIN IMMEDIATE")
+        version = upgrade(conn, 1)
+        conn.executemany(
+            "INSERT INTO learners (idx, fname, grp, unfinished_deps) VALUES (?, ?, ?, ?)",
+            (
+                (i, name, grp, len(graph.get(i, ())))
+                for i, (name, grp) in enumerate(zip(names, groups, strict=True))
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO dependencies (depends_on, learner) VALUES (?, ?)",
+            ((dep, learner) for learner, deps in graph.items() for dep in deps),
+        )
+        conn.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [("max_fails", max_fails), ("schema", version)],
+        )
+        conn.execute("COMMIT")
+        # Move the bulk insert from the WAL into the file now, not in the first request.
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{target}{suffix}").unlink(missing_ok=True)
+        raise
+    return conn
