@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import time
+import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,11 @@ if TYPE_CHECKING:
 
 LOOPBACK = "127.0.0.1"
 REPLACE_WAIT_S = 60.0  # overwrite=True waits this long at most for the old run's jobs to end
+
+# Global state, this module's only: the RunManager of this process that runs each run's
+# managers, by run directory. Running the same notebook cell again makes a new RunManager
+# while the old one (no longer in any variable) still holds the run; the new one stops it.
+_RUNNING: weakref.WeakValueDictionary[Path, RunManager] = weakref.WeakValueDictionary()
 
 log = structlog.get_logger("adaptive_runner.run_manager")
 
@@ -233,7 +239,18 @@ class RunManager:
         """Create (or continue, or replace) the run directory, start both managers, return.
 
         The managers run in background threads, so this works in Jupyter and in scripts.
+        An earlier RunManager of this process that still runs this run's managers (the same
+        cell, run again) is stopped first; one in another process is refused.
         """
+        if self.job_manager is not None:
+            raise ConfigError(
+                "this RunManager has started already: wait() for it, or stop() it and make a "
+                "new RunManager (or RunManager.resume(run_dir)) to start again"
+            )
+        previous = _RUNNING.get(self.run_dir.path)
+        if previous is not None and previous is not self:
+            log.info("stopping the managers this process started earlier for this run")
+            previous.stop()
         for scheduler in self.schedulers:  # before anything is written: a bad partition, ...
             scheduler.check()
         url_host = self._url_host()  # an unknown interface, too
@@ -280,6 +297,10 @@ class RunManager:
         self._lock.acquire()
         try:
             self._run.cancel()
+            log.info(
+                "overwrite: cancelled the old run's jobs; waiting for them to end",
+                at_most_s=REPLACE_WAIT_S,
+            )
             deadline = time.monotonic() + REPLACE_WAIT_S
             while (active := self._run.active_tasks()) and time.monotonic() < deadline:
                 time.sleep(0.2)  # tasks still exiting write into the run directory's paths
@@ -367,7 +388,9 @@ class RunManager:
         config = self._config(existing.config_hash, name=existing.name, created=existing.created)
         changed = config_changes(existing, config)
         self.run_dir.write_config(config)
-        log.info("run continued with new code", run_dir=str(self.run_dir.path), changed=changed)
+        log.info("run continued with new code", run_dir=str(self.run_dir.path))
+        if changed:
+            log.info("settings changed", changed=changed)
         if self.retry_failed:
             put_back = self._run.retry()
             if put_back:
@@ -391,6 +414,7 @@ class RunManager:
 
     def _start_locked_managers(self, url_host: str) -> None:
         log_managers_to(self.run_dir.path / "manager.log")
+        _RUNNING[self.run_dir.path] = self
         host = LOOPBACK if self._local_only() else "0.0.0.0"  # noqa: S104 - other nodes; CURVE
         self.database_manager = DatabaseManager(self.run_dir, bind_host=host, url_host=url_host)
         url = self.database_manager.start()
@@ -486,8 +510,15 @@ class RunManager:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every learner is done, failed or cancelled; True if all are done.
 
-        Returns False as well when ``timeout`` seconds pass first.
+        Returns False as well when ``timeout`` seconds pass first. Waiting on a RunManager
+        that does not run the run's managers (not started, or refused) is an error.
         """
+        if self.job_manager is None and not self.finished():
+            raise ConfigError(
+                f"this RunManager does not run the managers of {self.run_dir.path}: call "
+                "start(), or RunManager.resume(run_dir); adaptive_runner.Run(run_dir) watches "
+                "a run that another process serves"
+            )
         if self.job_manager is not None and not self.job_manager.wait(timeout):
             return False
         self.stop()

@@ -437,3 +437,33 @@ def test_cancel_while_a_round_submits_leaves_no_task(tmp_path: Path) -> None:
         what=f"the tasks of {arrays} to end",
         timeout_s=60,
     )
+
+
+def test_running_the_same_cell_again_takes_the_run_over(tmp_path: Path) -> None:
+    first = make_rm(tmp_path, make_learners(3, delay=0.05), goal=200, kill_grace_s=1).start()
+    with pytest.raises(ConfigError, match="has started already"):
+        first.start()
+    # The cell again: a new RunManager for the same run while the first one still runs it.
+    second = make_rm(tmp_path, make_learners(3), kill_grace_s=1)
+    second.start()
+    try:
+        assert first.job_manager is not None
+        assert not first.job_manager.running  # stopped by the second start()
+        assert second.wait(timeout=120)
+    finally:
+        stop_and_cancel(second)
+
+
+def test_wait_on_a_run_manager_that_runs_nothing_says_so(tmp_path: Path) -> None:
+    rm = make_rm(tmp_path, make_learners(2))
+    rm.run_dir.path.mkdir(parents=True)
+    with pytest.raises(ConfigError, match="not a run directory|does not exist|no run.json"):
+        rm.wait(timeout=1)
+    rm.start()
+    try:
+        other = make_rm(tmp_path, make_learners(2))
+        with pytest.raises(ConfigError, match="does not run the managers"):
+            other.wait(timeout=1)
+        assert rm.wait(timeout=120)
+    finally:
+        stop_and_cancel(rm)

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Final
 
 from adaptive_runner.database import SORT_KEYS, Database, LearnerRow, LearnerState
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.run_dir import RunDir
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Callable
-
-    from adaptive_runner.run_dir import RunDir
 
 PAGE_SIZE: Final = 50
 STATE_COLORS: Final = {
@@ -85,7 +85,7 @@ class StatusSnapshot:
     @classmethod
     def take(
         cls,
-        run_dir: RunDir,
+        run_dir: RunDir | str | os.PathLike[str],
         view: View | None = None,
         *,
         managers_running: bool,
@@ -109,6 +109,7 @@ class StatusSnapshot:
 
         """
         view = view or View()
+        run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         with Database.open(run_dir.database, read_only=True) as db:
             counts = db.counts()
             n_matching = counts[view.state] if view.state else sum(counts.values())
