@@ -1,8 +1,8 @@
 """The database manager: serves the wire protocol on a CURVE-secured ROUTER socket over sqlite.
 
 Its threads outlive errors: a request that fails gets an ``internal`` error reply, a batch
-that cannot commit answers each of its requests so, a serving round or a checkpoint that
-raises (a full disk, a broken database) is tried again, and no error handler can raise
+that cannot commit answers each of its requests so, heartbeats that cannot be written stay
+buffered, serving or a checkpoint that raises is tried again, and no error handler can raise
 (:func:`~adaptive_runner.logs.log_exception`). What still ends a thread is kept in ``died``.
 Each ``fail`` and ``release`` a job reports is logged with its reason.
 """
@@ -50,7 +50,7 @@ _MAX_BATCH: Final = 256  # requests answered per transaction
 _POLL_MS: Final = 100  # how often the serving thread looks at the stop flag
 _HEARTBEAT_FLUSH_S: Final = 1.0  # buffered heartbeats reach state.sqlite at least this often
 _CHECKPOINT_S: Final = 1.0
-_ERROR_PAUSE_S: Final = 1.0  # a serving round that failed is tried again after this long
+_ERROR_PAUSE_S: Final = 1.0  # serving that failed is tried again after this long
 # Larger messages make libzmq drop the connection; those in between get a bad_request reply.
 _MAX_FRAME_BYTES: Final = 2 * MAX_MESSAGE_BYTES
 
@@ -188,38 +188,45 @@ class DatabaseManager:
     def _serve(self, socket: zmq.Socket[bytes], db: Database) -> None:
         """Poll, drain what is waiting, answer it all from one transaction, repeat.
 
-        A round that raises (heartbeats that cannot be written, a socket error) is tried
-        again after a pause; requests it had received go unanswered, so their clients retry.
+        Heartbeats that cannot be written stay buffered and are tried again a second later,
+        while requests are still answered. A round of answering that raises (a socket error)
+        is tried again after a pause; the requests it received go unanswered, so their
+        clients retry.
         """
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
         flushed = time.monotonic()
         try:
             while not self._stop.is_set():
-                try:
-                    flushed = self._serve_round(socket, poller, db, flushed)
-                except Exception:  # noqa: BLE001 - a full disk, a broken database: go on
-                    log_exception(log, "database manager round failed; going on")
+                if time.monotonic() - flushed >= _HEARTBEAT_FLUSH_S:
+                    flushed = time.monotonic()
+                    _attempt(db.flush_heartbeats, "heartbeats not written; kept for the next try")
+                if not _attempt(partial(_answer_waiting, socket, poller, db), "serving failed"):
                     self._stop.wait(_ERROR_PAUSE_S)
         finally:
             socket.close(linger=0)
             db.close()
 
-    def _serve_round(
-        self, socket: zmq.Socket[bytes], poller: zmq.Poller, db: Database, flushed: float
-    ) -> float:
-        """Flush heartbeats if due, answer what arrives within a poll; when they were flushed."""
-        if time.monotonic() - flushed >= _HEARTBEAT_FLUSH_S:
-            db.flush_heartbeats()
-            flushed = time.monotonic()
-        if not poller.poll(_POLL_MS):
-            return flushed
-        messages = [socket.recv_multipart()]
-        while len(messages) < _MAX_BATCH and int(socket.get(zmq.EVENTS)) & zmq.POLLIN:
-            messages.append(socket.recv_multipart())
-        for frames in answer(db, messages, now=time.time()):
-            socket.send_multipart(frames)
-        return flushed
+
+def _attempt(step: Callable[[], object], event: str) -> bool:
+    """Do ``step``; if it raises, log ``event`` and return False: the server goes on."""
+    try:
+        step()
+    except Exception:  # noqa: BLE001 - a full disk, a broken database: the next round may work
+        log_exception(log, event)
+        return False
+    return True
+
+
+def _answer_waiting(socket: zmq.Socket[bytes], poller: zmq.Poller, db: Database) -> None:
+    """Answer the requests that arrive within one poll (up to a batch), if any."""
+    if not poller.poll(_POLL_MS):
+        return
+    messages = [socket.recv_multipart()]
+    while len(messages) < _MAX_BATCH and int(socket.get(zmq.EVENTS)) & zmq.POLLIN:
+        messages.append(socket.recv_multipart())
+    for frames in answer(db, messages, now=time.time()):
+        socket.send_multipart(frames)
 
 
 def answer(db: Database, messages: list[list[bytes]], *, now: float) -> list[list[bytes]]:
