@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 import adaptive
 import helpers_run
 import pytest
-from helpers_run import always_fails, make_learners, wait_for
+from helpers_run import always_fails, make_learners, stop_and_cancel, wait_for
 
 from adaptive_runner.database import Database, LearnerRow, LearnerState
 from adaptive_runner.errors import ConfigError
@@ -217,8 +217,7 @@ def test_panel_clicks_on_a_live_run(tmp_path: Path) -> None:
         panel.close()
         assert panel.table.comm is None  # closed with the rest of the panel
     finally:
-        rm.cancel()
-        rm.stop()
+        stop_and_cancel(rm)
 
 
 def test_panel_of_a_run_whose_managers_are_stopped(tmp_path: Path) -> None:
@@ -233,7 +232,7 @@ def test_panel_of_a_run_whose_managers_are_stopped(tmp_path: Path) -> None:
         assert panel.auto_button.value  # sqlite may still change (e.g. a CLI serve elsewhere)
         panel.auto_button.value = False
     finally:
-        rm.cancel()
+        stop_and_cancel(rm)
     # A panel made from scratch for the same directory reads the same state.
     snap = StatusSnapshot.take(RunDir(tmp_path / "run"), managers_running=False)
     assert snap.counts["cancelled"] == 2
