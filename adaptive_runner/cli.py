@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adaptive_runner.errors import ConfigError, StateFileError
+from adaptive_runner.errors import ConfigError, ManagerDiedError, StateFileError
+from adaptive_runner.logs import configure_manager_logging
 from adaptive_runner.run_dir import RunDir
 from adaptive_runner.vocabulary import Outcome
 
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = _parser().parse_args(argv)
+    configure_manager_logging()  # what the commands log goes to stderr; stdout is the answer
     commands = {
         "demo": _demo,
         "serve": _serve,
@@ -147,14 +149,17 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"serving {rm.run_dir.path}; Ctrl-C stops the managers, jobs keep running")
     try:
         with _progress(total=len(rm.fnames), desc="learners finished", unit="learner") as bar:
-            while rm.job_manager is not None and not rm.job_manager.wait(1.0):
+            # wait() stops the managers when the run ends, and raises if one of them died.
+            while not (all_done := rm.wait(1.0)) and rm.job_manager and rm.job_manager.running:
                 counts = rm.status()
                 bar.update(counts["done"] + counts["failed"] + counts["cancelled"] - bar.n)
     except KeyboardInterrupt:
         rm.stop()
         print("managers stopped; `adaptive-runner serve` again to continue", file=sys.stderr)
         return 130
-    all_done = rm.wait()
+    except ManagerDiedError as e:
+        print(f"adaptive-runner: {e}", file=sys.stderr)
+        return 1
     print(_counts(rm.status()))
     return 0 if all_done else 1
 

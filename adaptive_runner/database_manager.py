@@ -1,4 +1,11 @@
-"""The database manager: serves the wire protocol on a CURVE-secured ROUTER socket over sqlite."""
+"""The database manager: serves the wire protocol on a CURVE-secured ROUTER socket over sqlite.
+
+Its threads outlive errors: a request that fails gets an ``internal`` error reply, a batch
+that cannot commit answers each of its requests so, heartbeats that cannot be written stay
+buffered, serving or a checkpoint that raises is tried again, and no error handler can raise
+(:func:`~adaptive_runner.logs.log_exception`). What still ends a thread is kept in ``died``.
+Each ``fail`` and ``release`` a job reports is logged with its reason.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import socket
 import sqlite3
 import threading
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 import structlog
@@ -15,6 +23,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from adaptive_runner.auth import load_keys
 from adaptive_runner.database import Database
 from adaptive_runner.errors import ConfigError, ProtocolError, StateFileError
+from adaptive_runner.logs import log_exception
 from adaptive_runner.protocol import (
     MAX_MESSAGE_BYTES,
     Claim,
@@ -31,6 +40,8 @@ from adaptive_runner.protocol import (
 from adaptive_runner.vocabulary import ReplyCode
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from adaptive_runner.run_dir import RunDir
 
 log = structlog.get_logger("adaptive_runner.database_manager")
@@ -39,6 +50,7 @@ _MAX_BATCH: Final = 256  # requests answered per transaction
 _POLL_MS: Final = 100  # how often the serving thread looks at the stop flag
 _HEARTBEAT_FLUSH_S: Final = 1.0  # buffered heartbeats reach state.sqlite at least this often
 _CHECKPOINT_S: Final = 1.0
+_ERROR_PAUSE_S: Final = 1.0  # serving that failed is tried again after this long
 # Larger messages make libzmq drop the connection; those in between get a bad_request reply.
 _MAX_FRAME_BYTES: Final = 2 * MAX_MESSAGE_BYTES
 
@@ -76,6 +88,7 @@ class DatabaseManager:
         self.url_host = url_host
         self.url: str | None = None
         self.error: StateFileError | None = None  # why it stopped serving on its own
+        self.died: BaseException | None = None  # what ended a thread, if not stop()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -116,11 +129,13 @@ class DatabaseManager:
             self._context = self._authenticator = None
             raise
         self.url = f"tcp://{self.url_host or self.bind_host}:{port}"
+        work = {
+            "database-manager": partial(self._serve, socket, db),
+            "database-checkpoints": partial(self._checkpoint, checkpoints),
+        }
         self._threads = [
-            threading.Thread(target=self._serve, args=(socket, db), name="database-manager"),
-            threading.Thread(
-                target=self._checkpoint, args=(checkpoints,), name="database-checkpoints"
-            ),
+            threading.Thread(target=self._guard, args=(job,), name=name)
+            for name, job in work.items()
         ]
         for thread in self._threads:
             thread.daemon = True
@@ -147,30 +162,53 @@ class DatabaseManager:
             self._context.term()
             self._context = None
 
+    def _guard(self, work: Callable[[], None]) -> None:
+        """Do a thread's ``work``; an error that ends it is kept in :attr:`died`, and logged."""
+        try:
+            work()
+        except BaseException as e:  # noqa: BLE001 - kept for RunManager.wait() and the panel
+            if self.died is None:
+                self.died = e
+            log_exception(
+                log,
+                "the database manager stopped on an error; resume the run",
+                thread=threading.current_thread().name,
+            )
+
     def _checkpoint(self, db: Database) -> None:
         """Copy the WAL into the file every second, so that no request waits for it."""
         try:
             while not self._stop.wait(_CHECKPOINT_S) and self.error is None:
                 try:
                     db.checkpoint()
-                except sqlite3.Error:  # the WAL grows meanwhile; the next round tries again
-                    log.exception("WAL checkpoint failed")
+                except Exception:  # noqa: BLE001 - the WAL grows meanwhile; tried again
+                    log_exception(log, "WAL checkpoint failed")
         finally:
             db.close()
 
     def _serve(self, socket: zmq.Socket[bytes], db: Database) -> None:
-        """Poll, drain what is waiting, answer it all from one transaction, repeat."""
+        """Poll, drain what is waiting, answer it all from one transaction, repeat.
+
+        Heartbeats that cannot be written stay buffered and are tried again a second later,
+        while requests are still answered. A round of answering that raises (a socket error)
+        is tried again after a pause; the requests it received go unanswered, so their
+        clients retry.
+        """
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
+        flushed = time.monotonic()
         try:
-            self._loop(socket, poller, db)
+            while not self._stop.is_set():
+                if time.monotonic() - flushed >= _HEARTBEAT_FLUSH_S:
+                    flushed = time.monotonic()
+                    db.check_file()  # deleted, replaced or damaged: StateFileError ends serving
+                    _attempt(db.flush_heartbeats, "heartbeats not written; kept for the next try")
+                if not _attempt(partial(_answer_waiting, socket, poller, db), "serving failed"):
+                    self._stop.wait(_ERROR_PAUSE_S)
         except StateFileError as e:
             self.error = e  # the checkpoints stop too: nothing more goes into that file
             log.error("the database manager stopped serving", error=str(e))  # noqa: TRY400 - says it all
             self._refuse(socket, poller, str(e))
-        except BaseException:
-            log.exception("the database manager stopped on an error")
-            raise
         finally:
             socket.close(linger=0)
             db.close()
@@ -184,20 +222,26 @@ class DatabaseManager:
                 if b"" in frames:
                     socket.send_multipart([*frames[: frames.index(b"") + 1], reply])
 
-    def _loop(self, socket: zmq.Socket[bytes], poller: zmq.Poller, db: Database) -> None:
-        flushed = time.monotonic()
-        while not self._stop.is_set():
-            if time.monotonic() - flushed >= _HEARTBEAT_FLUSH_S:
-                db.check_file()  # deleted, replaced or damaged: StateFileError ends serving
-                db.flush_heartbeats()
-                flushed = time.monotonic()
-            if not poller.poll(_POLL_MS):
-                continue
-            messages = [socket.recv_multipart()]
-            while len(messages) < _MAX_BATCH and int(socket.get(zmq.EVENTS)) & zmq.POLLIN:
-                messages.append(socket.recv_multipart())
-            for frames in answer(db, messages, now=time.time()):
-                socket.send_multipart(frames)
+
+def _attempt(step: Callable[[], object], event: str) -> bool:
+    """Do ``step``; if it raises, log ``event`` and return False: the server goes on."""
+    try:
+        step()
+    except Exception:  # noqa: BLE001 - a full disk, a broken database: the next round may work
+        log_exception(log, event)
+        return False
+    return True
+
+
+def _answer_waiting(socket: zmq.Socket[bytes], poller: zmq.Poller, db: Database) -> None:
+    """Answer the requests that arrive within one poll (up to a batch), if any."""
+    if not poller.poll(_POLL_MS):
+        return
+    messages = [socket.recv_multipart()]
+    while len(messages) < _MAX_BATCH and int(socket.get(zmq.EVENTS)) & zmq.POLLIN:
+        messages.append(socket.recv_multipart())
+    for frames in answer(db, messages, now=time.time()):
+        socket.send_multipart(frames)
 
 
 def answer(db: Database, messages: list[list[bytes]], *, now: float) -> list[list[bytes]]:
@@ -222,7 +266,7 @@ def answer(db: Database, messages: list[list[bytes]], *, now: float) -> list[lis
             with db.batch():
                 replies = [_reply(db, body, now) for body in bodies]
     except sqlite3.Error as e:  # the batch was rolled back: none of its replies may say ok
-        log.exception("database batch failed")
+        log_exception(log, "database batch failed; nothing of it recorded")
         replies = [
             encode_error(
                 ReplyCode.INTERNAL, f"database error in {db.file.path}: {e}; nothing recorded"
@@ -245,7 +289,7 @@ def _reply(db: Database, body: list[bytes], now: float) -> bytes:
             # Damaged, full, locked: sqlite may have rolled back the whole transaction, so
             # every reply of the batch says so (see answer). A constraint is this request's.
             raise
-        log.exception("request failed", request=body[0][:500])
+        log_exception(log, "request failed", request=body[0][:500])
         return encode_error(ReplyCode.INTERNAL, f"{type(e).__name__}: {e}")
 
 
@@ -272,8 +316,13 @@ def _dispatch(db: Database, request: Request, now: float) -> bytes:
             held = db.done(task, learner, npoints=npoints, loss=loss, now=now)
         case Release(task, learner, reason, npoints):
             held = db.release(task, learner, reason=reason, now=now, npoints=npoints)
+            log.info(
+                "job released its learner", task=task, learner=learner, reason=reason, held=held
+            )
         case Fail(task, learner, error):
             held = db.fail(task, learner, error=error, now=now)
+            reason = error.strip().rsplit("\n", 1)[-1]  # the traceback's last line: what broke
+            log.warning("job failed", task=task, learner=learner, reason=reason, held=held)
         case Status():
             return encode_reply(counts=db.counts())
     if held:

@@ -72,3 +72,28 @@ class ManagerUnreachableError(AdaptiveRunnerError):
 
 class UnknownTaskError(AdaptiveRunnerError):
     """The database manager does not know the task's array, and did not learn it in time."""
+
+
+class ManagerDiedError(AdaptiveRunnerError):
+    """A manager thread of a run ended on an error, so the run cannot finish on its own.
+
+    Raised by ``RunManager.wait()`` (after stopping the managers) instead of waiting for
+    ever; ``RunManager.resume(run_dir)`` continues the run.
+
+    Parameters
+    ----------
+    manager
+        Which manager: ``"job manager"`` or ``"database manager"``.
+    error
+        The exception that ended its thread.
+
+    """
+
+    def __init__(self, manager: str, error: BaseException) -> None:
+        super().__init__(
+            f"the {manager} stopped on an error: {type(error).__name__}: {error}; "
+            "RunManager.resume(run_dir) (or `adaptive-runner serve RUN_DIR`) continues the run"
+        )
+        self.manager = manager
+        self.error = error
+        self.summary = f"{manager} stopped: {type(error).__name__}: {error}"  # for status lines

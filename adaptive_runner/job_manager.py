@@ -15,7 +15,10 @@ Failures end bounded and explained (docs/architecture.md, "When things go wrong"
   fail with the tasks' own error lines as the reason;
 - a task running but silent past ``claim_timeout_s`` is cancelled and counts as one;
 - a failed submission is never repeated blindly: it backs off, and the queue is asked for
-  its tag first, so an array that was queued all the same is adopted.
+  its tag first, so an array that was queued all the same is adopted;
+- a round that raises (a scheduler hiccup, a full disk) is tried again next interval, and
+  its error handler cannot raise; whatever still ends the thread is kept in ``died``, which
+  ``RunManager.wait()`` raises.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from adaptive_runner.database import Database, LearnerState
 from adaptive_runner.error_watch import ErrorWatch
 from adaptive_runner.errors import SchedulerCommandError, StateFileError
 from adaptive_runner.files import atomic_write
+from adaptive_runner.logs import log_exception
 from adaptive_runner.schedulers.base import JobState, ScriptContext
 from adaptive_runner.start_failure import output_errors, start_failure_reason, unreachable_reason
 
@@ -147,13 +151,15 @@ class JobManager:
         self.url = url
         self.clock = clock
         self.error_watch = ErrorWatch(run_dir.logs_dir, kill_on_error) if kill_on_error else None
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # of the last round, if it failed
+        self.died: BaseException | None = None  # what ended the thread, if not stop or finish
         self.memory = Memory()
         self._stop = threading.Event()
         # Held through each round: whoever changes the run from outside (a cancel) waits for
         # the round in flight, so an array it submits is recorded before the cancel looks.
         self.round_lock = threading.Lock()
         self._finished = threading.Event()
+        self._ended = threading.Event()  # the thread ended: finished, stopped or died
         self._thread: threading.Thread | None = None
         self._started_at = clock()
         self._script_numbers = count(1)
@@ -174,8 +180,12 @@ class JobManager:
             self._thread.join()
 
     def wait(self, timeout_s: float | None = None) -> bool:
-        """Block until the run is finished (True) or the timeout passes (False)."""
-        return self._finished.wait(timeout_s)
+        """Block until the run is finished (True), or the thread ends or the timeout passes.
+
+        False when the thread ended without finishing the run: stopped, or :attr:`died`.
+        """
+        self._ended.wait(timeout_s)
+        return self._finished.is_set()
 
     @property
     def finished(self) -> bool:
@@ -188,27 +198,32 @@ class JobManager:
         return self._thread is not None and self._thread.is_alive()
 
     def _loop(self) -> None:
-        db = Database.open(self.run_dir.database)
+        """Rounds until the run is finished or stopped; an error that ends them is kept."""
         try:
-            while not self._stop.is_set():
-                try:
-                    with self.round_lock:
-                        finished = self.round(db)
-                except StateFileError as e:  # the state is gone: stop, saying why
-                    self.error = e
-                    log.error("job manager stopped", error=str(e))  # noqa: TRY400 - no traceback
-                    return
-                except Exception as e:  # a scheduler hiccup must not end the run; keep trying
-                    self.error = e
-                    log.exception("job manager round failed; retrying next interval")
-                else:
-                    self.error = None
-                    if finished:
-                        self._finished.set()
-                        return
-                self._stop.wait(self.poll_interval_s)
+            with Database.open(self.run_dir.database) as db:
+                self._rounds(db)
+        except BaseException as e:  # noqa: BLE001 - kept for wait() and the panel, not lost
+            self.died = e
+            log_exception(log, "the job manager stopped on an error; resume the run")
         finally:
-            db.close()
+            self._ended.set()
+
+    def _rounds(self, db: Database) -> None:
+        while not self._stop.is_set():
+            try:
+                with self.round_lock:
+                    finished = self.round(db)
+            except StateFileError:
+                raise  # the state is gone: no round can work; _loop keeps it for wait()
+            except Exception as e:  # noqa: BLE001 - a scheduler hiccup, a full disk: try again
+                self.error = e
+                log_exception(log, "job manager round failed; retrying next interval")
+            else:
+                self.error = None
+                if finished:
+                    self._finished.set()
+                    return
+            self._stop.wait(self.poll_interval_s)
 
     # -- one round -------------------------------------------------------------------------
 
@@ -318,7 +333,12 @@ class JobManager:
             return set()
         expired = db.expire_leases(lease_timeout_s=self.lease_timeout_s, now=snap.now)
         if expired:
-            log.warning("heartbeat leases expired", tasks=[task for task, _ in expired])
+            log.warning(
+                "heartbeat leases expired",
+                tasks=[task for task, _ in expired],
+                learners=[learner for _, learner in expired],
+                reason=f"no heartbeat for {self.lease_timeout_s:g} s",
+            )
         return {task for task, _ in expired}
 
     def _end_states(self, snap: Snapshot, tasks: Collection[str]) -> dict[str, str | None]:

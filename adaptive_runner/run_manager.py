@@ -18,7 +18,7 @@ from adaptive_runner.auth import create_keys
 from adaptive_runner.database import Database, LearnerState
 from adaptive_runner.database_manager import DatabaseManager, check_address, interface_address
 from adaptive_runner.error_watch import DEFAULT_KILL_PATTERNS, check_patterns
-from adaptive_runner.errors import ConfigError
+from adaptive_runner.errors import ConfigError, ManagerDiedError
 from adaptive_runner.files import atomic_write
 from adaptive_runner.job_manager import JobManager
 from adaptive_runner.logs import log_managers_to, stop_logging_managers_to
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 LOOPBACK = "127.0.0.1"
 REPLACE_WAIT_S = 60.0  # overwrite=True waits this long at most for the old run's jobs to end
+WAIT_SLICE_S = 0.5  # wait() looks this often whether a manager thread ended on an error
 
 # Global state, this module's only: the RunManager of this process that runs each run's
 # managers, by run directory. Running the same notebook cell again makes a new RunManager
@@ -496,12 +497,26 @@ class RunManager:
         return self._run.status()
 
     def problems(self) -> list[str]:
-        """Why the run's jobs do not start or its submissions fail now ([] when all is well).
+        """Why the run does not go on now ([] when all is well), in words.
 
-        Shown by the panel and ``adaptive-runner status`` too; failed learners carry their
-        own reason in the ``error`` column.
+        First a manager whose thread ended on an error (``"job manager stopped: ..."``, see
+        :meth:`dead_managers`), then why its jobs do not start or its submissions fail (also
+        shown by the panel and ``adaptive-runner status``); failed learners carry their own
+        reason in the ``error`` column.
         """
-        return self._run.problems()
+        return [e.summary for e in self.dead_managers()] + self._run.problems()
+
+    def dead_managers(self) -> list[ManagerDiedError]:
+        """The managers of this object whose thread ended on an error (what :meth:`wait` raises).
+
+        A dead manager stays dead: the run goes on after :meth:`stop` and :meth:`resume`.
+        """
+        managers = (("job manager", self.job_manager), ("database manager", self.database_manager))
+        return [
+            ManagerDiedError(name, manager.died)
+            for name, manager in managers
+            if manager is not None and manager.died is not None
+        ]
 
     def finished(self) -> bool:
         """Whether no learner is waiting or running any more."""
@@ -510,8 +525,12 @@ class RunManager:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every learner is done, failed or cancelled; True if all are done.
 
-        Returns False as well when ``timeout`` seconds pass first. Waiting on a RunManager
-        that does not run the run's managers (not started, or refused) is an error.
+        Returns False as well when ``timeout`` seconds pass first, or when the managers are
+        stopped meanwhile. Raises :class:`~adaptive_runner.errors.ManagerDiedError` as soon as
+        a manager thread has ended on an error, instead of waiting for a run that cannot
+        finish: the managers are stopped first (jobs keep running), and :meth:`resume`
+        continues the run. Waiting on a RunManager that does not run the run's managers (not
+        started, or refused) is an error.
         """
         if self.job_manager is None and not self.finished():
             raise ConfigError(
@@ -519,8 +538,17 @@ class RunManager:
                 "start(), or RunManager.resume(run_dir); adaptive_runner.Run(run_dir) watches "
                 "a run that another process serves"
             )
-        if self.job_manager is not None and not self.job_manager.wait(timeout):
-            return False
+        jm = self.job_manager
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while jm is not None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if jm.wait(WAIT_SLICE_S if left is None else max(0.0, min(WAIT_SLICE_S, left))):
+                break
+            if dead := self.dead_managers():
+                self.stop()
+                raise dead[0] from dead[0].error
+            if not jm.running or (left is not None and left <= WAIT_SLICE_S):
+                return False
         self.stop()
         counts = self.status()
         return counts[LearnerState.DONE] == sum(counts.values())

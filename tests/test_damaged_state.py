@@ -30,7 +30,7 @@ from adaptive_runner.auth import load_keys
 from adaptive_runner.cli import main
 from adaptive_runner.database import Database
 from adaptive_runner.database_manager import DatabaseManager, answer
-from adaptive_runner.errors import ConfigError, StateFileError
+from adaptive_runner.errors import ConfigError, ManagerDiedError, StateFileError
 from adaptive_runner.protocol import decode_reply
 
 if TYPE_CHECKING:
@@ -298,11 +298,13 @@ def test_the_job_manager_stops_when_the_state_file_is_deleted(tmp_path: Path) ->
         job_manager = rm.job_manager
         assert job_manager is not None
         wait_for(lambda: not job_manager.running, "the job manager to stop")
-        assert isinstance(job_manager.error, StateFileError)
-        assert f"{rm.run_dir.database} was deleted" in str(job_manager.error)
+        assert isinstance(job_manager.died, StateFileError)
+        assert f"{rm.run_dir.database} was deleted" in str(job_manager.died)
         database_manager = rm.database_manager
         assert database_manager is not None
         wait_for(lambda: database_manager.error, "the database manager to stop")
+        with pytest.raises(ManagerDiedError, match="was deleted"):
+            rm.wait(timeout=60)  # at once, naming the file
     finally:
         if backup.exists():
             backup.replace(rm.run_dir.database)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import zmq
-from helpers_run import make_run, set_url
+from helpers_run import make_run, set_url, wait_for
+from structlog.testing import capture_logs
 
 from adaptive_runner.auth import load_keys
 from adaptive_runner.client import Client
@@ -436,3 +437,65 @@ def test_stop_is_clean(run_dir: RunDir) -> None:
         manager.start()
     with Database.open(run_dir.database) as db:  # the server's connection is closed
         assert db.counts()["waiting"] == 40
+
+
+def test_a_failing_serving_round_does_not_end_the_server(
+    run_dir: RunDir, manager: DatabaseManager
+) -> None:
+    with Database.open(run_dir.database) as db:  # heartbeats cannot be written: a real error
+        db._conn.execute(
+            "CREATE TRIGGER boom BEFORE UPDATE OF npoints ON learners WHEN NEW.npoints = 555"
+            " BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
+    with (
+        Client(run_dir, "1_0", timeout_s=REPLY_MS / 1000, patience_s=60) as client,
+        capture_logs() as logs,
+    ):
+        assignment = client.claim(host="h", pid=1, array=ARRAY)
+        assert assignment is not None
+        assert client.heartbeat(assignment.learner, npoints=555, loss=None, cpu=1.0, memory=10)
+        # The server flushes the heartbeat within a second, fails, and goes on serving.
+        wait_for(
+            lambda: any(
+                log["event"] == "heartbeats not written; kept for the next try" for log in logs
+            ),
+            what="the failed flush",
+        )
+        assert client.status()["running"] == 1
+        with Database.open(run_dir.database) as db:
+            db._conn.execute("DROP TRIGGER boom")
+
+        def npoints() -> int | None:
+            with Database.open(run_dir.database) as db:
+                return db.learners()[assignment.learner].npoints
+
+        wait_for(lambda: npoints() == 555, what="the heartbeat written once it can be")
+    assert manager.died is None
+
+
+def test_fail_and_release_are_logged_with_their_reason(run_dir: RunDir) -> None:
+    traceback = 'Traceback (most recent call last):\n  File "f.py"\nZeroDivisionError: at 0.5\n'
+    fail = {"v": 1, "op": "fail", "task": "a", "learner": 0, "error": traceback}
+    release = {
+        "v": 1,
+        "op": "release",
+        "task": "b",
+        "learner": 1,
+        "reason": "SIGTERM",
+        "npoints": 3,
+    }
+    stale = {"v": 1, "op": "fail", "task": "c", "learner": 2, "error": "OSError: full"}
+    with Database.open(run_dir.database) as db:
+        answer(db, [[b"a", b"", claim_message("a")], [b"b", b"", claim_message("b")]], now=1.0)
+        with capture_logs() as logs:
+            answer(db, [[b"a", b"", json.dumps(fail).encode()]], now=2.0)
+            answer(db, [[b"b", b"", json.dumps(release).encode()]], now=2.0)
+            answer(db, [[b"c", b"", json.dumps(stale).encode()]], now=2.0)
+    assert [{k: v for k, v in log.items() if k != "log_level"} for log in logs] == [
+        {"event": "job failed", "task": "a", "learner": 0, "reason": "ZeroDivisionError: at 0.5"}
+        | {"held": True},
+        {"event": "job released its learner", "task": "b", "learner": 1, "reason": "SIGTERM"}
+        | {"held": True},
+        {"event": "job failed", "task": "c", "learner": 2, "reason": "OSError: full"}
+        | {"held": False},
+    ]

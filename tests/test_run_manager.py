@@ -133,6 +133,10 @@ def test_failing_learner_ends_failed_with_traceback(tmp_path: Path) -> None:
     assert bad.state == "failed"
     assert bad.failures == 2
     assert "ZeroDivisionError" in (bad.error or "")
+    log = [json.loads(line) for line in (tmp_path / "run" / "manager.log").read_text().splitlines()]
+    fails = [r for r in log if r["event"] == "job failed" and r["learner"] == 0]
+    assert len(fails) == 2
+    assert all(r["reason"].startswith("ZeroDivisionError: cannot evaluate at") for r in fails)
     assert good.state == "done"
 
 

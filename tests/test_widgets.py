@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, cast
 
 import adaptive
 import helpers_run
 import pytest
-from helpers_run import always_fails, make_learners, wait_for
+from helpers_run import always_fails, make_learners, stop_and_cancel, wait_for
 
 from adaptive_runner.database import Database, LearnerRow, LearnerState
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.run_dir import RunDir
 from adaptive_runner.widgets import StatusSnapshot, View
-from adaptive_runner.widgets.snapshot import counts_html, parse_selection, table_html, tail
+from adaptive_runner.widgets.snapshot import (
+    counts_html,
+    parse_selection,
+    status_html,
+    table_html,
+    tail,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -210,8 +217,7 @@ def test_panel_clicks_on_a_live_run(tmp_path: Path) -> None:
         panel.close()
         assert panel.table.comm is None  # closed with the rest of the panel
     finally:
-        rm.cancel()
-        rm.stop()
+        stop_and_cancel(rm)
 
 
 def test_panel_of_a_run_whose_managers_are_stopped(tmp_path: Path) -> None:
@@ -226,7 +232,17 @@ def test_panel_of_a_run_whose_managers_are_stopped(tmp_path: Path) -> None:
         assert panel.auto_button.value  # sqlite may still change (e.g. a CLI serve elsewhere)
         panel.auto_button.value = False
     finally:
-        rm.cancel()
+        stop_and_cancel(rm)
     # A panel made from scratch for the same directory reads the same state.
     snap = StatusSnapshot.take(RunDir(tmp_path / "run"), managers_running=False)
     assert snap.counts["cancelled"] == 2
+
+
+def test_status_line_names_a_dead_manager(finished_run: ar.RunManager) -> None:
+    snap = StatusSnapshot.take(
+        finished_run.run_dir,
+        managers_running=False,
+        dead_managers=["job manager stopped: OSError: [Errno 28] No space left on device"],
+    )
+    assert "job manager stopped: OSError: [Errno 28] No space left on device" in status_html(snap)
+    assert "stopped:" not in status_html(dataclasses.replace(snap, dead_managers=()))

@@ -185,6 +185,7 @@ class StatusPanel:
                 self._view,
                 managers_running=jm is not None and jm.running and not jm.finished,
                 manager_error=None if error is None else f"{type(error).__name__}: {error}",
+                dead_managers=[e.summary for e in self.rm.dead_managers()],
             )
             self.snapshot = snap
             self._view = snap.view  # a page past the end was moved to the last one
@@ -224,7 +225,7 @@ class StatusPanel:
     def _loop(self, stop: threading.Event) -> None:
         while True:
             jm = self.rm.job_manager
-            if jm is not None and not jm.finished:
+            if jm is not None and jm.running:
                 jm.wait(self.refresh_interval_s)  # wakes at once when the run finishes
             else:
                 stop.wait(self.refresh_interval_s)

@@ -19,7 +19,7 @@ from adaptive_runner.run_dir import RunDir
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 PAGE_SIZE: Final = 50
 STATE_COLORS: Final = {
@@ -81,6 +81,7 @@ class StatusSnapshot:
     managers_running: bool
     manager_error: str | None = None
     problems: tuple[str, ...] = ()  # why jobs do not start or submissions fail (Run.problems)
+    dead_managers: tuple[str, ...] = ()  # "job manager stopped: <error>": ended on an error
 
     @classmethod
     def take(
@@ -90,6 +91,7 @@ class StatusSnapshot:
         *,
         managers_running: bool,
         manager_error: str | None = None,
+        dead_managers: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> StatusSnapshot:
         """Read the counts and one page of learners from the run's state.sqlite.
@@ -104,6 +106,9 @@ class StatusSnapshot:
             Whether the job manager of this run is alive (the panel says so).
         manager_error
             The job manager's last round error, if its last round failed.
+        dead_managers
+            Each manager whose thread ended on an error, in words
+            (``RunManager.dead_managers()``): the run does not go on until it is resumed.
         clock
             Wall clock for heartbeat ages, injectable for tests.
 
@@ -134,6 +139,7 @@ class StatusSnapshot:
             manager_error=manager_error,
             n_matching=n_matching,
             problems=problems,
+            dead_managers=tuple(dead_managers),
         )
 
     @property
@@ -240,6 +246,8 @@ def status_html(snapshot: StatusSnapshot) -> str:
             "from state.sqlite; <code>RunManager.resume(run_dir)</code> continues the run"
         )
     text = f"<b>{_e(snapshot.run_name)}</b> · {state} · updated {clock}"
+    for dead in snapshot.dead_managers:
+        text += f'<br><span class="ar-dead" style="color:#d62728"><b>{_e(dead)}</b></span>'
     if snapshot.manager_error:
         text += (
             f'<br><span style="color:#d62728">last job manager round failed: '
