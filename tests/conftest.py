@@ -14,9 +14,14 @@ import os
 import shutil
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import psutil
 import pytest
+import structlog
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SESSION_MARKER = "ADAPTIVE_RUNNER_TEST_SESSION"
 LEFTOVER_GRACE_S = 10.0  # cancelled tasks get time to save, release and exit
@@ -113,3 +118,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for line in lines:
             reporter.write_line(line)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """Each test starts with structlog unconfigured: a configuration (and the captured
+    stream it writes to) never leaks into the next test."""
+    yield
+    structlog.reset_defaults()
