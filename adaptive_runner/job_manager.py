@@ -23,47 +23,28 @@ Failures end bounded and explained (docs/architecture.md, "When things go wrong"
 
 from __future__ import annotations
 
-import re
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from itertools import count
 from typing import TYPE_CHECKING
 
 import structlog
 
 from adaptive_runner.database import Database, LearnerState
 from adaptive_runner.error_watch import ErrorWatch
-from adaptive_runner.errors import SchedulerCommandError, StateFileError
-from adaptive_runner.files import atomic_write
+from adaptive_runner.errors import StateFileError
 from adaptive_runner.logs import log_exception
-from adaptive_runner.schedulers.base import JobState, ScriptContext
+from adaptive_runner.schedulers.base import JobState
 from adaptive_runner.start_failure import output_errors, start_failure_reason, unreachable_reason
+from adaptive_runner.submissions import FailedSubmission, Submitter
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-    from pathlib import Path
 
     from adaptive_runner.run_dir import RunDir
     from adaptive_runner.schedulers.base import QueuedTask, Scheduler
 
 log = structlog.get_logger("adaptive_runner.job_manager")
-
-WORKER_MODULE = "adaptive_runner.worker"
-MAX_SUBMIT_BACKOFF_S = 600.0  # a failing submit command is tried at least this often
-_TAG_CHARS = re.compile(r"[^A-Za-z0-9_.+-]")
-
-
-@dataclass(frozen=True, slots=True)
-class FailedSubmission:
-    """A submission that failed: maybe queued all the same, so its tag is asked for first."""
-
-    tag: str
-    script: str
-    n_tasks: int
-    failures: int  # submissions in a row that failed
-    retry_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +143,12 @@ class JobManager:
         self._ended = threading.Event()  # the thread ended: finished, stopped or died
         self._thread: threading.Thread | None = None
         self._started_at = clock()
-        self._script_numbers = count(1)
-        self._max_array_sizes: list[int | None] | None = None
+        self.submitter = Submitter(
+            run_dir,
+            self.schedulers,
+            max_simultaneous_jobs=max_simultaneous_jobs,
+            poll_interval_s=poll_interval_s,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -484,7 +469,7 @@ class JobManager:
             if n_tasks <= 0:
                 continue
             room -= n_tasks
-            retry = self._submit_all(db, snap, group, n_tasks, previous)
+            retry = self.submitter.submit(db, group, n_tasks, previous, now=snap.now)
             if retry is not None:
                 failed[group] = retry
         return replace(memory, failed_submissions=failed)
@@ -505,95 +490,12 @@ class JobManager:
         return doubtful
 
     def _adopt(self, db: Database, snap: Snapshot, memory: Memory) -> tuple[Memory, dict[int, int]]:
-        """Record the arrays of failed submissions that the scheduler has after all.
+        """Adopt the arrays of failed submissions the scheduler has after all (see Submitter).
 
-        Asked every round until the submission is tried again (an array may show up late),
-        and before the run can end, so no array of the run goes unrecorded. Returns the
-        memory without them, and group -> tasks adopted (not in this round's snapshot).
+        Returns the memory without them, and group -> tasks adopted (not in this snapshot).
         """
-        failed = dict(memory.failed_submissions)
-        adopted: dict[int, int] = {}
-        for group, previous in memory.failed_submissions.items():
-            scheduler = self.schedulers[group]
-            array_id = scheduler.find_tagged([previous.tag], jobs_dir=self.run_dir.jobs_dir).get(
-                previous.tag
-            )
-            if array_id is None:
-                continue
-            db.record_array(
-                array_id,
-                n_tasks=previous.n_tasks,
-                script=previous.script,
-                now=snap.now,
-                group=group,
-                tag=previous.tag,
-            )
-            del failed[group]
-            adopted[group] = previous.n_tasks
-            log.info(
-                "adopted an array whose submission had failed", array=array_id, tag=previous.tag
-            )
+        failed, adopted = self.submitter.adopt(db, memory.failed_submissions, now=snap.now)
         return replace(memory, failed_submissions=failed), adopted
-
-    def _submit_all(
-        self,
-        db: Database,
-        snap: Snapshot,
-        group: int,
-        n_tasks: int,
-        previous: FailedSubmission | None,
-    ) -> FailedSubmission | None:
-        """Submit ``n_tasks`` for ``group``, split where the scheduler's array size forces it.
-
-        Returns the failed submission to retry later (after asking for its tag), if any.
-        """
-        if self._max_array_sizes is None:
-            self._max_array_sizes = [s.max_array_size() for s in self.schedulers]
-        chunk = self._max_array_sizes[group] or n_tasks
-        for first in range(0, n_tasks, chunk):
-            size = min(chunk, n_tasks - first)
-            tag, script = self._write_script(group, size, snap.now)
-            try:
-                array_id = self.schedulers[group].submit(
-                    script,
-                    n_tasks=size,
-                    max_running=min(size, self.max_simultaneous_jobs),
-                    tag=tag,
-                )
-            except SchedulerCommandError as e:
-                failures = 1 if previous is None else previous.failures + 1
-                delay = min(MAX_SUBMIT_BACKOFF_S, self.poll_interval_s * 2 ** (failures - 1))
-                db.record_submit_error(group, error=str(e))
-                log.warning(
-                    "submission failed; asking for its tag before trying again",
-                    group=group,
-                    tag=tag,
-                    retry_in_s=delay,
-                    error=str(e),
-                )
-                return FailedSubmission(tag, str(script), size, failures, snap.now + delay)
-            db.record_array(
-                array_id, n_tasks=size, script=str(script), now=snap.now, group=group, tag=tag
-            )
-            log.info("submitted array", array=array_id, group=group, tasks=size, tag=tag)
-        return None
-
-    def _write_script(self, group: int, n_tasks: int, now: float) -> tuple[str, Path]:
-        """A fresh tag and the job script for one array of ``group``, written atomically."""
-        name = _TAG_CHARS.sub("_", self.run_dir.path.name)[:40]
-        tag = f"{name if name[:1].isalnum() else 'run' + name}-{secrets.token_hex(4)}"
-        ctx = ScriptContext(
-            job_name=tag,
-            run_dir=self.run_dir.path,
-            log_dir=self.run_dir.logs_dir,
-            n_tasks=n_tasks,
-            max_running=min(n_tasks, self.max_simultaneous_jobs),
-            worker_args=["-m", WORKER_MODULE, str(self.run_dir.path), str(group)],
-        )
-        number = next(self._script_numbers)
-        script = self.run_dir.jobs_dir / f"{self.run_dir.path.name}-{int(now)}-{number}.sh"
-        atomic_write(script, self.schedulers[group].render(ctx).encode(), mode=0o755)
-        return tag, script
 
 
 def split_foreign(

@@ -159,8 +159,9 @@ def hangs_at_zero(x: float) -> float:
 def test_a_point_that_hangs_fails_its_learner_instead_of_burning_allocations(
     tmp_path: Path,
 ) -> None:
-    # Each job gets its time-limit warning (SIGUSR1) after 3 s, as SLURM's --signal would.
-    limit = ar.Local(extra_script="( sleep 3; kill -USR1 $$ ) &", kill_grace_s=1)
+    # Each job gets its time-limit warning (SIGUSR1) after 6 s, as SLURM's --signal would
+    # (long enough for a loaded machine to start Python and evaluate the two bounds).
+    limit = ar.Local(extra_script="( sleep 6; kill -USR1 $$ ) &", kill_grace_s=1)
     learners = [adaptive.Learner1D(hangs_at_zero, bounds=(-1, 1))]
     fnames = [tmp_path / "data" / "0.pickle"]
     rm = ar.RunManager(
