@@ -6,7 +6,6 @@ import dataclasses
 import socket
 import time
 import weakref
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,29 +13,22 @@ import cloudpickle
 import structlog
 
 from adaptive_runner import goals
-from adaptive_runner.auth import create_keys
 from adaptive_runner.database import Database, LearnerState
 from adaptive_runner.database_manager import DatabaseManager, check_address, interface_address
 from adaptive_runner.error_watch import DEFAULT_KILL_PATTERNS, check_patterns
 from adaptive_runner.errors import ConfigError, ManagerDiedError
-from adaptive_runner.files import atomic_write
 from adaptive_runner.job_manager import JobManager
 from adaptive_runner.logs import log_managers_to, stop_logging_managers_to
 from adaptive_runner.run import Run, remove_files
-from adaptive_runner.run_dir import (
-    GroupConfig,
-    RunConfig,
-    RunDir,
-    RunLock,
-    config_changes,
-    config_hash,
-)
+from adaptive_runner.run_dir import RunConfig, RunDir, RunLock
+from adaptive_runner.run_setup import create_run, rewrite_run, run_digest
 from adaptive_runner.schedulers import scheduler_class
 from adaptive_runner.validation import positive_int, positive_seconds
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Callable, Collection, Mapping, Sequence
+    from datetime import timedelta
 
     from adaptive_runner.log_parser import LogRecords
     from adaptive_runner.schedulers.base import Scheduler
@@ -255,8 +247,7 @@ class RunManager:
         for scheduler in self.schedulers:  # before anything is written: a bad partition, ...
             scheduler.check()
         url_host = self._url_host()  # an unknown interface, too
-        learner_types = [f"{type(x).__module__}.{type(x).__qualname__}" for x in self.learners]
-        digest = config_hash(self.fnames, learner_types, self.dependencies, self.learner_groups)
+        digest = run_digest(self)
         if self.run_dir.exists():
             existing = self.run_dir.read_config()
             if existing.config_hash != digest and not self.overwrite:
@@ -270,7 +261,7 @@ class RunManager:
             else:
                 self._locked(lambda: self._rerun(existing))
         else:
-            self._create(digest, replace=False)
+            create_run(self, digest, replace=False)
         if self.check_goal_on_start:
             self._locked(lambda: self._run.complete_reached(self.goal))
         self._start_managers(url_host)
@@ -307,7 +298,7 @@ class RunManager:
                 time.sleep(0.2)  # tasks still exiting write into the run directory's paths
             if active:
                 log.warning("jobs of the replaced run are still active", tasks=active)
-            self._create(digest, replace=True)
+            create_run(self, digest, replace=True)
         finally:
             self._lock.release()  # a lock on the replaced directory's file
 
@@ -322,73 +313,13 @@ class RunManager:
     def _local_only(self) -> bool:
         return all(s.bind_host == LOOPBACK for s in self.schedulers)
 
-    def _config(self, digest: str, *, name: str, created: str) -> RunConfig:
-        return RunConfig(
-            name=name,
-            created=created,
-            url="",  # set when the database manager listens
-            config_hash=digest,
-            groups=[GroupConfig(s.name, scheduler_options(s)) for s in self.schedulers],
-            n_learners=len(self.learners),
-            save_interval_s=self.save_interval_s,
-            log_interval_s=self.log_interval_s,
-            lease_timeout_s=self.lease_timeout_s,
-            max_fails=self.max_fails,
-            max_simultaneous_jobs=self.max_simultaneous_jobs,
-            poll_interval_s=self.poll_interval_s,
-            kill_on_error=list(self.kill_on_error),
-            claim_timeout_s=self.claim_timeout_s,
-            host=self.host,
-            interface=self.interface,
-            goal=goals.describe_goal(self.goal),
-        )
-
-    def _create(self, digest: str, *, replace: bool) -> None:
-        """Write a new run directory (staged beside its target, then renamed into place)."""
-        blobs = self._pickle_learners()
-        goal_blob = cloudpickle.dumps(self.goal)
-        created = datetime.now(UTC).isoformat(timespec="seconds")
-
-        def populate(staging: RunDir) -> None:
-            staging.write_learners(blobs)
-            atomic_write(staging.goal_file, goal_blob)
-            create_keys(staging.keys_dir)
-            Database.create(
-                staging.database,
-                self.fnames,
-                dependencies=self.dependencies,
-                max_fails=self.max_fails,
-                groups=self.learner_groups,
-            ).close()
-            name = self.run_dir.path.name
-            staging.write_config(self._config(digest, name=name, created=created))
-
-        self.run_dir.create(populate, replace=replace)
-
-    def _pickle_learners(self) -> list[bytes]:
-        blobs = []
-        for index, learner in enumerate(self.learners):
-            try:
-                blobs.append(cloudpickle.dumps(learner))
-            except Exception as e:  # any pickling failure becomes one clear error
-                raise ConfigError(
-                    f"learner {index} cannot be pickled ({type(e).__name__}: {e}); define its "
-                    "function at module level or make what it captures picklable"
-                ) from e
-        return blobs
-
     def _rerun(self, existing: RunConfig) -> None:
         """Continue an existing run with this call's learners, goal and settings.
 
-        Every pack is rewritten with the new pickles, done learners' too: those never run
-        again, and one rewrite per pack is simpler and cheaper than splicing old entries in;
-        :meth:`load_learners` then gives every learner the current code.
+        The pickles, goal and run.json are rewritten (see :func:`run_setup.rewrite_run`), so
+        :meth:`load_learners` gives every learner the current code.
         """
-        self.run_dir.write_learners(self._pickle_learners())
-        atomic_write(self.run_dir.goal_file, cloudpickle.dumps(self.goal))
-        config = self._config(existing.config_hash, name=existing.name, created=existing.created)
-        changed = config_changes(existing, config)
-        self.run_dir.write_config(config)
+        changed = rewrite_run(self, existing)
         log.info("run continued with new code", run_dir=str(self.run_dir.path))
         if changed:
             log.info("settings changed", changed=changed)
@@ -621,18 +552,3 @@ class RunManager:
     def load_learners(self) -> list[Any]:
         """The learners (as pickled in the run directory) with the data saved so far."""
         return self._run.load_learners()
-
-
-def scheduler_options(scheduler: Scheduler) -> dict[str, Any]:
-    """The scheduler's constructor arguments as JSON values, to rebuild it on resume."""
-    options: dict[str, Any] = {}
-    for field in dataclasses.fields(scheduler):
-        if not field.init:
-            continue
-        value = getattr(scheduler, field.name)
-        if isinstance(value, Path):
-            value = str(value)
-        elif isinstance(value, dict | tuple):
-            value = dict(value) if isinstance(value, dict) else list(value)
-        options[field.name] = value
-    return options

@@ -16,8 +16,8 @@ import pytest
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.schedulers.base import JobState, QueuedTask, ScriptContext, TaskEnd
-from adaptive_runner.schedulers.pbs import (
-    PBS,
+from adaptive_runner.schedulers.pbs import PBS
+from adaptive_runner.schedulers.pbs_parsers import (
     only_jobs_gone,
     parse_pbspro_json,
     parse_pbspro_names,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from adaptive_runner.schedulers.base import Scheduler
@@ -25,3 +27,22 @@ def scheduler_class(name: str) -> type[Scheduler]:
         raise KeyError(f"unknown scheduler {name!r}; known: {', '.join(_BACKENDS)}") from None
     result: type[Scheduler] = getattr(importlib.import_module(module), cls)
     return result
+
+
+def scheduler_options(scheduler: Scheduler) -> dict[str, Any]:
+    """The scheduler's constructor arguments as JSON values, to rebuild it on resume.
+
+    run.json stores them per group beside the registry key; ``scheduler_class(name)(**options)``
+    makes the scheduler again.
+    """
+    options: dict[str, Any] = {}
+    for field in dataclasses.fields(scheduler):
+        if not field.init:
+            continue
+        value = getattr(scheduler, field.name)
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, dict | tuple):
+            value = dict(value) if isinstance(value, dict) else list(value)
+        options[field.name] = value
+    return options
