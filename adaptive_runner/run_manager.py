@@ -320,9 +320,9 @@ class RunManager:
         :meth:`load_learners` gives every learner the current code.
         """
         changed = rewrite_run(self, existing)
-        log.info("run continued with new code", run_dir=str(self.run_dir.path))
-        if changed:
-            log.info("settings changed", changed=changed)
+        # What changed since the last session (goal, options, intervals), when anything did.
+        details = {"changed": changed} if changed else {}
+        log.info("run continued with new code", run_dir=str(self.run_dir.path), **details)
         if self.retry_failed:
             put_back = self._run.retry()
             if put_back:

@@ -299,8 +299,26 @@ def test_one_manager_per_run(tmp_path: Path) -> None:
     try:
         with pytest.raises(ConfigError, match="is managed already"):
             ar.RunManager.resume(tmp_path / "run")
-        with pytest.raises(ConfigError, match="is managed already"):
-            make_rm(tmp_path, make_learners(2), goal=5).start()  # same run, new settings
+        # Another process (a second notebook) starting the same run, with new settings.
+        code = textwrap.dedent(
+            f"""
+            import sys
+            from pathlib import Path
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            from helpers_run import make_learners, make_rm
+            from adaptive_runner.errors import ConfigError
+            try:
+                make_rm(Path({str(tmp_path)!r}), make_learners(2), goal=5).start()
+            except ConfigError as e:
+                print(e)
+                sys.exit(3)
+            """
+        )
+        other = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+        )
+        assert other.returncode == 3, other.stderr
+        assert "is managed already" in other.stdout
         assert cloudpickle.loads((tmp_path / "run" / "goal.pickle").read_bytes()) == 10_000
         assert sum(ar.RunManager.open(tmp_path / "run").status().values()) == 2  # watching: fine
     finally:
