@@ -100,21 +100,27 @@ def test_status_shows_why_jobs_cannot_start(
     assert "No such file or directory" in status_html(snapshot)
 
 
-def test_a_job_that_hangs_before_claiming_is_cancelled_and_explained(tmp_path: Path) -> None:
-    # The task runs but never reaches the manager, as on a node that cannot connect to it.
-    rm = start_run(
-        tmp_path,
-        ar.Local(extra_script="sleep 600", kill_grace_s=1),
-        claim_timeout=2,
-        max_fails=1,
-    )
+@pytest.mark.parametrize(
+    ("scheduler", "options", "url"),
+    [
+        # The job hangs before Python starts, as on a node that cannot mount the home.
+        (ar.Local(extra_script="sleep 600", kill_grace_s=1), {}, "tcp://127.0.0.1:"),
+        # The manager listens on 127.0.0.1 (Local); the jobs are told 127.0.0.2: nothing there.
+        (ar.Local(kill_grace_s=1), {"host": "127.0.0.2"}, "tcp://127.0.0.2:"),
+    ],
+    ids=["hangs-before-python", "unreachable-address"],
+)
+def test_a_job_that_never_claims_is_cancelled_and_explained(
+    tmp_path: Path, scheduler: ar.Local, options: dict[str, Any], url: str
+) -> None:
+    rm = start_run(tmp_path, scheduler, claim_timeout=3, max_fails=1, **options)
     try:
         assert rm.wait(timeout=120) is False
     finally:
         rm.stop()
     n_arrays, reason = arrays_and_reason(tmp_path)
     assert n_arrays == 1
-    assert "without reaching the database manager at tcp://127.0.0.1:" in reason
+    assert f"without reaching the database manager at {url}" in reason
     assert "host=" in reason
 
 
@@ -133,21 +139,6 @@ def test_the_fixed_rerun_starts_the_failed_group_afresh(tmp_path: Path) -> None:
     with Database.open(tmp_path / "run" / "state.sqlite") as db:
         assert db.group_states() == []
         assert {row.error for row in db.learners()} == {None}
-
-
-def test_a_manager_address_the_jobs_cannot_reach_is_named(tmp_path: Path) -> None:
-    # The manager listens on 127.0.0.1 (Local); the jobs are told 127.0.0.2, where nothing is.
-    rm = start_run(
-        tmp_path, ar.Local(kill_grace_s=1), host="127.0.0.2", claim_timeout=3, max_fails=1
-    )
-    try:
-        assert rm.wait(timeout=120) is False
-    finally:
-        rm.stop()
-    n_arrays, reason = arrays_and_reason(tmp_path)
-    assert n_arrays == 1
-    assert "without reaching the database manager at tcp://127.0.0.2:" in reason
-    assert "host=" in reason
 
 
 def hangs_at_zero(x: float) -> float:
