@@ -66,6 +66,9 @@ class Database(Queries):
         self._in_batch = False
         # learner -> its latest heartbeat row values, written with the next transaction.
         self._heartbeats: dict[int, tuple[int, float | None, float, int, float, int, str]] = {}
+        # Holds this connection ended (done, released, failed, lost): a change the job
+        # manager acts on at once (the run may be over, a learner needs a new job).
+        self.holds_ended = 0
         # Dependencies are fixed at creation; without any, done has no dependents to update.
         self._has_dependencies = (
             conn.execute("SELECT 1 FROM dependencies LIMIT 1").fetchone() is not None
@@ -311,6 +314,7 @@ class Database(Queries):
             if self._has_dependencies:
                 count_done(c, learner)
             finish_task(c, task, learner, Outcome.DONE, now)
+            self.holds_ended += 1
             return True
 
     def release(
@@ -571,6 +575,7 @@ class Database(Queries):
         if not rows:
             return False
         ((state, failures),) = rows
+        self.holds_ended += 1
         finish_task(c, task, learner, outcome, now)
         add_event(c, now, learner, task, kind=outcome, detail=detail)
         if state == LearnerState.FAILED:

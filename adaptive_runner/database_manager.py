@@ -78,6 +78,9 @@ class DatabaseManager:
     url_host
         The host name jobs connect to, when it differs from ``bind_host``.
 
+    Set ``on_change`` to be called, from the serving thread, after a batch in which a learner
+    was done or given back: the job manager's wake-up.
+
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class DatabaseManager:
         self.url: str | None = None
         self.error: StateFileError | None = None  # why it stopped serving on its own
         self.died: BaseException | None = None  # what ended a thread, if not stop()
+        self.on_change: Callable[[], None] | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -203,8 +207,11 @@ class DatabaseManager:
                     flushed = time.monotonic()
                     db.check_file()  # deleted, replaced or damaged: StateFileError ends serving
                     _attempt(db.flush_heartbeats, "heartbeats not written; kept for the next try")
+                ended = db.holds_ended
                 if not _attempt(partial(_answer_waiting, socket, poller, db), "serving failed"):
                     self._stop.wait(_ERROR_PAUSE_S)
+                if db.holds_ended != ended and self.on_change is not None:
+                    self.on_change()  # a learner is done or back: the job manager acts now
         except StateFileError as e:
             self.error = e  # the checkpoints stop too: nothing more goes into that file
             log.error("the database manager stopped serving", error=str(e))  # noqa: TRY400 - says it all

@@ -55,6 +55,8 @@ class Memory:
     cancelling: frozenset[str] = frozenset()  # taken for lost: cancelled until the queue agrees
     unreachable: Mapping[str, str] = field(default_factory=dict)  # array -> claim-timeout reason
     failed_submissions: Mapping[int, FailedSubmission] = field(default_factory=dict)
+    last: Snapshot | None = None  # the last poll's snapshot, for rounds between polls
+    quick_top_up: bool = False  # a round between polls submitted already since the last poll
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,7 @@ class JobManager:
         self.round_lock = threading.Lock()
         self._finished = threading.Event()
         self._ended = threading.Event()  # the thread ended: finished, stopped or died
+        self._wake = threading.Event()  # a learner is done or back: act before the next poll
         self._thread: threading.Thread | None = None
         self._started_at = clock()
         self.submitter = Submitter(
@@ -161,6 +164,7 @@ class JobManager:
     def stop(self) -> None:
         """Stop after the current round; jobs keep running."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
 
@@ -193,11 +197,24 @@ class JobManager:
         finally:
             self._ended.set()
 
+    def wake(self) -> None:
+        """Act now, not at the next poll: a learner was done, released or failed.
+
+        The woken round asks the scheduler nothing (see :meth:`quick_round`). Thread-safe:
+        the database manager calls it from its serving thread.
+        """
+        self._wake.set()
+
     def _rounds(self, db: Database) -> None:
+        next_poll = time.monotonic()
         while not self._stop.is_set():
+            self._wake.clear()  # a change during this round wakes the next one
+            poll = time.monotonic() >= next_poll
+            if poll:
+                next_poll = time.monotonic() + self.poll_interval_s
             try:
                 with self.round_lock:
-                    finished = self.round(db)
+                    finished = self.round(db) if poll else self.quick_round(db)
             except StateFileError:
                 raise  # the state is gone: no round can work; _loop keeps it for wait()
             except Exception as e:  # noqa: BLE001 - a scheduler hiccup, a full disk: try again
@@ -208,9 +225,29 @@ class JobManager:
                 if finished:
                     self._finished.set()
                     return
-            self._stop.wait(self.poll_interval_s)
+            self._wake.wait(max(0.0, next_poll - time.monotonic()))
 
     # -- one round -------------------------------------------------------------------------
+
+    def quick_round(self, db: Database) -> bool:
+        """A round between polls, woken by a learner that is done or back; True when finished.
+
+        No scheduler call: when no learner is waiting or running the last full round runs
+        now (so the run ends within a second of its last learner, at the cost of one queue
+        call); otherwise claimable learners get their array now, from the last poll's
+        queue and the current holders (at most once between two polls: the new array's
+        tasks are not in that queue).
+        """
+        counts = db.counts()
+        if counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0:
+            return self.round(db)
+        last = self.memory.last
+        if last is None or self.memory.quick_top_up:
+            return False
+        snap = replace(last, now=self.clock(), holders=db.running_tasks())
+        memory = self._top_up(db, snap, self.memory, {})
+        self.memory = replace(memory, quick_top_up=True)
+        return False
 
     def round(self, db: Database) -> bool:
         """Do one round of bookkeeping and submission; return True when the run is finished."""
@@ -233,6 +270,7 @@ class JobManager:
             log.info("run finished", **counts)
             self.memory = memory
             return True
+        memory = replace(memory, last=snap, quick_top_up=False)
         self.memory = self._top_up(db, snap, memory, adopted)
         return False
 

@@ -363,6 +363,7 @@ class RunManager:
             url=url,
             kill_on_error=self.kill_on_error,
         )
+        self.database_manager.on_change = self.job_manager.wake  # act within a second
         self.job_manager.start()
 
     # -- resuming --------------------------------------------------------------------------
