@@ -20,6 +20,7 @@ from adaptive_runner.database_schema import (
     as_index,
 )
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.vocabulary import Outcome
 
 if TYPE_CHECKING:
     import sqlite3
@@ -72,6 +73,21 @@ class Queries:
             ).fetchone()
             if row is not None:
                 found[array_id] = int(row[0])
+        return found
+
+    def exiting(self, tasks: Collection[str]) -> set[str]:
+        """Which of ``tasks`` ended their latest hold other than done: they exit, not claim.
+
+        A task that finished its learner claims the next one; one that released it (a stop
+        signal) or failed it ends.
+        """
+        found: set[str] = set()
+        for task in tasks:
+            row = self._conn.execute(
+                "SELECT outcome FROM tasks WHERE task = ? ORDER BY started DESC LIMIT 1", (task,)
+            ).fetchone()
+            if row is not None and row[0] is not None and row[0] != Outcome.DONE:
+                found.add(task)
         return found
 
     def claimed(self, tasks: Collection[str]) -> set[str]:

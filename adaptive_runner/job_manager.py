@@ -483,7 +483,10 @@ class JobManager:
             for t in memory.cancelling
             if self.schedulers[active[t]].array_of(t) not in memory.unreachable
         }
-        about_to_claim = set(active) - set(snap.holders) - lost
+        unbound = set(active) - set(snap.holders) - lost
+        # A running task whose last learner was released or failed is exiting, not claiming.
+        running = [t for t in unbound if snap.queues[active[t]][t] == JobState.RUNNING]
+        about_to_claim = unbound - db.exiting(running)
         probing = {state.group for state in db.group_states() if state.start_failures}
         doubtful = self._doubtful_groups(db, snap, memory)
         failed = dict(memory.failed_submissions)

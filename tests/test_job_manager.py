@@ -399,3 +399,31 @@ def test_no_more_jobs_while_a_live_array_shows_tasks_that_never_claimed(
     clock.now += 10
     jm.round(db)  # a task of it reached the manager: the array can start, top up again
     assert scheduler.submitted() == [3, 1]
+
+
+def test_a_round_between_polls_asks_the_scheduler_nothing(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock, max_simultaneous_jobs=10)
+    jm.round(db)
+    (array_id,) = db.active_arrays()
+    for i in range(3):
+        task = f"{array_id}_{i}"
+        scheduler.arrays[array_id][task] = JobState.RUNNING
+        db.claim(task, host="n", pid=1, now=clock.now, array=array_id)
+    clock.now += 10
+    jm.round(db)
+    queries = [c for c in scheduler.calls if c[0] == "queue"]
+    db.release(f"{array_id}_0", 0, reason="SIGUSR1", now=clock.now, npoints=5)
+    assert jm.quick_round(db) is False
+    assert scheduler.submitted() == [3, 1]  # the released learner's job, at once
+    assert jm.quick_round(db) is False  # the new array is not in the last poll's queue:
+    assert scheduler.submitted() == [3, 1]  # no second one before the next poll
+    assert [c for c in scheduler.calls if c[0] == "queue"] == queries
+    for i in (1, 2):  # the last learners done: the round between polls ends the run
+        db.done(f"{array_id}_{i}", i, npoints=5, loss=None, now=clock.now)
+    (new_array,) = [a for a in db.active_arrays() if a != array_id]
+    db.claim(f"{new_array}_0", host="n", pid=1, now=clock.now, array=new_array)
+    db.done(f"{new_array}_0", 0, npoints=9, loss=None, now=clock.now)
+    assert jm.quick_round(db) is True
