@@ -134,9 +134,13 @@ def make_rm(
     *,
     fname_prefix: str = "l",
     kill_grace_s: float = 30.0,
+    scheduler: Local | None = None,
     **kwargs: Any,
 ) -> RunManager:
-    """A RunManager on the Local scheduler with short intervals; ``kwargs`` override them."""
+    """A RunManager on the Local scheduler with short intervals; ``kwargs`` override them.
+
+    ``scheduler`` replaces the default ``Local(cores=1, kill_grace_s=kill_grace_s)``.
+    """
     fnames = [tmp_path / "data" / f"{fname_prefix}{i}.pickle" for i in range(len(learners))]
     options: dict[str, Any] = {
         "goal": 30,
@@ -146,7 +150,7 @@ def make_rm(
         "log_interval": 0.3,
         "poll_interval": 0.3,
     }
-    scheduler = Local(cores=1, kill_grace_s=kill_grace_s)
+    scheduler = scheduler or Local(cores=1, kill_grace_s=kill_grace_s)
     return RunManager(scheduler, learners, fnames, **(options | kwargs))
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import adaptive
 import cloudpickle
 import pytest
-from helpers_run import make_learners
+from helpers_run import make_learners, make_rm
 
 import adaptive_runner as ar
 from adaptive_runner.cli import main
@@ -26,16 +26,10 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def start_run(tmp_path: Path, scheduler: ar.Local, **options: Any) -> ar.RunManager:
-    learners = make_learners(3)
-    fnames = [tmp_path / "data" / f"{i}.pickle" for i in range(len(learners))]
-    settings: dict[str, Any] = {
-        "goal": 30,
-        "run_dir": tmp_path / "run",
-        "max_simultaneous_jobs": 4,
-        "poll_interval": 0.3,
-        "max_fails": 3,
-    }
-    return ar.RunManager(scheduler, learners, fnames, **(settings | options)).start()
+    """Three learners on ``scheduler``, started; ``options`` override make_rm's."""
+    return make_rm(
+        tmp_path, make_learners(3), scheduler=scheduler, **({"max_fails": 3} | options)
+    ).start()
 
 
 def arrays_and_reason(tmp_path: Path) -> tuple[int, str]:
