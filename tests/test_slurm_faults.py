@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import pytest
 from helpers_run import make_learners
-from test_slurm_run import run, run_arrays, sbatch_calls
+from test_slurm_run import run, run_arrays, sbatch_calls, wrap_sbatch
 
 import adaptive_runner as ar
 from adaptive_runner.database import Database
@@ -49,27 +47,19 @@ def test_failing_module_load_ends_after_max_fails_arrays(
 @pytest.fixture
 def late_failing_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An ``sbatch`` that queues the array, then reports a time-out once (as SLURM may)."""
-    real = shutil.which("sbatch")
-    assert real is not None
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls, failed = tmp_path / "sbatch-calls", tmp_path / "sbatch-failed-once"
-    calls.touch()
-    script = f"""#!/bin/sh
-echo "$*" >> {shlex.quote(str(calls))}
-out=$({shlex.quote(real)} "$@") || exit $?
-if [ ! -e {shlex.quote(str(failed))} ]; then
-    touch {shlex.quote(str(failed))}
+    failed = shlex.quote(str(tmp_path / "sbatch-failed-once"))
+    return wrap_sbatch(
+        tmp_path,
+        monkeypatch,
+        f"""out=$("$REAL" "$@") || exit $?
+if [ ! -e {failed} ]; then
+    touch {failed}
     echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2
     exit 1
 fi
 echo "$out"
-"""
-    wrapper = bin_dir / "sbatch"
-    wrapper.write_text(script)
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return calls
+""",
+    )
 
 
 def test_submit_that_queues_then_fails_is_adopted(
@@ -96,19 +86,8 @@ class PromptSLURM(ar.SLURM):
 def test_submit_that_hangs_after_queueing_is_adopted(
     run: Callable[..., ar.RunManager], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = shutil.which("sbatch")
-    assert real is not None
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "sbatch-calls"
-    wrapper = bin_dir / "sbatch"
     # Queues the array, then hangs (exec: the process the time-out kills is the sleep).
-    wrapper.write_text(
-        f'#!/bin/sh\necho "$*" >> {shlex.quote(str(calls))}\n'
-        f'{shlex.quote(real)} "$@" > /dev/null || exit $?\nexec sleep 30\n'
-    )
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    calls = wrap_sbatch(tmp_path, monkeypatch, '"$REAL" "$@" > /dev/null || exit $?\nexec sleep 30')
     rm = run(make_learners(2), scheduler=PromptSLURM(cores=1))
     assert rm.wait(timeout=PATIENCE_S) is True
     assert len(calls.read_text().splitlines()) == 1

@@ -45,9 +45,11 @@ def square_in(x: float, pid_dir: str) -> float:
     return x**2
 
 
-@pytest.fixture
-def sbatch_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Put an ``sbatch`` on PATH that logs each call, then runs the real one."""
+def wrap_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then: str) -> Path:
+    """Put an ``sbatch`` on PATH that logs each call (to the returned file), then runs ``then``.
+
+    ``then`` is shell text in which ``"$REAL"`` is the real sbatch.
+    """
     real = shutil.which("sbatch")
     assert real is not None
     bin_dir = tmp_path / "bin"
@@ -56,11 +58,17 @@ def sbatch_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     calls.touch()
     wrapper = bin_dir / "sbatch"
     wrapper.write_text(
-        f'#!/bin/sh\necho "$*" >> {shlex.quote(str(calls))}\nexec {shlex.quote(real)} "$@"\n'
+        f'#!/bin/sh\nREAL={shlex.quote(real)}\necho "$*" >> {shlex.quote(str(calls))}\n{then}\n'
     )
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return calls
+
+
+@pytest.fixture
+def sbatch_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put an ``sbatch`` on PATH that logs each call, then runs the real one."""
+    return wrap_sbatch(tmp_path, monkeypatch, 'exec "$REAL" "$@"')
 
 
 @pytest.fixture
