@@ -3,9 +3,9 @@
 Each backend's package is imported only when it is chosen, so a sequential worker never pays
 for loky's workers or MPI's initialisation.
 
-- ``sequential``: points run one at a time in one daemon thread of the worker, so the
-  worker's event loop stays free to heartbeat, save and react to SIGTERM while a point that
-  takes hours runs (a point running in the loop itself would let its lease expire).
+- ``sequential``: no pool; points run one at a time in the thread that runs the learner
+  (``learner_runs.ThreadRun``), so the worker's event loop stays free to heartbeat, save and
+  react to SIGTERM while a point that takes hours runs.
 - ``process-pool``: the standard library's ProcessPoolExecutor with ``cores`` processes,
   started by a fork server (the worker has threads, so plain fork is unsafe). Functions are
   pickled by reference: the learner's function must live in an importable module.
@@ -19,19 +19,10 @@ for loky's workers or MPI's initialisation.
 
 from __future__ import annotations
 
-import queue
-import threading
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from concurrent.futures import Executor, ProcessPoolExecutor
 
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.schedulers.base import EXECUTORS
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 # Pools a task shuts down and makes again between learners, to free the processes still
 # evaluating points of the finished one. mpi4py's pool is the job's MPI world (mpiexec
@@ -39,56 +30,12 @@ T = TypeVar("T")
 REMADE_BETWEEN_LEARNERS = frozenset({"process-pool", "loky"})
 
 
-class PointThread(Executor):
-    """Evaluates points one at a time, in order, in a single daemon thread.
-
-    Unlike ThreadPoolExecutor's threads, a daemon thread does not keep a worker that was told
-    to stop alive until the point it is evaluating ends: its data is saved already.
-    """
-
-    def __init__(self) -> None:
-        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread = threading.Thread(target=self._work, name="points", daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        """Queue ``fn(*args, **kwargs)``; its future completes when the thread has run it."""
-        future: Future[T] = Future()
-        self._calls.put((future, lambda: fn(*args, **kwargs)))
-        return future
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:  # noqa: FBT001, FBT002 - Executor's signature
-        """Stop after the queued points (or drop them with ``cancel_futures``)."""
-        if cancel_futures:
-            while True:
-                try:
-                    call = self._calls.get_nowait()
-                except queue.Empty:
-                    break
-                if call is not None:
-                    call[0].cancel()
-        self._calls.put(None)
-        if wait:
-            self._thread.join()
-
-    def _work(self) -> None:
-        while (call := self._calls.get()) is not None:
-            future, run = call
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(run())
-            except BaseException as e:  # noqa: BLE001 - the future carries it to the runner
-                future.set_exception(e)
-
-
-def make_executor(name: str, cores: int) -> tuple[Executor, int]:
+def make_executor(name: str, cores: int) -> tuple[Executor, int] | None:
     """Create the executor ``name`` for a job with ``cores`` cores.
 
     Returns the executor and how many points it evaluates at once (the Runner's ``ntasks``,
-    given explicitly so adaptive need not probe the executor type, which imports mpi4py).
+    given explicitly so adaptive need not probe the executor type, which imports mpi4py), or
+    None for ``sequential``, which needs no executor.
 
     Parameters
     ----------
@@ -103,7 +50,7 @@ def make_executor(name: str, cores: int) -> tuple[Executor, int]:
     if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
         raise ConfigError(f"cores={cores!r}: must be a positive integer")
     if name == "sequential":
-        return PointThread(), 1
+        return None
     if name == "process-pool":
         import multiprocessing  # noqa: PLC0415
 

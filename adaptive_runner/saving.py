@@ -24,19 +24,19 @@ if TYPE_CHECKING:
 COMPRESS_LEVEL = 6
 
 
-def dump_data(learner: Any) -> bytes:
-    """The bytes of ``learner``'s data file: gzip(cloudpickle(learner._get_data()))."""
-    blob = cloudpickle.dumps(learner._get_data(), protocol=pickle.HIGHEST_PROTOCOL)  # noqa: SLF001 - adaptive's data API
-    return gzip.compress(blob, compresslevel=COMPRESS_LEVEL)
+def pickle_data(learner: Any) -> bytes:
+    """The cloudpickle of ``learner._get_data()``: the part of a save that reads the learner."""
+    pickled: bytes = cloudpickle.dumps(learner._get_data(), protocol=pickle.HIGHEST_PROTOCOL)  # noqa: SLF001 - adaptive's data API
+    return pickled
 
 
-def save_data(learner: Any, path: Path) -> int:
-    """Write ``learner``'s data to ``path`` atomically and durably; return the bytes written.
+def write_data(pickled: bytes, path: Path) -> int:
+    """Write :func:`pickle_data`'s bytes to ``path``, gzipped, atomically and durably.
 
-    Raises ``OSError`` (disk full, permissions) or the pickling error; the old file, if any,
-    is then left as it was.
+    Returns the bytes written. Raises ``OSError`` (disk full, permissions); the old file, if
+    any, is then left as it was.
     """
-    data = dump_data(learner)
+    data = gzip.compress(pickled, compresslevel=COMPRESS_LEVEL)
     atomic_write(path, data)
     return len(data)
 

@@ -38,7 +38,7 @@ import traceback
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -50,13 +50,15 @@ from adaptive_runner.schedulers import scheduler_class
 from adaptive_runner.vocabulary import Event
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from concurrent.futures import Executor
 
+    from adaptive_runner.learner_runs import LearnerRun
     from adaptive_runner.protocol import Assignment
     from adaptive_runner.run_dir import GroupConfig, RunConfig
     from adaptive_runner.schedulers.base import TaskIdentity
 
+T = TypeVar("T")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 RELEASE_PATIENCE_S = 30.0  # how long a stopped worker tries to tell the manager
 MAX_RETRY_DELAY_S = 30.0
@@ -150,10 +152,10 @@ class _TaskExecutor:
 
     def __init__(self, group: GroupConfig) -> None:
         self.group = group
-        self._made: tuple[Executor, int] | None = None
+        self._made: tuple[Executor, int] | None = None  # None too for sequential
 
-    def get(self) -> tuple[Executor, int]:
-        """The executor and how many points it evaluates at once."""
+    def get(self) -> tuple[Executor, int] | None:
+        """The pool and how many points it evaluates at once; None for ``sequential``."""
         if self._made is None:
             from adaptive_runner.executors import make_executor  # noqa: PLC0415
 
@@ -252,6 +254,8 @@ class _Job:
         self.fname = Path(assignment.fname)
         self.log = task.log.bind(learner=assignment.learner)
         self.learner: Any = None
+        self._run: LearnerRun | None = None  # while adaptive runs it, read it through this
+        self._state: tuple[int, float | None] = (0, None)  # npoints, loss when last read
         self._saved_npoints: int | None = None
         self._finishing = asyncio.Event()
         self._beat_now = asyncio.Event()  # send a heartbeat without waiting for log_interval_s
@@ -265,17 +269,17 @@ class _Job:
             goal_kwargs = self._load()
             if self.stop.reason is not None:
                 return self._report(_Outcome(_End.STOPPED, self.stop.reason))
-            executor, ntasks = self.executor.get()
+            executor = self.executor.get()
         except Exception:  # noqa: BLE001 - any error while loading is the learner's failure
             return self._report(_Outcome(_End.FAILED, traceback.format_exc()))
         loop = asyncio.new_event_loop()
         try:
-            outcome = loop.run_until_complete(self._supervise(executor, ntasks, goal_kwargs))
+            outcome = loop.run_until_complete(self._supervise(executor, goal_kwargs))
             loop.run_until_complete(loop.shutdown_default_executor())
         except Exception:  # noqa: BLE001 - e.g. adaptive.Runner refusing the learner
-            if not self._fenced():
-                self._save()
             outcome = _Outcome(_End.FAILED, traceback.format_exc())
+            if not self._fenced():
+                loop.run_until_complete(self._save())
         finally:
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)  # back to SIG_DFL, so catch them again:
@@ -305,42 +309,32 @@ class _Job:
                 npoints=self.learner.npoints,
                 seconds=round(time.monotonic() - started, 3),
             )
+        self._state = (self.learner.npoints, None)
         return goal_kwargs
 
     async def _supervise(
-        self, executor: Executor, ntasks: int, goal_kwargs: dict[str, Any]
+        self, executor: tuple[Executor, int] | None, goal_kwargs: dict[str, Any]
     ) -> _Outcome:
         """Run the learner until the goal, a stop signal, lost ownership or an error."""
-        import adaptive  # noqa: PLC0415 - loaded already by unpickling the learner
-        import adaptive.runner  # noqa: PLC0415
+        from adaptive_runner.learner_runs import start_run  # noqa: PLC0415 - imports adaptive
 
-        # adaptive.Runner imports ipyparallel and distributed, when installed, only to check
-        # whether the executor is one of their clients. Ours is always a concurrent.futures
-        # Executor, and those imports (IPython, pandas, ...) can take longer than adaptive.
-        adaptive.runner.with_ipyparallel = adaptive.runner.with_distributed = False
         stopped = self.stop.attach(asyncio.get_running_loop())
-        runner = adaptive.Runner(
-            self.learner,
-            executor=executor,
-            ntasks=ntasks,
-            shutdown_executor=False,
-            ioloop=asyncio.get_running_loop(),
-            **goal_kwargs,
-        )
-        heartbeats = asyncio.create_task(self._heartbeats(runner))
+        run = self._run = start_run(self.learner, goal_kwargs, executor)
+        heartbeats = asyncio.create_task(self._heartbeats())
         saves = asyncio.create_task(self._periodic_saves())
         stop_wait = asyncio.create_task(stopped.wait())
-        await asyncio.wait(
-            {runner.task, heartbeats, stop_wait}, return_when=asyncio.FIRST_COMPLETED
-        )
-        outcome = self._outcome(runner, heartbeats)
+        ends: set[asyncio.Future[Any]] = {run.finished, heartbeats, stop_wait}
+        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        outcome = self._outcome(run.finished, heartbeats)
         if outcome.kind == _End.STOPPED:  # say what it was computing, in case it never ends
-            outcome = _Outcome(outcome.kind, _with_points(outcome.detail, runner.pending_points))
-        for task in (saves, stop_wait, runner.task):
+            outcome = _Outcome(outcome.kind, _with_points(outcome.detail, run.pending_points()))
+        for task in (saves, stop_wait):
             task.cancel()
-        await asyncio.wait({saves, stop_wait, runner.task})  # the runner drops unfinished points
+        await asyncio.wait({saves, stop_wait})
+        await run.stop()
         if outcome.kind != _End.NOT_OWNER:
             outcome = await self._final_save(outcome, heartbeats)
+        self._state = await self._read(lambda learner: (learner.npoints, _finite(learner.loss())))
         self._finishing.set()
         await asyncio.wait({heartbeats})
         return outcome
@@ -361,7 +355,7 @@ class _Job:
             lost = await self._confirm_hold(heartbeats)
             if lost is not None:
                 return lost
-            error = self._save()
+            error = await self._save()
             if error is None:
                 return outcome
             if outcome.kind == _End.FAILED or time.monotonic() + delay > deadline:
@@ -409,7 +403,7 @@ class _Job:
             "not saving, another task may hold the learner now",
         )
 
-    def _outcome(self, runner: Any, heartbeats: asyncio.Task[bool]) -> _Outcome:
+    def _outcome(self, finished: asyncio.Future[None], heartbeats: asyncio.Task[bool]) -> _Outcome:
         if heartbeats.done():
             if heartbeats.exception() is None and not heartbeats.result():
                 return _Outcome(_End.NOT_OWNER)
@@ -418,25 +412,25 @@ class _Job:
                 return _Outcome(_End.UNREACHABLE, _format(error))
             if error is not None:
                 return _Outcome(_End.FAILED, _format(error))
-        if runner.task.done():
-            if runner.task.cancelled():
+        if finished.done():
+            if finished.cancelled():
                 return _Outcome(_End.FAILED, "the adaptive runner was cancelled")
-            error = runner.task.exception()
+            error = finished.exception()
             return _Outcome(_End.DONE) if error is None else _Outcome(_End.FAILED, _format(error))
         return _Outcome(_End.STOPPED, self.stop.reason or "stop requested")
 
-    async def _heartbeats(self, runner: Any) -> bool:
+    async def _heartbeats(self) -> bool:
         """Log status and heartbeat every log_interval_s; False once we lost the learner."""
         usage = _Usage()
         usage.sample()  # cpu_percent counts from the first call
-        start_npoints = self.learner.npoints
+        start_npoints, started = self._state[0], time.monotonic()
         while True:
             await self._next_beat()
             if self._finishing.is_set():
                 return True
-            npoints, loss = self.learner.npoints, _finite(self.learner.loss())
+            npoints, loss = await self._read(lambda lrn: (lrn.npoints, _finite(lrn.loss())))
             cpu, memory = usage.sample()
-            elapsed = runner.elapsed_time()
+            elapsed = time.monotonic() - started
             self.log.info(
                 Event.STATUS,
                 npoints=npoints,
@@ -478,24 +472,34 @@ class _Job:
                     Event.SAVE_FENCED, since_ack_s=round(time.monotonic() - self._acked)
                 )
             else:
-                self._save()
+                await self._save()
 
-    def _save(self) -> str | None:
+    async def _read(self, fn: Callable[[Any], T]) -> T:
+        """``fn(learner)``, called while adaptive does not change the learner."""
+        if self._run is None:
+            return fn(self.learner)
+        return await asyncio.wrap_future(self._run.read(fn))
+
+    async def _save(self) -> str | None:
         """Save the learner's data unless unchanged since the last save; None or the error.
 
         A failure is logged and returned, never raised: the run goes on, the next save may
         work (a full disk gets space again), and the final one decides.
         """
-        from adaptive_runner.saving import save_data  # noqa: PLC0415
+        from adaptive_runner.saving import pickle_data, write_data  # noqa: PLC0415
 
-        npoints = self.learner.npoints
-        if npoints == self._saved_npoints:
-            return None
+        saved = self._saved_npoints
         started = time.monotonic()
         try:
-            size = save_data(self.learner, self.fname)
+            # Only the pickling holds the learner; compressing and writing do not.
+            npoints, blob = await self._read(
+                lambda lrn: (lrn.npoints, None if lrn.npoints == saved else pickle_data(lrn))
+            )
+            if blob is None:
+                return None
+            size = write_data(blob, self.fname)
         except Exception:
-            self.log.exception(Event.SAVE_FAILED, fname=str(self.fname), npoints=npoints)
+            self.log.exception(Event.SAVE_FAILED, fname=str(self.fname), npoints=self._state[0])
             return traceback.format_exc()
         self._saved_npoints = npoints
         self.log.info(
@@ -506,13 +510,12 @@ class _Job:
     def _report(self, outcome: _Outcome) -> int:
         """Log the outcome, tell the database manager, return the exit code."""
         learner = self.assignment.learner
-        npoints: int = 0 if self.learner is None else self.learner.npoints
+        npoints, loss = self._state
         if outcome.kind in (_End.FAILED, _End.UNREACHABLE):
             self.log.error(Event.FAILED, npoints=npoints, traceback=outcome.detail)
             if outcome.kind == _End.UNREACHABLE:
                 return 1  # saved; the job manager finds this task gone and resubmits
         elif outcome.kind == _End.DONE:
-            loss = _finite(self.learner.loss())
             self.log.info(Event.DONE, npoints=npoints, loss=loss)
         else:
             reason = outcome.detail or outcome.kind
@@ -537,11 +540,11 @@ class _Job:
 MAX_POINTS_SHOWN = 5
 
 
-def _with_points(reason: str, pending: list[tuple[Any, Any]]) -> str:
+def _with_points(reason: str, pending: list[Any]) -> str:
     """``reason`` and the points being evaluated when it came (a hung one is among them)."""
     if not pending:
         return reason
-    points = ", ".join(repr(x) for _, x in pending[:MAX_POINTS_SHOWN])
+    points = ", ".join(repr(x) for x in pending[:MAX_POINTS_SHOWN])
     more = f" and {len(pending) - MAX_POINTS_SHOWN} more" if len(pending) > MAX_POINTS_SHOWN else ""
     return f"{reason}; points in evaluation: {points}{more}"
 

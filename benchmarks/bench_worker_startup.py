@@ -50,6 +50,8 @@ FORBIDDEN = (
     "adaptive_runner.job_manager",
 )
 
+ARRAY_ID = "L1"
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
@@ -64,26 +66,36 @@ def stamp_first_point(x: float, *, stamp: str) -> float:
     return x
 
 
-def make_run(path: Path) -> RunDir:
-    """A run directory whose one learner reaches its goal (1 point) at the first point."""
+def make_run(
+    path: Path,
+    learner: object,
+    goal: object,
+    group: dict[str, object] | None = None,
+    *,
+    save_interval_s: float = 300.0,
+    log_interval_s: float = 60.0,
+) -> RunDir:
+    """A run directory of one learner, as a RunManager would write it (no job manager)."""
     run_dir = RunDir(path)
     for directory in (run_dir.learners_dir, run_dir.logs_dir, run_dir.jobs_dir):
         directory.mkdir(parents=True)
     create_keys(run_dir.keys_dir)
-    Database.create(run_dir.database, [str(path / "data.pickle")], dependencies={}, max_fails=3)
-    stamp = functools.partial(stamp_first_point, stamp=str(path / "first_point"))
-    run_dir.write_learners([cloudpickle.dumps(adaptive.Learner1D(stamp, bounds=(0, 1)))])
-    run_dir.goal_file.write_bytes(cloudpickle.dumps(1))
+    with Database.create(
+        run_dir.database, [str(path / "data.pickle")], dependencies={}, max_fails=3
+    ) as db:  # the workers run as tasks of the Local array L1 (their environment says so)
+        db.record_array(ARRAY_ID, n_tasks=10_000, script="", now=time.time())
+    run_dir.write_learners([cloudpickle.dumps(learner)])
+    run_dir.goal_file.write_bytes(cloudpickle.dumps(goal))
     run_dir.write_config(
         RunConfig(
             name="bench",
             created=datetime.now(UTC).isoformat(),
             url="",
             config_hash="bench",
-            groups=[GroupConfig("local", {"executor": "sequential", "cores": 1})],
+            groups=[GroupConfig("local", group or {"executor": "sequential", "cores": 1})],
             n_learners=1,
-            save_interval_s=300.0,
-            log_interval_s=60.0,
+            save_interval_s=save_interval_s,
+            log_interval_s=log_interval_s,
             lease_timeout_s=600.0,
             max_fails=3,
         )
@@ -91,10 +103,15 @@ def make_run(path: Path) -> RunDir:
     return run_dir
 
 
+def make_startup_run(path: Path) -> RunDir:
+    """A run whose one learner reaches its goal (1 point) at the first point."""
+    stamp = functools.partial(stamp_first_point, stamp=str(path / "first_point"))
+    return make_run(path, adaptive.Learner1D(stamp, bounds=(0, 1)), 1)
+
+
 @contextlib.contextmanager
-def started_run(path: Path) -> Iterator[RunDir]:
-    """:func:`make_run` with its DatabaseManager running, stopped on the way out."""
-    run_dir = make_run(path)
+def started(run_dir: RunDir) -> Iterator[RunDir]:
+    """``run_dir`` with its DatabaseManager running, stopped on the way out."""
     manager = DatabaseManager(run_dir)
     url = manager.start()
     run_dir.write_config(dataclasses.replace(run_dir.read_config(), url=url))
@@ -108,7 +125,7 @@ def worker_env(index: int) -> dict[str, str]:
     return {
         **os.environ,
         "PYTHONPATH": str(REPO),
-        "LOCAL_ARRAY_ID": "L1",
+        "LOCAL_ARRAY_ID": ARRAY_ID,
         "LOCAL_ARRAY_TASK_ID": str(index),
     }
 
@@ -163,16 +180,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # One warm-up of each fills the page cache, as on a cluster after the first task.
         time_import_adaptive()
-        with started_run(Path(tmp) / "warm-up") as run_dir:
+        with started(make_startup_run(Path(tmp) / "warm-up")) as run_dir:
             time_worker(run_dir, 0)
         baseline, first_point, total = [], [], []
         for rep in range(1, args.repeat + 1):
             baseline.append(time_import_adaptive())
-            with started_run(Path(tmp) / f"run-{rep}") as run_dir:
+            with started(make_startup_run(Path(tmp) / f"run-{rep}")) as run_dir:
                 to_first, to_exit = time_worker(run_dir, rep)
             first_point.append(to_first)
             total.append(to_exit)
-        with started_run(Path(tmp) / "importtime") as run_dir:
+        with started(make_startup_run(Path(tmp) / "importtime")) as run_dir:
             modules = importtime(["-m", "adaptive_runner.worker", str(run_dir.path)], worker_env(0))
     adaptive_modules = importtime(["-c", "import adaptive"], dict(os.environ))
 

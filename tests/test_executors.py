@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Executor
 from pathlib import Path
 
 import psutil
@@ -16,12 +16,20 @@ from adaptive_runner.errors import ConfigError
 from adaptive_runner.executors import make_executor, shutdown_executor
 
 
-@pytest.mark.parametrize(
-    ("name", "cores", "ntasks"),
-    [("sequential", 4, 1), ("process-pool", 2, 2), ("loky", 2, 2)],
-)
+def pool(name: str, cores: int) -> tuple[Executor, int]:
+    made = make_executor(name, cores)
+    assert made is not None
+    return made
+
+
+def test_sequential_needs_no_executor() -> None:
+    # Its points run in the learner's own thread (learner_runs.ThreadRun).
+    assert make_executor("sequential", 4) is None
+
+
+@pytest.mark.parametrize(("name", "cores", "ntasks"), [("process-pool", 2, 2), ("loky", 2, 2)])
 def test_executor_evaluates_points(name: str, cores: int, ntasks: int) -> None:
-    executor, n = make_executor(name, cores)
+    executor, n = pool(name, cores)
     try:
         assert n == ntasks
         # math.factorial is importable in any child, as the process pool requires.
@@ -33,7 +41,7 @@ def test_executor_evaluates_points(name: str, cores: int, ntasks: int) -> None:
 
 def test_loky_takes_functions_defined_anywhere() -> None:
     offset = 3
-    executor, _ = make_executor("loky", 1)
+    executor, _ = pool("loky", 1)
     try:
         assert executor.submit(lambda x: x + offset, 4).result(timeout=120) == 7
     finally:
@@ -57,7 +65,7 @@ def test_bad_cores(cores: object) -> None:
 
 @pytest.mark.parametrize("name", ["process-pool", "loky"])
 def test_shutdown_now_ends_running_points(name: str) -> None:
-    executor, _ = make_executor(name, 1)
+    executor, _ = pool(name, 1)
     pool_process = psutil.Process(executor.submit(os.getpid).result(timeout=120))
     future = executor.submit(time.sleep, 600)  # runs in that same, only pool process
     shutdown_executor(executor, now=True)

@@ -555,7 +555,7 @@ def test_a_final_save_that_fails_until_the_disk_frees_is_done(make: Any) -> None
 
 
 def test_a_learner_the_runner_refuses_fails_loudly(make: Any) -> None:
-    # adaptive runs async functions on its loop and refuses an executor for them.
+    # adaptive's BlockingRunner (the sequential executor's) refuses async functions.
     run = make(max_fails=1)
     run.write(run.learner(function=async_identity), goal=5)
     assert run.run_worker() == 1, run.output()
@@ -563,7 +563,7 @@ def test_a_learner_the_runner_refuses_fails_loudly(make: Any) -> None:
     row = run.row()
     assert row.state == LearnerState.FAILED
     assert row.error is not None
-    assert "Cannot use an executor when learning an async function" in row.error
+    assert "Coroutine functions can only be used with 'AsyncRunner'" in row.error
 
 
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpiexec (pip install mpich)")
