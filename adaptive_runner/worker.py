@@ -120,33 +120,6 @@ class _Outcome:
     detail: str = ""  # the stop signal's name, or the traceback of a failure
 
 
-class _Usage:
-    """CPU percent and resident memory of this worker and every process it started."""
-
-    def __init__(self) -> None:
-        import psutil  # noqa: PLC0415 - already loaded by adaptive (through loky)
-
-        self._psutil = psutil
-        self._me = psutil.Process(os.getpid())
-        self._known: dict[int, Any] = {}
-
-    def sample(self) -> tuple[float, int]:
-        """Percent of one core used since the last sample (summed over processes), and bytes."""
-        cpu, memory = 0.0, 0
-        alive: dict[int, Any] = {}
-        for process in [self._me, *self._me.children(recursive=True)]:
-            # Keep the Process objects: cpu_percent measures since the previous call on each.
-            known = self._known.get(process.pid, process)
-            try:
-                cpu += known.cpu_percent()
-                memory += known.memory_info().rss
-            except self._psutil.NoSuchProcess:
-                continue  # a pool process ended between listing and measuring
-            alive[process.pid] = known
-        self._known = alive
-        return cpu, memory
-
-
 class _TaskExecutor:
     """The task's executor: made for its first learner, reused by the ones after it."""
 
@@ -257,6 +230,7 @@ class _Job:
         self._run: LearnerRun | None = None  # while adaptive runs it, read it through this
         self._state: tuple[int, float | None] = (0, None)  # npoints, loss when last read
         self._saved_npoints: int | None = None
+        self._writing: asyncio.Task[int] | None = None  # the last save's write, in a thread
         self._finishing = asyncio.Event()
         self._beat_now = asyncio.Event()  # send a heartbeat without waiting for log_interval_s
         self._abandoned = threading.Event()  # stop waiting for an unanswered heartbeat
@@ -421,7 +395,9 @@ class _Job:
 
     async def _heartbeats(self) -> bool:
         """Log status and heartbeat every log_interval_s; False once we lost the learner."""
-        usage = _Usage()
+        from adaptive_runner.usage import ProcessUsage  # noqa: PLC0415
+
+        usage = ProcessUsage()
         usage.sample()  # cpu_percent counts from the first call
         start_npoints, started = self._state[0], time.monotonic()
         while True:
@@ -488,16 +464,20 @@ class _Job:
         """
         from adaptive_runner.saving import pickle_data, write_data  # noqa: PLC0415
 
+        if self._writing is not None:  # a cancelled save's thread may still write: let it end
+            await asyncio.wait({self._writing})
         saved = self._saved_npoints
         started = time.monotonic()
         try:
-            # Only the pickling holds the learner; compressing and writing do not.
+            # Only the pickling holds the learner; compressing and writing, in a thread of
+            # their own, hold neither the learner nor the event loop.
             npoints, blob = await self._read(
                 lambda lrn: (lrn.npoints, None if lrn.npoints == saved else pickle_data(lrn))
             )
             if blob is None:
                 return None
-            size = write_data(blob, self.fname)
+            self._writing = asyncio.create_task(asyncio.to_thread(write_data, blob, self.fname))
+            size = await asyncio.shield(self._writing)
         except Exception:
             self.log.exception(Event.SAVE_FAILED, fname=str(self.fname), npoints=self._state[0])
             return traceback.format_exc()
