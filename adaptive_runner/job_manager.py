@@ -261,10 +261,11 @@ class JobManager:
         memory = self._finish_arrays(db, snap, memory)
         counts = db.counts()
         if counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0:
-            # Pending tasks would only start to find no work; running ones that held a learner
-            # are exiting, and those that never claimed would find none (or hang).
-            active = snap.active()
-            self._cancel(snap, set(active) - db.claimed(active))
+            # Every task left can only find no work: pending ones once they start, running
+            # ones at their next claim, which the managers, stopped now, would never answer
+            # (the worker would hold its allocation for its claim patience). A worker told
+            # to stop between learners holds nothing and exits at once.
+            self._cancel(snap, set(snap.active()))
             for array_id in db.active_arrays():
                 db.finish_array(array_id, now=snap.now)
             log.info("run finished", **counts)

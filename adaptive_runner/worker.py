@@ -405,7 +405,7 @@ class _Job:
             if self._finishing.is_set():
                 return True
             npoints, loss = await self._read(lambda lrn: (lrn.npoints, _finite(lrn.loss())))
-            cpu, memory = usage.sample()
+            cpu, memory = await asyncio.to_thread(usage.sample)  # it reads /proc: not in the loop
             elapsed = time.monotonic() - started
             self.log.info(
                 Event.STATUS,

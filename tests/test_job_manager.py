@@ -362,7 +362,7 @@ def test_the_run_ends_without_cancelling_a_job_under_a_recorded_id(
         assert assignment is not None
         db.done(task, assignment.learner, npoints=10, loss=None, now=clock.now)
     # Every learner is done; a pending job of someone else holds the id now (ours would be
-    # cancelled: pending tasks of a finished run would only start to find no work).
+    # cancelled: tasks of a finished run would only find no work).
     scheduler.arrays[ours] = {ours: JobState.PENDING}
     scheduler.names[ours] = "someone-elses-job"
     clock.now += 10
@@ -427,3 +427,24 @@ def test_a_round_between_polls_asks_the_scheduler_nothing(
     db.claim(f"{new_array}_0", host="n", pid=1, now=clock.now, array=new_array)
     db.done(f"{new_array}_0", 0, npoints=9, loss=None, now=clock.now)
     assert jm.quick_round(db) is True
+
+
+def test_the_run_ends_by_cancelling_the_tasks_still_there(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    # A task that reported its learner done goes on to claim another: once the managers
+    # stop, nobody would answer it, and it would hold its allocation for the claim patience.
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock, max_simultaneous_jobs=2)
+    jm.round(db)
+    (ours,) = db.active_arrays()
+    tasks = sorted(scheduler.arrays[ours])
+    for task in tasks:
+        scheduler.arrays[ours][task] = JobState.RUNNING
+    for _ in range(3):  # the first task does three learners, the second none
+        assignment = db.claim(tasks[0], host="n", pid=1, now=clock.now, array=ours)
+        assert assignment is not None
+        db.done(tasks[0], assignment.learner, npoints=10, loss=None, now=clock.now)
+    clock.now += 10
+    assert jm.round(db) is True
+    assert ("cancel", tasks) in scheduler.calls
