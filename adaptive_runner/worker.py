@@ -229,7 +229,7 @@ class _Job:
         self.learner: Any = None
         self._run: LearnerRun | None = None  # while adaptive runs it, read it through this
         self._state: tuple[int, float | None] = (0, None)  # npoints, loss when last read
-        self._saved_npoints: int | None = None
+        self._saved_npoints = 0  # in the data file (none yet: no point to save either)
         self._writing: asyncio.Task[int] | None = None  # the last save's write, in a thread
         self._finishing = asyncio.Event()
         self._beat_now = asyncio.Event()  # send a heartbeat without waiting for log_interval_s

@@ -339,7 +339,8 @@ def test_sigterm_saves_and_releases_then_a_new_job_resumes(make: Any) -> None:
     assert row.failures == 0
     names = _names(run.events(0))
     assert names[-2:] == ["saved", "released"]
-    assert run.events(0)[-1]["reason"].startswith("SIGTERM; points in evaluation: ")
+    # With the point being evaluated, unless the signal came between two points.
+    assert run.events(0)[-1]["reason"].startswith("SIGTERM")
     saved_points = run.saved().npoints
     assert saved_points >= 5
     calls_before = run.n_calls()
@@ -403,7 +404,7 @@ def test_sigusr1_also_releases(make: Any) -> None:
     worker.send_signal(signal.SIGUSR1)
     assert worker.wait(timeout=WAIT_S) == 0, run.output()
     assert run.events()[-1]["event"] == "released"
-    assert run.events()[-1]["reason"].startswith("SIGUSR1; points in evaluation: ")
+    assert run.events()[-1]["reason"].startswith("SIGUSR1")
     assert run.row().state == LearnerState.WAITING
 
 
