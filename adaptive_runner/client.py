@@ -96,7 +96,7 @@ class Client:
     run_dir
         The run: its keys authenticate us, its run.json says where the manager listens.
     task_id
-        This array task's id, as the scheduler's ``task_identity()`` gives it.
+        This array task's id, as ``task_identity.py`` reads it from the environment.
     timeout_s
         How long to wait for one reply before trying again on a fresh socket.
     patience_s

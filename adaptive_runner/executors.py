@@ -22,7 +22,8 @@ from __future__ import annotations
 from concurrent.futures import Executor, ProcessPoolExecutor
 
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.schedulers.base import EXECUTORS
+
+EXECUTORS = ("sequential", "process-pool", "loky", "mpi4py")
 
 # Pools a task shuts down and makes again between learners, to free the processes still
 # evaluating points of the finished one. mpi4py's pool is the job's MPI world (mpiexec

@@ -46,7 +46,7 @@ from adaptive_runner.client import Client
 from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError, UnknownTaskError
 from adaptive_runner.logs import configure_job_logging
 from adaptive_runner.run_dir import RunDir
-from adaptive_runner.schedulers import scheduler_class
+from adaptive_runner.task_identity import task_identity
 from adaptive_runner.vocabulary import Event
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from adaptive_runner.learner_runs import LearnerRun
     from adaptive_runner.protocol import Assignment
     from adaptive_runner.run_dir import GroupConfig, RunConfig
-    from adaptive_runner.schedulers.base import TaskIdentity
+    from adaptive_runner.task_identity import TaskIdentity
 
 T = TypeVar("T")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -551,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = run_dir.read_config()
     group_index = int(rest[0]) if rest else 0
     group = config.groups[group_index]
-    identity = scheduler_class(group.scheduler).task_identity(os.environ)
+    identity = task_identity(group.scheduler, os.environ)
     stream = configure_job_logging(run_dir.task_log(identity.task_id))
     # A fatal signal (SIGSEGV, SIGABRT, ...) in the learner's function kills the process before
     # any event is written: the Python stack then goes to the task's log instead.

@@ -16,10 +16,10 @@ from structlog.testing import capture_logs
 from adaptive_runner.database import Database
 from adaptive_runner.errors import SchedulerCommandError
 from adaptive_runner.job_manager import JobManager, split_foreign
-from adaptive_runner.schedulers.base import JobState, QueuedTask, Scheduler, TaskIdentity
+from adaptive_runner.schedulers.base import JobState, QueuedTask, Scheduler
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator, Mapping
+    from collections.abc import Collection, Iterator
     from pathlib import Path
 
     from adaptive_runner.run_dir import RunDir
@@ -84,10 +84,6 @@ class MemoryScheduler(Scheduler):
 
     def max_array_size(self) -> int | None:
         return self.array_limit
-
-    @classmethod
-    def task_identity(cls, environ: Mapping[str, str]) -> TaskIdentity:
-        raise NotImplementedError
 
     # -- helpers for the tests --
 

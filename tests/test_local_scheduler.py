@@ -19,6 +19,7 @@ from helpers_run import wait_for
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.schedulers.base import JobState
 from adaptive_runner.schedulers.local import Local
+from adaptive_runner.task_identity import local_identity
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -163,7 +164,7 @@ def test_array_ids_and_task_identity(tmp_path: Path) -> None:
     }
     for task in queue():
         array_id, index = (marks / f"env-{task}").read_text().split()
-        identity = Local.task_identity({"LOCAL_ARRAY_ID": array_id, "LOCAL_ARRAY_TASK_ID": index})
+        identity = local_identity({"LOCAL_ARRAY_ID": array_id, "LOCAL_ARRAY_TASK_ID": index})
         assert (identity.task_id, identity.array_id, identity.task_index) == (
             task,
             array_id,
@@ -295,8 +296,6 @@ def test_bad_input(tmp_path: Path) -> None:
         local.cancel(["../x"], jobs_dir=tmp_path / "jobs")
     with pytest.raises(ConfigError, match="no local array L9"):
         local.cancel(["L9"], jobs_dir=tmp_path / "jobs")
-    with pytest.raises(ConfigError, match="LOCAL_ARRAY_ID and LOCAL_ARRAY_TASK_ID not set"):
-        Local.task_identity({})
     with pytest.raises(ConfigError, match="kill_grace_s"):
         Local(kill_grace_s=0)
     assert local.queue(["L9"], jobs_dir=tmp_path / "jobs") == {}

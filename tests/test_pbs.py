@@ -156,25 +156,6 @@ def test_array_options_per_dialect() -> None:
     assert PBS(flavor="torque").array_options(1, 1) == [("-t", "0-0")]
 
 
-def test_task_identity_per_dialect() -> None:
-    pro = PBS.task_identity(
-        {"PBS_JOBID": "17[4].pbs01", "PBS_ARRAY_INDEX": "4", "PBS_ARRAY_ID": "17[].pbs01"}
-    )
-    assert (pro.task_id, pro.array_id, pro.task_index) == ("17[4].pbs01", "17[].pbs01", 4)
-    torque = PBS.task_identity({"PBS_JOBID": "88[2].t.example.edu", "PBS_ARRAYID": "2"})
-    assert (torque.task_id, torque.array_id, torque.task_index) == (
-        "88[2].t.example.edu",
-        "88[].t.example.edu",
-        2,
-    )
-    single = PBS.task_identity({"PBS_JOBID": "18.pbs01"})
-    assert (single.task_id, single.array_id, single.task_index) == ("18.pbs01", "18.pbs01", 0)
-    with pytest.raises(ConfigError, match="PBS_JOBID"):
-        PBS.task_identity({})
-    with pytest.raises(ConfigError, match="subjob"):
-        PBS.task_identity({"PBS_JOBID": "17[4].pbs01", "PBS_ARRAY_INDEX": "5"})
-
-
 def test_array_of() -> None:
     assert PBS().array_of("17[4].pbs01") == "17[].pbs01"
     assert PBS().array_of("18.pbs01") == "18.pbs01"

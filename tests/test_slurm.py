@@ -14,6 +14,7 @@ import pytest
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.schedulers.base import JobState, ScriptContext, TaskEnd, run_command
 from adaptive_runner.schedulers.slurm import SLURM
+from adaptive_runner.task_identity import slurm_identity
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -100,7 +101,7 @@ def test_array_runs_to_completion_and_tasks_know_who_they_are(cluster: Cluster) 
         environ = dict(
             line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
         )
-        identity = SLURM.task_identity(environ)
+        identity = slurm_identity(environ)
         assert (identity.task_id, identity.array_id, identity.task_index) == (
             f"{array_id}_{i}",
             array_id,

@@ -16,7 +16,6 @@ from adaptive_runner.schedulers.base import (
     QueuedTask,
     ScriptContext,
     TaskEnd,
-    TaskIdentity,
 )
 from adaptive_runner.schedulers.slurm import (
     SLURM,
@@ -318,13 +317,6 @@ def test_nodes_set_cores() -> None:
     assert s.cores == 8
     assert SLURM(signal="SIGTERM").signal_name == "TERM"
     assert SLURM(time="90").time_limit == "0-01:30:00"
-
-
-def test_task_identity() -> None:
-    env = {"SLURM_ARRAY_JOB_ID": "123", "SLURM_ARRAY_TASK_ID": "4", "SLURM_JOB_ID": "130"}
-    assert SLURM.task_identity(env) == TaskIdentity(task_id="123_4", array_id="123", task_index=4)
-    with pytest.raises(ConfigError, match="not inside a SLURM array task"):
-        SLURM.task_identity({"SLURM_JOB_ID": "130"})
 
 
 def test_cancel_refuses_names(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from adaptive_runner.schedulers.base import Scheduler
 
-# Registry key (as stored in run.json) -> (module, class). Modules load on first use so the
-# worker, which needs only one backend's task_identity, imports nothing else.
+# Registry key (as stored in run.json) -> (module, class); task_identity.READERS has the same
+# keys. Modules load on first use: a run imports only the backends it uses.
 _BACKENDS = {
     "local": ("adaptive_runner.schedulers.local", "Local"),
     "slurm": ("adaptive_runner.schedulers.slurm", "SLURM"),

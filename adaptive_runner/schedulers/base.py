@@ -14,13 +14,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
+from adaptive_runner.executors import EXECUTORS
 from adaptive_runner.validation import EnvValue, environment, positive_int
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
     from pathlib import Path
 
-EXECUTORS = ("sequential", "process-pool", "loky", "mpi4py")
 
 
 class JobState(StrEnum):
@@ -105,15 +105,6 @@ class QueuedTask:
 
     state: JobState
     name: str | None  # None where the scheduler keeps no name (Local arrays without a tag)
-
-
-@dataclass(frozen=True, slots=True)
-class TaskIdentity:
-    """Who a running array task is: its own id, its array's id and its index in the array."""
-
-    task_id: str
-    array_id: str
-    task_index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +206,7 @@ class Scheduler(ABC):
     def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
         """Return the state and job name of every known task of these arrays, in one call.
 
-        Keys are task ids in the same form :meth:`task_identity` gives inside the task (a job
+        Keys are task ids in the form ``task_identity.py`` reads inside the task (a job
         that now holds a recorded array id without being an array is keyed by its own id).
         Tasks the scheduler no longer knows are absent.
         """
@@ -245,11 +236,6 @@ class Scheduler(ABC):
     def array_of(self, task_id: str) -> str:
         """The id of the array a task id belongs to (``"123_4"`` -> ``"123"``)."""
         return task_id.rsplit("_", 1)[0]
-
-    @classmethod
-    @abstractmethod
-    def task_identity(cls, environ: Mapping[str, str]) -> TaskIdentity:
-        """Read the running task's identity from its environment."""
 
 
 def run_command(

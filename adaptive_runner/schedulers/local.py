@@ -17,9 +17,6 @@ So :meth:`Local.queue` makes no scheduler call: it reads these files. A restarte
 still sees the tasks of earlier sessions. If the supervisor died (``kill -9``), everything it
 left unfinished is reported ``failed``: started tasks once their process is gone, tasks
 not yet started at once.
-
-Only stdlib is imported at top level (and ``psutil`` inside functions): the worker imports
-this module for :meth:`Local.task_identity`.
 """
 
 from __future__ import annotations
@@ -36,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import psutil
+
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.files import atomic_write
 from adaptive_runner.schedulers.base import (
@@ -43,16 +42,14 @@ from adaptive_runner.schedulers.base import (
     QueuedTask,
     Scheduler,
     TaskEnd,
-    TaskIdentity,
 )
+from adaptive_runner.task_identity import LOCAL_ARRAY_ID_VAR, LOCAL_TASK_INDEX_VAR
 from adaptive_runner.validation import positive_int, positive_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
 
 SUPERVISOR_MODULE = "adaptive_runner.schedulers.local"
-ARRAY_ID_VAR = "LOCAL_ARRAY_ID"
-TASK_INDEX_VAR = "LOCAL_ARRAY_TASK_ID"
 TASK_ID_VAR = "LOCAL_TASK_ID"
 TASK_COUNT_VAR = "LOCAL_ARRAY_TASK_COUNT"
 
@@ -211,20 +208,6 @@ class Local(Scheduler):
                     if _alive(record):
                         _signal_group(record["pid"], signal.SIGTERM)
 
-    @classmethod
-    def task_identity(cls, environ: Mapping[str, str]) -> TaskIdentity:
-        """Read ``LOCAL_ARRAY_ID`` and ``LOCAL_ARRAY_TASK_ID``, set by the supervisor."""
-        missing = [var for var in (ARRAY_ID_VAR, TASK_INDEX_VAR) if var not in environ]
-        if missing:
-            raise ConfigError(
-                f"{' and '.join(missing)} not set: this process was not started by the "
-                "Local scheduler (run.json says scheduler='local')"
-            )
-        array_id, index = environ[ARRAY_ID_VAR], environ[TASK_INDEX_VAR]
-        if not index.isdigit():
-            raise ConfigError(f"{TASK_INDEX_VAR}={index!r} is not a task index")
-        return TaskIdentity(task_id=f"{array_id}_{index}", array_id=array_id, task_index=int(index))
-
 
 def _check_array_id(array_id: str) -> str:
     if not _ARRAY_ID.fullmatch(array_id):
@@ -258,15 +241,11 @@ def _read_json(path: Path, *, what: str) -> dict[str, Any]:
 
 def _process_record(pid: int) -> dict[str, Any]:
     """The pid and start time identifying a live process (a pid alone may be reused)."""
-    import psutil  # noqa: PLC0415 - keep the worker's import of this module stdlib-only
-
     return {"pid": pid, "create_time": psutil.Process(pid).create_time()}
 
 
 def _alive(record: Mapping[str, Any]) -> bool:
     """Whether the process of a pid record still runs (same pid, same start time)."""
-    import psutil  # noqa: PLC0415 - keep the worker's import of this module stdlib-only
-
     try:
         proc = psutil.Process(record["pid"])
         if abs(proc.create_time() - record["create_time"]) > START_TIME_TOLERANCE_S:
@@ -363,8 +342,8 @@ def supervise(array_dir: Path) -> None:
                 continue  # cancelled before it started: it never will
             env = {
                 **os.environ,
-                ARRAY_ID_VAR: array_id,
-                TASK_INDEX_VAR: str(i),
+                LOCAL_ARRAY_ID_VAR: array_id,
+                LOCAL_TASK_INDEX_VAR: str(i),
                 TASK_ID_VAR: f"{array_id}_{i}",
                 TASK_COUNT_VAR: str(n_tasks),
             }

@@ -17,8 +17,7 @@ task, and how ``qstat`` names the subjob). A one-task PBS Pro "array" is a plain
 (``123.server``), because PBS Pro rejects a ``-J`` range with a single index.
 
 This module holds the options, the script and the commands; what the commands print is read
-by the pure parsers in :mod:`adaptive_runner.schedulers.pbs_parsers`. Only stdlib is imported
-here: the worker imports this module for :meth:`PBS.task_identity`.
+by the pure parsers in :mod:`adaptive_runner.schedulers.pbs_parsers`.
 """
 
 from __future__ import annotations
@@ -33,11 +32,9 @@ from adaptive_runner.schedulers.base import (
     QueuedTask,
     Scheduler,
     TaskEnd,
-    TaskIdentity,
     run_command,
 )
 from adaptive_runner.schedulers.pbs_parsers import (
-    SUBJOB,
     QstatEntry,
     only_jobs_gone,
     parse_pbspro_names,
@@ -47,10 +44,11 @@ from adaptive_runner.schedulers.pbs_parsers import (
     torque_xml_entries,
     unknown_job_ids,
 )
+from adaptive_runner.task_identity import PBS_SUBJOB
 from adaptive_runner.validation import positive_int
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Sequence
+    from collections.abc import Collection, Sequence
     from pathlib import Path
 
     from adaptive_runner.schedulers.base import ScriptContext
@@ -324,30 +322,8 @@ class PBS(Scheduler):
 
     def array_of(self, task_id: str) -> str:
         """``123[4].server`` -> ``123[].server``; a plain PBS Pro job is its own array."""
-        match = SUBJOB.match(task_id)
+        match = PBS_SUBJOB.match(task_id)
         return f"{match.group(1)}[]{match.group(3)}" if match else task_id
-
-    @classmethod
-    def task_identity(cls, environ: Mapping[str, str]) -> TaskIdentity:
-        """The task's identity from PBS's environment (the dialect shows in the names).
-
-        PBS Pro sets ``PBS_ARRAY_INDEX``, Torque ``PBS_ARRAYID``; both set ``PBS_JOBID`` to
-        the subjob id as qstat shows it (``123[4].server``). A one-task PBS Pro job has no
-        index: it is task 0 of an array whose id is its own.
-        """
-        job_id = environ.get("PBS_JOBID")
-        if not job_id:
-            raise ConfigError("PBS_JOBID is not set: this is not running inside a PBS job")
-        index = environ.get("PBS_ARRAY_INDEX", environ.get("PBS_ARRAYID"))
-        if index is None:
-            return TaskIdentity(task_id=job_id, array_id=job_id, task_index=0)
-        match = SUBJOB.match(job_id)
-        if match is None or match.group(2) != index:
-            raise ConfigError(
-                f"PBS_JOBID={job_id!r} is not a subjob id with index {index!r} (like 123[4].srv)"
-            )
-        array_id = f"{match.group(1)}[]{match.group(3)}"
-        return TaskIdentity(task_id=job_id, array_id=array_id, task_index=int(index))
 
 
 def _run_about_jobs(cmd: Sequence[str]) -> str:

@@ -2,8 +2,7 @@
 
 Pure functions over text, tested on recorded output of both dialects (PBS Pro's
 ``qstat -f -F json``, Torque's ``qstat -x`` XML) in ``tests/data/pbs/``; the commands that
-produce it are in :mod:`adaptive_runner.schedulers.pbs`. Only stdlib is imported here: the
-worker imports the PBS backend for its ``task_identity``.
+produce it are in :mod:`adaptive_runner.schedulers.pbs`.
 """
 
 from __future__ import annotations
@@ -15,9 +14,8 @@ from typing import Any, NamedTuple
 
 from adaptive_runner.errors import SchedulerCommandError
 from adaptive_runner.schedulers.base import JobState, QueuedTask, TaskEnd
+from adaptive_runner.task_identity import PBS_SUBJOB
 
-# A subjob id: "123[4].server" -> "123", "4", ".server" (pbs.py names arrays with it too).
-SUBJOB = re.compile(r"^(\d+)\[(\d+)\](.*)$")
 _UNKNOWN_ID = re.compile(r"Unknown Job Id(?: Error)? (\S+)")
 # Answers meaning "that job is finished or gone": final, and for qdel what cancel wants.
 _NO_SUCH_JOB = ("Unknown Job Id", "Job has finished", "Request invalid for state of job")
@@ -189,7 +187,7 @@ def parse_pbspro_names(text: str) -> dict[str, str]:
     return {
         job_id: str(attrs.get("Job_Name", ""))
         for job_id, attrs in jobs.items()
-        if isinstance(attrs, dict) and not SUBJOB.match(job_id)
+        if isinstance(attrs, dict) and not PBS_SUBJOB.match(job_id)
     }
 
 
@@ -286,7 +284,7 @@ def torque_xml_entries(text: str) -> dict[str, QstatEntry]:
             continue
         state = (job.findtext("job_state") or "").strip()
         name = (job.findtext("Job_Name") or "").strip() or None
-        subjob = SUBJOB.match(job_id)
+        subjob = PBS_SUBJOB.match(job_id)
         if name is not None and subjob is not None:
             name = name.removesuffix(f"-{subjob.group(2)}")
         states[job_id] = QstatEntry(state, _exit_status(job.findtext("exit_status")), name)
@@ -304,7 +302,7 @@ def parse_torque_names(text: str) -> dict[str, str]:
     names: dict[str, str] = {}
     for job in root.iter("Job"):
         job_id = (job.findtext("Job_Id") or "").strip()
-        if job_id and not SUBJOB.match(job_id):
+        if job_id and not PBS_SUBJOB.match(job_id):
             names[job_id] = (job.findtext("Job_Name") or "").strip()
     return names
 

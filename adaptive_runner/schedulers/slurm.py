@@ -14,13 +14,12 @@ from adaptive_runner.schedulers.base import (
     QueuedTask,
     Scheduler,
     TaskEnd,
-    TaskIdentity,
     run_command,
 )
 from adaptive_runner.validation import positive_int
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Sequence
+    from collections.abc import Collection, Sequence
     from pathlib import Path
 
 # squeue: array job id | array task id or pending expression (e.g. "8-11%8") | long state name
@@ -79,7 +78,7 @@ _MEM = re.compile(r"(?P<n>\d+)(?P<unit>[KMGT]?)")
 _MEM_UNIT_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}
 _JOB_ID = re.compile(r"\d+(_\d+)?")
 _MAX_SIGNAL_GRACE_S = 65535  # sbatch --signal takes at most this
-_WORKER_STOP_SIGNALS = ("USR1", "TERM")  # worker.STOP_SIGNALS; not imported: stdlib only here
+_WORKER_STOP_SIGNALS = ("USR1", "TERM")  # the signals the worker saves and releases on
 _PLAIN_VALUE = re.compile(r"[^\s'\"\\]+")  # partition, account, qos: one word, no quotes
 
 
@@ -477,15 +476,3 @@ class SLURM(Scheduler):
             raise ConfigError(f"cannot cancel {bad}: SLURM ids look like '123' or '123_4'")
         if ids:
             run_command(["scancel", *ids], missing_hint=_MISSING_HINT)
-
-    @classmethod
-    def task_identity(cls, environ: Mapping[str, str]) -> TaskIdentity:
-        """``A_a`` from SLURM_ARRAY_JOB_ID and SLURM_ARRAY_TASK_ID."""
-        array_id = environ.get("SLURM_ARRAY_JOB_ID", "")
-        index = environ.get("SLURM_ARRAY_TASK_ID", "")
-        if not (array_id.isdigit() and index.isdigit()):
-            raise ConfigError(
-                "not inside a SLURM array task: SLURM_ARRAY_JOB_ID and SLURM_ARRAY_TASK_ID "
-                f"are {array_id!r} and {index!r}"
-            )
-        return TaskIdentity(task_id=f"{array_id}_{index}", array_id=array_id, task_index=int(index))

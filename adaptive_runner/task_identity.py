@@ -1,0 +1,110 @@
+"""Who a running array task is, read from the environment its scheduler gave it (job side).
+
+The worker's one question to the scheduler, answered without importing any backend: the
+manager-side classes in ``schedulers/`` build commands and parse queues, none of which a job
+needs. Each reader turns one scheduler's variables into the task id that the same
+scheduler's queue shows, so the job manager and the database agree on it.
+
+=========  ==================================================  ======================
+scheduler  variables                                           task id
+=========  ==================================================  ======================
+slurm      ``SLURM_ARRAY_JOB_ID``, ``SLURM_ARRAY_TASK_ID``     ``123_4``
+pbs        ``PBS_JOBID``, ``PBS_ARRAY_INDEX`` (PBS Pro) or     ``123[4].server``
+           ``PBS_ARRAYID`` (Torque)
+local      ``LOCAL_ARRAY_ID``, ``LOCAL_ARRAY_TASK_ID`` (set    ``L1_4``
+           by the Local scheduler's supervisor)
+=========  ==================================================  ======================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from adaptive_runner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+LOCAL_ARRAY_ID_VAR = "LOCAL_ARRAY_ID"
+LOCAL_TASK_INDEX_VAR = "LOCAL_ARRAY_TASK_ID"
+# A PBS subjob id: "123[4].server" -> "123", "4", ".server".
+PBS_SUBJOB = re.compile(r"^(\d+)\[(\d+)\](.*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskIdentity:
+    """Who a running array task is: its own id, its array's id and its index in the array."""
+
+    task_id: str
+    array_id: str
+    task_index: int
+
+
+def slurm_identity(environ: Mapping[str, str]) -> TaskIdentity:
+    """``A_a`` from SLURM_ARRAY_JOB_ID and SLURM_ARRAY_TASK_ID."""
+    array_id = environ.get("SLURM_ARRAY_JOB_ID", "")
+    index = environ.get("SLURM_ARRAY_TASK_ID", "")
+    if not (array_id.isdigit() and index.isdigit()):
+        raise ConfigError(
+            "not inside a SLURM array task: SLURM_ARRAY_JOB_ID and SLURM_ARRAY_TASK_ID "
+            f"are {array_id!r} and {index!r}"
+        )
+    return TaskIdentity(task_id=f"{array_id}_{index}", array_id=array_id, task_index=int(index))
+
+
+def pbs_identity(environ: Mapping[str, str]) -> TaskIdentity:
+    """The task's identity from PBS's environment (the dialect shows in the names).
+
+    PBS Pro sets ``PBS_ARRAY_INDEX``, Torque ``PBS_ARRAYID``; both set ``PBS_JOBID`` to the
+    subjob id as qstat shows it (``123[4].server``). A one-task PBS Pro job has no index: it
+    is task 0 of an array whose id is its own.
+    """
+    job_id = environ.get("PBS_JOBID")
+    if not job_id:
+        raise ConfigError("PBS_JOBID is not set: this is not running inside a PBS job")
+    index = environ.get("PBS_ARRAY_INDEX", environ.get("PBS_ARRAYID"))
+    if index is None:
+        return TaskIdentity(task_id=job_id, array_id=job_id, task_index=0)
+    match = PBS_SUBJOB.match(job_id)
+    if match is None or match.group(2) != index:
+        raise ConfigError(
+            f"PBS_JOBID={job_id!r} is not a subjob id with index {index!r} (like 123[4].srv)"
+        )
+    array_id = f"{match.group(1)}[]{match.group(3)}"
+    return TaskIdentity(task_id=job_id, array_id=array_id, task_index=int(index))
+
+
+def local_identity(environ: Mapping[str, str]) -> TaskIdentity:
+    """Read ``LOCAL_ARRAY_ID`` and ``LOCAL_ARRAY_TASK_ID``, set by the Local supervisor."""
+    missing = [var for var in (LOCAL_ARRAY_ID_VAR, LOCAL_TASK_INDEX_VAR) if var not in environ]
+    if missing:
+        raise ConfigError(
+            f"{' and '.join(missing)} not set: this process was not started by the "
+            "Local scheduler (run.json says scheduler='local')"
+        )
+    array_id, index = environ[LOCAL_ARRAY_ID_VAR], environ[LOCAL_TASK_INDEX_VAR]
+    if not index.isdigit():
+        raise ConfigError(f"{LOCAL_TASK_INDEX_VAR}={index!r} is not a task index")
+    return TaskIdentity(task_id=f"{array_id}_{index}", array_id=array_id, task_index=int(index))
+
+
+# Keyed by the scheduler names of run.json (schedulers/__init__.py registers the same names).
+READERS: dict[str, Callable[[Mapping[str, str]], TaskIdentity]] = {
+    "slurm": slurm_identity,
+    "pbs": pbs_identity,
+    "local": local_identity,
+}
+
+
+def task_identity(scheduler: str, environ: Mapping[str, str]) -> TaskIdentity:
+    """The identity of the task running under ``scheduler`` (a run.json scheduler name)."""
+    try:
+        reader = READERS[scheduler]
+    except KeyError:
+        raise ConfigError(
+            f"run.json names scheduler {scheduler!r}, which this version does not know "
+            f"(known: {', '.join(READERS)})"
+        ) from None
+    return reader(environ)
