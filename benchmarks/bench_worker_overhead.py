@@ -15,7 +15,7 @@ the function itself and the end is the runner's return for adaptive, and for our
 worker's ``done`` event, after its final save. The table shows medians of ``--repeat`` runs.
 
     python benchmarks/bench_worker_overhead.py           # 0, 1, 10 ms; three executors
-    python benchmarks/bench_worker_overhead.py --quick   # fewer points and repeats (< 1 min)
+    python benchmarks/bench_worker_overhead.py --quick   # a fifth of the points, once (< 1 min)
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def main() -> None:
         run_adaptive(executor, int(delay_ms), int(npoints), Path(stamp))
         return
     configure_manager_logging(level="warning")  # the managers' start and stop lines
-    repeat = 2 if args.quick else args.repeat
-    scale = 0.25 if args.quick else 1.0
+    repeat = 1 if args.quick else args.repeat
+    scale = 0.2 if args.quick else 1.0
     print(f"median of {repeat} runs each; ms per point; ours: heartbeat 1 s, save 2 s")
     print(
         f"{'executor':<13}{'point ms':>9}{'points':>8}{'adaptive':>10}{'ours':>9}"
