@@ -312,13 +312,13 @@ def fake_pbs(
 
 
 def wait_for(
-    pbs: PBS, array_id: str, jobs_dir: Path, predicate: Callable[[dict[str, JobState]], bool]
+    pbs: PBS, array_id: str, predicate: Callable[[dict[str, JobState]], bool]
 ) -> dict[str, JobState]:
-    """Poll queue() until predicate(states) holds; the deadline only guards against a hang."""
+    """Poll the queue until predicate(states) holds; the deadline only guards against a hang."""
     deadline = time.monotonic() + 120
     states: dict[str, JobState] = {}
     while time.monotonic() < deadline:
-        states = pbs.queue([array_id], jobs_dir=jobs_dir)
+        states = pbs.queue_states([array_id])
         if predicate(states):
             return states
         time.sleep(0.1)
@@ -346,14 +346,10 @@ def test_array_through_the_fakes(
     ctx = context(tmp_path, args=["-c", TASK_CODE, str(gate)])
     script = ctx.run_dir / "array.sh"
     script.write_text(pbs.render(ctx))
-    jobs_dir = ctx.run_dir / "jobs"
-
     array_id = pbs.submit(script, n_tasks=4, max_running=2)
     assert array_id == "100[].pbs-fake"
     tasks = [f"100[{i}].pbs-fake" for i in range(4)]
-    states = wait_for(
-        pbs, array_id, jobs_dir, lambda s: list(s.values()).count(JobState.RUNNING) == 2
-    )
+    states = wait_for(pbs, array_id, lambda s: list(s.values()).count(JobState.RUNNING) == 2)
     assert states == {
         tasks[0]: JobState.RUNNING,
         tasks[1]: JobState.RUNNING,
@@ -368,18 +364,17 @@ def test_array_through_the_fakes(
     states = wait_for(
         pbs,
         array_id,
-        jobs_dir,
         lambda s: s.get(tasks[0]) == "completed" and s.get(tasks[1]) == "failed",
     )
-    wait_for(pbs, array_id, jobs_dir, lambda s: s.get(tasks[2]) == s.get(tasks[3]) == "running")
+    wait_for(pbs, array_id, lambda s: s.get(tasks[2]) == s.get(tasks[3]) == "running")
     log = ctx.log_dir / f"{tasks[0]}.log"
     assert log.read_text() == "task 0 finished\n"  # logs/<task_id>.log: events and output
 
     wait_file(gate / "started-2")
-    pbs.cancel([tasks[2]], jobs_dir=jobs_dir)
-    wait_for(pbs, array_id, jobs_dir, lambda s: s.get(tasks[2]) == "cancelled")
-    pbs.cancel([array_id], jobs_dir=jobs_dir)
-    states = wait_for(pbs, array_id, jobs_dir, lambda s: not any(st.active for st in s.values()))
+    pbs.cancel([tasks[2]])
+    wait_for(pbs, array_id, lambda s: s.get(tasks[2]) == "cancelled")
+    pbs.cancel([array_id])
+    states = wait_for(pbs, array_id, lambda s: not any(st.active for st in s.values()))
     assert states == {
         tasks[0]: JobState.COMPLETED,
         tasks[1]: JobState.FAILED,
@@ -387,8 +382,8 @@ def test_array_through_the_fakes(
         tasks[3]: JobState.CANCELLED,
     }
     # Cancelling what already finished is not an error.
-    pbs.cancel([array_id, tasks[0]], jobs_dir=jobs_dir)
-    ends = pbs.exit_states([array_id], jobs_dir=jobs_dir)
+    pbs.cancel([array_id, tasks[0]])
+    ends = pbs.exit_states([array_id])
     assert {task: end.describe() for task, end in ends.items()} == {
         tasks[0]: "COMPLETED",
         tasks[1]: "FAILED, exit code 3",
@@ -406,11 +401,11 @@ def test_array_through_the_fakes(
     script2 = ctx2.run_dir / "array2.sh"
     script2.write_text(pbs.render(ctx2))
     second = pbs.submit(script2, n_tasks=2, max_running=2)
-    states = pbs.queue([array_id, second], jobs_dir=jobs_dir)
+    states = pbs.queue_states([array_id, second])
     assert set(states) == {"101[0].pbs-fake", "101[1].pbs-fake"}
     assert all(state.active for state in states.values())
-    pbs.cancel([second], jobs_dir=jobs_dir)
-    wait_for(pbs, second, jobs_dir, lambda s: not s)
+    pbs.cancel([second])
+    wait_for(pbs, second, lambda s: not s)
 
 
 def test_one_task_and_plain_job_ids(fake_pbs: str, tmp_path: Path) -> None:
@@ -424,7 +419,7 @@ def test_one_task_and_plain_job_ids(fake_pbs: str, tmp_path: Path) -> None:
     array_id = pbs.submit(script, n_tasks=1, max_running=1)
     task = "100.pbs-fake" if fake_pbs == "pbspro" else "100[0].pbs-fake"
     assert array_id == ("100.pbs-fake" if fake_pbs == "pbspro" else "100[].pbs-fake")
-    states = wait_for(pbs, array_id, ctx.run_dir, lambda s: s.get(task) == "completed")
+    states = wait_for(pbs, array_id, lambda s: s.get(task) == "completed")
     assert states == {task: JobState.COMPLETED}
     assert (gate / "started-0").read_text() == task
     assert (ctx.log_dir / f"{task}.log").read_text() == "task 0 finished\n"
@@ -473,14 +468,13 @@ def test_find_tagged_through_the_fakes(fake_pbs: str, tmp_path: Path, n_tasks: i
     script = ctx.run_dir / "tagged.sh"
     script.write_text(pbs.render(ctx))
     array_id = pbs.submit(script, n_tasks=n_tasks, max_running=1, tag="run-1a2b")
-    jobs_dir = ctx.run_dir / "jobs"
-    assert pbs.find_tagged(["run-1a2b", "run-other"], jobs_dir=jobs_dir) == {"run-1a2b": array_id}
-    assert pbs.find_tagged(["run-other"], jobs_dir=jobs_dir) == {}
+    assert pbs.find_tagged(["run-1a2b", "run-other"]) == {"run-1a2b": array_id}
+    assert pbs.find_tagged(["run-other"]) == {}
     # The queue poll names each task by its array's tag (Torque's "-i" suffix taken off).
-    tasks = pbs.queue_named([array_id], jobs_dir=jobs_dir)
+    tasks = pbs.queue_named([array_id])
     assert len(tasks) == n_tasks
     assert {task.name for task in tasks.values()} == {"run-1a2b"}
-    pbs.cancel([array_id], jobs_dir=jobs_dir)
+    pbs.cancel([array_id])
 
 
 def test_names_parsed_from_recorded_listings() -> None:

@@ -453,9 +453,9 @@ def test_cancel_while_a_round_submits_leaves_no_task(tmp_path: Path) -> None:
     with Database.open(rm.run_dir.database) as db:
         arrays = db.recorded_arrays()
         assert db.counts()["cancelled"] == 6
-    jobs_dir = rm.run_dir.jobs_dir
+    local = ar.Local().bind(rm.run_dir.jobs_dir)
     wait_for(
-        lambda: not any(s.active for s in ar.Local().queue(arrays, jobs_dir=jobs_dir).values()),
+        lambda: not any(s.active for s in local.queue_states(arrays).values()),
         what=f"the tasks of {arrays} to end",
         timeout_s=60,
     )

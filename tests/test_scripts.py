@@ -73,7 +73,9 @@ def test_weird_paths_render_and_run_on_local(weird_tmp_path: Path) -> None:
     run_dir = weird_tmp_path
     (run_dir / "logs").mkdir()
     marker = run_dir / "marker 'x'\n.txt"
-    scheduler = Local(num_threads=3, env={"WEIRD": WEIRD_VALUE}, extra_script="echo extra ran")
+    scheduler = Local(
+        num_threads=3, env={"WEIRD": WEIRD_VALUE}, extra_script="echo extra ran"
+    ).bind(run_dir / "jobs")
     text = scheduler.render(context(run_dir, ["-c", MARKER_CODE, str(marker), "WEIRD"]))
     script = run_dir / "jobs" / "weird.sh"
     script.parent.mkdir()
@@ -82,7 +84,7 @@ def test_weird_paths_render_and_run_on_local(weird_tmp_path: Path) -> None:
 
     array_id = scheduler.submit(script, n_tasks=1, max_running=1)
     deadline = time.monotonic() + 30
-    while scheduler.queue([array_id], jobs_dir=script.parent)[f"{array_id}_0"].active:
+    while scheduler.queue_states([array_id])[f"{array_id}_0"].active:
         assert time.monotonic() < deadline, "the task did not end"
         time.sleep(0.02)
     output = (run_dir / "logs" / f"{array_id}_0.log").read_text()

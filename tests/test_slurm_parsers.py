@@ -319,9 +319,9 @@ def test_nodes_set_cores() -> None:
     assert SLURM(time="90").time_limit == "0-01:30:00"
 
 
-def test_cancel_refuses_names(tmp_path: Path) -> None:
+def test_cancel_refuses_names() -> None:
     with pytest.raises(ConfigError, match="cannot cancel"):
-        SLURM().cancel(["my-job-name"], jobs_dir=tmp_path)
+        SLURM().cancel(["my-job-name"])
 
 
 def _context(tmp_path: Path) -> ScriptContext:

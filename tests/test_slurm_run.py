@@ -110,7 +110,7 @@ def run_arrays(run_dir: Path) -> list[str]:
 
 def queue(run_dir: Path) -> dict[str, JobState]:
     """The run's tasks as squeue shows them (finished ones too, for MinJobAge)."""
-    return ar.SLURM().queue(run_arrays(run_dir), jobs_dir=run_dir / "jobs")
+    return ar.SLURM().queue_states(run_arrays(run_dir))
 
 
 def running_with_save(run_dir: Path, fnames: list[str], n: int) -> list[sqlite3.Row] | None:

@@ -11,7 +11,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.executors import EXECUTORS
@@ -20,7 +20,6 @@ from adaptive_runner.validation import EnvValue, environment, positive_int
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
     from pathlib import Path
-
 
 
 class JobState(StrEnum):
@@ -123,7 +122,9 @@ class ScriptContext:
 class Scheduler(ABC):
     """A batch system that runs job arrays; subclasses differ mostly in class data.
 
-    Constructors do no I/O: cluster checks run in :meth:`check` when a run starts.
+    Constructors do no I/O: cluster checks run in :meth:`check` when a run starts, and a
+    scheduler that keeps its records in the run directory learns where in :meth:`bind`.
+    The options (the ``init`` fields) are what run.json stores to make it again on resume.
 
     Parameters
     ----------
@@ -173,6 +174,17 @@ class Scheduler(ABC):
         # A copy: a frozen scheduler must not change when the caller's dict does.
         object.__setattr__(self, "env", environment(self.env))
 
+    def bind(self, jobs_dir: Path) -> Self:
+        """The scheduler as one run uses it, keeping its records under ``jobs_dir``.
+
+        The job manager and :class:`adaptive_runner.Run` bind the schedulers run.json names
+        to the run's ``jobs/`` directory before asking them anything. Cluster schedulers keep
+        their records on the cluster and return themselves; Local returns a bound copy (an
+        option object may serve several runs).
+        """
+        del jobs_dir
+        return self
+
     def check(self) -> None:  # noqa: B027 - optional hook; most backends need no check
         """Check the cluster before anything is submitted (e.g. the partition exists)."""
 
@@ -195,7 +207,7 @@ class Scheduler(ABC):
         """
 
     @abstractmethod
-    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
+    def find_tagged(self, tags: Collection[str]) -> dict[str, str]:
         """Tag -> array id for the arrays submitted under ``tags`` that the scheduler knows.
 
         One scheduler call; asked only after a submission failed, to adopt an array that was
@@ -203,7 +215,7 @@ class Scheduler(ABC):
         """
 
     @abstractmethod
-    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
+    def queue_named(self, array_ids: Collection[str]) -> dict[str, QueuedTask]:
         """Return the state and job name of every known task of these arrays, in one call.
 
         Keys are task ids in the form ``task_identity.py`` reads inside the task (a job
@@ -211,18 +223,17 @@ class Scheduler(ABC):
         Tasks the scheduler no longer knows are absent.
         """
 
-    def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
+    def queue_states(self, array_ids: Collection[str]) -> dict[str, JobState]:
         """The state of every known task of these arrays (:meth:`queue_named` without names)."""
-        tasks = self.queue_named(array_ids, jobs_dir=jobs_dir)
-        return {task_id: task.state for task_id, task in tasks.items()}
+        return {task_id: task.state for task_id, task in self.queue_named(array_ids).items()}
 
-    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
+    def exit_states(self, array_ids: Collection[str]) -> dict[str, TaskEnd]:
         """How these arrays' tasks ended, from the scheduler's records (SLURM: sacct).
 
-        For tasks gone from :meth:`queue`; keys as there. Tasks without a record are absent;
-        {} where the scheduler keeps none.
+        For tasks gone from :meth:`queue_named`; keys as there. Tasks without a record are
+        absent; {} where the scheduler keeps none.
         """
-        del array_ids, jobs_dir
+        del array_ids
         return {}
 
     def max_array_size(self) -> int | None:
@@ -230,8 +241,8 @@ class Scheduler(ABC):
         return None
 
     @abstractmethod
-    def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
-        """Cancel these tasks or whole arrays (ids as :meth:`submit`/:meth:`queue` give them)."""
+    def cancel(self, ids: Collection[str]) -> None:
+        """Cancel these tasks or whole arrays (ids as :meth:`submit`, :meth:`queue_named`)."""
 
     def array_of(self, task_id: str) -> str:
         """The id of the array a task id belongs to (``"123_4"`` -> ``"123"``)."""

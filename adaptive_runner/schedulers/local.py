@@ -13,7 +13,8 @@ scheduler knows lives in files, written atomically, in ``JOBS_DIR/<array_id>/``:
     <i>.cancel        cancel() asked for task i to end (or never start)
     cancel            cancel() asked for the whole array to end
 
-So :meth:`Local.queue` makes no scheduler call: it reads these files. A restarted manager
+``JOBS_DIR`` is the run's ``jobs/`` directory, which :meth:`Local.bind` gives the scheduler.
+So :meth:`Local.queue_named` makes no scheduler call: it reads these files. A restarted manager
 still sees the tasks of earlier sessions. If the supervisor died (``kill -9``), everything it
 left unfinished is reported ``failed``: started tasks once their process is gone, tasks
 not yet started at once.
@@ -22,6 +23,7 @@ not yet started at once.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import re
@@ -29,9 +31,9 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import psutil
 
@@ -81,9 +83,11 @@ class Local(Scheduler):
     name: ClassVar[str] = "local"
     template_name: ClassVar[str] = "local.sh.j2"
     bind_host: ClassVar[str] = "127.0.0.1"
-    poll_interval_s: ClassVar[float] = 1.0  # queue() only reads files: cheap to ask often
+    poll_interval_s: ClassVar[float] = 1.0  # queue_named() only reads files: cheap to ask often
 
     kill_grace_s: float = 30.0  # a timedelta is taken too, and stored as seconds
+    # Where the arrays' files live; set by bind(), never an option (not in run.json).
+    jobs_dir: Path | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Validate the options."""
@@ -92,21 +96,34 @@ class Local(Scheduler):
             self, "kill_grace_s", positive_seconds(self.kill_grace_s, "kill_grace_s")
         )
 
+    def bind(self, jobs_dir: Path) -> Self:
+        """A copy of this scheduler that keeps its arrays in ``jobs_dir`` (the run's jobs/)."""
+        bound = copy.copy(self)
+        object.__setattr__(bound, "jobs_dir", Path(jobs_dir).absolute())
+        return bound
+
+    def _jobs(self) -> Path:
+        """The bound jobs directory; a clear error for a scheduler used before bind()."""
+        if self.jobs_dir is None:
+            raise ConfigError(
+                "this Local scheduler is not bound to a run: use Local(...).bind(jobs_dir), as "
+                "RunManager does with the run's jobs/ directory"
+            )
+        return self.jobs_dir
+
     def submit(
         self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
     ) -> str:
         """Start a detached supervisor that runs ``bash script`` as tasks 0..n_tasks-1.
 
-        The array's files go to ``script.parent / <array_id>``, so ``script`` must be in the
-        run's jobs directory (where the job manager writes it), the ``jobs_dir`` that
-        :meth:`queue` and :meth:`cancel` are given.
+        The array's files go to ``<jobs_dir>/<array_id>`` (see :meth:`bind`).
         """
         positive_int(n_tasks, "n_tasks")
         positive_int(max_running, "max_running")
         script = Path(script).absolute()
         if not script.is_file():
             raise ConfigError(f"script {str(script)!r} is not a file")
-        array_dir = _new_array_dir(script.parent)
+        array_dir = _new_array_dir(self._jobs())
         spec = {
             "script": str(script),
             "n_tasks": n_tasks,
@@ -140,7 +157,7 @@ class Local(Scheduler):
             )
         return array_dir.name
 
-    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
+    def queue_named(self, array_ids: Collection[str]) -> dict[str, QueuedTask]:
         """Read every task of these arrays from their files (no process call).
 
         A task whose supervisor died is ``running`` while its process lives and ``failed``
@@ -149,27 +166,27 @@ class Local(Scheduler):
         """
         states: dict[str, QueuedTask] = {}
         for array_id in array_ids:
-            array_dir = jobs_dir / _check_array_id(array_id)
+            array_dir = self._jobs() / _check_array_id(array_id)
             if (array_dir / ARRAY_FILE).is_file():
                 states.update(_array_states(array_dir))
         return states
 
-    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
+    def find_tagged(self, tags: Collection[str]) -> dict[str, str]:
         """Tag -> array id, from the ``array.json`` files of the run's arrays."""
         wanted = set(tags)
         found: dict[str, str] = {}
-        for array_file in jobs_dir.glob(f"L*/{ARRAY_FILE}"):
+        for array_file in self._jobs().glob(f"L*/{ARRAY_FILE}"):
             if _ARRAY_ID.fullmatch(array_file.parent.name):
                 tag = _read_json(array_file, what="array file").get("tag")
                 if tag in wanted:
                     found[tag] = array_file.parent.name
         return found
 
-    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
+    def exit_states(self, array_ids: Collection[str]) -> dict[str, TaskEnd]:
         """How these arrays' ended tasks ended, from their ``<i>.exit`` files (no process call)."""
         ends: dict[str, TaskEnd] = {}
         for array_id in array_ids:
-            array_dir = jobs_dir / _check_array_id(array_id)
+            array_dir = self._jobs() / _check_array_id(array_id)
             if not array_dir.is_dir():
                 continue
             for path in array_dir.glob("*.exit"):
@@ -177,7 +194,7 @@ class Local(Scheduler):
                 ends[f"{array_id}_{path.stem}"] = end
         return ends
 
-    def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
+    def cancel(self, ids: Collection[str]) -> None:
         """Cancel tasks (``L3_4``) or whole arrays (``L3``); returns without waiting.
 
         Unstarted tasks are never started; running ones get SIGTERM on their process group
@@ -188,7 +205,7 @@ class Local(Scheduler):
         # after recording a pid, so a task that starts meanwhile is signalled by one of us.
         for task_or_array in ids:
             array_id, sep, index_text = task_or_array.partition("_")
-            array_dir = jobs_dir / _check_array_id(array_id)
+            array_dir = self._jobs() / _check_array_id(array_id)
             n_tasks = _read_json(array_dir / ARRAY_FILE, what=f"local array {array_id}")["n_tasks"]
             if not sep:
                 (array_dir / ARRAY_CANCEL).touch()

@@ -249,21 +249,19 @@ class PBS(Scheduler):
             raise SchedulerCommandError(f"qsub printed {out!r}, expected a job id like 123[].srv")
         return job_id
 
-    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
+    def queue_named(self, array_ids: Collection[str]) -> dict[str, QueuedTask]:
         """One qstat call for these arrays; task ids map to their states and job names.
 
         Tasks of arrays the server no longer knows are absent.
         """
-        del jobs_dir  # the server keeps the state
         return {task: entry.queued() for task, entry in self._qstat(array_ids).items()}
 
-    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
-        """How these arrays' tasks ended, from the qstat call :meth:`queue` makes.
+    def exit_states(self, array_ids: Collection[str]) -> dict[str, TaskEnd]:
+        """How these arrays' tasks ended, from the qstat call :meth:`queue_named` makes.
 
         qstat keeps finished tasks (PBS Pro's job history, Torque's ``keep_completed``) with
-        their Exit_status, so this knows no more than what :meth:`queue` still lists.
+        their Exit_status, so this knows no more than what :meth:`queue_named` still lists.
         """
-        del jobs_dir
         ends = {task: entry.end() for task, entry in self._qstat(array_ids).items()}
         return {task: end for task, end in ends.items() if not end.state.active}
 
@@ -291,9 +289,8 @@ class PBS(Scheduler):
             return {task: e for task, e in entries.items() if self.array_of(task) in wanted}
         return {}
 
-    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
+    def find_tagged(self, tags: Collection[str]) -> dict[str, str]:
         """Tag -> array id from one qstat listing of the server's jobs (with their names)."""
-        del jobs_dir
         if not tags:
             return {}
         if self.flavor == "pbspro":
@@ -305,13 +302,12 @@ class PBS(Scheduler):
         wanted = set(tags)
         return {name: job_id for job_id, name in names.items() if name in wanted}
 
-    def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
+    def cancel(self, ids: Collection[str]) -> None:
         """Cancel tasks (``123[4].server``) or whole arrays (``123[].server``) with one qdel.
 
         Ids that already finished or left the server are fine: they are not running, which is
         what cancelling wants. Any other qdel complaint raises.
         """
-        del jobs_dir
         if not ids:
             return
         try:

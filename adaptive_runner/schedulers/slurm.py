@@ -428,9 +428,8 @@ class SLURM(Scheduler):
         )
         return parse_sbatch(out)
 
-    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
+    def find_tagged(self, tags: Collection[str]) -> dict[str, str]:
         """Tag -> array id for the user's jobs named by ``tags`` (one squeue call)."""
-        del jobs_dir
         if not tags:
             return {}
         out = run_command(
@@ -439,9 +438,8 @@ class SLURM(Scheduler):
         )
         return parse_squeue_names(out, tags)
 
-    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
+    def queue_named(self, array_ids: Collection[str]) -> dict[str, QueuedTask]:
         """Every task of these arrays squeue knows (finished ones for MinJobAge too), named."""
-        del jobs_dir  # SLURM keeps its own records
         if not array_ids:
             return {}
         out = run_command(
@@ -451,9 +449,8 @@ class SLURM(Scheduler):
         )
         return parse_squeue(out, array_ids)
 
-    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
+    def exit_states(self, array_ids: Collection[str]) -> dict[str, TaskEnd]:
         """How these arrays' tasks ended, from one sacct call; {} where accounting is disabled."""
-        del jobs_dir
         if not array_ids:
             return {}
         cmd = ["sacct", "-X", "-n", "--parsable2", "-o", SACCT_FIELDS, "-j", ",".join(array_ids)]
@@ -468,9 +465,8 @@ class SLURM(Scheduler):
             out = run_command(cmd, env=_FULL_ARRAY_EXPRESSIONS, missing_hint=_MISSING_HINT)
         return parse_sacct(out, array_ids)
 
-    def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
+    def cancel(self, ids: Collection[str]) -> None:
         """Cancel tasks (``A_a``) and whole arrays (``A``) with one ``scancel`` call."""
-        del jobs_dir
         bad = [job_id for job_id in ids if not _JOB_ID.fullmatch(job_id)]
         if bad:
             raise ConfigError(f"cannot cancel {bad}: SLURM ids look like '123' or '123_4'")
