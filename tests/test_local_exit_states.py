@@ -58,6 +58,7 @@ def test_exit_code_signal_and_cancel(tmp_path: Path) -> None:
         ({"returncode": 127, "cancelled": False}, "FAILED, exit code 127"),
         ({"returncode": -9, "cancelled": False}, "killed by signal 9 (SIGKILL)"),
         ({"returncode": 0, "cancelled": True}, "CANCELLED"),  # it saved and left in time
+        ({"returncode": 0, "cancelled": False, "timeout": True}, "TIMEOUT (time limit reached)"),
     ],
 )
 def test_task_end_of_an_exit_record(record: dict[str, object], reason: str) -> None:

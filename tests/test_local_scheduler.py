@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -225,7 +226,50 @@ def test_cancel_escalates_to_sigkill(tmp_path: Path) -> None:
     wait_for(lambda: gone(supervisor_pid(tmp_path, array_id)), "the supervisor to exit")
     assert states(local, tmp_path, array_id) == {"L1_0": JobState.CANCELLED}
     end = json.loads((tmp_path / "jobs" / "L1" / "0.exit").read_text())
-    assert end == {"returncode": -signal.SIGKILL, "cancelled": True}
+    assert end == {"returncode": -signal.SIGKILL, "cancelled": True, "timeout": False}
+
+
+@pytest.mark.parametrize(
+    ("on_term", "returncode"),
+    [
+        ('echo term >> "$M/events"; exit 0', 0),  # a worker: saves, releases, exits
+        ("", -signal.SIGKILL),  # ignores SIGTERM: SIGKILL after kill_grace_s
+    ],
+)
+def test_walltime_ends_a_task_like_a_cluster(tmp_path: Path, on_term: str, returncode: int) -> None:
+    script, marks = write_script(
+        tmp_path,
+        f"""\
+        trap '{on_term}' TERM
+        sleep 30 &
+        echo "$!" > "$M/child-$T"
+        wait
+        """,
+    )
+    local = Local(walltime=timedelta(seconds=1), kill_grace_s=0.5).bind(tmp_path / "jobs")
+    assert local.walltime == "0:00:01"  # as run.json stores it
+    array_id = local.submit(script, n_tasks=1, max_running=1)
+    wait_for((marks / "child-L1_0").exists, "the task to start")
+    pids = [int((marks / f"{kind}-L1_0").read_text()) for kind in ("start", "child")]
+    wait_for(lambda: all(gone(pid) for pid in pids), "the walltime to end the task's group")
+    wait_for(lambda: gone(supervisor_pid(tmp_path, array_id)), "the supervisor to exit")
+    end = json.loads((tmp_path / "jobs" / "L1" / "0.exit").read_text())
+    assert end == {"returncode": returncode, "cancelled": False, "timeout": True}
+    (ended,) = local.exit_states([array_id]).values()
+    assert ended.state == JobState.CANCELLED
+    assert ended.describe() == "TIMEOUT (time limit reached)"
+    saw_term = "term" in (marks / "events").read_text().splitlines()
+    assert saw_term == bool(on_term)
+
+
+def test_walltime_strings_and_refusals() -> None:
+    assert Local(walltime="48:00:00").walltime_s == 48 * 3600
+    assert Local().walltime_s is None
+    for bad in ("90", "1:00", "1-00:00:00", 90):
+        with pytest.raises(ConfigError, match="walltime="):
+            Local(walltime=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="at least a second"):
+        Local(walltime=timedelta(0))
 
 
 def test_tasks_outlive_the_submitter(tmp_path: Path) -> None:

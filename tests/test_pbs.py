@@ -74,11 +74,12 @@ def test_render_is_valid_bash(tmp_path: Path, flavor: str, executor: str) -> Non
         cores=4,
         nodes=2,
         executor=executor,
-        mem="8G",
+        memory="8G",
         walltime="48:00:00",
-        queue_name="workq",
+        queue="workq",
         account="proj-1",
-        extra_pbs=["#PBS -l place=scatter", "-m n"],
+        extra_directives=["#PBS -l place=scatter", "-m n"],
+        mpi_launcher="mpirun --bind-to none",
         env={"MY_VAR": "it's $HOME"},
         extra_script="module load python",
     )
@@ -106,8 +107,8 @@ def test_render_is_valid_bash(tmp_path: Path, flavor: str, executor: str) -> Non
     last = script.rstrip().splitlines()[-1]
     if executor == "mpi4py":
         assert last == (
-            f"exec mpiexec -n 4 {pbs.python} -m mpi4py.futures -m adaptive_runner.worker "
-            f"{tmp_path}/run"
+            f"exec mpirun --bind-to none -n 4 {pbs.python} -m mpi4py.futures "
+            f"-m adaptive_runner.worker {tmp_path}/run"
         )
     else:
         assert last == f"exec {pbs.python} -m adaptive_runner.worker {tmp_path}/run"
@@ -124,16 +125,19 @@ def test_render_refuses_log_dir_qsub_cannot_take(tmp_path: Path) -> None:
     [
         ({"walltime": "1h"}, "walltime"),
         ({"walltime": "10:61:00"}, "walltime"),
-        ({"mem": "lots"}, "mem"),
-        ({"mem": "8 gigs"}, "mem"),
+        ({"walltime": 3600}, "timedelta or a string"),
+        ({"memory": "lots"}, "memory="),
+        ({"mem": "8 gigs"}, "memory="),
         ({"cores": 0}, "cores"),
         ({"cores": 2.5}, "cores"),
         ({"nodes": 0}, "nodes"),
         ({"flavor": "sge"}, "flavor"),
-        ({"queue_name": "a b"}, "queue_name"),
+        ({"queue": "a b"}, "queue="),
+        ({"queue_name": "a b"}, "queue="),
         ({"account": "x y"}, "account"),
-        ({"extra_pbs": ["-l a\n-l b"]}, "extra_pbs"),
-        ({"extra_pbs": "-l a"}, "extra_pbs"),
+        ({"extra_directives": ["-l a\n-l b"]}, "extra_directives"),
+        ({"extra_pbs": "-l a"}, "extra_directives"),
+        ({"mpi_launcher": ""}, "mpi_launcher"),
     ],
 )
 def test_bad_options_say_which(kwargs: dict[str, Any], match: str) -> None:
@@ -141,9 +145,12 @@ def test_bad_options_say_which(kwargs: dict[str, Any], match: str) -> None:
         PBS(**kwargs)
 
 
-@pytest.mark.parametrize(("mem", "spelled"), [("8G", "8gb"), ("8gb", "8gb"), ("500MB", "500mb")])
-def test_mem_in_pbs_spelling(mem: str, spelled: str) -> None:
-    assert PBS(mem=mem).pbs_mem == spelled
+@pytest.mark.parametrize(
+    ("memory", "spelled"),
+    [("8G", "8gb"), ("8gb", "8gb"), ("500MB", "500mb"), ("100", "100b"), ("100b", "100b")],
+)
+def test_memory_in_pbs_spelling(memory: str, spelled: str) -> None:
+    assert PBS(memory=memory).pbs_mem == spelled
 
 
 def test_array_options_per_dialect() -> None:
@@ -431,10 +438,10 @@ def test_check_catches_wrong_dialect_and_queue(
     other = "torque" if fake_pbs == "pbspro" else "pbspro"
     with pytest.raises(ConfigError, match=f"flavor='{fake_pbs}'"):
         PBS(flavor=other).check()
-    with pytest.raises(ConfigError, match="queue_name='nosuch'"):
-        PBS(flavor=fake_pbs, queue_name="nosuch").check()
+    with pytest.raises(ConfigError, match="queue='nosuch'"):
+        PBS(flavor=fake_pbs, queue="nosuch").check()
     monkeypatch.setenv("FAKE_PBS_QUEUES", "short,long")
-    PBS(flavor=fake_pbs, queue_name="long").check()
+    PBS(flavor=fake_pbs, queue="long").check()
 
 
 def test_max_array_size(fake_pbs: str, monkeypatch: pytest.MonkeyPatch) -> None:

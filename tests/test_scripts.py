@@ -13,6 +13,8 @@ import pytest
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.schedulers.base import ScriptContext
 from adaptive_runner.schedulers.local import Local
+from adaptive_runner.schedulers.pbs import PBS
+from adaptive_runner.schedulers.slurm import SLURM
 from adaptive_runner.scripts import templates_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +100,25 @@ def test_user_template(tmp_path: Path) -> None:
     scheduler = Local(template=template)
     text = scheduler.render(context(tmp_path, ["-c", "pass"]))
     assert text == f"#!/bin/bash\n# local 1\n{sys.executable} -c pass\n"
+
+
+def test_template_with_the_released_option_names(tmp_path: Path) -> None:
+    """A template copied from an earlier release reads options under their old names."""
+    template = tmp_path / "old.sh.j2"
+    template.write_text(
+        "{{ s.partition }} {{ s.time }} {{ s.mem }} {{ s.extra_sbatch | join(',') }}\n"
+    )
+    slurm = SLURM(
+        template=template,
+        queue="debug",
+        walltime="90",
+        memory="8G",
+        extra_directives=["--gres=gpu:1"],
+    )
+    assert slurm.render(context(tmp_path, [])) == "debug 90 8G --gres=gpu:1\n"
+    template.write_text("{{ s.queue_name }} {{ s.pbs_mem }} {{ s.directives | join(',') }}\n")
+    pbs = PBS(template=template, queue="batch", memory="8G", extra_directives=["#PBS -m n"])
+    assert pbs.render(context(tmp_path, [])) == "batch 8gb -m n\n"
 
 
 def test_template_errors(tmp_path: Path) -> None:

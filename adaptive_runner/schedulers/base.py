@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -10,6 +12,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar, Self
 
@@ -20,6 +23,8 @@ from adaptive_runner.validation import EnvValue, environment, positive_int
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
     from pathlib import Path
+
+_HOURS_MINUTES_SECONDS = re.compile(r"(\d+):([0-5]\d):([0-5]\d)")  # hours may exceed 24
 
 
 class JobState(StrEnum):
@@ -130,6 +135,11 @@ class Scheduler(ABC):
     ----------
     cores
         Cores per array task (a task runs one learner at a time).
+    walltime
+        Time limit per task: a ``timedelta`` or the scheduler's own string (``"HH:MM:SS"``;
+        SLURM also takes its other forms). Stored as given, a timedelta as ``"H:MM:SS"``.
+        A task past it gets SIGTERM, saves, releases its learner and is resubmitted.
+        None: the queue's default (no limit on Local).
     executor
         How a task evaluates points: ``sequential``, ``process-pool``, ``loky`` or ``mpi4py``.
     python
@@ -156,6 +166,7 @@ class Scheduler(ABC):
     submit_timeout_s: ClassVar[float] = 60.0
 
     cores: int = 1
+    walltime: timedelta | str | None = None
     executor: str = "sequential"
     python: str = field(default=sys.executable)
     num_threads: int = 1
@@ -166,6 +177,8 @@ class Scheduler(ABC):
     def __post_init__(self) -> None:
         """Validate the common options; subclasses extend this and call super()."""
         positive_int(self.cores, "cores")
+        if self.walltime is not None:
+            object.__setattr__(self, "walltime", self._walltime_text(self.walltime))
         if self.executor not in EXECUTORS:
             raise ConfigError(
                 f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
@@ -173,6 +186,40 @@ class Scheduler(ABC):
         positive_int(self.num_threads, "num_threads")
         # A copy: a frozen scheduler must not change when the caller's dict does.
         object.__setattr__(self, "env", environment(self.env))
+
+    def _walltime_text(self, value: object) -> str:
+        """``walltime`` checked, as the string run.json stores."""
+        if isinstance(value, timedelta):
+            seconds = math.ceil(value.total_seconds())
+            if seconds <= 0:
+                raise ConfigError(f"walltime={value!r} is not positive; give at least a second")
+            return format_hours(seconds)
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"walltime={value!r} is {type(value).__name__}; give a timedelta or a string "
+                "like '2:00:00' (a bare number could mean minutes or seconds)"
+            )
+        self.parse_walltime(value)
+        return value
+
+    def parse_walltime(self, text: str) -> int:
+        """Seconds in a ``walltime`` string: ``"HH:MM:SS"``, hours may exceed 24."""
+        match = _HOURS_MINUTES_SECONDS.fullmatch(text.strip())
+        seconds = 0
+        if match is not None:
+            hours, minutes, secs = (int(part) for part in match.groups())
+            seconds = hours * 3600 + minutes * 60 + secs
+        if seconds <= 0:
+            raise ConfigError(
+                f"walltime={text!r} is not a positive time limit: give 'HH:MM:SS' (e.g. "
+                "'48:00:00') or a timedelta"
+            )
+        return seconds
+
+    @property
+    def walltime_s(self) -> int | None:
+        """``walltime`` in seconds, or None without a limit."""
+        return None if self.walltime is None else self.parse_walltime(str(self.walltime))
 
     def bind(self, jobs_dir: Path) -> Self:
         """The scheduler as one run uses it, keeping its records under ``jobs_dir``.
@@ -247,6 +294,13 @@ class Scheduler(ABC):
     def array_of(self, task_id: str) -> str:
         """The id of the array a task id belongs to (``"123_4"`` -> ``"123"``)."""
         return task_id.rsplit("_", 1)[0]
+
+
+def format_hours(seconds: int) -> str:
+    """A duration as ``"H:MM:SS"`` (hours may exceed 24), the form every backend reads."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def run_command(

@@ -5,11 +5,12 @@
 once, and keeps doing so after the manager that submitted them has exited. Everything the
 scheduler knows lives in files, written atomically, in ``JOBS_DIR/<array_id>/``:
 
-    array.json        the script, n_tasks, max_running and kill_grace_s of the array
+    array.json        the script, n_tasks, max_running, kill_grace_s and walltime_s of the array
     supervisor.json   the supervisor's pid and process start time
     supervisor.log    the supervisor's output (and a task's, before its script redirects it)
     <i>.pid           task i started: its pid and process start time (guards pid reuse)
-    <i>.exit          task i ended: its return code (-n: signal n), whether it had been cancelled
+    <i>.exit          task i ended: its return code (-n: signal n), whether it had been
+                      cancelled, whether it ran past the walltime
     <i>.cancel        cancel() asked for task i to end (or never start)
     cancel            cancel() asked for the whole array to end
 
@@ -72,11 +73,16 @@ SUPERVISOR_START_TIMEOUT_S = 60.0
 class Local(Scheduler):
     """Run job arrays as local processes: the default when there is no cluster.
 
+    Takes the common options of :class:`Scheduler`; a task past its ``walltime``
+    (``"HH:MM:SS"`` or a timedelta) gets SIGTERM, as on a cluster, and SIGKILL
+    ``kill_grace_s`` later. Cluster options (queue, account, memory, ...) mean nothing here.
+
     Parameters
     ----------
     kill_grace_s
-        Seconds a cancelled task has, after SIGTERM, to save and release its learner before
-        its process group gets SIGKILL (the supervisor escalates; ``cancel`` does not wait).
+        Seconds a cancelled task, or one past its walltime, has after SIGTERM to save and
+        release its learner before its process group gets SIGKILL (the supervisor
+        escalates; ``cancel`` does not wait).
 
     """
 
@@ -129,6 +135,7 @@ class Local(Scheduler):
             "n_tasks": n_tasks,
             "max_running": max_running,
             "kill_grace_s": float(self.kill_grace_s),
+            "walltime_s": self.walltime_s,
             "submitted": time.time(),
             "tag": tag,
         }
@@ -279,18 +286,25 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 def task_end(record: Mapping[str, Any]) -> TaskEnd:
-    """A TaskEnd from an ``<i>.exit`` record: a negative return code -n means signal n."""
+    """A TaskEnd from an ``<i>.exit`` record: a negative return code -n means signal n.
+
+    A task ended past its walltime is ``TIMEOUT``, as SLURM says it (records written before
+    Local had a walltime have no ``timeout``).
+    """
     returncode: int = record["returncode"]
     signal_number = -returncode if returncode < 0 else None
+    word = None
     if record["cancelled"]:
         state = JobState.CANCELLED
+    elif record.get("timeout", False):
+        state, word = JobState.CANCELLED, "TIMEOUT"
     else:
         state = JobState.COMPLETED if returncode == 0 else JobState.FAILED
     return TaskEnd(
         state=state,
         exit_code=None if signal_number else returncode,
         signal=signal_number,
-        scheduler_state=state.name,
+        scheduler_state=word or state.name,
     )
 
 
@@ -322,6 +336,16 @@ def _cancel_requested(array_dir: Path, index: int) -> bool:
     return (array_dir / ARRAY_CANCEL).exists() or (array_dir / f"{index}.cancel").exists()
 
 
+@dataclass
+class _Running:
+    """A task the supervisor started and has not seen end."""
+
+    proc: subprocess.Popen[bytes]
+    started: float  # time.monotonic()
+    stopping_since: float | None = None  # when it got SIGTERM (from cancel() or the walltime)
+    timed_out: bool = False
+
+
 def supervise(array_dir: Path) -> None:
     """Run the tasks of one array, at most max_running at once, until all have ended.
 
@@ -333,49 +357,65 @@ def supervise(array_dir: Path) -> None:
     """
     spec = _read_json(array_dir / ARRAY_FILE, what="array file")
     n_tasks: int = spec["n_tasks"]
-    array_id = array_dir.name
-    running: dict[int, subprocess.Popen[bytes]] = {}
-    cancel_seen: dict[int, float] = {}  # task index -> when its cancel request was noticed
+    walltime_s: int | None = spec.get("walltime_s")  # absent in arrays of older versions
+    running: dict[int, _Running] = {}
     next_index = 0
     while next_index < n_tasks or running:
-        for i, proc in list(running.items()):
-            code = proc.poll()
+        for i, task in list(running.items()):
+            code = task.proc.poll()
             if code is None:
                 continue
             del running[i]
-            cancel_seen.pop(i, None)
-            _signal_group(proc.pid, signal.SIGKILL)  # what the task left behind ends with it
-            end = {"returncode": code, "cancelled": _cancel_requested(array_dir, i)}
+            _signal_group(task.proc.pid, signal.SIGKILL)  # what it left behind ends with it
+            end = {
+                "returncode": code,
+                "cancelled": _cancel_requested(array_dir, i),
+                "timeout": task.timed_out,
+            }
             atomic_write(array_dir / f"{i}.exit", json.dumps(end).encode())
-        now = time.monotonic()
-        for i, proc in running.items():
-            # cancel() sent SIGTERM; escalate once the grace period is over.
-            cancelled = _cancel_requested(array_dir, i)
-            if cancelled and now - cancel_seen.setdefault(i, now) >= spec["kill_grace_s"]:
-                _signal_group(proc.pid, signal.SIGKILL)
+        for i, task in running.items():
+            _stop_overdue(task, array_dir, i, walltime_s=walltime_s, grace_s=spec["kill_grace_s"])
         while len(running) < spec["max_running"] and next_index < n_tasks:
             i, next_index = next_index, next_index + 1
             if _cancel_requested(array_dir, i):
                 continue  # cancelled before it started: it never will
-            env = {
-                **os.environ,
-                LOCAL_ARRAY_ID_VAR: array_id,
-                LOCAL_TASK_INDEX_VAR: str(i),
-                TASK_ID_VAR: f"{array_id}_{i}",
-                TASK_COUNT_VAR: str(n_tasks),
-            }
-            proc = subprocess.Popen(
-                ["bash", spec["script"]],
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
-            running[i] = proc
-            atomic_write(array_dir / f"{i}.pid", json.dumps(_process_record(proc.pid)).encode())
+            task = _Running(_start_task(array_dir, spec["script"], i, n_tasks), time.monotonic())
+            running[i] = task
             if _cancel_requested(array_dir, i):  # cancel() may have looked before the pid file
-                _signal_group(proc.pid, signal.SIGTERM)
-                cancel_seen[i] = time.monotonic()
+                _signal_group(task.proc.pid, signal.SIGTERM)
+                task.stopping_since = time.monotonic()
         time.sleep(POLL_INTERVAL_S)
+
+
+def _stop_overdue(
+    task: _Running, array_dir: Path, index: int, *, walltime_s: int | None, grace_s: float
+) -> None:
+    """SIGTERM a task past its walltime; SIGKILL one still there ``grace_s`` after a SIGTERM."""
+    now = time.monotonic()
+    if task.stopping_since is not None:
+        if now - task.stopping_since >= grace_s:
+            _signal_group(task.proc.pid, signal.SIGKILL)
+    elif _cancel_requested(array_dir, index):
+        task.stopping_since = now  # cancel() sent SIGTERM
+    elif walltime_s is not None and now - task.started >= walltime_s:
+        _signal_group(task.proc.pid, signal.SIGTERM)  # as a cluster does at the time limit
+        task.stopping_since, task.timed_out = now, True
+
+
+def _start_task(array_dir: Path, script: str, i: int, n_tasks: int) -> subprocess.Popen[bytes]:
+    """Start task ``i`` (``bash script``) in its own session and record its pid file."""
+    env = {
+        **os.environ,
+        LOCAL_ARRAY_ID_VAR: array_dir.name,
+        LOCAL_TASK_INDEX_VAR: str(i),
+        TASK_ID_VAR: f"{array_dir.name}_{i}",
+        TASK_COUNT_VAR: str(n_tasks),
+    }
+    proc = subprocess.Popen(
+        ["bash", script], stdin=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    atomic_write(array_dir / f"{i}.pid", json.dumps(_process_record(proc.pid)).encode())
+    return proc
 
 
 def main(argv: Sequence[str]) -> int:

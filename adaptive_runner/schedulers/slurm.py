@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import re
-import shlex
 import signal as signals
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.schedulers.base import (
-    JobState,
-    QueuedTask,
-    Scheduler,
-    TaskEnd,
-    run_command,
-)
+from adaptive_runner.schedulers.base import JobState, QueuedTask, TaskEnd, run_command
+from adaptive_runner.schedulers.cluster import ClusterScheduler, plain_word
 from adaptive_runner.validation import positive_int
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import Collection, Mapping, Sequence
+    from datetime import timedelta
     from pathlib import Path
 
 # squeue: array job id | array task id or pending expression (e.g. "8-11%8") | long state name
@@ -74,12 +69,9 @@ _TIME_FORMS = (
     re.compile(r"(?P<d>\d+)-(?P<h>\d+):(?P<m>\d+)"),
     re.compile(r"(?P<d>\d+)-(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)"),
 )
-_MEM = re.compile(r"(?P<n>\d+)(?P<unit>[KMGT]?)")
-_MEM_UNIT_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}
 _JOB_ID = re.compile(r"\d+(_\d+)?")
 _MAX_SIGNAL_GRACE_S = 65535  # sbatch --signal takes at most this
 _WORKER_STOP_SIGNALS = ("USR1", "TERM")  # the signals the worker saves and releases on
-_PLAIN_VALUE = re.compile(r"[^\s'\"\\]+")  # partition, account, qos: one word, no quotes
 
 
 def parse_time(value: str) -> int:
@@ -98,8 +90,8 @@ def parse_time(value: str) -> int:
                 break
             return seconds
     raise ConfigError(
-        f"time={value!r} is not a positive SLURM time limit: use minutes ('90'), 'MM:SS', "
-        "'HH:MM:SS' or 'D-HH:MM:SS'"
+        f"walltime={value!r} is not a positive SLURM time limit: give a timedelta, minutes "
+        "('90'), 'MM:SS', 'HH:MM:SS' or 'D-HH:MM:SS'"
     )
 
 
@@ -109,17 +101,6 @@ def format_time(seconds: int) -> str:
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
-
-
-def parse_mem(value: str) -> int:
-    """Megabytes in a SLURM memory size: a number with an optional K, M, G or T (default M)."""
-    match = _MEM.fullmatch(value.strip())
-    if match is None or int(match["n"]) == 0:
-        raise ConfigError(
-            f"mem={value!r} is not a SLURM memory size: use a positive integer with an "
-            "optional unit K, M, G or T, e.g. '500M' or '8G'"
-        )
-    return max(1, round(int(match["n"]) * _MEM_UNIT_MB[match["unit"]]))
 
 
 def parse_array_tasks(expression: str) -> list[int]:
@@ -253,8 +234,13 @@ def parse_max_array_size(config_text: str) -> int:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SLURM(Scheduler):
+class SLURM(ClusterScheduler):
     """SLURM: each run (or resource group) is submitted as ``sbatch --array``.
+
+    Takes the common options (:class:`Scheduler`, :class:`ClusterScheduler`: ``queue`` is the
+    partition, ``walltime`` also takes SLURM's forms: minutes ``"90"``, ``"MM:SS"``,
+    ``"D-HH:MM:SS"``, ...) and SLURM's own words for them: ``partition``, ``time``, ``mem``
+    and ``extra_sbatch``.
 
     Parameters
     ----------
@@ -263,21 +249,10 @@ class SLURM(Scheduler):
         ``cores = nodes * cores_per_node``); needs ``executor="mpi4py"`` if more than one.
     cores_per_node
         MPI ranks per node when ``nodes`` is given.
-    partition
-        The partition (queue); the cluster's default if None. Checked in :meth:`check`.
-    time
-        Time limit per task: minutes (``"90"``), ``"MM:SS"``, ``"HH:MM:SS"`` or
-        ``"D-HH:MM:SS"``. Tasks that hit it save and are resubmitted.
-    mem
-        Memory per node, e.g. ``"8G"`` or ``"500M"``.
-    account
-        The account charged (``--account``).
     qos
         The quality of service (``--qos``).
     exclusive
         Ask for whole nodes (``--exclusive``).
-    extra_sbatch
-        More ``#SBATCH`` flags, one per line, e.g. ``["--constraint=skylake"]``.
     signal
         Sent to the batch shell (and so the worker) ``signal_grace_s`` before the time
         limit, so it saves and releases its learner: ``"USR1"`` or ``"TERM"`` (where USR1
@@ -285,60 +260,59 @@ class SLURM(Scheduler):
         besides SLURM's own TERM at the limit.
     signal_grace_s
         Seconds between ``signal`` and the time limit (SLURM may send it up to 60 s early).
-    mpi_launcher
-        The command that starts the MPI ranks for ``executor="mpi4py"``, followed by
-        ``-n <cores>``, e.g. ``"mpiexec"`` or ``"srun --mpi=pmi2"``.
 
     """
 
     name: ClassVar[str] = "slurm"
     template_name: ClassVar[str] = "slurm.sh.j2"
+    directive_prefix: ClassVar[str] = "#SBATCH"
+    aliases: ClassVar[Mapping[str, str]] = {
+        "partition": "queue",
+        "time": "walltime",
+        "mem": "memory",
+        "extra_sbatch": "extra_directives",
+    }
 
     nodes: int | None = None
     cores_per_node: int | None = None
-    partition: str | None = None
-    time: str | None = None
-    mem: str | None = None
-    account: str | None = None
     qos: str | None = None
     exclusive: bool = False
-    extra_sbatch: Sequence[str] = field(default_factory=tuple)
     signal: str | None = "USR1"
     signal_grace_s: int = 120
-    mpi_launcher: str = "mpiexec"
+    partition: InitVar[str | None] = None
+    time: InitVar[timedelta | str | None] = None
+    mem: InitVar[str | None] = None
+    extra_sbatch: InitVar[Sequence[str] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(  # the aliases come in as InitVars
+        self,
+        partition: str | None,
+        time: timedelta | str | None,
+        mem: str | None,
+        extra_sbatch: Sequence[str] | None,
+    ) -> None:
         """Validate every option, so a bad one fails here and not in sbatch."""
+        self.take_aliases(
+            {"partition": partition, "time": time, "mem": mem, "extra_sbatch": extra_sbatch}
+        )
         super().__post_init__()
         self._check_nodes()
-        for name in ("partition", "account", "qos"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, str) and _PLAIN_VALUE.fullmatch(value)):
-                raise ConfigError(f"{name} must be one word without quotes, got {value!r}")
-        if self.time is not None:
-            parse_time(self.time)
-        if self.mem is not None:
-            parse_mem(self.mem)
-        self._check_extra_sbatch()
-        self._check_signal()
-        try:
-            launcher = shlex.split(self.mpi_launcher)
-        except ValueError as e:
-            raise ConfigError(f"mpi_launcher={self.mpi_launcher!r} is not a command: {e}") from e
-        if not launcher:
-            raise ConfigError("mpi_launcher must name a command, e.g. 'mpiexec'")
-
-    def _check_extra_sbatch(self) -> None:
-        if isinstance(self.extra_sbatch, str):
+        plain_word(self.qos, "qos")
+        if (self.memory_size() or (0, ""))[1] == "B":
             raise ConfigError(
-                f"extra_sbatch must be a list of flags, got the string {self.extra_sbatch!r}"
+                f"memory={self.memory!r}: SLURM takes no bytes; give K, M, G or T, e.g. '500M'"
             )
-        for flag in self.extra_sbatch:
-            if not flag.startswith("-") or "\n" in flag or "\r" in flag:
+        for flag in self.directives:
+            if not flag.startswith("-"):
                 raise ConfigError(
-                    f"extra_sbatch entries must be single sbatch flags like "
+                    f"extra_directives entries must be single sbatch flags like "
                     f"'--constraint=gpu', got {flag!r}"
                 )
+        self._check_signal()
+
+    def parse_walltime(self, text: str) -> int:
+        """Seconds in a SLURM time limit (see :func:`parse_time`)."""
+        return parse_time(text)
 
     def _check_signal(self) -> None:
         names = {sig.name.removeprefix("SIG") for sig in signals.Signals}
@@ -377,28 +351,30 @@ class SLURM(Scheduler):
 
     @property
     def time_limit(self) -> str | None:
-        """``time`` as sbatch's D-HH:MM:SS, or None for the partition's limit."""
-        return None if self.time is None else format_time(parse_time(self.time))
+        """``walltime`` as sbatch's D-HH:MM:SS, or None for the partition's limit."""
+        seconds = self.walltime_s
+        return None if seconds is None else format_time(seconds)
+
+    @property
+    def slurm_mem(self) -> str:
+        """``memory`` as ``--mem`` takes it (``"8gb"`` -> ``"8G"``); "" when not given."""
+        size = self.memory_size()
+        return "" if size is None else f"{size[0]}{size[1]}"
 
     @property
     def signal_name(self) -> str | None:
         """``signal`` as sbatch wants it: upper case, without ``SIG``."""
         return None if self.signal is None else self.signal.upper().removeprefix("SIG")
 
-    @property
-    def mpi_command(self) -> str:
-        """``mpi_launcher`` split and shell-quoted, ready for the job script."""
-        return shlex.join(shlex.split(self.mpi_launcher))
-
     def check(self) -> None:
-        """Check that SLURM answers and that ``partition`` exists (one ``sinfo`` call)."""
+        """Check that SLURM answers and that the partition (``queue``) exists: one ``sinfo``."""
         out = run_command(["sinfo", "-h", "-o", "%R"], missing_hint=_MISSING_HINT)
         partitions = sorted({line.strip() for line in out.splitlines() if line.strip()})
         if not partitions:
             raise ConfigError("sinfo lists no partitions: this SLURM cannot run jobs")
-        if self.partition is not None and self.partition not in partitions:
+        if self.queue is not None and self.queue not in partitions:
             raise ConfigError(
-                f"partition={self.partition!r} does not exist; this cluster has: "
+                f"queue={self.queue!r} is no partition of this cluster; it has: "
                 f"{', '.join(partitions)}"
             )
 
