@@ -7,6 +7,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,6 +103,31 @@ def test_user_template(tmp_path: Path) -> None:
     assert text == f"#!/bin/bash\n# local 1\n{sys.executable} -c pass\n"
 
 
+def test_user_template_elsewhere_includes_the_shipped_parts(tmp_path: Path) -> None:
+    """A template in its own directory includes the environment and launch parts."""
+    template = tmp_path / "site" / "mine.sh.j2"
+    template.parent.mkdir()
+    template.write_text(
+        "#!/bin/bash\n#SBATCH --constraint=site\n"
+        '{% include "_environment.sh.j2" %}\n\n{% include "_launch.sh.j2" %}\n'
+    )
+    options: dict[str, Any] = {"num_threads": 2, "env": {"A": "b c"}, "extra_script": "true"}
+    scheduler = SLURM(template=template, executor="mpi4py", cores=3, **options)
+    text = scheduler.render(context(tmp_path, ["-m", "adaptive_runner.worker", "run"]))
+    shipped = SLURM(executor="mpi4py", cores=3, **options).render(
+        context(tmp_path, ["-m", "adaptive_runner.worker", "run"])
+    )
+    body = text.split("#SBATCH --constraint=site\n", 1)[1]
+    assert shipped.endswith(body)  # the same environment and exec lines as the shipped one
+    assert "export A='b c'\n" in body
+    assert body.splitlines()[-1].startswith("exec mpiexec -n 3 ")
+    # A part of the same name beside the user's template wins over the shipped one.
+    (template.parent / "_environment.sh.j2").write_text("# my environment\n")
+    text = scheduler.render(context(tmp_path, ["-m", "adaptive_runner.worker", "run"]))
+    assert "# my environment\n" in text
+    assert "OMP_NUM_THREADS" not in text
+
+
 def test_template_with_the_released_option_names(tmp_path: Path) -> None:
     """A template copied from an earlier release reads options under their old names."""
     template = tmp_path / "old.sh.j2"
@@ -146,4 +172,5 @@ def test_templates_are_in_the_wheel(tmp_path: Path) -> None:
         names = set(archive.namelist())
     shipped = {f"adaptive_runner/templates/{p.name}" for p in templates_dir().glob("*.sh.j2")}
     assert "adaptive_runner/templates/local.sh.j2" in shipped
+    assert "adaptive_runner/templates/_environment.sh.j2" in shipped
     assert shipped <= names
