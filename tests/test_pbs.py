@@ -163,6 +163,22 @@ def test_array_options_per_dialect() -> None:
     assert PBS(flavor="torque").array_options(1, 1) == [("-t", "0-0")]
 
 
+def test_commands_are_built_without_running_anything() -> None:
+    script = Path("/j.sh")
+    assert PBS().submit_command(script, n_tasks=4, max_running=2, tag="run-1") == [
+        *("qsub", "-N", "run-1", "-J", "0-3", "-W", "max_run_subjobs=2", "/j.sh"),
+    ]
+    torque = PBS(flavor="torque")
+    assert torque.submit_command(script, n_tasks=4, max_running=2, tag=None) == [
+        *("qsub", "-t", "0-3%2", "/j.sh"),
+    ]
+    assert PBS().tagged_command(["run-1"]) == ["qstat", "-f", "-F", "json", "-x"]
+    assert torque.tagged_command(["run-1"]) == ["qstat", "-x"]
+    assert torque.parse_submit("12[].srv\n") == "12[].srv"
+    with pytest.raises(SchedulerCommandError, match="expected a job id"):
+        torque.parse_submit("qsub: submit error\n")
+
+
 def test_array_of() -> None:
     assert PBS().array_of("17[4].pbs01") == "17[].pbs01"
     assert PBS().array_of("18.pbs01") == "18.pbs01"

@@ -330,6 +330,18 @@ def test_nodes_set_cores() -> None:
     assert SLURM(walltime=timedelta(days=2, seconds=1)).time_limit == "2-00:00:01"
 
 
+def test_commands_are_built_without_running_anything() -> None:
+    s = SLURM()
+    assert s.submit_command(Path("/j.sh"), n_tasks=3, max_running=2, tag="run-1") == [
+        *("sbatch", "--parsable", "--job-name=run-1", "--array=0-2%2", "/j.sh"),
+    ]
+    assert s.tagged_command(["b", "a"]) == [
+        *("squeue", "--me", "-h", "-t", "all", "--name", "a,b", "-o", "%F|%j"),
+    ]
+    with pytest.raises(ConfigError, match="n_tasks and max_running must be positive"):
+        s.submit(Path("/j.sh"), n_tasks=0, max_running=1)  # refused before anything runs
+
+
 def test_cancel_refuses_names() -> None:
     with pytest.raises(ConfigError, match="cannot cancel"):
         SLURM().cancel(["my-job-name"])

@@ -4,20 +4,26 @@ A queue, an account, memory, extra directive lines and an MPI launcher mean the 
 cluster, so they are named once here (as dask-jobqueue names them on every cluster class).
 Each backend spells them in its own script lines; its users' own words for them
 (``partition=``, ``mem=``, ...) stay accepted as aliases, listed in its ``aliases``.
+
+A backend says how to submit and how to find an array by its tag as pure command builders
+and parsers (``submit_command``/``parse_submit``, ``tagged_command``/``parse_tagged``, as
+PSI-J's executors do); the commands run here, through ``run_command``, the one I/O seam.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.schedulers.base import Scheduler
+from adaptive_runner.schedulers.base import Scheduler, run_command
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
+    from pathlib import Path
 
 _WORD = re.compile(r"[^\s'\"\\#]+")  # a queue, an account: one word that needs no quoting
 # A size: a positive number, then K, M, G or T and an optional B, in any case ("8G", "8gb").
@@ -58,6 +64,8 @@ class ClusterScheduler(Scheduler):
 
     # The directive that starts an option line in the job script.
     directive_prefix: ClassVar[str]
+    # Said when a command is missing from PATH, e.g. "is this a SLURM login node?".
+    missing_hint: ClassVar[str]
     # The backend's own option names -> the names above; accepted by the constructor (as
     # InitVars handed to take_aliases) and never stored in run.json.
     aliases: ClassVar[Mapping[str, str]] = {}
@@ -138,3 +146,50 @@ class ClusterScheduler(Scheduler):
     def mpi_command(self) -> str:
         """``mpi_launcher`` split and shell-quoted, ready for the job script."""
         return shlex.join(shlex.split(self.mpi_launcher))
+
+    # -- submitting, and finding what was submitted ------------------------------------------
+
+    def submit(
+        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
+    ) -> str:
+        """Submit ``script`` as one array with one command; return the array's id.
+
+        One attempt: a submit command may queue the array and still fail (``Socket timed
+        out``), so a retry is the job manager's, after :meth:`find_tagged`.
+        """
+        if n_tasks <= 0 or max_running <= 0:
+            raise ConfigError(
+                f"n_tasks and max_running must be positive, got {n_tasks} and {max_running}"
+            )
+        out = run_command(
+            self.submit_command(script, n_tasks=n_tasks, max_running=max_running, tag=tag),
+            retries=1,
+            timeout_s=self.submit_timeout_s,
+            missing_hint=self.missing_hint,
+        )
+        return self.parse_submit(out)
+
+    def find_tagged(self, tags: Collection[str]) -> dict[str, str]:
+        """Tag -> array id for the arrays named by ``tags`` that the cluster knows (one call)."""
+        if not tags:
+            return {}
+        out = run_command(self.tagged_command(tags), missing_hint=self.missing_hint)
+        return self.parse_tagged(out, tags)
+
+    @abstractmethod
+    def submit_command(
+        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None
+    ) -> list[str]:
+        """The command that submits ``script`` as ``n_tasks`` tasks, ``tag`` its job name."""
+
+    @abstractmethod
+    def parse_submit(self, out: str) -> str:
+        """The array id in what :meth:`submit_command` printed."""
+
+    @abstractmethod
+    def tagged_command(self, tags: Collection[str]) -> list[str]:
+        """The command that lists the user's jobs with their names (those in ``tags`` at least)."""
+
+    @abstractmethod
+    def parse_tagged(self, out: str, tags: Collection[str]) -> dict[str, str]:
+        """Tag -> array id in what :meth:`tagged_command` printed, for the names in ``tags``."""

@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from adaptive_runner.schedulers.base import ScriptContext
 
 FLAVORS = ("pbspro", "torque")
-MISSING_HINT = "is this a PBS login node?"
 PBSPRO_DEFAULT_MAX_ARRAY_SIZE = 10000
 
 _JOB_ID = re.compile(r"\d+(\[\])?(\.[^\s\[\]]+)?")
@@ -84,6 +83,7 @@ class PBS(ClusterScheduler):
     template_name: ClassVar[str] = "pbs.sh.j2"
     poll_interval_s: ClassVar[float] = 30.0  # qstat -f is heavy for the PBS server
     directive_prefix: ClassVar[str] = "#PBS"
+    missing_hint: ClassVar[str] = "is this a PBS login node?"
     aliases: ClassVar[Mapping[str, str]] = {
         "queue_name": "queue",
         "mem": "memory",
@@ -160,8 +160,8 @@ class PBS(ClusterScheduler):
         """Check that qsub/qstat/qdel exist, the dialect matches and the queue exists."""
         for command in ("qsub", "qstat", "qdel"):
             if shutil.which(command) is None:
-                raise SchedulerCommandError(f"{command} not found: {MISSING_HINT}")
-        version = run_command(["qstat", "--version"], missing_hint=MISSING_HINT)
+                raise SchedulerCommandError(f"{command} not found: {self.missing_hint}")
+        version = run_command(["qstat", "--version"], missing_hint=self.missing_hint)
         is_pbspro = "pbs_version" in version
         if self.flavor == "pbspro" and not is_pbspro:
             raise ConfigError(
@@ -185,27 +185,22 @@ class PBS(ClusterScheduler):
         PBS Pro calls it ``max_array_size`` (default 10000 when unset), Torque
         ``max_job_array_size`` (no limit when unset).
         """
-        out = run_command(["qstat", "-B", "-f"], missing_hint=MISSING_HINT)
+        out = run_command(["qstat", "-B", "-f"], missing_hint=self.missing_hint)
         match = re.search(r"^\s*max(?:_job)?_array_size\s*=\s*(\d+)\s*$", out, re.MULTILINE)
         if match:
             return int(match.group(1))
         return PBSPRO_DEFAULT_MAX_ARRAY_SIZE if self.flavor == "pbspro" else None
 
-    def submit(
-        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
-    ) -> str:
-        """Submit ``script`` as one array with one qsub call; return ``123[].server``.
-
-        One attempt (see :meth:`Scheduler.submit`); ``tag`` becomes the job name (``-N``).
-        """
+    def submit_command(
+        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None
+    ) -> list[str]:
+        """One qsub with the array options of :meth:`array_options`; ``tag`` is ``-N``."""
         options = [item for pair in self.array_options(n_tasks, max_running) for item in pair]
         name = [] if tag is None else ["-N", tag]
-        out = run_command(
-            ["qsub", *name, *options, str(script)],
-            retries=1,
-            timeout_s=self.submit_timeout_s,
-            missing_hint=MISSING_HINT,
-        )
+        return ["qsub", *name, *options, str(script)]
+
+    def parse_submit(self, out: str) -> str:
+        """The job id qsub printed: ``123[].server`` (``123.server`` for one PBS Pro task)."""
         job_id = out.strip()
         if not _JOB_ID.fullmatch(job_id):
             raise SchedulerCommandError(f"qsub printed {out!r}, expected a job id like 123[].srv")
@@ -240,7 +235,7 @@ class PBS(ClusterScheduler):
             command, parse = ["qstat", "-x", "-t"], torque_xml_entries
         while wanted:
             try:
-                out = _run_about_jobs([*command, *wanted])
+                out = self._run_about_jobs([*command, *wanted])
             except SchedulerCommandError as e:
                 gone = unknown_job_ids(e)
                 if not gone & set(wanted):
@@ -251,18 +246,18 @@ class PBS(ClusterScheduler):
             return {task: e for task, e in entries.items() if self.array_of(task) in wanted}
         return {}
 
-    def find_tagged(self, tags: Collection[str]) -> dict[str, str]:
-        """Tag -> array id from one qstat listing of the server's jobs (with their names)."""
-        if not tags:
-            return {}
+    def tagged_command(self, tags: Collection[str]) -> list[str]:
+        """One qstat listing of the server's jobs with their names (qstat cannot filter them)."""
+        del tags
         if self.flavor == "pbspro":
-            out = run_command(["qstat", "-f", "-F", "json", "-x"], missing_hint=MISSING_HINT)
-            names = parse_pbspro_names(out)
-        else:
-            out = run_command(["qstat", "-x"], missing_hint=MISSING_HINT)
-            names = parse_torque_names(out)
+            return ["qstat", "-f", "-F", "json", "-x"]
+        return ["qstat", "-x"]
+
+    def parse_tagged(self, out: str, tags: Collection[str]) -> dict[str, str]:
+        """Tag -> array id in the listing of :meth:`tagged_command`."""
+        parse = parse_pbspro_names if self.flavor == "pbspro" else parse_torque_names
         wanted = set(tags)
-        return {name: job_id for job_id, name in names.items() if name in wanted}
+        return {name: job_id for job_id, name in parse(out).items() if name in wanted}
 
     def cancel(self, ids: Collection[str]) -> None:
         """Cancel tasks (``123[4].server``) or whole arrays (``123[].server``) with one qdel.
@@ -273,7 +268,7 @@ class PBS(ClusterScheduler):
         if not ids:
             return
         try:
-            _run_about_jobs(["qdel", *sorted(set(ids))])
+            self._run_about_jobs(["qdel", *sorted(set(ids))])
         except SchedulerCommandError as e:
             if not only_jobs_gone(e):
                 raise
@@ -283,16 +278,15 @@ class PBS(ClusterScheduler):
         match = PBS_SUBJOB.match(task_id)
         return f"{match.group(1)}[]{match.group(3)}" if match else task_id
 
+    def _run_about_jobs(self, cmd: Sequence[str]) -> str:
+        """run_command for qstat/qdel on job ids: a definite "no such job" comes back at once.
 
-def _run_about_jobs(cmd: Sequence[str]) -> str:
-    """run_command for qstat/qdel on job ids: a definite "no such job" answer comes back at once.
-
-    Retrying cannot make an unknown or finished job known, so only other failures (server
-    busy, timeouts) get run_command's retries with backoff.
-    """
-    try:
-        return run_command(cmd, retries=1, missing_hint=MISSING_HINT)
-    except SchedulerCommandError as e:
-        if some_job_gone(e):
-            raise
-    return run_command(cmd, missing_hint=MISSING_HINT)
+        Retrying cannot make an unknown or finished job known, so only other failures (server
+        busy, timeouts) get run_command's retries with backoff.
+        """
+        try:
+            return run_command(cmd, retries=1, missing_hint=self.missing_hint)
+        except SchedulerCommandError as e:
+            if some_job_gone(e):
+                raise
+        return run_command(cmd, missing_hint=self.missing_hint)

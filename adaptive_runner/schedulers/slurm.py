@@ -29,7 +29,6 @@ _FULL_ARRAY_EXPRESSIONS = {"SLURM_BITSTR_LEN": "0"}
 SACCT_FIELDS = "JobID,State,ExitCode"
 _ACCOUNTING_DISABLED = "accounting storage is disabled"
 _EXIT_CODE = re.compile(r"(\d+):(\d+)")  # sacct ExitCode: the exit code, then the signal
-_MISSING_HINT = "is this a SLURM login node?"
 
 # Every job state code SLURM reports (squeue %T, sacct State), as far as a task's life goes:
 # still queued, holding its allocation, or ended (and how).
@@ -266,6 +265,7 @@ class SLURM(ClusterScheduler):
     name: ClassVar[str] = "slurm"
     template_name: ClassVar[str] = "slurm.sh.j2"
     directive_prefix: ClassVar[str] = "#SBATCH"
+    missing_hint: ClassVar[str] = "is this a SLURM login node?"
     aliases: ClassVar[Mapping[str, str]] = {
         "partition": "queue",
         "time": "walltime",
@@ -368,7 +368,7 @@ class SLURM(ClusterScheduler):
 
     def check(self) -> None:
         """Check that SLURM answers and that the partition (``queue``) exists: one ``sinfo``."""
-        out = run_command(["sinfo", "-h", "-o", "%R"], missing_hint=_MISSING_HINT)
+        out = run_command(["sinfo", "-h", "-o", "%R"], missing_hint=self.missing_hint)
         partitions = sorted({line.strip() for line in out.splitlines() if line.strip()})
         if not partitions:
             raise ConfigError("sinfo lists no partitions: this SLURM cannot run jobs")
@@ -380,38 +380,42 @@ class SLURM(ClusterScheduler):
 
     def max_array_size(self) -> int:
         """The most tasks one array may have (SLURM's ``MaxArraySize``; indices start at 0)."""
-        out = run_command(["scontrol", "show", "config"], missing_hint=_MISSING_HINT)
+        out = run_command(["scontrol", "show", "config"], missing_hint=self.missing_hint)
         return parse_max_array_size(out)
 
-    def submit(
-        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
-    ) -> str:
-        """Submit ``script`` as one array of ``n_tasks`` tasks, at most ``max_running`` at once.
-
-        One attempt: sbatch may queue the array and still fail (``Socket timed out``), so a
-        retry is the job manager's, after :meth:`find_tagged` (``tag`` is the job name).
-        """
-        if n_tasks <= 0 or max_running <= 0:
-            raise ConfigError(
-                f"n_tasks and max_running must be positive, got {n_tasks} and {max_running}"
-            )
+    def submit_command(
+        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None
+    ) -> list[str]:
+        """``sbatch --parsable --array=0-N%M``: ``n_tasks`` tasks, ``max_running`` at once."""
         name = [] if tag is None else [f"--job-name={tag}"]
-        out = run_command(
-            ["sbatch", "--parsable", *name, f"--array=0-{n_tasks - 1}%{max_running}", str(script)],
-            retries=1,
-            timeout_s=self.submit_timeout_s,
-            missing_hint=_MISSING_HINT,
-        )
+        return [
+            "sbatch",
+            "--parsable",
+            *name,
+            f"--array=0-{n_tasks - 1}%{max_running}",
+            str(script),
+        ]
+
+    def parse_submit(self, out: str) -> str:
+        """The job id sbatch printed (see :func:`parse_sbatch`)."""
         return parse_sbatch(out)
 
-    def find_tagged(self, tags: Collection[str]) -> dict[str, str]:
-        """Tag -> array id for the user's jobs named by ``tags`` (one squeue call)."""
-        if not tags:
-            return {}
-        out = run_command(
-            ["squeue", "--me", "-h", "-t", "all", "--name", ",".join(sorted(tags)), "-o", "%F|%j"],
-            missing_hint=_MISSING_HINT,
-        )
+    def tagged_command(self, tags: Collection[str]) -> list[str]:
+        """One squeue listing of the user's jobs named by ``tags``, finished ones too."""
+        return [
+            "squeue",
+            "--me",
+            "-h",
+            "-t",
+            "all",
+            "--name",
+            ",".join(sorted(tags)),
+            "-o",
+            "%F|%j",
+        ]
+
+    def parse_tagged(self, out: str, tags: Collection[str]) -> dict[str, str]:
+        """Tag -> array id (see :func:`parse_squeue_names`)."""
         return parse_squeue_names(out, tags)
 
     def queue_named(self, array_ids: Collection[str]) -> dict[str, QueuedTask]:
@@ -421,7 +425,7 @@ class SLURM(ClusterScheduler):
         out = run_command(
             ["squeue", "--me", "-h", "-t", "all", "-o", SQUEUE_FORMAT],
             env=_FULL_ARRAY_EXPRESSIONS,
-            missing_hint=_MISSING_HINT,
+            missing_hint=self.missing_hint,
         )
         return parse_squeue(out, array_ids)
 
@@ -433,12 +437,12 @@ class SLURM(ClusterScheduler):
         try:
             # One attempt first: a cluster without accounting says so at once, every time.
             out = run_command(
-                cmd, retries=1, env=_FULL_ARRAY_EXPRESSIONS, missing_hint=_MISSING_HINT
+                cmd, retries=1, env=_FULL_ARRAY_EXPRESSIONS, missing_hint=self.missing_hint
             )
         except SchedulerCommandError as e:
             if accounting_disabled(e):
                 return {}
-            out = run_command(cmd, env=_FULL_ARRAY_EXPRESSIONS, missing_hint=_MISSING_HINT)
+            out = run_command(cmd, env=_FULL_ARRAY_EXPRESSIONS, missing_hint=self.missing_hint)
         return parse_sacct(out, array_ids)
 
     def cancel(self, ids: Collection[str]) -> None:
@@ -447,4 +451,4 @@ class SLURM(ClusterScheduler):
         if bad:
             raise ConfigError(f"cannot cancel {bad}: SLURM ids look like '123' or '123_4'")
         if ids:
-            run_command(["scancel", *ids], missing_hint=_MISSING_HINT)
+            run_command(["scancel", *ids], missing_hint=self.missing_hint)
