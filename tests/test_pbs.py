@@ -349,8 +349,9 @@ def wait_for(
 
 
 def wait_file(path: Path) -> None:
+    """Wait until ``path`` has content: write_text creates the file before it writes."""
     deadline = time.monotonic() + 120
-    while not path.exists():
+    while not (path.exists() and path.read_text()):
         if time.monotonic() > deadline:
             pytest.fail(f"{path} never appeared")
         time.sleep(0.05)
