@@ -90,6 +90,7 @@ class JobManager:
         The run directory (its state.sqlite is the source of truth).
     schedulers
         Where each resource group's jobs go: ``schedulers[g]`` runs the learners of group g.
+        They are bound to the run here (:meth:`Scheduler.bind`).
     max_simultaneous_jobs
         At most this many tasks of the run are queued or running at once.
     lease_timeout_s
@@ -125,7 +126,7 @@ class JobManager:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.run_dir = run_dir
-        self.schedulers = list(schedulers)
+        self.schedulers = [s.bind(run_dir.jobs_dir) for s in schedulers]
         self.max_simultaneous_jobs = max_simultaneous_jobs
         self.lease_timeout_s = lease_timeout_s
         self.poll_interval_s = poll_interval_s
@@ -287,11 +288,7 @@ class JobManager:
         queues: list[dict[str, JobState]] = []
         foreign: dict[str, str] = {}
         for scheduler, group_arrays in zip(self.schedulers, arrays, strict=True):
-            listed = (
-                scheduler.queue_named(group_arrays, jobs_dir=self.run_dir.jobs_dir)
-                if group_arrays
-                else {}
-            )
+            listed = scheduler.queue_named(group_arrays) if group_arrays else {}
             ours, theirs = split_foreign(listed, tags, scheduler.array_of)
             queues.append(ours)
             foreign.update(theirs)
@@ -320,7 +317,7 @@ class JobManager:
             if task in active:
                 by_group.setdefault(active[task], []).append(task)
         for group, ids in by_group.items():
-            self.schedulers[group].cancel(sorted(ids), jobs_dir=self.run_dir.jobs_dir)
+            self.schedulers[group].cancel(sorted(ids))
 
     def _kill_on_error(self, db: Database, snap: Snapshot) -> set[str]:
         """Fail the learners of active tasks whose output matched kill_on_error; the tasks."""
@@ -382,7 +379,7 @@ class JobManager:
             if not mine:
                 continue
             arrays = sorted({scheduler.array_of(task) for task in mine})
-            found = scheduler.exit_states(arrays, jobs_dir=self.run_dir.jobs_dir)
+            found = scheduler.exit_states(arrays)
             for task in mine:
                 if task in found:
                     states[task] = found[task].describe()
@@ -444,7 +441,7 @@ class JobManager:
         scheduler = self.schedulers[group]
         tasks = sorted(t for t in snap.queues[group] if scheduler.array_of(t) == array_id)
         if not tasks:
-            found = scheduler.exit_states([array_id], jobs_dir=self.run_dir.jobs_dir)
+            found = scheduler.exit_states([array_id])
             tasks = sorted(found)
         task = tasks[0] if tasks else None
         end = self._end_states(snap, [task])[task] if task else None

@@ -156,7 +156,7 @@ class Run:
                     by_group.setdefault(groups[holders[task]], []).append(task)
         for group, ids in by_group.items():
             if ids:
-                schedulers[group].cancel(ids, jobs_dir=self.run_dir.jobs_dir)
+                schedulers[group].cancel(ids)
 
     def active_tasks(self) -> list[str]:
         """The run's array tasks that are queued or running (one queue call per group).
@@ -171,13 +171,16 @@ class Run:
                 by_group.setdefault(group, []).append(array_id)
         active: list[str] = []
         for group, arrays in by_group.items():
-            queue = schedulers[group].queue(arrays, jobs_dir=self.run_dir.jobs_dir)
+            queue = schedulers[group].queue_states(arrays)
             active += sorted(task for task, state in queue.items() if state.active)
         return active
 
     def _schedulers(self) -> list[Scheduler]:
-        """The schedulers of the run's groups, as run.json describes them."""
-        return [scheduler_class(g.scheduler)(**g.options) for g in self.config().groups]
+        """The schedulers of the run's groups, as run.json describes them, bound to the run."""
+        return [
+            scheduler_class(g.scheduler)(**g.options).bind(self.run_dir.jobs_dir)
+            for g in self.config().groups
+        ]
 
     def retry(
         self, learners: Collection[int] | None = None, *, cancelled: bool = False

@@ -7,6 +7,7 @@ manager decides which (``RunManager.start``) and holds the lock meanwhile.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from adaptive_runner.database import Database
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.files import atomic_write
 from adaptive_runner.run_dir import GroupConfig, RunConfig, RunDir, config_changes, config_hash
-from adaptive_runner.schedulers import scheduler_options
+from adaptive_runner.schedulers import scheduler_class, scheduler_options
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -90,9 +91,26 @@ def rewrite_run(manager: RunManager, existing: RunConfig) -> dict[str, list[Any]
     run_dir.write_learners(pickle_learners(manager.learners))
     atomic_write(run_dir.goal_file, cloudpickle.dumps(manager.goal))
     config = run_config(manager, existing.config_hash, name=existing.name, created=existing.created)
-    changed = config_changes(existing, config)
+    changed = config_changes(in_current_names(existing), config)
     run_dir.write_config(config)
     return changed
+
+
+def in_current_names(config: RunConfig) -> RunConfig:
+    """``config`` with its groups' options as this version writes them (``partition`` -> ``queue``).
+
+    So a run.json of an earlier release, rewritten by a rerun, shows no change where the
+    options only changed names. A group this version cannot make is left as written.
+    """
+    groups = []
+    for group in config.groups:
+        try:
+            scheduler = scheduler_class(group.scheduler)(**group.options)
+        except (ConfigError, KeyError, TypeError):  # an unknown scheduler or option
+            groups.append(group)
+        else:
+            groups.append(GroupConfig(group.scheduler, scheduler_options(scheduler)))
+    return dataclasses.replace(config, groups=groups)
 
 
 def pickle_learners(learners: Sequence[Any]) -> list[bytes]:

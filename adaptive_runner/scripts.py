@@ -21,9 +21,9 @@ def templates_dir() -> Path:
     return packaged if packaged.is_dir() else here.parent / "templates"
 
 
-def _environment(search_path: Path) -> jinja2.Environment:
+def _environment(*search_path: Path) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(search_path)),
+        loader=jinja2.FileSystemLoader([str(path) for path in search_path]),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - shell scripts, not HTML; values go through shquote
         keep_trailing_newline=True,
@@ -38,13 +38,15 @@ def render_job_script(scheduler: Scheduler, ctx: ScriptContext) -> str:
     """Render ``scheduler``'s template (or the user's ``template=``) for one array.
 
     The template sees ``s`` (the scheduler object), ``ctx`` (the ScriptContext) and
-    ``worker_command`` (the shell-quoted command that starts the worker).
+    ``worker_command`` (the shell-quoted command that starts the worker). A user template's
+    ``{% include %}`` looks in its own directory first, then among the shipped templates, so
+    it can include their parts (``_environment.sh.j2``, ``_launch.sh.j2``).
     """
     if scheduler.template is not None:
         path = Path(scheduler.template)
         if not path.is_file():
             raise ConfigError(f"template={str(path)!r} is not a file")
-        env, name = _environment(path.parent), path.name
+        env, name = _environment(path.parent, templates_dir()), path.name
     else:
         env, name = _environment(templates_dir()), scheduler.template_name
     worker_command = shlex.join([scheduler.python, *ctx.worker_args])

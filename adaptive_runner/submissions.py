@@ -55,7 +55,8 @@ class Submitter:
     run_dir
         The run; scripts go to its jobs/ directory, logs to logs/.
     schedulers
-        ``schedulers[g]`` runs the arrays of resource group g.
+        ``schedulers[g]`` runs the arrays of resource group g, bound to the run (see
+        :meth:`Scheduler.bind`).
     max_simultaneous_jobs
         The throttle written into each array (at most this many of its tasks at once).
     poll_interval_s
@@ -90,9 +91,7 @@ class Submitter:
         unresolved = dict(failed)
         adopted: dict[int, int] = {}
         for group, previous in failed.items():
-            found = self.schedulers[group].find_tagged(
-                [previous.tag], jobs_dir=self.run_dir.jobs_dir
-            )
+            found = self.schedulers[group].find_tagged([previous.tag])
             array_id = found.get(previous.tag)
             if array_id is None:
                 continue

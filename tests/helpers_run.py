@@ -166,8 +166,8 @@ def stop_and_cancel(rm: RunManager) -> None:
     rm.cancel()
     with Database.open(rm.run_dir.database) as db:
         arrays = db.active_arrays()
-    jobs_dir = rm.run_dir.jobs_dir
+    local = Local().bind(rm.run_dir.jobs_dir)
     wait_for(
-        lambda: not any(s.active for s in Local().queue(arrays, jobs_dir=jobs_dir).values()),
+        lambda: not any(s.active for s in local.queue_states(arrays).values()),
         what=f"the tasks of {arrays} to end",
     )

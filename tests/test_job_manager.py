@@ -62,13 +62,11 @@ class MemoryScheduler(Scheduler):
             raise SchedulerCommandError("sbatch: error: Socket timed out on send/recv operation")
         return array_id
 
-    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
-        del jobs_dir
+    def find_tagged(self, tags: Collection[str]) -> dict[str, str]:
         self.calls.append(("find_tagged", sorted(tags)))
         return {tag: self.tags[tag] for tag in tags if tag in self.tags}
 
-    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
-        del jobs_dir
+    def queue_named(self, array_ids: Collection[str]) -> dict[str, QueuedTask]:
         self.calls.append(("queue", sorted(array_ids)))
         return {
             t: QueuedTask(s, self.names.get(a))
@@ -76,8 +74,7 @@ class MemoryScheduler(Scheduler):
             for t, s in self.arrays.get(a, {}).items()
         }
 
-    def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
-        del jobs_dir
+    def cancel(self, ids: Collection[str]) -> None:
         self.calls.append(("cancel", sorted(ids)))
         for task in ids:
             self.arrays[self.array_of(task)][task] = JobState.CANCELLED

@@ -27,15 +27,15 @@ def test_exit_code_signal_and_cancel(tmp_path: Path) -> None:
         "  3) touch started.3; exec sleep 300 ;;\n"
         "esac\n"
     )
-    local = Local()
+    local = Local().bind(jobs)
     array_id = local.submit(script, n_tasks=4, max_running=4)
     try:
         wait_for((tmp_path / "started.3").exists, "task 3 to start")
-        local.cancel([f"{array_id}_3"], jobs_dir=jobs)
-        wait_for(lambda: len(local.exit_states([array_id], jobs_dir=jobs)) == 4, "4 ends")
+        local.cancel([f"{array_id}_3"])
+        wait_for(lambda: len(local.exit_states([array_id])) == 4, "4 ends")
     finally:
-        local.cancel([array_id], jobs_dir=jobs)
-    ends = local.exit_states([array_id, "L99"], jobs_dir=jobs)
+        local.cancel([array_id])
+    ends = local.exit_states([array_id, "L99"])
     assert ends == {
         f"{array_id}_0": TaskEnd(JobState.COMPLETED, 0, None, "COMPLETED"),
         f"{array_id}_1": TaskEnd(JobState.FAILED, 3, None, "FAILED"),
@@ -48,8 +48,8 @@ def test_exit_code_signal_and_cancel(tmp_path: Path) -> None:
         "killed by signal 11 (SIGSEGV)",
         "CANCELLED",
     ]
-    # queue() reads the same files the same way.
-    assert local.queue([array_id], jobs_dir=jobs) == {t: e.state for t, e in ends.items()}
+    # queue_states() reads the same files the same way.
+    assert local.queue_states([array_id]) == {t: e.state for t, e in ends.items()}
 
 
 @pytest.mark.parametrize(
@@ -58,6 +58,7 @@ def test_exit_code_signal_and_cancel(tmp_path: Path) -> None:
         ({"returncode": 127, "cancelled": False}, "FAILED, exit code 127"),
         ({"returncode": -9, "cancelled": False}, "killed by signal 9 (SIGKILL)"),
         ({"returncode": 0, "cancelled": True}, "CANCELLED"),  # it saved and left in time
+        ({"returncode": 0, "cancelled": False, "timeout": True}, "TIMEOUT (time limit reached)"),
     ],
 )
 def test_task_end_of_an_exit_record(record: dict[str, object], reason: str) -> None:

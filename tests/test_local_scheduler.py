@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ import pytest
 from helpers_run import wait_for
 
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.schedulers import scheduler_options
 from adaptive_runner.schedulers.base import JobState
 from adaptive_runner.schedulers.local import Local
 from adaptive_runner.task_identity import local_identity
@@ -34,7 +36,7 @@ def _cancel_leftover_tasks(tmp_path: Path) -> Iterator[None]:
     jobs = tmp_path / "jobs"
     arrays = [p.name for p in jobs.iterdir() if p.is_dir()] if jobs.is_dir() else []
     if arrays:
-        Local().cancel(arrays, jobs_dir=jobs)
+        Local().bind(jobs).cancel(arrays)
 
 
 def wait_equal(get: Callable[[], object], expected: object, what: str) -> None:
@@ -73,7 +75,8 @@ def write_script(tmp_path: Path, body: str) -> tuple[Path, Path]:
 
 
 def states(local: Local, tmp_path: Path, array_id: str) -> dict[str, JobState]:
-    return local.queue([array_id], jobs_dir=tmp_path / "jobs")
+    del tmp_path  # the scheduler is bound to its jobs directory
+    return local.queue_states([array_id])
 
 
 def supervisor_pid(tmp_path: Path, array_id: str) -> int:
@@ -91,7 +94,7 @@ def test_cap_states_and_exit_codes(tmp_path: Path) -> None:
         exit $(( LOCAL_ARRAY_TASK_ID == 3 ? 3 : 0 ))
         """,
     )
-    local = Local()
+    local = Local().bind(tmp_path / "jobs")
     array_id = local.submit(script, n_tasks=6, max_running=2)
     assert array_id == "L1"
     tasks = [f"L1_{i}" for i in range(6)]
@@ -138,14 +141,14 @@ def test_array_ids_and_task_identity(tmp_path: Path) -> None:
         exit "$LOCAL_ARRAY_TASK_ID"
         """,
     )
-    local = Local()
+    local = Local().bind(tmp_path / "jobs")
     first = local.submit(script, n_tasks=3, max_running=3, tag="run-1a2b")
     second = local.submit(script, n_tasks=1, max_running=1)
     assert (first, second) == ("L1", "L2")
     both = [first, second]
 
     def queue() -> dict[str, JobState]:
-        return local.queue(both, jobs_dir=tmp_path / "jobs")
+        return local.queue_states(both)
 
     wait_for(lambda: not any(s.active for s in queue().values()), "both arrays to end")
     assert queue() == {
@@ -155,7 +158,7 @@ def test_array_ids_and_task_identity(tmp_path: Path) -> None:
         "L2_0": JobState.COMPLETED,
     }
     # Each task is named by its array's tag (the job name on a cluster); None without one.
-    named = local.queue_named(both, jobs_dir=tmp_path / "jobs")
+    named = local.queue_named(both)
     assert {task: queued.name for task, queued in named.items()} == {
         "L1_0": "run-1a2b",
         "L1_1": "run-1a2b",
@@ -181,22 +184,21 @@ def test_cancel_task_then_array(tmp_path: Path) -> None:
         wait
         """,
     )
-    local = Local()
+    local = Local().bind(tmp_path / "jobs")
     array_id = local.submit(script, n_tasks=5, max_running=2)
-    jobs_dir = tmp_path / "jobs"
 
     def pids(task: str) -> list[int]:
         return [int((marks / f"{kind}-{task}").read_text()) for kind in ("start", "child")]
 
-    local.cancel(["L1_4"], jobs_dir=jobs_dir)  # still pending: must never start
+    local.cancel(["L1_4"])  # still pending: must never start
     wait_for(lambda: all((marks / f"child-L1_{i}").exists() for i in (0, 1)), "tasks 0, 1")
-    local.cancel(["L1_0"], jobs_dir=jobs_dir)
+    local.cancel(["L1_0"])
     wait_for(lambda: all(gone(pid) for pid in pids("L1_0")), "task 0's group to die")
     wait_for(lambda: states(local, tmp_path, array_id)["L1_0"] == JobState.CANCELLED, "L1_0")
     wait_for((marks / "child-L1_2").exists, "task 2 to take the free slot")
     assert states(local, tmp_path, array_id)["L1_4"] == JobState.CANCELLED
 
-    local.cancel([array_id], jobs_dir=jobs_dir)
+    local.cancel([array_id])
     wait_for(lambda: gone(supervisor_pid(tmp_path, array_id)), "the supervisor to exit")
     for task in ("L1_1", "L1_2"):
         assert all(gone(pid) for pid in pids(task))
@@ -215,16 +217,59 @@ def test_cancel_escalates_to_sigkill(tmp_path: Path) -> None:
         wait
         """,
     )
-    local = Local(kill_grace_s=0.3)
+    local = Local(kill_grace_s=0.3).bind(tmp_path / "jobs")
     array_id = local.submit(script, n_tasks=1, max_running=1)
     wait_for((marks / "child-L1_0").exists, "the task to start")
-    local.cancel(["L1_0"], jobs_dir=tmp_path / "jobs")
+    local.cancel(["L1_0"])
     pids = [int((marks / f"{kind}-L1_0").read_text()) for kind in ("start", "child")]
     wait_for(lambda: all(gone(pid) for pid in pids), "SIGKILL of the whole group")
     wait_for(lambda: gone(supervisor_pid(tmp_path, array_id)), "the supervisor to exit")
     assert states(local, tmp_path, array_id) == {"L1_0": JobState.CANCELLED}
     end = json.loads((tmp_path / "jobs" / "L1" / "0.exit").read_text())
-    assert end == {"returncode": -signal.SIGKILL, "cancelled": True}
+    assert end == {"returncode": -signal.SIGKILL, "cancelled": True, "timeout": False}
+
+
+@pytest.mark.parametrize(
+    ("on_term", "returncode"),
+    [
+        ('echo term >> "$M/events"; exit 0', 0),  # a worker: saves, releases, exits
+        ("", -signal.SIGKILL),  # ignores SIGTERM: SIGKILL after kill_grace_s
+    ],
+)
+def test_walltime_ends_a_task_like_a_cluster(tmp_path: Path, on_term: str, returncode: int) -> None:
+    script, marks = write_script(
+        tmp_path,
+        f"""\
+        trap '{on_term}' TERM
+        sleep 30 &
+        echo "$!" > "$M/child-$T"
+        wait
+        """,
+    )
+    local = Local(walltime=timedelta(seconds=1), kill_grace_s=0.5).bind(tmp_path / "jobs")
+    assert local.walltime == "0:00:01"  # as run.json stores it
+    array_id = local.submit(script, n_tasks=1, max_running=1)
+    wait_for((marks / "child-L1_0").exists, "the task to start")
+    pids = [int((marks / f"{kind}-L1_0").read_text()) for kind in ("start", "child")]
+    wait_for(lambda: all(gone(pid) for pid in pids), "the walltime to end the task's group")
+    wait_for(lambda: gone(supervisor_pid(tmp_path, array_id)), "the supervisor to exit")
+    end = json.loads((tmp_path / "jobs" / "L1" / "0.exit").read_text())
+    assert end == {"returncode": returncode, "cancelled": False, "timeout": True}
+    (ended,) = local.exit_states([array_id]).values()
+    assert ended.state == JobState.CANCELLED
+    assert ended.describe() == "TIMEOUT (time limit reached)"
+    saw_term = "term" in (marks / "events").read_text().splitlines()
+    assert saw_term == bool(on_term)
+
+
+def test_walltime_strings_and_refusals() -> None:
+    assert Local(walltime="48:00:00").walltime_s == 48 * 3600
+    assert Local().walltime_s is None
+    for bad in ("90", "1:00", "1-00:00:00", 90):
+        with pytest.raises(ConfigError, match="walltime="):
+            Local(walltime=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="at least a second"):
+        Local(walltime=timedelta(0))
 
 
 def test_tasks_outlive_the_submitter(tmp_path: Path) -> None:
@@ -232,7 +277,8 @@ def test_tasks_outlive_the_submitter(tmp_path: Path) -> None:
     submitter = f"""\
         from pathlib import Path
         from adaptive_runner.schedulers.local import Local
-        print(Local().submit(Path({str(script)!r}), n_tasks=3, max_running=2))
+        local = Local().bind(Path({str(script.parent)!r}))
+        print(local.submit(Path({str(script)!r}), n_tasks=3, max_running=2))
         """
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(submitter)],
@@ -247,14 +293,14 @@ def test_tasks_outlive_the_submitter(tmp_path: Path) -> None:
     wait_for(lambda: len(list(marks.glob("start-*"))) == 2, "two tasks to start")
     for i in range(3):
         (marks / f"release-L1_{i}").touch()
-    local = Local()
+    local = Local().bind(tmp_path / "jobs")
     wait_for(lambda: not any(s.active for s in states(local, tmp_path, array_id).values()), "end")
     assert set(states(local, tmp_path, array_id).values()) == {JobState.COMPLETED}
 
 
 def test_killed_supervisor_and_pid_reuse(tmp_path: Path) -> None:
     script, marks = write_script(tmp_path, "hold\n")
-    local = Local()
+    local = Local().bind(tmp_path / "jobs")
     array_id = local.submit(script, n_tasks=2, max_running=1)
     wait_for(lambda: states(local, tmp_path, array_id)["L1_0"] == JobState.RUNNING, "L1_0")
     wait_for((marks / "start-L1_0").exists, "the task to start")
@@ -281,8 +327,18 @@ def test_killed_supervisor_and_pid_reuse(tmp_path: Path) -> None:
     assert states(local, tmp_path, array_id)["L1_0"] == JobState.RUNNING
 
 
+def test_bind_gives_a_copy_that_knows_the_jobs_dir(tmp_path: Path) -> None:
+    local = Local(kill_grace_s=5)
+    with pytest.raises(ConfigError, match="not bound to a run"):
+        local.queue_states(["L1"])
+    bound = local.bind(tmp_path / "jobs")
+    assert (bound.jobs_dir, local.jobs_dir) == (tmp_path / "jobs", None)
+    assert bound == local  # the same options
+    assert scheduler_options(bound) == scheduler_options(local)  # the directory is no option
+
+
 def test_bad_input(tmp_path: Path) -> None:
-    local = Local()
+    local = Local().bind(tmp_path / "jobs")
     script = tmp_path / "jobs" / "x.sh"
     script.parent.mkdir()
     script.write_text("exit 0\n")
@@ -293,9 +349,9 @@ def test_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is not a file"):
         local.submit(tmp_path / "missing.sh", n_tasks=1, max_running=1)
     with pytest.raises(ConfigError, match="not a local array id"):
-        local.cancel(["../x"], jobs_dir=tmp_path / "jobs")
+        local.cancel(["../x"])
     with pytest.raises(ConfigError, match="no local array L9"):
-        local.cancel(["L9"], jobs_dir=tmp_path / "jobs")
+        local.cancel(["L9"])
     with pytest.raises(ConfigError, match="kill_grace_s"):
         Local(kill_grace_s=0)
-    assert local.queue(["L9"], jobs_dir=tmp_path / "jobs") == {}
+    assert local.queue_states(["L9"]) == {}

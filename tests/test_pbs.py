@@ -74,11 +74,12 @@ def test_render_is_valid_bash(tmp_path: Path, flavor: str, executor: str) -> Non
         cores=4,
         nodes=2,
         executor=executor,
-        mem="8G",
+        memory="8G",
         walltime="48:00:00",
-        queue_name="workq",
+        queue="workq",
         account="proj-1",
-        extra_pbs=["#PBS -l place=scatter", "-m n"],
+        extra_directives=["#PBS -l place=scatter", "-m n"],
+        mpi_launcher="mpirun --bind-to none",
         env={"MY_VAR": "it's $HOME"},
         extra_script="module load python",
     )
@@ -106,8 +107,8 @@ def test_render_is_valid_bash(tmp_path: Path, flavor: str, executor: str) -> Non
     last = script.rstrip().splitlines()[-1]
     if executor == "mpi4py":
         assert last == (
-            f"exec mpiexec -n 4 {pbs.python} -m mpi4py.futures -m adaptive_runner.worker "
-            f"{tmp_path}/run"
+            f"exec mpirun --bind-to none -n 4 {pbs.python} -m mpi4py.futures "
+            f"-m adaptive_runner.worker {tmp_path}/run"
         )
     else:
         assert last == f"exec {pbs.python} -m adaptive_runner.worker {tmp_path}/run"
@@ -124,16 +125,19 @@ def test_render_refuses_log_dir_qsub_cannot_take(tmp_path: Path) -> None:
     [
         ({"walltime": "1h"}, "walltime"),
         ({"walltime": "10:61:00"}, "walltime"),
-        ({"mem": "lots"}, "mem"),
-        ({"mem": "8 gigs"}, "mem"),
+        ({"walltime": 3600}, "timedelta or a string"),
+        ({"memory": "lots"}, "memory="),
+        ({"mem": "8 gigs"}, "memory="),
         ({"cores": 0}, "cores"),
         ({"cores": 2.5}, "cores"),
         ({"nodes": 0}, "nodes"),
         ({"flavor": "sge"}, "flavor"),
-        ({"queue_name": "a b"}, "queue_name"),
+        ({"queue": "a b"}, "queue="),
+        ({"queue_name": "a b"}, "queue="),
         ({"account": "x y"}, "account"),
-        ({"extra_pbs": ["-l a\n-l b"]}, "extra_pbs"),
-        ({"extra_pbs": "-l a"}, "extra_pbs"),
+        ({"extra_directives": ["-l a\n-l b"]}, "extra_directives"),
+        ({"extra_pbs": "-l a"}, "extra_directives"),
+        ({"mpi_launcher": ""}, "mpi_launcher"),
     ],
 )
 def test_bad_options_say_which(kwargs: dict[str, Any], match: str) -> None:
@@ -141,9 +145,12 @@ def test_bad_options_say_which(kwargs: dict[str, Any], match: str) -> None:
         PBS(**kwargs)
 
 
-@pytest.mark.parametrize(("mem", "spelled"), [("8G", "8gb"), ("8gb", "8gb"), ("500MB", "500mb")])
-def test_mem_in_pbs_spelling(mem: str, spelled: str) -> None:
-    assert PBS(mem=mem).pbs_mem == spelled
+@pytest.mark.parametrize(
+    ("memory", "spelled"),
+    [("8G", "8gb"), ("8gb", "8gb"), ("500MB", "500mb"), ("100", "100b"), ("100b", "100b")],
+)
+def test_memory_in_pbs_spelling(memory: str, spelled: str) -> None:
+    assert PBS(memory=memory).pbs_mem == spelled
 
 
 def test_array_options_per_dialect() -> None:
@@ -154,6 +161,22 @@ def test_array_options_per_dialect() -> None:
     assert PBS(flavor="torque").array_options(4, 2) == [("-t", "0-3%2")]
     assert PBS(flavor="torque").array_options(4, 9) == [("-t", "0-3")]
     assert PBS(flavor="torque").array_options(1, 1) == [("-t", "0-0")]
+
+
+def test_commands_are_built_without_running_anything() -> None:
+    script = Path("/j.sh")
+    assert PBS().submit_command(script, n_tasks=4, max_running=2, tag="run-1") == [
+        *("qsub", "-N", "run-1", "-J", "0-3", "-W", "max_run_subjobs=2", "/j.sh"),
+    ]
+    torque = PBS(flavor="torque")
+    assert torque.submit_command(script, n_tasks=4, max_running=2, tag=None) == [
+        *("qsub", "-t", "0-3%2", "/j.sh"),
+    ]
+    assert PBS().tagged_command(["run-1"]) == ["qstat", "-f", "-F", "json", "-x"]
+    assert torque.tagged_command(["run-1"]) == ["qstat", "-x"]
+    assert torque.parse_submit("12[].srv\n") == "12[].srv"
+    with pytest.raises(SchedulerCommandError, match="expected a job id"):
+        torque.parse_submit("qsub: submit error\n")
 
 
 def test_array_of() -> None:
@@ -312,13 +335,13 @@ def fake_pbs(
 
 
 def wait_for(
-    pbs: PBS, array_id: str, jobs_dir: Path, predicate: Callable[[dict[str, JobState]], bool]
+    pbs: PBS, array_id: str, predicate: Callable[[dict[str, JobState]], bool]
 ) -> dict[str, JobState]:
-    """Poll queue() until predicate(states) holds; the deadline only guards against a hang."""
+    """Poll the queue until predicate(states) holds; the deadline only guards against a hang."""
     deadline = time.monotonic() + 120
     states: dict[str, JobState] = {}
     while time.monotonic() < deadline:
-        states = pbs.queue([array_id], jobs_dir=jobs_dir)
+        states = pbs.queue_states([array_id])
         if predicate(states):
             return states
         time.sleep(0.1)
@@ -326,8 +349,9 @@ def wait_for(
 
 
 def wait_file(path: Path) -> None:
+    """Wait until ``path`` has content: write_text creates the file before it writes."""
     deadline = time.monotonic() + 120
-    while not path.exists():
+    while not (path.exists() and path.read_text()):
         if time.monotonic() > deadline:
             pytest.fail(f"{path} never appeared")
         time.sleep(0.05)
@@ -346,14 +370,10 @@ def test_array_through_the_fakes(
     ctx = context(tmp_path, args=["-c", TASK_CODE, str(gate)])
     script = ctx.run_dir / "array.sh"
     script.write_text(pbs.render(ctx))
-    jobs_dir = ctx.run_dir / "jobs"
-
     array_id = pbs.submit(script, n_tasks=4, max_running=2)
     assert array_id == "100[].pbs-fake"
     tasks = [f"100[{i}].pbs-fake" for i in range(4)]
-    states = wait_for(
-        pbs, array_id, jobs_dir, lambda s: list(s.values()).count(JobState.RUNNING) == 2
-    )
+    states = wait_for(pbs, array_id, lambda s: list(s.values()).count(JobState.RUNNING) == 2)
     assert states == {
         tasks[0]: JobState.RUNNING,
         tasks[1]: JobState.RUNNING,
@@ -368,18 +388,17 @@ def test_array_through_the_fakes(
     states = wait_for(
         pbs,
         array_id,
-        jobs_dir,
         lambda s: s.get(tasks[0]) == "completed" and s.get(tasks[1]) == "failed",
     )
-    wait_for(pbs, array_id, jobs_dir, lambda s: s.get(tasks[2]) == s.get(tasks[3]) == "running")
+    wait_for(pbs, array_id, lambda s: s.get(tasks[2]) == s.get(tasks[3]) == "running")
     log = ctx.log_dir / f"{tasks[0]}.log"
     assert log.read_text() == "task 0 finished\n"  # logs/<task_id>.log: events and output
 
     wait_file(gate / "started-2")
-    pbs.cancel([tasks[2]], jobs_dir=jobs_dir)
-    wait_for(pbs, array_id, jobs_dir, lambda s: s.get(tasks[2]) == "cancelled")
-    pbs.cancel([array_id], jobs_dir=jobs_dir)
-    states = wait_for(pbs, array_id, jobs_dir, lambda s: not any(st.active for st in s.values()))
+    pbs.cancel([tasks[2]])
+    wait_for(pbs, array_id, lambda s: s.get(tasks[2]) == "cancelled")
+    pbs.cancel([array_id])
+    states = wait_for(pbs, array_id, lambda s: not any(st.active for st in s.values()))
     assert states == {
         tasks[0]: JobState.COMPLETED,
         tasks[1]: JobState.FAILED,
@@ -387,8 +406,8 @@ def test_array_through_the_fakes(
         tasks[3]: JobState.CANCELLED,
     }
     # Cancelling what already finished is not an error.
-    pbs.cancel([array_id, tasks[0]], jobs_dir=jobs_dir)
-    ends = pbs.exit_states([array_id], jobs_dir=jobs_dir)
+    pbs.cancel([array_id, tasks[0]])
+    ends = pbs.exit_states([array_id])
     assert {task: end.describe() for task, end in ends.items()} == {
         tasks[0]: "COMPLETED",
         tasks[1]: "FAILED, exit code 3",
@@ -406,11 +425,11 @@ def test_array_through_the_fakes(
     script2 = ctx2.run_dir / "array2.sh"
     script2.write_text(pbs.render(ctx2))
     second = pbs.submit(script2, n_tasks=2, max_running=2)
-    states = pbs.queue([array_id, second], jobs_dir=jobs_dir)
+    states = pbs.queue_states([array_id, second])
     assert set(states) == {"101[0].pbs-fake", "101[1].pbs-fake"}
     assert all(state.active for state in states.values())
-    pbs.cancel([second], jobs_dir=jobs_dir)
-    wait_for(pbs, second, jobs_dir, lambda s: not s)
+    pbs.cancel([second])
+    wait_for(pbs, second, lambda s: not s)
 
 
 def test_one_task_and_plain_job_ids(fake_pbs: str, tmp_path: Path) -> None:
@@ -424,7 +443,7 @@ def test_one_task_and_plain_job_ids(fake_pbs: str, tmp_path: Path) -> None:
     array_id = pbs.submit(script, n_tasks=1, max_running=1)
     task = "100.pbs-fake" if fake_pbs == "pbspro" else "100[0].pbs-fake"
     assert array_id == ("100.pbs-fake" if fake_pbs == "pbspro" else "100[].pbs-fake")
-    states = wait_for(pbs, array_id, ctx.run_dir, lambda s: s.get(task) == "completed")
+    states = wait_for(pbs, array_id, lambda s: s.get(task) == "completed")
     assert states == {task: JobState.COMPLETED}
     assert (gate / "started-0").read_text() == task
     assert (ctx.log_dir / f"{task}.log").read_text() == "task 0 finished\n"
@@ -436,10 +455,10 @@ def test_check_catches_wrong_dialect_and_queue(
     other = "torque" if fake_pbs == "pbspro" else "pbspro"
     with pytest.raises(ConfigError, match=f"flavor='{fake_pbs}'"):
         PBS(flavor=other).check()
-    with pytest.raises(ConfigError, match="queue_name='nosuch'"):
-        PBS(flavor=fake_pbs, queue_name="nosuch").check()
+    with pytest.raises(ConfigError, match="queue='nosuch'"):
+        PBS(flavor=fake_pbs, queue="nosuch").check()
     monkeypatch.setenv("FAKE_PBS_QUEUES", "short,long")
-    PBS(flavor=fake_pbs, queue_name="long").check()
+    PBS(flavor=fake_pbs, queue="long").check()
 
 
 def test_max_array_size(fake_pbs: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -473,14 +492,13 @@ def test_find_tagged_through_the_fakes(fake_pbs: str, tmp_path: Path, n_tasks: i
     script = ctx.run_dir / "tagged.sh"
     script.write_text(pbs.render(ctx))
     array_id = pbs.submit(script, n_tasks=n_tasks, max_running=1, tag="run-1a2b")
-    jobs_dir = ctx.run_dir / "jobs"
-    assert pbs.find_tagged(["run-1a2b", "run-other"], jobs_dir=jobs_dir) == {"run-1a2b": array_id}
-    assert pbs.find_tagged(["run-other"], jobs_dir=jobs_dir) == {}
+    assert pbs.find_tagged(["run-1a2b", "run-other"]) == {"run-1a2b": array_id}
+    assert pbs.find_tagged(["run-other"]) == {}
     # The queue poll names each task by its array's tag (Torque's "-i" suffix taken off).
-    tasks = pbs.queue_named([array_id], jobs_dir=jobs_dir)
+    tasks = pbs.queue_named([array_id])
     assert len(tasks) == n_tasks
     assert {task.name for task in tasks.values()} == {"run-1a2b"}
-    pbs.cancel([array_id], jobs_dir=jobs_dir)
+    pbs.cancel([array_id])
 
 
 def test_names_parsed_from_recorded_listings() -> None:

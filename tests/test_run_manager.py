@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import adaptive
 import cloudpickle
@@ -32,7 +32,13 @@ import adaptive_runner as ar
 from adaptive_runner.database import Database
 from adaptive_runner.database_manager import interface_address
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.run_dir import RunDir
+from adaptive_runner.run_setup import create_run, rewrite_run, run_digest
 from adaptive_runner.saving import load_data
+from adaptive_runner.schedulers import scheduler_options
+
+if TYPE_CHECKING:
+    from adaptive_runner.schedulers.base import Scheduler
 
 
 def task_rows(run_dir: Path) -> list[sqlite3.Row]:
@@ -453,9 +459,9 @@ def test_cancel_while_a_round_submits_leaves_no_task(tmp_path: Path) -> None:
     with Database.open(rm.run_dir.database) as db:
         arrays = db.recorded_arrays()
         assert db.counts()["cancelled"] == 6
-    jobs_dir = rm.run_dir.jobs_dir
+    local = ar.Local().bind(rm.run_dir.jobs_dir)
     wait_for(
-        lambda: not any(s.active for s in ar.Local().queue(arrays, jobs_dir=jobs_dir).values()),
+        lambda: not any(s.active for s in local.queue_states(arrays).values()),
         what=f"the tasks of {arrays} to end",
         timeout_s=60,
     )
@@ -489,3 +495,61 @@ def test_wait_on_a_run_manager_that_runs_nothing_says_so(tmp_path: Path) -> None
         assert rm.wait(timeout=120)
     finally:
         stop_and_cancel(rm)
+
+
+# run.json as the release before the common scheduler vocabulary wrote it (groups' options
+# under partition, time, mem, extra_sbatch; queue_name, mem, extra_pbs), recorded with that
+# release's run_setup.create_run from SLURM, PBS and Local groups.
+RELEASED_RUN_JSON = Path(__file__).parent / "data" / "run_json_released_options.json"
+
+
+def test_run_json_with_the_released_option_names_opens_and_reruns(tmp_path: Path) -> None:
+    released = json.loads(RELEASED_RUN_JSON.read_text())
+    python = released["groups"][0]["options"]["python"]
+    schedulers: list[Scheduler] = [
+        ar.SLURM(
+            cores=2,
+            python=python,
+            env={"A": 1},
+            extra_script="true",
+            queue="debug",
+            walltime="90",
+            memory="500M",
+            account="proj",
+            qos="normal",
+            extra_directives=["--constraint=cpu"],
+            signal="TERM",
+            signal_grace_s=60,
+            mpi_launcher="srun --mpi=pmi2",
+        ),
+        ar.PBS(
+            cores=4,
+            python=python,
+            flavor="torque",
+            queue="batch",
+            walltime="48:00:00",
+            memory="8gb",
+            account="proj",
+            extra_directives=["#PBS -l place=scatter"],
+            max_run_subjobs=False,
+        ),
+        ar.Local(python=python, kill_grace_s=5),
+    ]
+    pairs = zip(schedulers, make_learners(3), strict=True)
+    groups = [(s, [x], [f"{i}.pickle"]) for i, (s, x) in enumerate(pairs)]
+    rm = ar.RunManager.from_groups(groups, goal=0.5, run_dir=tmp_path / "run")
+    create_run(rm, run_digest(rm), replace=False)
+    # The run directory as the release left it: its run.json with the released groups.
+    config_file = tmp_path / "run" / "run.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps(config | {"groups": released["groups"]}))
+
+    opened = ar.RunManager.open(tmp_path / "run")
+    assert opened.schedulers == schedulers
+    # A rerun writes the common names and reports no change where only names changed.
+    changed = rewrite_run(rm, RunDir(tmp_path / "run").read_config())
+    assert "groups" not in changed
+    written = json.loads(config_file.read_text())["groups"]
+    assert written == [{"scheduler": s.name, "options": scheduler_options(s)} for s in schedulers]
+    assert {"queue", "memory", "extra_directives"} <= set(written[0]["options"])
+    assert not {"partition", "time", "mem", "extra_sbatch"} & set(written[0]["options"])

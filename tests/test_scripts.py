@@ -7,12 +7,15 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.schedulers.base import ScriptContext
 from adaptive_runner.schedulers.local import Local
+from adaptive_runner.schedulers.pbs import PBS
+from adaptive_runner.schedulers.slurm import SLURM
 from adaptive_runner.scripts import templates_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +76,9 @@ def test_weird_paths_render_and_run_on_local(weird_tmp_path: Path) -> None:
     run_dir = weird_tmp_path
     (run_dir / "logs").mkdir()
     marker = run_dir / "marker 'x'\n.txt"
-    scheduler = Local(num_threads=3, env={"WEIRD": WEIRD_VALUE}, extra_script="echo extra ran")
+    scheduler = Local(
+        num_threads=3, env={"WEIRD": WEIRD_VALUE}, extra_script="echo extra ran"
+    ).bind(run_dir / "jobs")
     text = scheduler.render(context(run_dir, ["-c", MARKER_CODE, str(marker), "WEIRD"]))
     script = run_dir / "jobs" / "weird.sh"
     script.parent.mkdir()
@@ -82,7 +87,7 @@ def test_weird_paths_render_and_run_on_local(weird_tmp_path: Path) -> None:
 
     array_id = scheduler.submit(script, n_tasks=1, max_running=1)
     deadline = time.monotonic() + 30
-    while scheduler.queue([array_id], jobs_dir=script.parent)[f"{array_id}_0"].active:
+    while scheduler.queue_states([array_id])[f"{array_id}_0"].active:
         assert time.monotonic() < deadline, "the task did not end"
         time.sleep(0.02)
     output = (run_dir / "logs" / f"{array_id}_0.log").read_text()
@@ -96,6 +101,50 @@ def test_user_template(tmp_path: Path) -> None:
     scheduler = Local(template=template)
     text = scheduler.render(context(tmp_path, ["-c", "pass"]))
     assert text == f"#!/bin/bash\n# local 1\n{sys.executable} -c pass\n"
+
+
+def test_user_template_elsewhere_includes_the_shipped_parts(tmp_path: Path) -> None:
+    """A template in its own directory includes the environment and launch parts."""
+    template = tmp_path / "site" / "mine.sh.j2"
+    template.parent.mkdir()
+    template.write_text(
+        "#!/bin/bash\n#SBATCH --constraint=site\n"
+        '{% include "_environment.sh.j2" %}\n\n{% include "_launch.sh.j2" %}\n'
+    )
+    options: dict[str, Any] = {"num_threads": 2, "env": {"A": "b c"}, "extra_script": "true"}
+    scheduler = SLURM(template=template, executor="mpi4py", cores=3, **options)
+    text = scheduler.render(context(tmp_path, ["-m", "adaptive_runner.worker", "run"]))
+    shipped = SLURM(executor="mpi4py", cores=3, **options).render(
+        context(tmp_path, ["-m", "adaptive_runner.worker", "run"])
+    )
+    body = text.split("#SBATCH --constraint=site\n", 1)[1]
+    assert shipped.endswith(body)  # the same environment and exec lines as the shipped one
+    assert "export A='b c'\n" in body
+    assert body.splitlines()[-1].startswith("exec mpiexec -n 3 ")
+    # A part of the same name beside the user's template wins over the shipped one.
+    (template.parent / "_environment.sh.j2").write_text("# my environment\n")
+    text = scheduler.render(context(tmp_path, ["-m", "adaptive_runner.worker", "run"]))
+    assert "# my environment\n" in text
+    assert "OMP_NUM_THREADS" not in text
+
+
+def test_template_with_the_released_option_names(tmp_path: Path) -> None:
+    """A template copied from an earlier release reads options under their old names."""
+    template = tmp_path / "old.sh.j2"
+    template.write_text(
+        "{{ s.partition }} {{ s.time }} {{ s.mem }} {{ s.extra_sbatch | join(',') }}\n"
+    )
+    slurm = SLURM(
+        template=template,
+        queue="debug",
+        walltime="90",
+        memory="8G",
+        extra_directives=["--gres=gpu:1"],
+    )
+    assert slurm.render(context(tmp_path, [])) == "debug 90 8G --gres=gpu:1\n"
+    template.write_text("{{ s.queue_name }} {{ s.pbs_mem }} {{ s.directives | join(',') }}\n")
+    pbs = PBS(template=template, queue="batch", memory="8G", extra_directives=["#PBS -m n"])
+    assert pbs.render(context(tmp_path, [])) == "batch 8gb -m n\n"
 
 
 def test_template_errors(tmp_path: Path) -> None:
@@ -123,4 +172,5 @@ def test_templates_are_in_the_wheel(tmp_path: Path) -> None:
         names = set(archive.namelist())
     shipped = {f"adaptive_runner/templates/{p.name}" for p in templates_dir().glob("*.sh.j2")}
     assert "adaptive_runner/templates/local.sh.j2" in shipped
+    assert "adaptive_runner/templates/_environment.sh.j2" in shipped
     assert shipped <= names

@@ -63,7 +63,7 @@ class Cluster:
         return array_id
 
     def queue(self, array_id: str) -> dict[str, JobState]:
-        return SLURM().queue([array_id], jobs_dir=self.root)
+        return SLURM().queue_states([array_id])
 
     def active(self, array_id: str) -> dict[str, JobState]:
         return {k: v for k, v in self.queue(array_id).items() if v.active}
@@ -74,7 +74,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path)
     yield c
     if c.arrays:
-        SLURM().cancel(c.arrays, jobs_dir=tmp_path)
+        SLURM().cancel(c.arrays)
 
 
 def gated(root: Path) -> str:
@@ -162,13 +162,13 @@ def test_cancel_one_task_then_the_array(cluster: Cluster) -> None:
         "3 running tasks",
         lambda: list(cluster.active(array_id).values()).count(JobState.RUNNING) == 3,
     )
-    SLURM().cancel([f"{array_id}_1"], jobs_dir=cluster.root)
+    SLURM().cancel([f"{array_id}_1"])
     wait_for("task 1 to leave", lambda: f"{array_id}_1" not in cluster.active(array_id))
     assert set(cluster.active(array_id)) == {f"{array_id}_0", f"{array_id}_2"}
-    SLURM().cancel([array_id], jobs_dir=cluster.root)
+    SLURM().cancel([array_id])
     wait_for("the array to leave", lambda: not cluster.active(array_id))
     assert set(cluster.queue(array_id).values()) <= {JobState.CANCELLED}
-    SLURM().cancel([array_id, f"{array_id}_0"], jobs_dir=cluster.root)  # gone already: fine
+    SLURM().cancel([array_id, f"{array_id}_0"])  # gone already: fine
 
 
 def test_pending_set_longer_than_64_characters(tmp_path: Path) -> None:
@@ -188,10 +188,10 @@ def test_pending_set_longer_than_64_characters(tmp_path: Path) -> None:
     )
     array_id = out.strip()
     try:
-        states = SLURM().queue([array_id], jobs_dir=tmp_path)
+        states = SLURM().queue_states([array_id])
         assert states == {f"{array_id}_{i}": JobState.PENDING for i in indices}
     finally:
-        SLURM().cancel([array_id], jobs_dir=tmp_path)
+        SLURM().cancel([array_id])
 
 
 def test_refused_script_raises_with_stderr_and_path(tmp_path: Path) -> None:
@@ -232,12 +232,12 @@ def test_exit_states_from_accounting(cluster: Cluster) -> None:
     array_id = cluster.submit(body, n_tasks=4, max_running=4)
     held = cluster.submit("true", n_tasks=2, max_running=2, hold=True)
     wait_for("task 3 to start", (cluster.root / "started.3").exists)
-    SLURM().cancel([f"{array_id}_3"], jobs_dir=cluster.root)
+    SLURM().cancel([f"{array_id}_3"])
     wait_for("the array to end", lambda: not cluster.active(array_id))
 
     def ends() -> dict[str, TaskEnd] | None:
         # slurmctld hands the records to slurmdbd asynchronously, a moment after the end.
-        found = SLURM().exit_states([array_id, held], jobs_dir=cluster.root)
+        found = SLURM().exit_states([array_id, held])
         ended = [found.get(f"{array_id}_{i}") for i in range(4)]
         return found if all(end and not end.state.active for end in ended) else None
 
@@ -263,13 +263,13 @@ def test_exit_states_without_accounting(tmp_path: Path, monkeypatch: pytest.Monk
     )
     sacct.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    assert SLURM().exit_states(["1", "2"], jobs_dir=tmp_path) == {}
+    assert SLURM().exit_states(["1", "2"]) == {}
     assert calls.read_text() == "\n"
 
 
-def test_queue_of_nothing_asks_nothing(tmp_path: Path) -> None:
-    assert SLURM().queue([], jobs_dir=tmp_path) == {}
-    assert SLURM().queue(["999999"], jobs_dir=tmp_path) == {}
+def test_queue_of_nothing_asks_nothing() -> None:
+    assert SLURM().queue_states([]) == {}
+    assert SLURM().queue_states(["999999"]) == {}
 
 
 @pytest.mark.slow
@@ -295,16 +295,8 @@ def test_time_limit_signal_reaches_the_worker(tmp_path: Path) -> None:
         wait_for("USR1 in the task", (tmp_path / "got-usr1").exists)
         wait_for(
             "the task to end",
-            lambda: (
-                not {
-                    k: v
-                    for k, v in scheduler.queue([array_id], jobs_dir=tmp_path).items()
-                    if v.active
-                }
-            ),
+            lambda: not {k: v for k, v in scheduler.queue_states([array_id]).items() if v.active},
         )
-        assert scheduler.queue([array_id], jobs_dir=tmp_path) == {
-            f"{array_id}_0": JobState.COMPLETED
-        }
+        assert scheduler.queue_states([array_id]) == {f"{array_id}_0": JobState.COMPLETED}
     finally:
-        scheduler.cancel([array_id], jobs_dir=tmp_path)
+        scheduler.cancel([array_id])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ from adaptive_runner.schedulers.slurm import (
     format_time,
     parse_array_tasks,
     parse_max_array_size,
-    parse_mem,
     parse_sacct,
     parse_sbatch,
     parse_squeue,
@@ -274,28 +274,38 @@ def test_format_time() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "mb"), [("500M", 500), ("8G", 8192), ("100", 100), ("1T", 1048576), ("512K", 1)]
+    ("value", "spelled"),
+    [("500M", "500M"), ("8G", "8G"), ("8gb", "8G"), ("8 GB", "8G"), ("100", "100"), ("1t", "1T")],
 )
-def test_parse_mem(value: str, mb: int) -> None:
-    assert parse_mem(value) == mb
+def test_memory_in_slurm_spelling(value: str, spelled: str) -> None:
+    assert SLURM(memory=value).slurm_mem == spelled
 
 
-@pytest.mark.parametrize("value", ["", "0G", "8GB", "8 G", "1.5G", "8g", "lots"])
-def test_parse_mem_rejects(value: str) -> None:
+@pytest.mark.parametrize("value", ["", "0G", "1.5G", "lots", "8X"])
+def test_memory_rejects(value: str) -> None:
     with pytest.raises(ConfigError, match="'8G'"):
-        parse_mem(value)
+        SLURM(memory=value)
+
+
+def test_memory_in_bytes_is_refused() -> None:
+    with pytest.raises(ConfigError, match="SLURM takes no bytes"):
+        SLURM(memory="4096b")
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"time": "2h"}, "time="),
-        ({"mem": "8 GB"}, "mem="),
-        ({"partition": "a b"}, "partition"),
+        ({"walltime": "2h"}, "walltime='2h'"),
+        ({"time": "2h"}, "walltime='2h'"),  # an alias is checked under its common name
+        ({"memory": "8 XB"}, "memory="),
+        ({"queue": "a b"}, "queue="),
+        ({"partition": "a b"}, "queue="),
         ({"account": "x'y"}, "account"),
-        ({"extra_sbatch": "--constraint=gpu"}, "list of flags"),
+        ({"qos": "a#b"}, "qos"),
+        ({"extra_directives": "--constraint=gpu"}, "list of lines"),
         ({"extra_sbatch": ["constraint=gpu"]}, "single sbatch flags"),
-        ({"extra_sbatch": ["--comment=a\n#SBATCH --x"]}, "single sbatch flags"),
+        ({"extra_directives": ["#SBATCH constraint=gpu"]}, "single sbatch flags"),
+        ({"extra_directives": ["--comment=a\n#SBATCH --x"]}, "single non-empty lines"),
         ({"signal": "NOPE"}, "signal"),
         ({"signal": "USR2"}, "'USR1' or 'TERM'"),  # the worker would die without saving
         ({"signal_grace_s": 0}, "signal_grace_s"),
@@ -316,12 +326,25 @@ def test_nodes_set_cores() -> None:
     s = SLURM(nodes=2, cores_per_node=4, executor="mpi4py")
     assert s.cores == 8
     assert SLURM(signal="SIGTERM").signal_name == "TERM"
-    assert SLURM(time="90").time_limit == "0-01:30:00"
+    assert SLURM(walltime="90").time_limit == "0-01:30:00"  # SLURM's minutes
+    assert SLURM(walltime=timedelta(days=2, seconds=1)).time_limit == "2-00:00:01"
 
 
-def test_cancel_refuses_names(tmp_path: Path) -> None:
+def test_commands_are_built_without_running_anything() -> None:
+    s = SLURM()
+    assert s.submit_command(Path("/j.sh"), n_tasks=3, max_running=2, tag="run-1") == [
+        *("sbatch", "--parsable", "--job-name=run-1", "--array=0-2%2", "/j.sh"),
+    ]
+    assert s.tagged_command(["b", "a"]) == [
+        *("squeue", "--me", "-h", "-t", "all", "--name", "a,b", "-o", "%F|%j"),
+    ]
+    with pytest.raises(ConfigError, match="n_tasks and max_running must be positive"):
+        s.submit(Path("/j.sh"), n_tasks=0, max_running=1)  # refused before anything runs
+
+
+def test_cancel_refuses_names() -> None:
     with pytest.raises(ConfigError, match="cannot cancel"):
-        SLURM().cancel(["my-job-name"], jobs_dir=tmp_path)
+        SLURM().cancel(["my-job-name"])
 
 
 def _context(tmp_path: Path) -> ScriptContext:
@@ -339,13 +362,13 @@ def _context(tmp_path: Path) -> ScriptContext:
 def test_rendered_script_options_and_syntax(tmp_path: Path) -> None:
     s = SLURM(
         cores=4,
-        time="1-00:00:00",
-        mem="8G",
-        partition="debug",
+        walltime="1-00:00:00",
+        memory="8gb",
+        queue="debug",
         account="proj",
         qos="low",
         exclusive=True,
-        extra_sbatch=["--constraint=a b", "--gres=gpu:1"],
+        extra_directives=["--constraint=a b", "#SBATCH --gres=gpu:1"],
         signal_grace_s=300,
         env={"MY_VAR": "x'; rm -rf /"},
         extra_script="echo ready",

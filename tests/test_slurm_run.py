@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -23,6 +24,7 @@ import adaptive_runner as ar
 from adaptive_runner.database import Database
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.log_parser import split_event
+from adaptive_runner.run_setup import create_run, run_digest
 from adaptive_runner.schedulers.base import JobState
 
 if TYPE_CHECKING:
@@ -110,7 +112,7 @@ def run_arrays(run_dir: Path) -> list[str]:
 
 def queue(run_dir: Path) -> dict[str, JobState]:
     """The run's tasks as squeue shows them (finished ones too, for MinJobAge)."""
-    return ar.SLURM().queue(run_arrays(run_dir), jobs_dir=run_dir / "jobs")
+    return ar.SLURM().queue_states(run_arrays(run_dir))
 
 
 def running_with_save(run_dir: Path, fnames: list[str], n: int) -> list[sqlite3.Row] | None:
@@ -304,3 +306,37 @@ def test_unknown_partition_writes_and_submits_nothing(tmp_path: Path, sbatch_cal
         rm.start()
     assert not (tmp_path / "run").exists()
     assert sbatch_calls.read_text() == ""
+
+
+def test_run_json_with_the_released_option_names_resumes(tmp_path: Path) -> None:
+    """A run.json whose options carry the names of the release before the common vocabulary
+    (partition, time, mem, extra_sbatch) resumes: its arrays get those options."""
+    scheduler = ar.SLURM(
+        queue="debug", walltime="10", memory="100M", extra_directives=["--comment=vocab"]
+    )
+    fnames = [tmp_path / "data" / f"l{i}.pickle" for i in range(2)]
+    options: dict[str, Any] = {"save_interval": 0.3, "log_interval": 0.5, "poll_interval": 0.5}
+    rm = ar.RunManager(
+        scheduler, make_learners(2), fnames, goal=25, run_dir=tmp_path / "run", **options
+    )
+    create_run(rm, run_digest(rm), replace=False)
+    config = json.loads(rm.run_dir.config_file.read_text())
+    group = config["groups"][0]["options"]
+    for alias, name in ar.SLURM.aliases.items():
+        group[alias] = group.pop(name)
+    rm.run_dir.config_file.write_text(json.dumps(config))
+
+    resumed = ar.RunManager.resume(tmp_path / "run")
+    try:
+        assert resumed.schedulers == [scheduler]
+        assert resumed.wait(timeout=PATIENCE_S)
+    finally:
+        resumed.stop()
+        arrays = run_arrays(rm.run_dir.path)
+        if arrays:
+            subprocess.run(["scancel", *arrays], check=True)
+    assert resumed.status()["done"] == 2
+    (script,) = rm.run_dir.jobs_dir.glob("*.sh")
+    text = script.read_text()
+    for line in ("--partition=debug", "--time=0-00:10:00", "--mem=100M", "--comment=vocab"):
+        assert f"#SBATCH {line}\n" in text

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import adaptive_runner as ar
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.schedulers import scheduler_options
 from adaptive_runner.validation import (
     environment,
     non_negative_int,
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from adaptive_runner.schedulers.base import Scheduler
+    from adaptive_runner.schedulers.cluster import ClusterScheduler
 
 
 def test_positive_int() -> None:
@@ -93,6 +95,67 @@ def test_scheduler_env_is_a_copy_and_grace_is_seconds() -> None:
     env["B"] = "2"
     assert local.env == {"A": "1"}
     assert local.kill_grace_s == 5.0
+
+
+@pytest.mark.parametrize("cluster", [ar.SLURM, ar.PBS])
+def test_one_vocabulary_on_every_cluster(cluster: type[ClusterScheduler]) -> None:
+    """The same option names on every backend, stored under those names in run.json."""
+    scheduler = cluster(
+        cores=2,
+        walltime=timedelta(hours=50, seconds=0.5),
+        queue="q1",
+        account="proj",
+        memory="8G",
+        extra_directives=[f"{cluster.directive_prefix} --x=1"],
+        mpi_launcher="mpirun --bind-to none",
+        executor="mpi4py",
+        num_threads=2,
+        env={"A": 1},
+        extra_script="true",
+        python="/opt/py",
+    )
+    options = scheduler_options(scheduler)
+    assert {key: options[key] for key in ("queue", "account", "memory", "walltime")} == {
+        "queue": "q1",
+        "account": "proj",
+        "memory": "8G",
+        "walltime": "50:00:01",  # a timedelta is stored as H:MM:SS, rounded up to a second
+    }
+    assert options["extra_directives"] == [f"{cluster.directive_prefix} --x=1"]
+    assert scheduler.directives == ["--x=1"]
+    assert scheduler.walltime_s == 50 * 3600 + 1
+    assert not set(options) & set(cluster.aliases)  # aliases are never stored
+    assert cluster(**options) == scheduler  # what resuming does
+
+
+@pytest.mark.parametrize(
+    ("cluster", "aliases"),
+    [
+        (
+            ar.SLURM,
+            {"partition": "q", "time": "2:00:00", "mem": "8G", "extra_sbatch": ["--x=1"]},
+        ),
+        (ar.PBS, {"queue_name": "q", "mem": "8G", "extra_pbs": ["-l x=1"]}),
+    ],
+)
+def test_backend_words_are_aliases(
+    cluster: type[ClusterScheduler], aliases: dict[str, Any]
+) -> None:
+    common = {cluster.aliases[alias]: value for alias, value in aliases.items()}
+    assert cluster(**aliases) == cluster(**common)
+    assert scheduler_options(cluster(**aliases)) == scheduler_options(cluster(**common))
+    for alias, name in cluster.aliases.items():
+        both = {alias: aliases.get(alias, "q"), name: common.get(name, "q")}
+        with pytest.raises(ConfigError, match=f"{name}= and {alias}= are the same option"):
+            cluster(**both)
+
+
+def test_local_takes_no_cluster_options() -> None:
+    """Local has no queue, account, memory, directives or MPI launcher: Python says which."""
+    for option in ("queue", "account", "memory", "extra_directives", "mpi_launcher", "time"):
+        kwargs: dict[str, Any] = {option: "x"}
+        with pytest.raises(TypeError, match=f"unexpected keyword argument '{option}'"):
+            ar.Local(**kwargs)
 
 
 def test_run_manager_checks_its_numbers(tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ def scheduler_options(scheduler: Scheduler) -> dict[str, Any]:
     """The scheduler's constructor arguments as JSON values, to rebuild it on resume.
 
     run.json stores them per group beside the registry key; ``scheduler_class(name)(**options)``
-    makes the scheduler again.
+    makes the scheduler again. Options given under an alias (``partition=``) are stored under
+    their common name (``queue``); a run.json with the aliases still makes the scheduler.
     """
     options: dict[str, Any] = {}
     for field in dataclasses.fields(scheduler):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -10,8 +12,9 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.executors import EXECUTORS
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
     from pathlib import Path
 
+_HOURS_MINUTES_SECONDS = re.compile(r"(\d+):([0-5]\d):([0-5]\d)")  # hours may exceed 24
 
 
 class JobState(StrEnum):
@@ -123,12 +127,19 @@ class ScriptContext:
 class Scheduler(ABC):
     """A batch system that runs job arrays; subclasses differ mostly in class data.
 
-    Constructors do no I/O: cluster checks run in :meth:`check` when a run starts.
+    Constructors do no I/O: cluster checks run in :meth:`check` when a run starts, and a
+    scheduler that keeps its records in the run directory learns where in :meth:`bind`.
+    The options (the ``init`` fields) are what run.json stores to make it again on resume.
 
     Parameters
     ----------
     cores
         Cores per array task (a task runs one learner at a time).
+    walltime
+        Time limit per task: a ``timedelta`` or the scheduler's own string (``"HH:MM:SS"``;
+        SLURM also takes its other forms). Stored as given, a timedelta as ``"H:MM:SS"``.
+        A task past it gets SIGTERM, saves, releases its learner and is resubmitted.
+        None: the queue's default (no limit on Local).
     executor
         How a task evaluates points: ``sequential``, ``process-pool``, ``loky`` or ``mpi4py``.
     python
@@ -155,6 +166,7 @@ class Scheduler(ABC):
     submit_timeout_s: ClassVar[float] = 60.0
 
     cores: int = 1
+    walltime: timedelta | str | None = None
     executor: str = "sequential"
     python: str = field(default=sys.executable)
     num_threads: int = 1
@@ -165,6 +177,8 @@ class Scheduler(ABC):
     def __post_init__(self) -> None:
         """Validate the common options; subclasses extend this and call super()."""
         positive_int(self.cores, "cores")
+        if self.walltime is not None:
+            object.__setattr__(self, "walltime", self._walltime_text(self.walltime))
         if self.executor not in EXECUTORS:
             raise ConfigError(
                 f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
@@ -172,6 +186,51 @@ class Scheduler(ABC):
         positive_int(self.num_threads, "num_threads")
         # A copy: a frozen scheduler must not change when the caller's dict does.
         object.__setattr__(self, "env", environment(self.env))
+
+    def _walltime_text(self, value: object) -> str:
+        """``walltime`` checked, as the string run.json stores."""
+        if isinstance(value, timedelta):
+            seconds = math.ceil(value.total_seconds())
+            if seconds <= 0:
+                raise ConfigError(f"walltime={value!r} is not positive; give at least a second")
+            return format_hours(seconds)
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"walltime={value!r} is {type(value).__name__}; give a timedelta or a string "
+                "like '2:00:00' (a bare number could mean minutes or seconds)"
+            )
+        self.parse_walltime(value)
+        return value
+
+    def parse_walltime(self, text: str) -> int:
+        """Seconds in a ``walltime`` string: ``"HH:MM:SS"``, hours may exceed 24."""
+        match = _HOURS_MINUTES_SECONDS.fullmatch(text.strip())
+        seconds = 0
+        if match is not None:
+            hours, minutes, secs = (int(part) for part in match.groups())
+            seconds = hours * 3600 + minutes * 60 + secs
+        if seconds <= 0:
+            raise ConfigError(
+                f"walltime={text!r} is not a positive time limit: give 'HH:MM:SS' (e.g. "
+                "'48:00:00') or a timedelta"
+            )
+        return seconds
+
+    @property
+    def walltime_s(self) -> int | None:
+        """``walltime`` in seconds, or None without a limit."""
+        return None if self.walltime is None else self.parse_walltime(str(self.walltime))
+
+    def bind(self, jobs_dir: Path) -> Self:
+        """The scheduler as one run uses it, keeping its records under ``jobs_dir``.
+
+        The job manager and :class:`adaptive_runner.Run` bind the schedulers run.json names
+        to the run's ``jobs/`` directory before asking them anything. Cluster schedulers keep
+        their records on the cluster and return themselves; Local returns a bound copy (an
+        option object may serve several runs).
+        """
+        del jobs_dir
+        return self
 
     def check(self) -> None:  # noqa: B027 - optional hook; most backends need no check
         """Check the cluster before anything is submitted (e.g. the partition exists)."""
@@ -195,7 +254,7 @@ class Scheduler(ABC):
         """
 
     @abstractmethod
-    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
+    def find_tagged(self, tags: Collection[str]) -> dict[str, str]:
         """Tag -> array id for the arrays submitted under ``tags`` that the scheduler knows.
 
         One scheduler call; asked only after a submission failed, to adopt an array that was
@@ -203,7 +262,7 @@ class Scheduler(ABC):
         """
 
     @abstractmethod
-    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
+    def queue_named(self, array_ids: Collection[str]) -> dict[str, QueuedTask]:
         """Return the state and job name of every known task of these arrays, in one call.
 
         Keys are task ids in the form ``task_identity.py`` reads inside the task (a job
@@ -211,18 +270,17 @@ class Scheduler(ABC):
         Tasks the scheduler no longer knows are absent.
         """
 
-    def queue(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, JobState]:
+    def queue_states(self, array_ids: Collection[str]) -> dict[str, JobState]:
         """The state of every known task of these arrays (:meth:`queue_named` without names)."""
-        tasks = self.queue_named(array_ids, jobs_dir=jobs_dir)
-        return {task_id: task.state for task_id, task in tasks.items()}
+        return {task_id: task.state for task_id, task in self.queue_named(array_ids).items()}
 
-    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
+    def exit_states(self, array_ids: Collection[str]) -> dict[str, TaskEnd]:
         """How these arrays' tasks ended, from the scheduler's records (SLURM: sacct).
 
-        For tasks gone from :meth:`queue`; keys as there. Tasks without a record are absent;
-        {} where the scheduler keeps none.
+        For tasks gone from :meth:`queue_named`; keys as there. Tasks without a record are
+        absent; {} where the scheduler keeps none.
         """
-        del array_ids, jobs_dir
+        del array_ids
         return {}
 
     def max_array_size(self) -> int | None:
@@ -230,12 +288,19 @@ class Scheduler(ABC):
         return None
 
     @abstractmethod
-    def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
-        """Cancel these tasks or whole arrays (ids as :meth:`submit`/:meth:`queue` give them)."""
+    def cancel(self, ids: Collection[str]) -> None:
+        """Cancel these tasks or whole arrays (ids as :meth:`submit`, :meth:`queue_named`)."""
 
     def array_of(self, task_id: str) -> str:
         """The id of the array a task id belongs to (``"123_4"`` -> ``"123"``)."""
         return task_id.rsplit("_", 1)[0]
+
+
+def format_hours(seconds: int) -> str:
+    """A duration as ``"H:MM:SS"`` (hours may exceed 24), the form every backend reads."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def run_command(

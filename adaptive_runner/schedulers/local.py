@@ -5,15 +5,17 @@
 once, and keeps doing so after the manager that submitted them has exited. Everything the
 scheduler knows lives in files, written atomically, in ``JOBS_DIR/<array_id>/``:
 
-    array.json        the script, n_tasks, max_running and kill_grace_s of the array
+    array.json        the script, n_tasks, max_running, kill_grace_s and walltime_s of the array
     supervisor.json   the supervisor's pid and process start time
     supervisor.log    the supervisor's output (and a task's, before its script redirects it)
     <i>.pid           task i started: its pid and process start time (guards pid reuse)
-    <i>.exit          task i ended: its return code (-n: signal n), whether it had been cancelled
+    <i>.exit          task i ended: its return code (-n: signal n), whether it had been
+                      cancelled, whether it ran past the walltime
     <i>.cancel        cancel() asked for task i to end (or never start)
     cancel            cancel() asked for the whole array to end
 
-So :meth:`Local.queue` makes no scheduler call: it reads these files. A restarted manager
+``JOBS_DIR`` is the run's ``jobs/`` directory, which :meth:`Local.bind` gives the scheduler.
+So :meth:`Local.queue_named` makes no scheduler call: it reads these files. A restarted manager
 still sees the tasks of earlier sessions. If the supervisor died (``kill -9``), everything it
 left unfinished is reported ``failed``: started tasks once their process is gone, tasks
 not yet started at once.
@@ -22,6 +24,7 @@ not yet started at once.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import re
@@ -29,9 +32,9 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import psutil
 
@@ -70,20 +73,27 @@ SUPERVISOR_START_TIMEOUT_S = 60.0
 class Local(Scheduler):
     """Run job arrays as local processes: the default when there is no cluster.
 
+    Takes the common options of :class:`Scheduler`; a task past its ``walltime``
+    (``"HH:MM:SS"`` or a timedelta) gets SIGTERM, as on a cluster, and SIGKILL
+    ``kill_grace_s`` later. Cluster options (queue, account, memory, ...) mean nothing here.
+
     Parameters
     ----------
     kill_grace_s
-        Seconds a cancelled task has, after SIGTERM, to save and release its learner before
-        its process group gets SIGKILL (the supervisor escalates; ``cancel`` does not wait).
+        Seconds a cancelled task, or one past its walltime, has after SIGTERM to save and
+        release its learner before its process group gets SIGKILL (the supervisor
+        escalates; ``cancel`` does not wait).
 
     """
 
     name: ClassVar[str] = "local"
     template_name: ClassVar[str] = "local.sh.j2"
     bind_host: ClassVar[str] = "127.0.0.1"
-    poll_interval_s: ClassVar[float] = 1.0  # queue() only reads files: cheap to ask often
+    poll_interval_s: ClassVar[float] = 1.0  # queue_named() only reads files: cheap to ask often
 
     kill_grace_s: float = 30.0  # a timedelta is taken too, and stored as seconds
+    # Where the arrays' files live; set by bind(), never an option (not in run.json).
+    jobs_dir: Path | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Validate the options."""
@@ -92,26 +102,40 @@ class Local(Scheduler):
             self, "kill_grace_s", positive_seconds(self.kill_grace_s, "kill_grace_s")
         )
 
+    def bind(self, jobs_dir: Path) -> Self:
+        """A copy of this scheduler that keeps its arrays in ``jobs_dir`` (the run's jobs/)."""
+        bound = copy.copy(self)
+        object.__setattr__(bound, "jobs_dir", Path(jobs_dir).absolute())
+        return bound
+
+    def _jobs(self) -> Path:
+        """The bound jobs directory; a clear error for a scheduler used before bind()."""
+        if self.jobs_dir is None:
+            raise ConfigError(
+                "this Local scheduler is not bound to a run: use Local(...).bind(jobs_dir), as "
+                "RunManager does with the run's jobs/ directory"
+            )
+        return self.jobs_dir
+
     def submit(
         self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
     ) -> str:
         """Start a detached supervisor that runs ``bash script`` as tasks 0..n_tasks-1.
 
-        The array's files go to ``script.parent / <array_id>``, so ``script`` must be in the
-        run's jobs directory (where the job manager writes it), the ``jobs_dir`` that
-        :meth:`queue` and :meth:`cancel` are given.
+        The array's files go to ``<jobs_dir>/<array_id>`` (see :meth:`bind`).
         """
         positive_int(n_tasks, "n_tasks")
         positive_int(max_running, "max_running")
         script = Path(script).absolute()
         if not script.is_file():
             raise ConfigError(f"script {str(script)!r} is not a file")
-        array_dir = _new_array_dir(script.parent)
+        array_dir = _new_array_dir(self._jobs())
         spec = {
             "script": str(script),
             "n_tasks": n_tasks,
             "max_running": max_running,
             "kill_grace_s": float(self.kill_grace_s),
+            "walltime_s": self.walltime_s,
             "submitted": time.time(),
             "tag": tag,
         }
@@ -140,7 +164,7 @@ class Local(Scheduler):
             )
         return array_dir.name
 
-    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
+    def queue_named(self, array_ids: Collection[str]) -> dict[str, QueuedTask]:
         """Read every task of these arrays from their files (no process call).
 
         A task whose supervisor died is ``running`` while its process lives and ``failed``
@@ -149,27 +173,27 @@ class Local(Scheduler):
         """
         states: dict[str, QueuedTask] = {}
         for array_id in array_ids:
-            array_dir = jobs_dir / _check_array_id(array_id)
+            array_dir = self._jobs() / _check_array_id(array_id)
             if (array_dir / ARRAY_FILE).is_file():
                 states.update(_array_states(array_dir))
         return states
 
-    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
+    def find_tagged(self, tags: Collection[str]) -> dict[str, str]:
         """Tag -> array id, from the ``array.json`` files of the run's arrays."""
         wanted = set(tags)
         found: dict[str, str] = {}
-        for array_file in jobs_dir.glob(f"L*/{ARRAY_FILE}"):
+        for array_file in self._jobs().glob(f"L*/{ARRAY_FILE}"):
             if _ARRAY_ID.fullmatch(array_file.parent.name):
                 tag = _read_json(array_file, what="array file").get("tag")
                 if tag in wanted:
                     found[tag] = array_file.parent.name
         return found
 
-    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
+    def exit_states(self, array_ids: Collection[str]) -> dict[str, TaskEnd]:
         """How these arrays' ended tasks ended, from their ``<i>.exit`` files (no process call)."""
         ends: dict[str, TaskEnd] = {}
         for array_id in array_ids:
-            array_dir = jobs_dir / _check_array_id(array_id)
+            array_dir = self._jobs() / _check_array_id(array_id)
             if not array_dir.is_dir():
                 continue
             for path in array_dir.glob("*.exit"):
@@ -177,7 +201,7 @@ class Local(Scheduler):
                 ends[f"{array_id}_{path.stem}"] = end
         return ends
 
-    def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
+    def cancel(self, ids: Collection[str]) -> None:
         """Cancel tasks (``L3_4``) or whole arrays (``L3``); returns without waiting.
 
         Unstarted tasks are never started; running ones get SIGTERM on their process group
@@ -188,7 +212,7 @@ class Local(Scheduler):
         # after recording a pid, so a task that starts meanwhile is signalled by one of us.
         for task_or_array in ids:
             array_id, sep, index_text = task_or_array.partition("_")
-            array_dir = jobs_dir / _check_array_id(array_id)
+            array_dir = self._jobs() / _check_array_id(array_id)
             n_tasks = _read_json(array_dir / ARRAY_FILE, what=f"local array {array_id}")["n_tasks"]
             if not sep:
                 (array_dir / ARRAY_CANCEL).touch()
@@ -262,18 +286,25 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 def task_end(record: Mapping[str, Any]) -> TaskEnd:
-    """A TaskEnd from an ``<i>.exit`` record: a negative return code -n means signal n."""
+    """A TaskEnd from an ``<i>.exit`` record: a negative return code -n means signal n.
+
+    A task ended past its walltime is ``TIMEOUT``, as SLURM says it (records written before
+    Local had a walltime have no ``timeout``).
+    """
     returncode: int = record["returncode"]
     signal_number = -returncode if returncode < 0 else None
+    word = None
     if record["cancelled"]:
         state = JobState.CANCELLED
+    elif record.get("timeout", False):
+        state, word = JobState.CANCELLED, "TIMEOUT"
     else:
         state = JobState.COMPLETED if returncode == 0 else JobState.FAILED
     return TaskEnd(
         state=state,
         exit_code=None if signal_number else returncode,
         signal=signal_number,
-        scheduler_state=state.name,
+        scheduler_state=word or state.name,
     )
 
 
@@ -305,6 +336,16 @@ def _cancel_requested(array_dir: Path, index: int) -> bool:
     return (array_dir / ARRAY_CANCEL).exists() or (array_dir / f"{index}.cancel").exists()
 
 
+@dataclass
+class _Running:
+    """A task the supervisor started and has not seen end."""
+
+    proc: subprocess.Popen[bytes]
+    started: float  # time.monotonic()
+    stopping_since: float | None = None  # when it got SIGTERM (from cancel() or the walltime)
+    timed_out: bool = False
+
+
 def supervise(array_dir: Path) -> None:
     """Run the tasks of one array, at most max_running at once, until all have ended.
 
@@ -316,49 +357,65 @@ def supervise(array_dir: Path) -> None:
     """
     spec = _read_json(array_dir / ARRAY_FILE, what="array file")
     n_tasks: int = spec["n_tasks"]
-    array_id = array_dir.name
-    running: dict[int, subprocess.Popen[bytes]] = {}
-    cancel_seen: dict[int, float] = {}  # task index -> when its cancel request was noticed
+    walltime_s: int | None = spec.get("walltime_s")  # absent in arrays of older versions
+    running: dict[int, _Running] = {}
     next_index = 0
     while next_index < n_tasks or running:
-        for i, proc in list(running.items()):
-            code = proc.poll()
+        for i, task in list(running.items()):
+            code = task.proc.poll()
             if code is None:
                 continue
             del running[i]
-            cancel_seen.pop(i, None)
-            _signal_group(proc.pid, signal.SIGKILL)  # what the task left behind ends with it
-            end = {"returncode": code, "cancelled": _cancel_requested(array_dir, i)}
+            _signal_group(task.proc.pid, signal.SIGKILL)  # what it left behind ends with it
+            end = {
+                "returncode": code,
+                "cancelled": _cancel_requested(array_dir, i),
+                "timeout": task.timed_out,
+            }
             atomic_write(array_dir / f"{i}.exit", json.dumps(end).encode())
-        now = time.monotonic()
-        for i, proc in running.items():
-            # cancel() sent SIGTERM; escalate once the grace period is over.
-            cancelled = _cancel_requested(array_dir, i)
-            if cancelled and now - cancel_seen.setdefault(i, now) >= spec["kill_grace_s"]:
-                _signal_group(proc.pid, signal.SIGKILL)
+        for i, task in running.items():
+            _stop_overdue(task, array_dir, i, walltime_s=walltime_s, grace_s=spec["kill_grace_s"])
         while len(running) < spec["max_running"] and next_index < n_tasks:
             i, next_index = next_index, next_index + 1
             if _cancel_requested(array_dir, i):
                 continue  # cancelled before it started: it never will
-            env = {
-                **os.environ,
-                LOCAL_ARRAY_ID_VAR: array_id,
-                LOCAL_TASK_INDEX_VAR: str(i),
-                TASK_ID_VAR: f"{array_id}_{i}",
-                TASK_COUNT_VAR: str(n_tasks),
-            }
-            proc = subprocess.Popen(
-                ["bash", spec["script"]],
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
-            running[i] = proc
-            atomic_write(array_dir / f"{i}.pid", json.dumps(_process_record(proc.pid)).encode())
+            task = _Running(_start_task(array_dir, spec["script"], i, n_tasks), time.monotonic())
+            running[i] = task
             if _cancel_requested(array_dir, i):  # cancel() may have looked before the pid file
-                _signal_group(proc.pid, signal.SIGTERM)
-                cancel_seen[i] = time.monotonic()
+                _signal_group(task.proc.pid, signal.SIGTERM)
+                task.stopping_since = time.monotonic()
         time.sleep(POLL_INTERVAL_S)
+
+
+def _stop_overdue(
+    task: _Running, array_dir: Path, index: int, *, walltime_s: int | None, grace_s: float
+) -> None:
+    """SIGTERM a task past its walltime; SIGKILL one still there ``grace_s`` after a SIGTERM."""
+    now = time.monotonic()
+    if task.stopping_since is not None:
+        if now - task.stopping_since >= grace_s:
+            _signal_group(task.proc.pid, signal.SIGKILL)
+    elif _cancel_requested(array_dir, index):
+        task.stopping_since = now  # cancel() sent SIGTERM
+    elif walltime_s is not None and now - task.started >= walltime_s:
+        _signal_group(task.proc.pid, signal.SIGTERM)  # as a cluster does at the time limit
+        task.stopping_since, task.timed_out = now, True
+
+
+def _start_task(array_dir: Path, script: str, i: int, n_tasks: int) -> subprocess.Popen[bytes]:
+    """Start task ``i`` (``bash script``) in its own session and record its pid file."""
+    env = {
+        **os.environ,
+        LOCAL_ARRAY_ID_VAR: array_dir.name,
+        LOCAL_TASK_INDEX_VAR: str(i),
+        TASK_ID_VAR: f"{array_dir.name}_{i}",
+        TASK_COUNT_VAR: str(n_tasks),
+    }
+    proc = subprocess.Popen(
+        ["bash", script], stdin=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    atomic_write(array_dir / f"{i}.pid", json.dumps(_process_record(proc.pid)).encode())
+    return proc
 
 
 def main(argv: Sequence[str]) -> int:

@@ -24,16 +24,12 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.schedulers.base import (
-    QueuedTask,
-    Scheduler,
-    TaskEnd,
-    run_command,
-)
+from adaptive_runner.schedulers.base import QueuedTask, TaskEnd, run_command
+from adaptive_runner.schedulers.cluster import ClusterScheduler
 from adaptive_runner.schedulers.pbs_parsers import (
     QstatEntry,
     only_jobs_gone,
@@ -48,25 +44,26 @@ from adaptive_runner.task_identity import PBS_SUBJOB
 from adaptive_runner.validation import positive_int
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import Collection, Mapping, Sequence
     from pathlib import Path
 
     from adaptive_runner.schedulers.base import ScriptContext
 
 FLAVORS = ("pbspro", "torque")
-MISSING_HINT = "is this a PBS login node?"
 PBSPRO_DEFAULT_MAX_ARRAY_SIZE = 10000
 
-_WALLTIME = re.compile(r"\d+:[0-5]\d:[0-5]\d")
-_MEM = re.compile(r"(\d+)\s*([kmgt]?)b?", re.IGNORECASE)
-_QUEUE = re.compile(r"[A-Za-z0-9_.@-]+")
 _JOB_ID = re.compile(r"\d+(\[\])?(\.[^\s\[\]]+)?")
 _UNSAFE_DIRECTIVE = re.compile(r"[\s'\"\\#]")
 
 
 @dataclass(frozen=True, kw_only=True)
-class PBS(Scheduler):
+class PBS(ClusterScheduler):
     """A PBS Pro / OpenPBS or Torque cluster; an array task runs one learner at a time.
+
+    Takes the common options (:class:`Scheduler`, :class:`ClusterScheduler`; ``walltime``
+    strings are ``"HH:MM:SS"``, hours may exceed 24; ``memory`` is per node on PBS Pro, in
+    the select chunk, and for the whole job on Torque) and this backend's earlier names for
+    them: ``queue_name``, ``mem`` and ``extra_pbs``.
 
     Parameters
     ----------
@@ -75,19 +72,6 @@ class PBS(Scheduler):
         ``qstat --version`` disagrees.
     nodes
         Nodes per task (``select=N`` on PBS Pro, ``nodes=N`` on Torque).
-    queue_name
-        Destination queue (``-q``); None uses the server's default. Named ``queue_name``
-        because ``queue()`` is the method that polls the scheduler.
-    walltime
-        ``"HH:MM:SS"`` (hours may exceed 24), or None for the queue's default.
-    mem
-        Memory such as ``"8gb"`` or ``"8G"``; per node on PBS Pro (in the select chunk), for
-        the whole job on Torque (``-l mem``). None requests nothing.
-    account
-        Account string (``-A``).
-    extra_pbs
-        Extra directives, one per entry, with or without the leading ``#PBS``
-        (e.g. ``"-l place=scatter"``).
     max_run_subjobs
         PBS Pro only: pass the concurrency cap as ``-W max_run_subjobs=M`` (OpenPBS and
         PBS Pro 2020.1 or newer). Set False for older servers, which reject the attribute;
@@ -98,63 +82,41 @@ class PBS(Scheduler):
     name: ClassVar[str] = "pbs"
     template_name: ClassVar[str] = "pbs.sh.j2"
     poll_interval_s: ClassVar[float] = 30.0  # qstat -f is heavy for the PBS server
+    directive_prefix: ClassVar[str] = "#PBS"
+    missing_hint: ClassVar[str] = "is this a PBS login node?"
+    aliases: ClassVar[Mapping[str, str]] = {
+        "queue_name": "queue",
+        "mem": "memory",
+        "extra_pbs": "extra_directives",
+    }
 
     flavor: str = "pbspro"
     nodes: int = 1
-    queue_name: str | None = None
-    walltime: str | None = None
-    mem: str | None = None
-    account: str | None = None
-    extra_pbs: Sequence[str] = ()
     max_run_subjobs: bool = True
+    queue_name: InitVar[str | None] = None
+    mem: InitVar[str | None] = None
+    extra_pbs: InitVar[Sequence[str] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(  # the aliases come in as InitVars
+        self, queue_name: str | None, mem: str | None, extra_pbs: Sequence[str] | None
+    ) -> None:
         """Validate the PBS options (no I/O here; see :meth:`check`)."""
+        self.take_aliases({"queue_name": queue_name, "mem": mem, "extra_pbs": extra_pbs})
         super().__post_init__()
         if self.flavor not in FLAVORS:
             raise ConfigError(f"flavor must be 'pbspro' or 'torque', got {self.flavor!r}")
         positive_int(self.nodes, "nodes")
-        if self.queue_name is not None and not _QUEUE.fullmatch(str(self.queue_name)):
-            raise ConfigError(
-                f"queue_name must be a PBS queue name (letters, digits, _ . @ -), "
-                f"got {self.queue_name!r}"
-            )
-        if self.walltime is not None and not _WALLTIME.fullmatch(str(self.walltime)):
-            raise ConfigError(
-                f"walltime must look like 'HH:MM:SS' (e.g. '48:00:00'), got {self.walltime!r}"
-            )
-        if self.mem is not None and not _MEM.fullmatch(str(self.mem)):
-            raise ConfigError(
-                f"mem must be a size such as '8gb', '8G' or '500mb', got {self.mem!r}"
-            )
-        if self.account is not None and (
-            not self.account or _UNSAFE_DIRECTIVE.search(str(self.account))
-        ):
-            raise ConfigError(
-                f"account must be a non-empty string without spaces or quotes, got {self.account!r}"
-            )
-        if isinstance(self.extra_pbs, str):
-            raise ConfigError("extra_pbs must be a list of directive lines, not one string")
-        for line in self.extra_pbs:
-            if not isinstance(line, str) or "\n" in line or "\r" in line or not line.strip():
-                raise ConfigError(f"extra_pbs entries must be single non-empty lines, got {line!r}")
 
     # -- what the template uses -------------------------------------------------------------
 
     @property
     def pbs_mem(self) -> str | None:
-        """``mem`` in PBS's own spelling: ``"8G"`` -> ``"8gb"``."""
-        if self.mem is None:
+        """``memory`` in PBS's own spelling: ``"8G"`` -> ``"8gb"``, ``"100"`` -> ``"100b"``."""
+        size = self.memory_size()
+        if size is None:
             return None
-        match = _MEM.fullmatch(str(self.mem))
-        if match is None:  # __post_init__ validated it
-            raise ConfigError(f"mem={self.mem!r} is not a size")
-        return f"{match.group(1)}{match.group(2).lower()}b"
-
-    @property
-    def directives(self) -> list[str]:
-        """``extra_pbs`` without any leading ``#PBS``."""
-        return [line.strip().removeprefix("#PBS").strip() for line in self.extra_pbs]
+        number, unit = size
+        return f"{number}{unit.removesuffix('B').lower()}b"
 
     def array_options(self, n_tasks: int, max_running: int) -> list[tuple[str, str]]:
         """The qsub options that make ``n_tasks`` tasks (at most ``max_running`` at once).
@@ -198,8 +160,8 @@ class PBS(Scheduler):
         """Check that qsub/qstat/qdel exist, the dialect matches and the queue exists."""
         for command in ("qsub", "qstat", "qdel"):
             if shutil.which(command) is None:
-                raise SchedulerCommandError(f"{command} not found: {MISSING_HINT}")
-        version = run_command(["qstat", "--version"], missing_hint=MISSING_HINT)
+                raise SchedulerCommandError(f"{command} not found: {self.missing_hint}")
+        version = run_command(["qstat", "--version"], missing_hint=self.missing_hint)
         is_pbspro = "pbs_version" in version
         if self.flavor == "pbspro" and not is_pbspro:
             raise ConfigError(
@@ -211,11 +173,11 @@ class PBS(Scheduler):
                 f"flavor='torque' but 'qstat --version' says {version.strip()!r}: this is "
                 "PBS Pro/OpenPBS; use PBS(flavor='pbspro')"
             )
-        if self.queue_name is not None:
+        if self.queue is not None:
             try:
-                run_command(["qstat", "-Q", self.queue_name], retries=1)
+                run_command(["qstat", "-Q", self.queue], retries=1)
             except SchedulerCommandError as e:
-                raise ConfigError(f"queue_name={self.queue_name!r}: {e}") from e
+                raise ConfigError(f"queue={self.queue!r}: {e}") from e
 
     def max_array_size(self) -> int | None:
         """The server's array size limit from ``qstat -B -f``.
@@ -223,47 +185,40 @@ class PBS(Scheduler):
         PBS Pro calls it ``max_array_size`` (default 10000 when unset), Torque
         ``max_job_array_size`` (no limit when unset).
         """
-        out = run_command(["qstat", "-B", "-f"], missing_hint=MISSING_HINT)
+        out = run_command(["qstat", "-B", "-f"], missing_hint=self.missing_hint)
         match = re.search(r"^\s*max(?:_job)?_array_size\s*=\s*(\d+)\s*$", out, re.MULTILINE)
         if match:
             return int(match.group(1))
         return PBSPRO_DEFAULT_MAX_ARRAY_SIZE if self.flavor == "pbspro" else None
 
-    def submit(
-        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
-    ) -> str:
-        """Submit ``script`` as one array with one qsub call; return ``123[].server``.
-
-        One attempt (see :meth:`Scheduler.submit`); ``tag`` becomes the job name (``-N``).
-        """
+    def submit_command(
+        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None
+    ) -> list[str]:
+        """One qsub with the array options of :meth:`array_options`; ``tag`` is ``-N``."""
         options = [item for pair in self.array_options(n_tasks, max_running) for item in pair]
         name = [] if tag is None else ["-N", tag]
-        out = run_command(
-            ["qsub", *name, *options, str(script)],
-            retries=1,
-            timeout_s=self.submit_timeout_s,
-            missing_hint=MISSING_HINT,
-        )
+        return ["qsub", *name, *options, str(script)]
+
+    def parse_submit(self, out: str) -> str:
+        """The job id qsub printed: ``123[].server`` (``123.server`` for one PBS Pro task)."""
         job_id = out.strip()
         if not _JOB_ID.fullmatch(job_id):
             raise SchedulerCommandError(f"qsub printed {out!r}, expected a job id like 123[].srv")
         return job_id
 
-    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
+    def queue_named(self, array_ids: Collection[str]) -> dict[str, QueuedTask]:
         """One qstat call for these arrays; task ids map to their states and job names.
 
         Tasks of arrays the server no longer knows are absent.
         """
-        del jobs_dir  # the server keeps the state
         return {task: entry.queued() for task, entry in self._qstat(array_ids).items()}
 
-    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
-        """How these arrays' tasks ended, from the qstat call :meth:`queue` makes.
+    def exit_states(self, array_ids: Collection[str]) -> dict[str, TaskEnd]:
+        """How these arrays' tasks ended, from the qstat call :meth:`queue_named` makes.
 
         qstat keeps finished tasks (PBS Pro's job history, Torque's ``keep_completed``) with
-        their Exit_status, so this knows no more than what :meth:`queue` still lists.
+        their Exit_status, so this knows no more than what :meth:`queue_named` still lists.
         """
-        del jobs_dir
         ends = {task: entry.end() for task, entry in self._qstat(array_ids).items()}
         return {task: end for task, end in ends.items() if not end.state.active}
 
@@ -280,7 +235,7 @@ class PBS(Scheduler):
             command, parse = ["qstat", "-x", "-t"], torque_xml_entries
         while wanted:
             try:
-                out = _run_about_jobs([*command, *wanted])
+                out = self._run_about_jobs([*command, *wanted])
             except SchedulerCommandError as e:
                 gone = unknown_job_ids(e)
                 if not gone & set(wanted):
@@ -291,31 +246,29 @@ class PBS(Scheduler):
             return {task: e for task, e in entries.items() if self.array_of(task) in wanted}
         return {}
 
-    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
-        """Tag -> array id from one qstat listing of the server's jobs (with their names)."""
-        del jobs_dir
-        if not tags:
-            return {}
+    def tagged_command(self, tags: Collection[str]) -> list[str]:
+        """One qstat listing of the server's jobs with their names (qstat cannot filter them)."""
+        del tags
         if self.flavor == "pbspro":
-            out = run_command(["qstat", "-f", "-F", "json", "-x"], missing_hint=MISSING_HINT)
-            names = parse_pbspro_names(out)
-        else:
-            out = run_command(["qstat", "-x"], missing_hint=MISSING_HINT)
-            names = parse_torque_names(out)
-        wanted = set(tags)
-        return {name: job_id for job_id, name in names.items() if name in wanted}
+            return ["qstat", "-f", "-F", "json", "-x"]
+        return ["qstat", "-x"]
 
-    def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
+    def parse_tagged(self, out: str, tags: Collection[str]) -> dict[str, str]:
+        """Tag -> array id in the listing of :meth:`tagged_command`."""
+        parse = parse_pbspro_names if self.flavor == "pbspro" else parse_torque_names
+        wanted = set(tags)
+        return {name: job_id for job_id, name in parse(out).items() if name in wanted}
+
+    def cancel(self, ids: Collection[str]) -> None:
         """Cancel tasks (``123[4].server``) or whole arrays (``123[].server``) with one qdel.
 
         Ids that already finished or left the server are fine: they are not running, which is
         what cancelling wants. Any other qdel complaint raises.
         """
-        del jobs_dir
         if not ids:
             return
         try:
-            _run_about_jobs(["qdel", *sorted(set(ids))])
+            self._run_about_jobs(["qdel", *sorted(set(ids))])
         except SchedulerCommandError as e:
             if not only_jobs_gone(e):
                 raise
@@ -325,16 +278,15 @@ class PBS(Scheduler):
         match = PBS_SUBJOB.match(task_id)
         return f"{match.group(1)}[]{match.group(3)}" if match else task_id
 
+    def _run_about_jobs(self, cmd: Sequence[str]) -> str:
+        """run_command for qstat/qdel on job ids: a definite "no such job" comes back at once.
 
-def _run_about_jobs(cmd: Sequence[str]) -> str:
-    """run_command for qstat/qdel on job ids: a definite "no such job" answer comes back at once.
-
-    Retrying cannot make an unknown or finished job known, so only other failures (server
-    busy, timeouts) get run_command's retries with backoff.
-    """
-    try:
-        return run_command(cmd, retries=1, missing_hint=MISSING_HINT)
-    except SchedulerCommandError as e:
-        if some_job_gone(e):
-            raise
-    return run_command(cmd, missing_hint=MISSING_HINT)
+        Retrying cannot make an unknown or finished job known, so only other failures (server
+        busy, timeouts) get run_command's retries with backoff.
+        """
+        try:
+            return run_command(cmd, retries=1, missing_hint=self.missing_hint)
+        except SchedulerCommandError as e:
+            if some_job_gone(e):
+                raise
+        return run_command(cmd, missing_hint=self.missing_hint)

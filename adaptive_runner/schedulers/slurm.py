@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import re
-import shlex
 import signal as signals
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.schedulers.base import (
-    JobState,
-    QueuedTask,
-    Scheduler,
-    TaskEnd,
-    run_command,
-)
+from adaptive_runner.schedulers.base import JobState, QueuedTask, TaskEnd, run_command
+from adaptive_runner.schedulers.cluster import ClusterScheduler, plain_word
 from adaptive_runner.validation import positive_int
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import Collection, Mapping, Sequence
+    from datetime import timedelta
     from pathlib import Path
 
 # squeue: array job id | array task id or pending expression (e.g. "8-11%8") | long state name
@@ -34,7 +29,6 @@ _FULL_ARRAY_EXPRESSIONS = {"SLURM_BITSTR_LEN": "0"}
 SACCT_FIELDS = "JobID,State,ExitCode"
 _ACCOUNTING_DISABLED = "accounting storage is disabled"
 _EXIT_CODE = re.compile(r"(\d+):(\d+)")  # sacct ExitCode: the exit code, then the signal
-_MISSING_HINT = "is this a SLURM login node?"
 
 # Every job state code SLURM reports (squeue %T, sacct State), as far as a task's life goes:
 # still queued, holding its allocation, or ended (and how).
@@ -74,12 +68,9 @@ _TIME_FORMS = (
     re.compile(r"(?P<d>\d+)-(?P<h>\d+):(?P<m>\d+)"),
     re.compile(r"(?P<d>\d+)-(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)"),
 )
-_MEM = re.compile(r"(?P<n>\d+)(?P<unit>[KMGT]?)")
-_MEM_UNIT_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}
 _JOB_ID = re.compile(r"\d+(_\d+)?")
 _MAX_SIGNAL_GRACE_S = 65535  # sbatch --signal takes at most this
 _WORKER_STOP_SIGNALS = ("USR1", "TERM")  # the signals the worker saves and releases on
-_PLAIN_VALUE = re.compile(r"[^\s'\"\\]+")  # partition, account, qos: one word, no quotes
 
 
 def parse_time(value: str) -> int:
@@ -98,8 +89,8 @@ def parse_time(value: str) -> int:
                 break
             return seconds
     raise ConfigError(
-        f"time={value!r} is not a positive SLURM time limit: use minutes ('90'), 'MM:SS', "
-        "'HH:MM:SS' or 'D-HH:MM:SS'"
+        f"walltime={value!r} is not a positive SLURM time limit: give a timedelta, minutes "
+        "('90'), 'MM:SS', 'HH:MM:SS' or 'D-HH:MM:SS'"
     )
 
 
@@ -109,17 +100,6 @@ def format_time(seconds: int) -> str:
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
-
-
-def parse_mem(value: str) -> int:
-    """Megabytes in a SLURM memory size: a number with an optional K, M, G or T (default M)."""
-    match = _MEM.fullmatch(value.strip())
-    if match is None or int(match["n"]) == 0:
-        raise ConfigError(
-            f"mem={value!r} is not a SLURM memory size: use a positive integer with an "
-            "optional unit K, M, G or T, e.g. '500M' or '8G'"
-        )
-    return max(1, round(int(match["n"]) * _MEM_UNIT_MB[match["unit"]]))
 
 
 def parse_array_tasks(expression: str) -> list[int]:
@@ -253,8 +233,13 @@ def parse_max_array_size(config_text: str) -> int:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SLURM(Scheduler):
+class SLURM(ClusterScheduler):
     """SLURM: each run (or resource group) is submitted as ``sbatch --array``.
+
+    Takes the common options (:class:`Scheduler`, :class:`ClusterScheduler`: ``queue`` is the
+    partition, ``walltime`` also takes SLURM's forms: minutes ``"90"``, ``"MM:SS"``,
+    ``"D-HH:MM:SS"``, ...) and SLURM's own words for them: ``partition``, ``time``, ``mem``
+    and ``extra_sbatch``.
 
     Parameters
     ----------
@@ -263,21 +248,10 @@ class SLURM(Scheduler):
         ``cores = nodes * cores_per_node``); needs ``executor="mpi4py"`` if more than one.
     cores_per_node
         MPI ranks per node when ``nodes`` is given.
-    partition
-        The partition (queue); the cluster's default if None. Checked in :meth:`check`.
-    time
-        Time limit per task: minutes (``"90"``), ``"MM:SS"``, ``"HH:MM:SS"`` or
-        ``"D-HH:MM:SS"``. Tasks that hit it save and are resubmitted.
-    mem
-        Memory per node, e.g. ``"8G"`` or ``"500M"``.
-    account
-        The account charged (``--account``).
     qos
         The quality of service (``--qos``).
     exclusive
         Ask for whole nodes (``--exclusive``).
-    extra_sbatch
-        More ``#SBATCH`` flags, one per line, e.g. ``["--constraint=skylake"]``.
     signal
         Sent to the batch shell (and so the worker) ``signal_grace_s`` before the time
         limit, so it saves and releases its learner: ``"USR1"`` or ``"TERM"`` (where USR1
@@ -285,60 +259,60 @@ class SLURM(Scheduler):
         besides SLURM's own TERM at the limit.
     signal_grace_s
         Seconds between ``signal`` and the time limit (SLURM may send it up to 60 s early).
-    mpi_launcher
-        The command that starts the MPI ranks for ``executor="mpi4py"``, followed by
-        ``-n <cores>``, e.g. ``"mpiexec"`` or ``"srun --mpi=pmi2"``.
 
     """
 
     name: ClassVar[str] = "slurm"
     template_name: ClassVar[str] = "slurm.sh.j2"
+    directive_prefix: ClassVar[str] = "#SBATCH"
+    missing_hint: ClassVar[str] = "is this a SLURM login node?"
+    aliases: ClassVar[Mapping[str, str]] = {
+        "partition": "queue",
+        "time": "walltime",
+        "mem": "memory",
+        "extra_sbatch": "extra_directives",
+    }
 
     nodes: int | None = None
     cores_per_node: int | None = None
-    partition: str | None = None
-    time: str | None = None
-    mem: str | None = None
-    account: str | None = None
     qos: str | None = None
     exclusive: bool = False
-    extra_sbatch: Sequence[str] = field(default_factory=tuple)
     signal: str | None = "USR1"
     signal_grace_s: int = 120
-    mpi_launcher: str = "mpiexec"
+    partition: InitVar[str | None] = None
+    time: InitVar[timedelta | str | None] = None
+    mem: InitVar[str | None] = None
+    extra_sbatch: InitVar[Sequence[str] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(  # the aliases come in as InitVars
+        self,
+        partition: str | None,
+        time: timedelta | str | None,
+        mem: str | None,
+        extra_sbatch: Sequence[str] | None,
+    ) -> None:
         """Validate every option, so a bad one fails here and not in sbatch."""
+        self.take_aliases(
+            {"partition": partition, "time": time, "mem": mem, "extra_sbatch": extra_sbatch}
+        )
         super().__post_init__()
         self._check_nodes()
-        for name in ("partition", "account", "qos"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, str) and _PLAIN_VALUE.fullmatch(value)):
-                raise ConfigError(f"{name} must be one word without quotes, got {value!r}")
-        if self.time is not None:
-            parse_time(self.time)
-        if self.mem is not None:
-            parse_mem(self.mem)
-        self._check_extra_sbatch()
-        self._check_signal()
-        try:
-            launcher = shlex.split(self.mpi_launcher)
-        except ValueError as e:
-            raise ConfigError(f"mpi_launcher={self.mpi_launcher!r} is not a command: {e}") from e
-        if not launcher:
-            raise ConfigError("mpi_launcher must name a command, e.g. 'mpiexec'")
-
-    def _check_extra_sbatch(self) -> None:
-        if isinstance(self.extra_sbatch, str):
+        plain_word(self.qos, "qos")
+        if (self.memory_size() or (0, ""))[1] == "B":
             raise ConfigError(
-                f"extra_sbatch must be a list of flags, got the string {self.extra_sbatch!r}"
+                f"memory={self.memory!r}: SLURM takes no bytes; give K, M, G or T, e.g. '500M'"
             )
-        for flag in self.extra_sbatch:
-            if not flag.startswith("-") or "\n" in flag or "\r" in flag:
+        for flag in self.directives:
+            if not flag.startswith("-"):
                 raise ConfigError(
-                    f"extra_sbatch entries must be single sbatch flags like "
+                    f"extra_directives entries must be single sbatch flags like "
                     f"'--constraint=gpu', got {flag!r}"
                 )
+        self._check_signal()
+
+    def parse_walltime(self, text: str) -> int:
+        """Seconds in a SLURM time limit (see :func:`parse_time`)."""
+        return parse_time(text)
 
     def _check_signal(self) -> None:
         names = {sig.name.removeprefix("SIG") for sig in signals.Signals}
@@ -377,102 +351,104 @@ class SLURM(Scheduler):
 
     @property
     def time_limit(self) -> str | None:
-        """``time`` as sbatch's D-HH:MM:SS, or None for the partition's limit."""
-        return None if self.time is None else format_time(parse_time(self.time))
+        """``walltime`` as sbatch's D-HH:MM:SS, or None for the partition's limit."""
+        seconds = self.walltime_s
+        return None if seconds is None else format_time(seconds)
+
+    @property
+    def slurm_mem(self) -> str:
+        """``memory`` as ``--mem`` takes it (``"8gb"`` -> ``"8G"``); "" when not given."""
+        size = self.memory_size()
+        return "" if size is None else f"{size[0]}{size[1]}"
 
     @property
     def signal_name(self) -> str | None:
         """``signal`` as sbatch wants it: upper case, without ``SIG``."""
         return None if self.signal is None else self.signal.upper().removeprefix("SIG")
 
-    @property
-    def mpi_command(self) -> str:
-        """``mpi_launcher`` split and shell-quoted, ready for the job script."""
-        return shlex.join(shlex.split(self.mpi_launcher))
-
     def check(self) -> None:
-        """Check that SLURM answers and that ``partition`` exists (one ``sinfo`` call)."""
-        out = run_command(["sinfo", "-h", "-o", "%R"], missing_hint=_MISSING_HINT)
+        """Check that SLURM answers and that the partition (``queue``) exists: one ``sinfo``."""
+        out = run_command(["sinfo", "-h", "-o", "%R"], missing_hint=self.missing_hint)
         partitions = sorted({line.strip() for line in out.splitlines() if line.strip()})
         if not partitions:
             raise ConfigError("sinfo lists no partitions: this SLURM cannot run jobs")
-        if self.partition is not None and self.partition not in partitions:
+        if self.queue is not None and self.queue not in partitions:
             raise ConfigError(
-                f"partition={self.partition!r} does not exist; this cluster has: "
+                f"queue={self.queue!r} is no partition of this cluster; it has: "
                 f"{', '.join(partitions)}"
             )
 
     def max_array_size(self) -> int:
         """The most tasks one array may have (SLURM's ``MaxArraySize``; indices start at 0)."""
-        out = run_command(["scontrol", "show", "config"], missing_hint=_MISSING_HINT)
+        out = run_command(["scontrol", "show", "config"], missing_hint=self.missing_hint)
         return parse_max_array_size(out)
 
-    def submit(
-        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
-    ) -> str:
-        """Submit ``script`` as one array of ``n_tasks`` tasks, at most ``max_running`` at once.
-
-        One attempt: sbatch may queue the array and still fail (``Socket timed out``), so a
-        retry is the job manager's, after :meth:`find_tagged` (``tag`` is the job name).
-        """
-        if n_tasks <= 0 or max_running <= 0:
-            raise ConfigError(
-                f"n_tasks and max_running must be positive, got {n_tasks} and {max_running}"
-            )
+    def submit_command(
+        self, script: Path, *, n_tasks: int, max_running: int, tag: str | None
+    ) -> list[str]:
+        """``sbatch --parsable --array=0-N%M``: ``n_tasks`` tasks, ``max_running`` at once."""
         name = [] if tag is None else [f"--job-name={tag}"]
-        out = run_command(
-            ["sbatch", "--parsable", *name, f"--array=0-{n_tasks - 1}%{max_running}", str(script)],
-            retries=1,
-            timeout_s=self.submit_timeout_s,
-            missing_hint=_MISSING_HINT,
-        )
+        return [
+            "sbatch",
+            "--parsable",
+            *name,
+            f"--array=0-{n_tasks - 1}%{max_running}",
+            str(script),
+        ]
+
+    def parse_submit(self, out: str) -> str:
+        """The job id sbatch printed (see :func:`parse_sbatch`)."""
         return parse_sbatch(out)
 
-    def find_tagged(self, tags: Collection[str], *, jobs_dir: Path) -> dict[str, str]:
-        """Tag -> array id for the user's jobs named by ``tags`` (one squeue call)."""
-        del jobs_dir
-        if not tags:
-            return {}
-        out = run_command(
-            ["squeue", "--me", "-h", "-t", "all", "--name", ",".join(sorted(tags)), "-o", "%F|%j"],
-            missing_hint=_MISSING_HINT,
-        )
+    def tagged_command(self, tags: Collection[str]) -> list[str]:
+        """One squeue listing of the user's jobs named by ``tags``, finished ones too."""
+        return [
+            "squeue",
+            "--me",
+            "-h",
+            "-t",
+            "all",
+            "--name",
+            ",".join(sorted(tags)),
+            "-o",
+            "%F|%j",
+        ]
+
+    def parse_tagged(self, out: str, tags: Collection[str]) -> dict[str, str]:
+        """Tag -> array id (see :func:`parse_squeue_names`)."""
         return parse_squeue_names(out, tags)
 
-    def queue_named(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, QueuedTask]:
+    def queue_named(self, array_ids: Collection[str]) -> dict[str, QueuedTask]:
         """Every task of these arrays squeue knows (finished ones for MinJobAge too), named."""
-        del jobs_dir  # SLURM keeps its own records
         if not array_ids:
             return {}
         out = run_command(
             ["squeue", "--me", "-h", "-t", "all", "-o", SQUEUE_FORMAT],
             env=_FULL_ARRAY_EXPRESSIONS,
-            missing_hint=_MISSING_HINT,
+            missing_hint=self.missing_hint,
         )
         return parse_squeue(out, array_ids)
 
-    def exit_states(self, array_ids: Collection[str], *, jobs_dir: Path) -> dict[str, TaskEnd]:
+    def exit_states(self, array_ids: Collection[str]) -> dict[str, TaskEnd]:
         """How these arrays' tasks ended, from one sacct call; {} where accounting is disabled."""
-        del jobs_dir
         if not array_ids:
             return {}
         cmd = ["sacct", "-X", "-n", "--parsable2", "-o", SACCT_FIELDS, "-j", ",".join(array_ids)]
         try:
             # One attempt first: a cluster without accounting says so at once, every time.
             out = run_command(
-                cmd, retries=1, env=_FULL_ARRAY_EXPRESSIONS, missing_hint=_MISSING_HINT
+                cmd, retries=1, env=_FULL_ARRAY_EXPRESSIONS, missing_hint=self.missing_hint
             )
         except SchedulerCommandError as e:
             if accounting_disabled(e):
                 return {}
-            out = run_command(cmd, env=_FULL_ARRAY_EXPRESSIONS, missing_hint=_MISSING_HINT)
+            out = run_command(cmd, env=_FULL_ARRAY_EXPRESSIONS, missing_hint=self.missing_hint)
         return parse_sacct(out, array_ids)
 
-    def cancel(self, ids: Collection[str], *, jobs_dir: Path) -> None:
+    def cancel(self, ids: Collection[str]) -> None:
         """Cancel tasks (``A_a``) and whole arrays (``A``) with one ``scancel`` call."""
-        del jobs_dir
         bad = [job_id for job_id in ids if not _JOB_ID.fullmatch(job_id)]
         if bad:
             raise ConfigError(f"cannot cancel {bad}: SLURM ids look like '123' or '123_4'")
         if ids:
-            run_command(["scancel", *ids], missing_hint=_MISSING_HINT)
+            run_command(["scancel", *ids], missing_hint=self.missing_hint)
