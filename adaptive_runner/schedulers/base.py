@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-
 class JobState(StrEnum):
     """Where an array task stands, as far as the scheduler can tell."""
 
@@ -175,6 +174,13 @@ class Scheduler(ABC):
 
     def check(self) -> None:  # noqa: B027 - optional hook; most backends need no check
         """Check the cluster before anything is submitted (e.g. the partition exists)."""
+
+    def check_shared(self, paths: Mapping[str, Path]) -> None:  # noqa: B027 - optional hook
+        """Check, before anything is written, that the tasks will see ``paths`` as this machine.
+
+        ``paths`` names each path for the error (``run_dir``, ``fnames[3]``). A batch system's
+        nodes are taken to mount them (nothing to do); the SSH scheduler proves it per host.
+        """
 
     def render(self, ctx: ScriptContext) -> str:
         """Render this scheduler's job script for one array."""
