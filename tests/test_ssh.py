@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,13 @@ from adaptive_runner.run_manager import RunManager
 from adaptive_runner.schedulers import scheduler_class, scheduler_options
 from adaptive_runner.schedulers.base import JobState, ScriptContext
 from adaptive_runner.schedulers.ssh import SSH, recorded_state, token_places
-from adaptive_runner.schedulers.ssh_hosts import HostBook, check_hosts, control_dir, place
+from adaptive_runner.schedulers.ssh_hosts import (
+    HostBook,
+    check_hosts,
+    control_dir,
+    place,
+    slot_key,
+)
 from adaptive_runner.schedulers.ssh_parsers import (
     check_failure,
     exit_record,
@@ -101,11 +108,23 @@ def processes_naming(path: Path) -> list[psutil.Process]:
     return found
 
 
+def jobs_dirs(root: Path) -> set[Path]:
+    return {path.parent.parent for path in root.rglob("S*/array.json")}
+
+
 def cancel_everything(root: Path) -> None:
     """Cancel every SSH array under ``root`` (placements come from their array.json)."""
-    for jobs_dir in {path.parent.parent for path in root.rglob("S*/array.json")}:
+    for jobs_dir in jobs_dirs(root):
         arrays = [path.parent.name for path in jobs_dir.glob("S*/array.json")]
         SSH(hosts={"node1": 1}, kill_grace_s=5).cancel(arrays, jobs_dir=jobs_dir)
+
+
+def remove_slots(root: Path) -> None:
+    """The slot files the tasks under ``root`` left on the hosts (TMPDIR is unset there)."""
+    base = Path("/tmp") / f"adaptive-runner-{os.getuid()}"
+    for jobs_dir in jobs_dirs(root):
+        for host in HOSTS:
+            shutil.rmtree(base / slot_key(jobs_dir, host), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -122,6 +141,7 @@ def _nothing_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
         for process in left:
             process.kill()
         pytest.fail("processes left running (now killed):\n" + "\n".join(lines))
+    remove_slots(tmp_path)
 
 
 @pytest.fixture
