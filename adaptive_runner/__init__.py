@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from adaptive_runner.schedulers.local import Local
     from adaptive_runner.schedulers.pbs import PBS
     from adaptive_runner.schedulers.slurm import SLURM
+    from adaptive_runner.schedulers.ssh import SSH
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,7 @@ _PUBLIC = {
     "Local": "adaptive_runner.schedulers.local",
     "SLURM": "adaptive_runner.schedulers.slurm",
     "PBS": "adaptive_runner.schedulers.pbs",
+    "SSH": "adaptive_runner.schedulers.ssh",
     "AdaptiveRunnerError": "adaptive_runner.errors",
     "ConfigError": "adaptive_runner.errors",
     "parse_logs": "adaptive_runner.log_parser",
@@ -32,6 +34,7 @@ _PUBLIC = {
 __all__ = [
     "PBS",
     "SLURM",
+    "SSH",
     "AdaptiveRunnerError",
     "ConfigError",
     "Local",

@@ -53,7 +53,7 @@ class RunManager:
     Parameters
     ----------
     scheduler
-        ``Local(...)``, ``SLURM(...)`` or ``PBS(...)``.
+        ``Local(...)``, ``SLURM(...)``, ``PBS(...)`` or ``SSH(...)``.
     learners
         The adaptive learners; each is cloudpickled once into the run directory.
     fnames
@@ -244,8 +244,9 @@ class RunManager:
         if previous is not None and previous is not self:
             log.info("stopping the managers this process started earlier for this run")
             previous.stop()
-        for scheduler in self.schedulers:  # before anything is written: a bad partition, ...
-            scheduler.check()
+        for group, scheduler in enumerate(self.schedulers):  # before anything is written
+            scheduler.check()  # a bad partition, a host that does not answer, ...
+            scheduler.check_shared(self._shared_paths(group))
         url_host = self._url_host()  # an unknown interface, too
         digest = run_digest(self)
         if self.run_dir.exists():
@@ -309,6 +310,14 @@ class RunManager:
         if self.interface is not None:
             return interface_address(self.interface)
         return LOOPBACK if self._local_only() else socket.gethostname()
+
+    def _shared_paths(self, group: int) -> dict[str, Path]:
+        """What ``group``'s tasks read and write, by name: the run directory and its fnames."""
+        fnames = zip(self.fnames, self.learner_groups, strict=True)
+        return {
+            "run_dir": self.run_dir.path,
+            **{f"fnames[{i}]": Path(f) for i, (f, g) in enumerate(fnames) if g == group},
+        }
 
     def _local_only(self) -> bool:
         return all(s.bind_host == LOOPBACK for s in self.schedulers)
@@ -417,8 +426,9 @@ class RunManager:
         self = cls.open(run_dir)
         if self.finished():
             return self
-        for scheduler in self.schedulers:
+        for group, scheduler in enumerate(self.schedulers):
             scheduler.check()
+            scheduler.check_shared(self._shared_paths(group))
         self._start_managers(self._url_host())
         return self
 

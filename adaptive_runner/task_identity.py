@@ -13,6 +13,8 @@ pbs        ``PBS_JOBID``, ``PBS_ARRAY_INDEX`` (PBS Pro) or     ``123[4].server``
            ``PBS_ARRAYID`` (Torque)
 local      ``LOCAL_ARRAY_ID``, ``LOCAL_ARRAY_TASK_ID`` (set    ``L1_4``
            by the Local scheduler's supervisor)
+ssh        ``SSH_ARRAY_ID``, ``SSH_ARRAY_TASK_ID`` (set by     ``S1_4``
+           the SSH scheduler's task wrapper on the host)
 =========  ==================================================  ======================
 """
 
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
 
 LOCAL_ARRAY_ID_VAR = "LOCAL_ARRAY_ID"
 LOCAL_TASK_INDEX_VAR = "LOCAL_ARRAY_TASK_ID"
+SSH_ARRAY_ID_VAR = "SSH_ARRAY_ID"
+SSH_TASK_INDEX_VAR = "SSH_ARRAY_TASK_ID"
+SSH_TASK_ID_VAR = "SSH_TASK_ID"  # the task id itself, for the job script (its log's name)
 # A PBS subjob id: "123[4].server" -> "123", "4", ".server".
 PBS_SUBJOB = re.compile(r"^(\d+)\[(\d+)\](.*)$")
 
@@ -78,15 +83,27 @@ def pbs_identity(environ: Mapping[str, str]) -> TaskIdentity:
 
 def local_identity(environ: Mapping[str, str]) -> TaskIdentity:
     """Read ``LOCAL_ARRAY_ID`` and ``LOCAL_ARRAY_TASK_ID``, set by the Local supervisor."""
-    missing = [var for var in (LOCAL_ARRAY_ID_VAR, LOCAL_TASK_INDEX_VAR) if var not in environ]
+    return _identity(environ, LOCAL_ARRAY_ID_VAR, LOCAL_TASK_INDEX_VAR, scheduler="Local")
+
+
+def ssh_identity(environ: Mapping[str, str]) -> TaskIdentity:
+    """Read ``SSH_ARRAY_ID`` and ``SSH_ARRAY_TASK_ID``, set by the SSH scheduler's wrapper."""
+    return _identity(environ, SSH_ARRAY_ID_VAR, SSH_TASK_INDEX_VAR, scheduler="SSH")
+
+
+def _identity(
+    environ: Mapping[str, str], array_var: str, index_var: str, *, scheduler: str
+) -> TaskIdentity:
+    """``A_i`` from the two variables that the embedded schedulers (Local, SSH) set."""
+    missing = [var for var in (array_var, index_var) if var not in environ]
     if missing:
         raise ConfigError(
             f"{' and '.join(missing)} not set: this process was not started by the "
-            "Local scheduler (run.json says scheduler='local')"
+            f"{scheduler} scheduler (run.json says scheduler={scheduler.lower()!r})"
         )
-    array_id, index = environ[LOCAL_ARRAY_ID_VAR], environ[LOCAL_TASK_INDEX_VAR]
+    array_id, index = environ[array_var], environ[index_var]
     if not index.isdigit():
-        raise ConfigError(f"{LOCAL_TASK_INDEX_VAR}={index!r} is not a task index")
+        raise ConfigError(f"{index_var}={index!r} is not a task index")
     return TaskIdentity(task_id=f"{array_id}_{index}", array_id=array_id, task_index=int(index))
 
 
@@ -95,6 +112,7 @@ READERS: dict[str, Callable[[Mapping[str, str]], TaskIdentity]] = {
     "slurm": slurm_identity,
     "pbs": pbs_identity,
     "local": local_identity,
+    "ssh": ssh_identity,
 }
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything and run the whole test suite: lint, types, tests (SLURM ones included).
+# Install everything and run the whole test suite: lint, types, tests (SLURM and SSH included).
 # Works as root on a fresh Debian machine with Python 3.11; this is the README's test command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,16 @@ elif [ -n "${CI:-}" ]; then
   exit 1
 else
   echo "SLURM could not be started: tests marked slurm will be skipped" >&2
+fi
+
+echo "== starting the two SSH test hosts"
+if bash ci/ssh/start.sh; then
+  echo "ssh node1 and node2 answer"
+elif [ -n "${CI:-}" ]; then
+  echo "ci/test.sh: the SSH test hosts could not be started, and CI must run the ssh tests" >&2
+  exit 1
+else
+  echo "the SSH test hosts could not be started: tests/test_ssh.py skips its ssh tests" >&2
 fi
 
 echo "== ruff"

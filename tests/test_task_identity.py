@@ -45,9 +45,16 @@ def test_local() -> None:
         task_identity("local", {"LOCAL_ARRAY_ID": "L3", "LOCAL_ARRAY_TASK_ID": "x"})
 
 
+def test_ssh() -> None:
+    env = {"SSH_ARRAY_ID": "S2", "SSH_ARRAY_TASK_ID": "5", "SSH_TASK_ID": "S2_5"}
+    assert task_identity("ssh", env) == TaskIdentity("S2_5", "S2", 5)
+    with pytest.raises(ConfigError, match=r"not started by the SSH scheduler .*'ssh'"):
+        task_identity("ssh", {"SSH_ARRAY_ID": "S2"})
+
+
 def test_every_scheduler_has_a_reader_and_unknown_ones_are_named() -> None:
     assert set(READERS) == set(_BACKENDS)
-    with pytest.raises(ConfigError, match=r"'lsf'.*known: slurm, pbs, local"):
+    with pytest.raises(ConfigError, match=r"'lsf'.*known: slurm, pbs, local, ssh"):
         task_identity("lsf", {})
 
 

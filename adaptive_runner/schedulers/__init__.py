@@ -1,4 +1,4 @@
-"""Scheduler backends: Local (embedded), SLURM and PBS, behind one interface (base.py)."""
+"""Scheduler backends: Local (embedded), SLURM, PBS and SSH, behind one interface (base.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ _BACKENDS = {
     "local": ("adaptive_runner.schedulers.local", "Local"),
     "slurm": ("adaptive_runner.schedulers.slurm", "SLURM"),
     "pbs": ("adaptive_runner.schedulers.pbs", "PBS"),
+    "ssh": ("adaptive_runner.schedulers.ssh", "SSH"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -14,6 +15,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
@@ -22,7 +24,6 @@ from adaptive_runner.validation import EnvValue, environment, positive_int
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
-    from pathlib import Path
 
 _HOURS_MINUTES_SECONDS = re.compile(r"(\d+):([0-5]\d):([0-5]\d)")  # hours may exceed 24
 
@@ -235,6 +236,13 @@ class Scheduler(ABC):
     def check(self) -> None:  # noqa: B027 - optional hook; most backends need no check
         """Check the cluster before anything is submitted (e.g. the partition exists)."""
 
+    def check_shared(self, paths: Mapping[str, Path]) -> None:  # noqa: B027 - optional hook
+        """Check, before anything is written, that the tasks will see ``paths`` as this machine.
+
+        ``paths`` names each path for the error (``run_dir``, ``fnames[3]``). A batch system's
+        nodes are taken to mount them (nothing to do); the SSH scheduler proves it per host.
+        """
+
     def render(self, ctx: ScriptContext) -> str:
         """Render this scheduler's job script for one array."""
         from adaptive_runner.scripts import render_job_script  # noqa: PLC0415 - keep jinja2 out of the worker
@@ -301,6 +309,30 @@ def format_hours(seconds: int) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileScheduler(Scheduler):
+    """A scheduler that keeps its records in files under the run's ``jobs/`` (Local, SSH)."""
+
+    # Set by bind(), never an option (not in run.json).
+    jobs_dir: Path | None = field(default=None, init=False, repr=False, compare=False)
+
+    def bind(self, jobs_dir: Path) -> Self:
+        """A copy of this scheduler that keeps its arrays in ``jobs_dir`` (the run's jobs/)."""
+        bound = copy.copy(self)
+        object.__setattr__(bound, "jobs_dir", Path(jobs_dir).absolute())
+        return bound
+
+    def _jobs(self) -> Path:
+        """The bound jobs directory; a clear error for a scheduler used before bind()."""
+        if self.jobs_dir is None:
+            name = type(self).__name__
+            raise ConfigError(
+                f"this {name} scheduler is not bound to a run: use {name}(...).bind(jobs_dir), "
+                "as RunManager does with the run's jobs/ directory"
+            )
+        return self.jobs_dir
 
 
 def run_command(

@@ -24,7 +24,6 @@ not yet started at once.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import re
@@ -32,18 +31,18 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import psutil
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.files import atomic_write
 from adaptive_runner.schedulers.base import (
+    FileScheduler,
     JobState,
     QueuedTask,
-    Scheduler,
     TaskEnd,
 )
 from adaptive_runner.task_identity import LOCAL_ARRAY_ID_VAR, LOCAL_TASK_INDEX_VAR
@@ -70,7 +69,7 @@ SUPERVISOR_START_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, kw_only=True)
-class Local(Scheduler):
+class Local(FileScheduler):
     """Run job arrays as local processes: the default when there is no cluster.
 
     Takes the common options of :class:`Scheduler`; a task past its ``walltime``
@@ -92,8 +91,6 @@ class Local(Scheduler):
     poll_interval_s: ClassVar[float] = 1.0  # queue_named() only reads files: cheap to ask often
 
     kill_grace_s: float = 30.0  # a timedelta is taken too, and stored as seconds
-    # Where the arrays' files live; set by bind(), never an option (not in run.json).
-    jobs_dir: Path | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Validate the options."""
@@ -101,21 +98,6 @@ class Local(Scheduler):
         object.__setattr__(
             self, "kill_grace_s", positive_seconds(self.kill_grace_s, "kill_grace_s")
         )
-
-    def bind(self, jobs_dir: Path) -> Self:
-        """A copy of this scheduler that keeps its arrays in ``jobs_dir`` (the run's jobs/)."""
-        bound = copy.copy(self)
-        object.__setattr__(bound, "jobs_dir", Path(jobs_dir).absolute())
-        return bound
-
-    def _jobs(self) -> Path:
-        """The bound jobs directory; a clear error for a scheduler used before bind()."""
-        if self.jobs_dir is None:
-            raise ConfigError(
-                "this Local scheduler is not bound to a run: use Local(...).bind(jobs_dir), as "
-                "RunManager does with the run's jobs/ directory"
-            )
-        return self.jobs_dir
 
     def submit(
         self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None

@@ -1,0 +1,249 @@
+"""The bash programs the SSH scheduler runs on its hosts, and the argv that carries them there.
+
+Every remote command is ``bash -c PROGRAM NAME ARGS...``, built as an argv list and joined
+with :func:`shlex.join` into the one string ssh hands to the login shell there (which must
+be a POSIX shell: sh, bash, zsh). They need bash, coreutils, ``setsid`` and ``flock``
+(util-linux) and Linux's ``/proc``: no Python, so a host answers a poll even where Python
+only exists after the ``extra_script`` (``module load ...``).
+
+What they keep lives in the array's directory on the shared file system, written by the
+host that runs the task (so the host that reads it back sees its own writes at once):
+
+    <i>.wrapper   the task's wrapper: pid, start time (clock ticks after boot), boot id
+    <i>.job       the job it started (the job script, then the worker; a session of its own)
+    <i>.exit      how it ended: the return code (-n: signal n; -: never started), cancelled
+    <i>.out       the wrapper's output, and the job's until its script redirects it
+    <i>.cancel    cancel() asked the task to end (written by the manager), ``cancel`` the array
+
+A pid is trusted only with its start time and boot id, so a reused pid is never taken for
+the task. A host's slots are ``flock`` locks on files in a directory of that host (under
+``$TMPDIR`` or /tmp), one per slot: a task waits (pending) until it holds one, and the job
+inherits it, so no more tasks run there than the host has slots, whichever array they are of.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING
+
+from adaptive_runner.task_identity import SSH_ARRAY_ID_VAR, SSH_TASK_ID_VAR, SSH_TASK_INDEX_VAR
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+TASK_SCRIPT = "ssh-task.sh"  # the wrapper, written once into the run's jobs directory
+
+_COMMON = r"""
+set -u
+BOOT=$(cat /proc/sys/kernel/random/boot_id)
+proc_stat() {  # proc_stat PID: STATE and START (clock ticks after boot) of a process
+    local stat
+    { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 1
+    set -- ${stat##*) }
+    STATE=$1 START=${20}
+}
+alive() {  # alive FILE: the process recorded in FILE runs (same pid, start time and boot)
+    local pid start boot
+    { read -r pid start boot < "$1"; } 2>/dev/null || return 1
+    [ "$boot" = "$BOOT" ] && proc_stat "$pid" && [ "$START" = "$start" ] && [ "$STATE" != Z ]
+}
+record() {  # record FILE PID: write the process's pid, start time and boot id, atomically
+    proc_stat "$2" || return 1
+    printf '%s %s %s\n' "$2" "$START" "$BOOT" > "$1.tmp$$" && mv -f "$1.tmp$$" "$1"
+}
+"""
+
+# The wrapper of one task, run detached (setsid) by START: waits for a slot, starts the job
+# script in a session of its own, forwards a cancel (SIGTERM, or a cancel file: the way a
+# cancel reaches a host that ssh does not) to the job's process group, escalates to SIGKILL
+# after the grace period, and records how the job ended.
+# Arguments: ARRAY_DIR INDEX SCRIPT SLOT_KEY SLOTS GRACE_S WORKDIR.
+TASK = (
+    _COMMON
+    + r"""
+dir=$1 i=$2 script=$3 slot_key=$4 slots=$5 grace=$6 workdir=$7
+array=${dir##*/}
+cancelled=0
+trap 'cancelled=1' TERM
+marked() {  # marked: a cancel came (SIGTERM, or a cancel file); then cancelled=1
+    [ "$cancelled" = 1 ] || [ -e "$dir/cancel" ] || [ -e "$dir/$i.cancel" ] || return 1
+    cancelled=1
+}
+finish() {  # finish CODE: record the return code (-: never started) and whether cancelled
+    printf '%s %s\n' "$1" "$cancelled" > "$dir/$i.exit.tmp" \
+        && mv -f "$dir/$i.exit.tmp" "$dir/$i.exit"
+    exit 0
+}
+base=${TMPDIR:-/tmp}/adaptive-runner-$(id -u)
+slot_dir=$base/$slot_key
+if ! mkdir -p -m 700 "$base" "$slot_dir" || [ ! -O "$base" ] || [ ! -O "$slot_dir" ]; then
+    echo "adaptive_runner: cannot keep this host's slots in $slot_dir (not ours?)" >&2
+    finish 1
+fi
+while :; do
+    for ((k = 0; k < slots; k++)); do
+        exec {fd}>>"$slot_dir/$k"
+        if flock -n "$fd"; then break 2; fi
+        exec {fd}>&-
+    done
+    if marked; then finish -; fi
+    sleep 1
+done
+if marked; then finish -; fi
+cd -- "$workdir" || finish 1
+export @ARRAY_ID_VAR@="$array" @TASK_INDEX_VAR@="$i" @TASK_ID_VAR@="${array}_$i"
+setsid bash "$script" < /dev/null &
+job=$!
+record "$dir/$i.job" "$job"  # fails only for a job that has ended already
+ticks=0 term_at=
+while kill -0 "$job" 2>/dev/null; do
+    if [ -z "$term_at" ] && { [ "$cancelled" = 1 ] || { [ $((ticks % 5)) = 0 ] && marked; }; }; then
+        term_at=$SECONDS
+        kill -TERM -- "-$job" 2>/dev/null
+    elif [ -n "$term_at" ] && [ $((SECONDS - term_at)) -ge "$grace" ]; then
+        kill -KILL -- "-$job" 2>/dev/null
+    fi
+    ticks=$((ticks + 1))
+    sleep 1
+done
+wait "$job"
+code=$?
+kill -KILL -- "-$job" 2>/dev/null  # what the job left in its group ends with it
+if [ "$code" -gt 128 ]; then code=$((128 - code)); fi  # the shell's 128+n: signal n
+finish "$code"
+""".replace("@ARRAY_ID_VAR@", SSH_ARRAY_ID_VAR)
+    .replace("@TASK_INDEX_VAR@", SSH_TASK_INDEX_VAR)
+    .replace("@TASK_ID_VAR@", SSH_TASK_ID_VAR)
+)
+
+# Start an array's tasks on this host, each wrapper detached, and record each one before
+# answering (so a task that a poll does not find never started).
+# Arguments: JOBS_DIR ARRAY_ID SCRIPT SLOT_KEY SLOTS GRACE_S WORKDIR INDICES (0,1,2).
+START = (
+    _COMMON
+    + r"""
+jobs=$1 array=$2 script=$3 slot_key=$4 slots=$5 grace=$6 workdir=$7 indices=$8
+dir=$jobs/$array
+if [ ! -d "$dir" ] || [ ! -f "$jobs/@TASK_SCRIPT@" ]; then
+    echo "$dir or $jobs/@TASK_SCRIPT@ does not exist on this host: is it shared?" >&2
+    exit 3
+fi
+for i in ${indices//,/ }; do
+    setsid bash "$jobs/@TASK_SCRIPT@" "$dir" "$i" "$script" "$slot_key" "$slots" "$grace" \
+        "$workdir" < /dev/null >> "$dir/$i.out" 2>&1 &
+    if ! record "$dir/$i.wrapper" "$!" && [ ! -e "$dir/$i.exit" ]; then
+        echo "task ${array}_$i: cannot record its wrapper (pid $!) in $dir" >&2
+        exit 1
+    fi
+done
+""".replace("@TASK_SCRIPT@", TASK_SCRIPT)
+)
+
+# One line per task: "S3_4 running", "pending", "exit CODE CANCELLED", "lost" (its processes
+# are gone without an exit record) or "none" (no record: it never started here). Liveness
+# first, records second: a wrapper seen dead has written its last record.
+# Arguments: JOBS_DIR ARRAY:INDICES... (S3:0,1,2).
+LOOK = (
+    _COMMON
+    + r"""
+jobs=$1
+shift
+for item in "$@"; do
+    array=${item%%:*} list=${item#*:}
+    dir=$jobs/$array
+    for i in ${list//,/ }; do
+        task=${array}_$i
+        if alive "$dir/$i.wrapper"; then
+            if [ -e "$dir/$i.job" ]; then echo "$task running"; else echo "$task pending"; fi
+        elif [ -e "$dir/$i.exit" ]; then
+            read -r code cancelled < "$dir/$i.exit"
+            echo "$task exit $code $cancelled"
+        elif alive "$dir/$i.job"; then
+            echo "$task running"  # its wrapper was killed; the job was not
+        elif [ -e "$dir/$i.wrapper" ]; then
+            echo "$task lost"
+        else
+            echo "$task none"
+        fi
+    done
+done
+"""
+)
+
+# SIGTERM to each task's wrapper, which ends its job (see TASK). A job whose wrapper was
+# killed gets SIGTERM itself, and SIGKILL after the grace period from a detached sleeper.
+# Arguments: JOBS_DIR GRACE_S ARRAY:INDICES...
+CANCEL = (
+    _COMMON
+    + r"""
+jobs=$1 grace=$2
+shift 2
+for item in "$@"; do
+    dir=$jobs/${item%%:*} list=${item#*:}
+    for i in ${list//,/ }; do
+        if alive "$dir/$i.wrapper"; then
+            read -r pid _ < "$dir/$i.wrapper"
+            kill -TERM "$pid"
+        elif [ ! -e "$dir/$i.exit" ] && alive "$dir/$i.job"; then
+            read -r pid _ < "$dir/$i.job"
+            kill -TERM -- "-$pid"
+            setsid sh -c 'sleep "$1"; kill -KILL -- "-$2" 2>/dev/null' sh "$grace" "$pid" \
+                < /dev/null > /dev/null 2>&1 &
+        fi
+    done
+done
+"""
+)
+
+# Check tokens written by the manager: one line per PATH TOKEN pair, "N ok", "N differs" or
+# "N missing" (N counts the pairs from 0). Arguments: PATH TOKEN PATH TOKEN...
+TOKENS = r"""
+n=0
+while [ $# -ge 2 ]; do
+    if { read -r found < "$1"; } 2>/dev/null; then
+        if [ "$found" = "$2" ]; then echo "$n ok"; else echo "$n differs"; fi
+    else
+        echo "$n missing"
+    fi
+    n=$((n + 1))
+    shift 2
+done
+"""
+
+CHECK_ENVIRONMENT_OK = "adaptive-runner-check: environment ok"
+CHECK_PYTHON_OK = "adaptive-runner-check: python"
+CHECK_MISSING_TOOL = "adaptive-runner-check: missing"
+# What the check's Python does: import the worker as a task would, and say which Python.
+_CHECK_PYTHON = (
+    "import sys, adaptive_runner.worker; "
+    f"print({CHECK_PYTHON_OK!r}, sys.version.split()[0], adaptive_runner.worker.__file__)"
+)
+
+
+def check_program(python: str, exports: Sequence[tuple[str, str]], extra_script: str) -> str:
+    """The check a host runs: the tools, then the job's environment, then its Python.
+
+    The environment is the job script's (``env``, ``extra_script``, the same ``set`` flags);
+    each stage says on stdout that it passed, so a failure is told from where it stopped.
+    """
+    lines = [
+        "set -euo pipefail",
+        "for tool in setsid flock; do",
+        f'    command -v "$tool" > /dev/null || {{ echo "{CHECK_MISSING_TOOL} $tool"; exit 3; }}',
+        "done",
+        *(f"export {name}={shlex.quote(value)}" for name, value in exports),
+        "{ :",  # the extra script's output would mix with the answer: stderr, like its errors
+        extra_script,
+        "} >&2",
+        f"echo {shlex.quote(CHECK_ENVIRONMENT_OK)}",
+        f"exec {shlex.quote(python)} -c {shlex.quote(_CHECK_PYTHON)}",
+    ]
+    return "\n".join(lines)
+
+
+def remote_command(program: str, name: str, args: Sequence[str]) -> str:
+    """``bash -c PROGRAM NAME ARGS...`` as one string for the remote login shell.
+
+    ``name`` becomes ``$0`` (what ``ps`` and bash's error messages show).
+    """
+    return shlex.join(["bash", "-c", program, name, *args])
