@@ -79,6 +79,24 @@ class TaskEnd:
     signal: int | None
     scheduler_state: str
 
+    @classmethod
+    def from_exit(cls, returncode: int | None, *, cancelled: bool, word: str | None = None) -> Self:
+        """How a task of a file scheduler ended, from its recorded return code (-n: signal n).
+
+        ``word`` is the scheduler's own word when it says more than the state (``TIMEOUT``).
+        """
+        signal_number = -returncode if returncode is not None and returncode < 0 else None
+        if cancelled:
+            state = JobState.CANCELLED
+        else:
+            state = JobState.COMPLETED if returncode == 0 else JobState.FAILED
+        return cls(
+            state=state,
+            exit_code=None if signal_number else returncode,
+            signal=signal_number,
+            scheduler_state=word or state.name,
+        )
+
     def describe(self) -> str:
         """A short reason for people, e.g. ``"FAILED, exit code 127"`` or ``"OUT_OF_MEMORY"``."""
         word = self.scheduler_state.split(" ", 1)[0]
@@ -333,6 +351,33 @@ class FileScheduler(Scheduler):
                 "as RunManager does with the run's jobs/ directory"
             )
         return self.jobs_dir
+
+
+def is_array_id(name: str, prefix: str) -> bool:
+    """Whether ``name`` is an array id of a file scheduler: ``prefix`` and a number (``L3``)."""
+    return re.fullmatch(rf"{prefix}[1-9][0-9]*", name) is not None
+
+
+def check_array_id(array_id: str, prefix: str, scheduler: str) -> str:
+    """``array_id`` if it is one of ``prefix``'s arrays; a clear error for a made-up one."""
+    if not is_array_id(array_id, prefix):
+        raise ConfigError(f"{array_id!r} is not a {scheduler} array id ({prefix}1, {prefix}2, ...)")
+    return array_id
+
+
+def new_array_dir(jobs_dir: Path, prefix: str) -> Path:
+    """Create and return ``jobs_dir/<prefix><n>`` with the next free n; mkdir makes it race-free."""
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[len(prefix) :]) for p in jobs_dir.iterdir() if is_array_id(p.name, prefix)]
+    number = max(taken, default=0) + 1
+    while True:
+        path = jobs_dir / f"{prefix}{number}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            number += 1
+        else:
+            return path
 
 
 def run_command(

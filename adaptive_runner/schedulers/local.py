@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -44,6 +43,9 @@ from adaptive_runner.schedulers.base import (
     JobState,
     QueuedTask,
     TaskEnd,
+    check_array_id,
+    is_array_id,
+    new_array_dir,
 )
 from adaptive_runner.task_identity import LOCAL_ARRAY_ID_VAR, LOCAL_TASK_INDEX_VAR
 from adaptive_runner.validation import positive_int, positive_seconds
@@ -59,7 +61,7 @@ ARRAY_FILE = "array.json"
 SUPERVISOR_FILE = "supervisor.json"
 SUPERVISOR_LOG = "supervisor.log"
 ARRAY_CANCEL = "cancel"
-_ARRAY_ID = re.compile(r"L[1-9][0-9]*")
+ARRAY_PREFIX = "L"  # arrays are L1, L2, ...
 
 POLL_INTERVAL_S = 0.1  # how often the supervisor looks for ended tasks and cancel requests
 # Process start times are compared with this tolerance: psutil derives them from the boot
@@ -111,7 +113,7 @@ class Local(FileScheduler):
         script = Path(script).absolute()
         if not script.is_file():
             raise ConfigError(f"script {str(script)!r} is not a file")
-        array_dir = _new_array_dir(self._jobs())
+        array_dir = new_array_dir(self._jobs(), ARRAY_PREFIX)
         spec = {
             "script": str(script),
             "n_tasks": n_tasks,
@@ -165,7 +167,7 @@ class Local(FileScheduler):
         wanted = set(tags)
         found: dict[str, str] = {}
         for array_file in self._jobs().glob(f"L*/{ARRAY_FILE}"):
-            if _ARRAY_ID.fullmatch(array_file.parent.name):
+            if is_array_id(array_file.parent.name, ARRAY_PREFIX):
                 tag = _read_json(array_file, what="array file").get("tag")
                 if tag in wanted:
                     found[tag] = array_file.parent.name
@@ -216,25 +218,7 @@ class Local(FileScheduler):
 
 
 def _check_array_id(array_id: str) -> str:
-    if not _ARRAY_ID.fullmatch(array_id):
-        raise ConfigError(f"{array_id!r} is not a local array id (L1, L2, ...)")
-    return array_id
-
-
-def _new_array_dir(jobs_dir: Path) -> Path:
-    """Create and return ``jobs_dir/L<n>`` with the next free n; mkdir makes it race-free."""
-    jobs_dir.mkdir(parents=True, exist_ok=True)
-    names = [path.name for path in jobs_dir.iterdir()]
-    taken = [int(name[1:]) for name in names if _ARRAY_ID.fullmatch(name)]
-    number = max(taken, default=0) + 1
-    while True:
-        path = jobs_dir / f"L{number}"
-        try:
-            path.mkdir()
-        except FileExistsError:
-            number += 1
-        else:
-            return path
+    return check_array_id(array_id, ARRAY_PREFIX, "local")
 
 
 def _read_json(path: Path, *, what: str) -> dict[str, Any]:
@@ -273,20 +257,11 @@ def task_end(record: Mapping[str, Any]) -> TaskEnd:
     A task ended past its walltime is ``TIMEOUT``, as SLURM says it (records written before
     Local had a walltime have no ``timeout``).
     """
-    returncode: int = record["returncode"]
-    signal_number = -returncode if returncode < 0 else None
-    word = None
-    if record["cancelled"]:
-        state = JobState.CANCELLED
-    elif record.get("timeout", False):
-        state, word = JobState.CANCELLED, "TIMEOUT"
-    else:
-        state = JobState.COMPLETED if returncode == 0 else JobState.FAILED
-    return TaskEnd(
-        state=state,
-        exit_code=None if signal_number else returncode,
-        signal=signal_number,
-        scheduler_state=word or state.name,
+    timeout = bool(record.get("timeout", False))
+    return TaskEnd.from_exit(
+        record["returncode"],
+        cancelled=record["cancelled"] or timeout,
+        word="TIMEOUT" if timeout and not record["cancelled"] else None,
     )
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -38,7 +37,15 @@ import structlog
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.files import atomic_write
-from adaptive_runner.schedulers.base import FileScheduler, JobState, QueuedTask, TaskEnd
+from adaptive_runner.schedulers.base import (
+    FileScheduler,
+    JobState,
+    QueuedTask,
+    TaskEnd,
+    check_array_id,
+    is_array_id,
+    new_array_dir,
+)
 from adaptive_runner.schedulers.ssh_hosts import (
     HostBook,
     check_host,
@@ -73,7 +80,7 @@ log = structlog.get_logger("adaptive_runner.schedulers.ssh")
 
 ARRAY_FILE = "array.json"
 ARRAY_CANCEL = "cancel"
-_ARRAY_ID = re.compile(r"S[1-9][0-9]*")
+ARRAY_PREFIX = "S"  # arrays are S1, S2, ...
 CHECK_FILE_PREFIX = ".adaptive-runner-check-"
 CHECK_TIMEOUT_S = 120.0  # the extra script (module load) and Python's imports, on a busy host
 LOOK_TIMEOUT_S = 30.0
@@ -204,7 +211,7 @@ class SSH(FileScheduler):
         jobs_dir = script.parent
         plain_text(str(jobs_dir), "the jobs directory")
         placement = self._book.placement(n_tasks, self.hosts)
-        array_dir = _new_array_dir(jobs_dir)
+        array_dir = new_array_dir(jobs_dir, ARRAY_PREFIX)
         _write_task_script(jobs_dir)
         spec = {
             "script": str(script),
@@ -293,7 +300,7 @@ class SSH(FileScheduler):
         wanted = set(tags)
         found: dict[str, str] = {}
         for array_file in jobs_dir.glob(f"S*/{ARRAY_FILE}"):
-            if _ARRAY_ID.fullmatch(array_file.parent.name):
+            if is_array_id(array_file.parent.name, ARRAY_PREFIX):
                 tag = _read_json(array_file).get("tag")
                 if tag in wanted:
                     found[tag] = array_file.parent.name
@@ -437,24 +444,7 @@ def _write_task_script(jobs_dir: Path) -> None:
 
 
 def _check_array_id(array_id: str) -> str:
-    if not _ARRAY_ID.fullmatch(array_id):
-        raise ConfigError(f"{array_id!r} is not an SSH array id (S1, S2, ...)")
-    return array_id
-
-
-def _new_array_dir(jobs_dir: Path) -> Path:
-    """Create and return ``jobs_dir/S<n>`` with the next free n; mkdir makes it race-free."""
-    jobs_dir.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name[1:]) for p in jobs_dir.iterdir() if _ARRAY_ID.fullmatch(p.name)]
-    number = max(taken, default=0) + 1
-    while True:
-        path = jobs_dir / f"S{number}"
-        try:
-            path.mkdir()
-        except FileExistsError:
-            number += 1
-        else:
-            return path
+    return check_array_id(array_id, ARRAY_PREFIX, "SSH")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

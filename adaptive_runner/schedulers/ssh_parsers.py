@@ -57,18 +57,7 @@ def exit_record(text: str) -> TaskEnd:
     if match is None:
         raise SchedulerCommandError(f"cannot read a task's exit record {text!r}")
     code, cancelled = match.group(1), match.group(2) == "1"
-    returncode = None if code == "-" else int(code)
-    signal_number = -returncode if returncode is not None and returncode < 0 else None
-    if cancelled:
-        state = JobState.CANCELLED
-    else:
-        state = JobState.COMPLETED if returncode == 0 else JobState.FAILED
-    return TaskEnd(
-        state=state,
-        exit_code=None if signal_number else returncode,
-        signal=signal_number,
-        scheduler_state=state.name,
-    )
+    return TaskEnd.from_exit(None if code == "-" else int(code), cancelled=cancelled)
 
 
 def parse_look(text: str) -> dict[str, JobState]:
