@@ -57,6 +57,7 @@ class Memory:
     failed_submissions: Mapping[int, FailedSubmission] = field(default_factory=dict)
     last: Snapshot | None = None  # the last poll's snapshot, for rounds between polls
     quick_top_up: bool = False  # a round between polls submitted already since the last poll
+    stale: bool = False  # the last poll submitted after it looked: its queue lacks that array
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +238,8 @@ class JobManager:
         now (so the run ends within a second of its last learner, at the cost of one queue
         call); otherwise claimable learners get their array now, from the last poll's
         queue and the current holders (at most once between two polls: the new array's
-        tasks are not in that queue).
+        tasks are not in that queue). If the last poll submitted an array itself, its queue
+        lacks it: the round looks again instead (one queue call more, once between polls).
         """
         counts = db.counts()
         if counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0:
@@ -245,6 +247,12 @@ class JobManager:
         last = self.memory.last
         if last is None or self.memory.quick_top_up:
             return False
+        if self.memory.stale:
+            # The last poll's queue lacks the array it submitted: topping up from it would
+            # exceed max_simultaneous_jobs. Look again, once between two polls.
+            finished = self.round(db)
+            self.memory = replace(self.memory, quick_top_up=True)
+            return finished
         snap = replace(last, now=self.clock(), holders=db.running_tasks())
         memory = self._top_up(db, snap, self.memory, {})
         self.memory = replace(memory, quick_top_up=True)
@@ -273,7 +281,8 @@ class JobManager:
             self.memory = memory
             return True
         memory = replace(memory, last=snap, quick_top_up=False)
-        self.memory = self._top_up(db, snap, memory, adopted)
+        memory = self._top_up(db, snap, memory, adopted)
+        self.memory = replace(memory, stale=frozenset(db.recorded_arrays()) != snap.recorded)
         return False
 
     def _look(self, db: Database, now: float) -> Snapshot:
@@ -473,7 +482,6 @@ class JobManager:
         tasks will claim, so their groups wait for the next round.
         """
         active = snap.active()
-        room = self.max_simultaneous_jobs - len(active) - sum(adopted.values())
         # Not those being cancelled as lost; those cancelled for never claiming count until
         # their array ends, when it counts as a start failure (and a probe follows).
         lost = {
@@ -482,9 +490,13 @@ class JobManager:
             if self.schedulers[active[t]].array_of(t) not in memory.unreachable
         }
         unbound = set(active) - set(snap.holders) - lost
-        # A running task whose last learner was released or failed is exiting, not claiming.
+        # A running task whose last learner was released or failed is exiting, not claiming;
+        # it holds nothing and its slot is as good as free (counting it against the throttle
+        # would hold its learner's next job back a whole poll).
         running = [t for t in unbound if snap.queues[active[t]][t] == JobState.RUNNING]
-        about_to_claim = unbound - db.exiting(running)
+        exiting = db.exiting(running)
+        about_to_claim = unbound - exiting
+        room = self.max_simultaneous_jobs - len(active) + len(exiting) - sum(adopted.values())
         probing = {state.group for state in db.group_states() if state.start_failures}
         doubtful = self._doubtful_groups(db, snap, memory)
         failed = dict(memory.failed_submissions)
