@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import gc
 import math
 import os
 import signal
@@ -573,4 +574,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    gc.freeze()  # spare the exit a collection of all adaptive imported (0.25 s of CPU here)
+    sys.exit(code)
