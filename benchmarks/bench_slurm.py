@@ -169,11 +169,18 @@ def bench_ours(root: Path, n: int, max_jobs: int, keep: Path | None) -> Result:
         run_dir=root / "run",
         **throttle(max_jobs),
     )
-    started = time.monotonic()
-    rm.start()
-    wait_until(lambda: rm.status()["done"] == n, "adaptive_runner's learners")
-    wall = time.monotonic() - started
-    assert rm.wait(timeout=PATIENCE_S)  # the job manager's last round, counted too
+    here = Path.cwd()
+    # Jobs start in the directory sbatch ran in, which `python -m` puts first on sys.path:
+    # in a source tree, its adaptive_runner would shadow PYTHONPATH's.
+    os.chdir(root)
+    try:
+        started = time.monotonic()
+        rm.start()
+        wait_until(lambda: rm.status()["done"] == n, "adaptive_runner's learners")
+        wall = time.monotonic() - started
+        assert rm.wait(timeout=PATIENCE_S)  # the job manager's last round, counted too
+    finally:
+        os.chdir(here)
     sbatch, squeue = count_calls(calls)
     calls.unlink()
     result = Result("adaptive_runner", max_jobs, wall, sbatch, squeue, count_files(root))
