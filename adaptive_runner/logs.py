@@ -1,17 +1,13 @@
-"""structlog set-up: JSON lines for job logs, readable lines for the managers' console.
+"""structlog set-up for the manager side: readable console lines, and manager.log.
 
-Nothing is configured at import time; the worker, the CLI and the run manager each call one
-of the ``configure_*`` functions once. The run manager also calls :func:`log_managers_to`,
+Nothing is configured at import time; the CLI and the run manager each call
+:func:`configure_manager_logging` once. The run manager also calls :func:`log_managers_to`,
 which adds ``RUN_DIR/manager.log`` (JSON lines, level info and up) to whatever console set-up
 is in force, the user's own structlog configuration included. Logging never ends a manager:
 manager.log that cannot be written (a full disk) loses lines, noted on stderr and, once it can
 be written again, in the file itself; error handlers log through :func:`log_exception`.
 
-A job log (``logs/<task_id>.log``) holds one JSON object per line, each with ``event``,
-``level`` and an ISO 8601 UTC ``timestamp``. The worker writes the events ``started``,
-``resumed``, ``status``, ``saved``, ``save_failed``, ``done``, ``released``, ``failed`` and
-``no_work``; a task that goes on to another learner after ``done`` logs ``started`` again,
-and ``no_more_work`` (or ``stopped``, told to stop between learners) when it exits.
+The job side does not use structlog: a task's log is written by ``job_log.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
-from adaptive_runner.errors import ConfigError
+from adaptive_runner.job_log import LEVELS, check_level
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,39 +28,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from structlog.typing import EventDict, WrappedLogger
-
-LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-def configure_job_logging(path: Path, *, level: str = "info") -> TextIO:
-    """Send structlog events as JSON lines to ``path`` (appended, one flushed line per event).
-
-    Returns the open file; the caller closes it when the job ends. Lines are flushed one by
-    one, so a job killed with SIGKILL still leaves every line it logged.
-
-    Parameters
-    ----------
-    path
-        The job's log file; its directory is created if missing.
-    level
-        The lowest level written (one of ``LEVELS``).
-
-    """
-    _check_level(level)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stream = path.open("a", buffering=1, encoding="utf-8")
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,
-    )
-    return stream
 
 
 def configure_manager_logging(
@@ -85,7 +48,7 @@ def configure_manager_logging(
         ANSI colours; default: only when ``stream`` is a terminal.
 
     """
-    _check_level(level)
+    check_level(level)
     out = sys.stderr if stream is None else stream
     tee = _current_tee() or JsonFileTee()
     structlog.configure(
@@ -256,8 +219,3 @@ def _drop_below(level: str) -> Callable[[WrappedLogger, str, EventDict], EventDi
         return event_dict
 
     return drop
-
-
-def _check_level(level: str) -> None:
-    if level not in LEVELS:
-        raise ConfigError(f"level={level!r} is not a log level; choose one of {', '.join(LEVELS)}")

@@ -27,7 +27,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def line(event: str, **fields: object) -> str:
-    """One job-log line as the worker writes it (logs.configure_job_logging)."""
+    """One job-log line as the worker writes it (job_log.JobLog)."""
     record = {"task": "L1_0", **fields, "event": event, "level": "info"}
     record["timestamp"] = fields.get("timestamp", "2024-05-01T10:00:00.000000Z")
     return json.dumps(record) + "\n"
