@@ -305,10 +305,11 @@ class _Job:
             task.cancel()
         await asyncio.wait({saves, stop_wait})
         await run.stop()
-        if outcome.kind != _End.NOT_OWNER:
-            outcome = await self._final_save(outcome, heartbeats)
-        self._state = await self._read(lambda learner: (learner.npoints, _finite(learner.loss())))
-        self._finishing.set()
+        if outcome.kind == _End.NOT_OWNER:
+            self._state = await self._read(_npoints_and_loss)
+        else:
+            outcome = await self._final_save(outcome, heartbeats)  # sets _state as saved
+        self._finishing.set()  # no await since the save: no status line after it
         await asyncio.wait({heartbeats})
         return outcome
 
@@ -403,7 +404,7 @@ class _Job:
             await self._next_beat()
             if self._finishing.is_set():
                 return True
-            npoints, loss = await self._read(lambda lrn: (lrn.npoints, _finite(lrn.loss())))
+            npoints, loss = await self._read(_npoints_and_loss)
             cpu, memory = await asyncio.to_thread(usage.sample)  # it reads /proc: not in the loop
             elapsed = time.monotonic() - started
             self.log.info(
@@ -470,9 +471,13 @@ class _Job:
         try:
             # Only the pickling holds the learner; compressing and writing, in a thread of
             # their own, hold neither the learner nor the event loop.
-            npoints, blob = await self._read(
-                lambda lrn: (lrn.npoints, None if lrn.npoints == saved else pickle_data(lrn))
+            (npoints, loss), blob = await self._read(
+                lambda lrn: (
+                    _npoints_and_loss(lrn),
+                    None if lrn.npoints == saved else pickle_data(lrn),
+                )
             )
+            self._state = (npoints, loss)  # what the report says is what the file holds
             if blob is None:
                 return None
             self._writing = asyncio.create_task(asyncio.to_thread(write_data, blob, self.fname))
@@ -526,6 +531,10 @@ def _with_points(reason: str, pending: list[Any]) -> str:
     points = ", ".join(repr(x) for x in pending[:MAX_POINTS_SHOWN])
     more = f" and {len(pending) - MAX_POINTS_SHOWN} more" if len(pending) > MAX_POINTS_SHOWN else ""
     return f"{reason}; points in evaluation: {points}{more}"
+
+
+def _npoints_and_loss(learner: Any) -> tuple[int, float | None]:
+    return learner.npoints, _finite(learner.loss())
 
 
 def _finite(value: float) -> float | None:
