@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +62,9 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 CI_SSH = REPO / "ci" / "ssh"
 HOSTS = ("node1", "node2")
-ALIASES = (*HOSTS, "node1-own-tmp", "node1-nokey", "nowhere")
+ALIASES = (*HOSTS, "node1-not-shared", "node1-nokey", "nowhere")
+# node1-not-shared sees a directory of its own here (ci/ssh/start.sh: not_shared).
+NOT_SHARED = Path("/var/tmp/adaptive-runner-not-shared")
 # The workers import this tree, and carry conftest.py's marker of this session.
 ENV = {
     "PYTHONPATH": str(REPO),
@@ -345,9 +348,9 @@ def test_slots_hold_across_arrays_and_cancel_ends_waiting_and_running_tasks(
         ({"node1": 1, "nowhere": 1}, sys.executable, "nowhere: ssh refused: no sshd listens"),
         ({"node1": 1, "node1-nokey": 1}, sys.executable, "node1-nokey: key missing"),
         (
-            {"node1": 1, "node1-own-tmp": 1},
+            {"node1": 1, "node1-not-shared": 1},
             sys.executable,
-            "node1-own-tmp: path not shared: run_dir",
+            "node1-not-shared: path not shared: run_dir",
         ),
         ({"node1": 1}, "/nonexistent/python3", "node1: python missing there"),
     ],
@@ -356,12 +359,18 @@ def test_start_is_refused_before_anything_is_written(
     tmp_path: Path, hosts: dict[str, int], python: str, refusal: str
 ) -> None:
     scheduler = SSH(hosts=hosts, python=python, env=ENV)
-    fnames = [tmp_path / "data" / "l0.pickle"]
-    rm = RunManager(scheduler, make_learners(1), fnames, goal=5, run_dir=tmp_path / "run")
-    with pytest.raises(ConfigError, match=re.escape(refusal)) as refused:
-        rm.start()
-    assert "1 of " in str(refused.value)
-    assert list(tmp_path.iterdir()) == []  # no run directory, no check token left
+    # Under NOT_SHARED for the host that sees its own there; the rest is shared everywhere.
+    base = Path(tempfile.mkdtemp(dir=NOT_SHARED)) if "node1-not-shared" in hosts else tmp_path
+    try:
+        fnames = [base / "data" / "l0.pickle"]
+        rm = RunManager(scheduler, make_learners(1), fnames, goal=5, run_dir=base / "run")
+        with pytest.raises(ConfigError, match=re.escape(refusal)) as refused:
+            rm.start()
+        assert "1 of " in str(refused.value)
+        assert list(base.iterdir()) == []  # no run directory, no check token left
+    finally:
+        if base != tmp_path:
+            shutil.rmtree(base)
 
 
 # -- without ssh -------------------------------------------------------------------------------

@@ -5,8 +5,9 @@
 # the other stays. Root logs in with a key of its own; no password anywhere.
 #
 # Also, for the refusals the scheduler's check() must name:
-#   node1-own-tmp  node1's sshd on port 2223, whose sessions see a /tmp of their own (a
-#                  private mount namespace): a host on which paths under /tmp are not shared
+#   node1-not-shared  node1's sshd on port 2223, whose sessions see a directory of their own
+#                  at $not_shared (a private mount namespace): a host on which paths under
+#                  it are not shared (wherever this checkout and its Python live)
 #   node1-nokey    node1's sshd on port 2224, with a key that is not authorized (Permission
 #                  denied; its own port, or ssh would reuse node1's open connection)
 #   nowhere        a port where no sshd listens (Connection refused)
@@ -17,6 +18,8 @@
 # config changed) and checks, bounded, that every alias answers as it should. Exits non-zero,
 # with the daemons' logs, when anything fails. Needs root.
 set -euo pipefail
+
+not_shared=/var/tmp/adaptive-runner-not-shared  # tests/test_ssh.py: NOT_SHARED
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 conf_dir=/etc/ssh/adaptive_runner_ci
@@ -65,8 +68,10 @@ grep -qxF "$(cat "$key.pub")" ~/.ssh/authorized_keys || cat "$key.pub" >>~/.ssh/
 echo "adaptive-runner-ci $(cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub)" >"$known_hosts"
 
 # --- ~/.ssh/config: our block first (ssh takes the first value it finds for an option) -------
-own_tmp="exec unshare --mount --propagation private sh -c 'mount -t tmpfs -o mode=1777 tmpfs /tmp \
-&& exec sh -c \"\$SSH_ORIGINAL_COMMAND\"'"
+mkdir -p "$not_shared"
+chmod 1777 "$not_shared"
+own_dir="exec unshare --mount --propagation private sh -c 'mount -t tmpfs -o mode=1777 tmpfs \
+$not_shared && exec sh -c \"\$SSH_ORIGINAL_COMMAND\"'"
 block="$begin_mark
 Host node1
     HostName 127.0.0.2
@@ -76,7 +81,7 @@ Host node2
     HostName 127.0.0.3
     Port 2222
     IdentityFile $key
-Host node1-own-tmp
+Host node1-not-shared
     HostName 127.0.0.2
     Port 2223
     IdentityFile $key
@@ -88,7 +93,7 @@ Host nowhere
     HostName 127.0.0.2
     Port 2299
     IdentityFile $key
-Host node1 node2 node1-own-tmp node1-nokey nowhere
+Host node1 node2 node1-not-shared node1-nokey nowhere
     User root
     IdentitiesOnly yes
     HostKeyAlias adaptive-runner-ci
@@ -144,16 +149,16 @@ start_sshd node1 127.0.0.2 \
     "ListenAddress 127.0.0.2:2223" \
     "ListenAddress 127.0.0.2:2224" \
     "Match LocalPort 2223" \
-    "    ForceCommand $own_tmp"
+    "    ForceCommand $own_dir"
 start_sshd node2 127.0.0.3
 
 # --- check every alias, bounded ------------------------------------------------------------
-probe=/tmp/adaptive-runner-ci-ssh-probe
+probe=$not_shared/adaptive-runner-ci-ssh-probe
 touch "$probe"
 answers() {  # answers HOST: one command reaches HOST
     ssh -o BatchMode=yes -o ConnectTimeout=5 "$1" true 2>/dev/null
 }
-for host in node1 node2 node1-own-tmp; do
+for host in node1 node2 node1-not-shared; do
     for _ in $(seq 1 $((wait_s * 2))); do
         if answers "$host"; then break; fi
         sleep 0.5
@@ -162,9 +167,9 @@ for host in node1 node2 node1-own-tmp; do
         || die "ssh $host does not answer (see the error above)"
 done
 ssh -o BatchMode=yes node1 test -e "$probe" || die "node1 does not see $probe"
-ssh -o BatchMode=yes node1-own-tmp test ! -e "$probe" \
-    || die "node1-own-tmp sees $probe: its sessions should have a /tmp of their own"
+ssh -o BatchMode=yes node1-not-shared test ! -e "$probe" \
+    || die "node1-not-shared sees $probe: its sessions should have $not_shared of their own"
 rm -f "$probe"
 if answers node1-nokey; then die "node1-nokey logs in, but its key should be refused"; fi
 if answers nowhere; then die "nowhere answers, but no sshd should listen there"; fi
-echo "ssh node1, node2 and node1-own-tmp answer; node1-nokey and nowhere are refused"
+echo "ssh node1, node2 and node1-not-shared answer; node1-nokey and nowhere are refused"
