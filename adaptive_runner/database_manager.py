@@ -51,6 +51,13 @@ _POLL_MS: Final = 100  # how often the serving thread looks at the stop flag
 _HEARTBEAT_FLUSH_S: Final = 1.0  # buffered heartbeats reach state.sqlite at least this often
 _CHECKPOINT_S: Final = 1.0
 _ERROR_PAUSE_S: Final = 1.0  # serving that failed is tried again after this long
+# A new array's tasks connect at once. libzmq listens with a backlog of 100 and accepts in the
+# thread that also does the CURVE handshakes: the kernel's accept queue fills, it drops SYNs,
+# and those are sent again only after 1, 3, 7, 15 s (benchmarks/bench_scale.py, burst). A
+# deeper queue (the kernel caps it at net.core.somaxconn) and a second I/O thread, so that
+# accepting does not wait for handshakes, keep the connections coming in.
+_BACKLOG: Final = 4096
+_IO_THREADS: Final = 2
 # Larger messages make libzmq drop the connection; those in between get a bad_request reply.
 _MAX_FRAME_BYTES: Final = 2 * MAX_MESSAGE_BYTES
 
@@ -107,7 +114,7 @@ class DatabaseManager:
             raise ConfigError(f"{self.run_dir.keys_dir} has no server.key_secret to serve with")
         db = Database.open(self.run_dir.database, auto_checkpoint=False)
         checkpoints = Database.open(self.run_dir.database)
-        self._context = context = zmq.Context()
+        self._context = context = zmq.Context(io_threads=_IO_THREADS)
         self._authenticator = authenticator = ThreadAuthenticator(context)
         try:
             authenticator.start()
@@ -115,6 +122,7 @@ class DatabaseManager:
             socket = context.socket(zmq.ROUTER)
             socket.linger = 0
             socket.maxmsgsize = _MAX_FRAME_BYTES
+            socket.backlog = _BACKLOG
             socket.curve_server = True
             socket.curve_secretkey = keys.server_secret
             socket.curve_publickey = keys.server_public
