@@ -9,6 +9,7 @@ Each ``fail`` and ``release`` a job reports is logged with its reason.
 
 from __future__ import annotations
 
+import resource
 import socket
 import sqlite3
 import threading
@@ -58,6 +59,9 @@ _ERROR_PAUSE_S: Final = 1.0  # serving that failed is tried again after this lon
 # accepting does not wait for handshakes, keep the connections coming in.
 _BACKLOG: Final = 4096
 _IO_THREADS: Final = 2
+# File descriptors this process needs besides one per connected job (sqlite, zmq, logs).
+_OTHER_FILES: Final = 256
+_MAX_OPEN_FILES: Final = 1 << 20  # asked for when the hard limit is "unlimited"
 # Larger messages make libzmq drop the connection; those in between get a bad_request reply.
 _MAX_FRAME_BYTES: Final = 2 * MAX_MESSAGE_BYTES
 
@@ -84,6 +88,9 @@ class DatabaseManager:
         The interface to listen on (``0.0.0.0`` to accept jobs from compute nodes).
     url_host
         The host name jobs connect to, when it differs from ``bind_host``.
+    expected_jobs
+        How many jobs may be connected at once (``max_simultaneous_jobs``): a warning is
+        logged if the limit on open files does not leave room for them.
 
     Set ``on_change`` to be called, from the serving thread, after a batch in which a learner
     was done or given back: the job manager's wake-up.
@@ -91,11 +98,17 @@ class DatabaseManager:
     """
 
     def __init__(
-        self, run_dir: RunDir, *, bind_host: str = "127.0.0.1", url_host: str | None = None
+        self,
+        run_dir: RunDir,
+        *,
+        bind_host: str = "127.0.0.1",
+        url_host: str | None = None,
+        expected_jobs: int = 0,
     ) -> None:
         self.run_dir = run_dir
         self.bind_host = bind_host
         self.url_host = url_host
+        self.expected_jobs = expected_jobs
         self.url: str | None = None
         self.error: StateFileError | None = None  # why it stopped serving on its own
         self.died: BaseException | None = None  # what ended a thread, if not stop()
@@ -112,6 +125,14 @@ class DatabaseManager:
         keys = load_keys(self.run_dir.keys_dir)
         if keys.server_secret is None:
             raise ConfigError(f"{self.run_dir.keys_dir} has no server.key_secret to serve with")
+        open_files = raise_open_files_limit()
+        if open_files < self.expected_jobs + _OTHER_FILES:
+            log.warning(
+                "the limit on open files leaves room for fewer jobs than may run at once: the "
+                "others cannot connect; raise it (ulimit -n) before starting Python",
+                open_files=open_files,
+                max_simultaneous_jobs=self.expected_jobs,
+            )
         db = Database.open(self.run_dir.database, auto_checkpoint=False)
         checkpoints = Database.open(self.run_dir.database)
         self._context = context = zmq.Context(io_threads=_IO_THREADS)
@@ -152,7 +173,7 @@ class DatabaseManager:
         for thread in self._threads:
             thread.daemon = True
             thread.start()
-        log.info("database manager started", url=self.url)
+        log.info("database manager started", url=self.url, open_files=open_files)
         return self.url
 
     def stop(self) -> None:
@@ -236,6 +257,25 @@ class DatabaseManager:
                 frames = socket.recv_multipart()
                 if b"" in frames:
                     socket.send_multipart([*frames[: frames.index(b"") + 1], reply])
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; return the soft limit.
+
+    Every connected job holds a file descriptor here. At the soft limit (1,024 on many login
+    nodes) libzmq accepts no more connections, and the jobs beyond it wait for a reply until
+    their patience ends (bench_scale, with ``prlimit --nofile=1024``: a burst of 1,500
+    claims never completes; the hard limit is often far higher).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = _MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):  # not allowed here: keep what we have, and say so
+            return soft
+        return target
+    return soft
 
 
 def _attempt(step: Callable[[], object], event: str) -> bool:

@@ -357,7 +357,12 @@ class RunManager:
         log_managers_to(self.run_dir.path / "manager.log")
         _RUNNING[self.run_dir.path] = self
         host = LOOPBACK if self._local_only() else "0.0.0.0"  # noqa: S104 - other nodes; CURVE
-        self.database_manager = DatabaseManager(self.run_dir, bind_host=host, url_host=url_host)
+        self.database_manager = DatabaseManager(
+            self.run_dir,
+            bind_host=host,
+            url_host=url_host,
+            expected_jobs=self.max_simultaneous_jobs,
+        )
         url = self.database_manager.start()
         config = self.run_dir.read_config()
         self.run_dir.write_config(dataclasses.replace(config, url=url))

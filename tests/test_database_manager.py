@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import resource
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -396,6 +397,39 @@ def test_one_failing_request_does_not_undo_the_batch(run_dir: RunDir) -> None:
     with Database.open(run_dir.database) as db:
         assert db.running_tasks() == {"a": 0, "b": 1}
         assert db.learners()[0].npoints is None
+
+
+def test_more_jobs_connect_than_the_soft_open_files_limit_allowed(
+    run_dir: RunDir, sockets: Sockets
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard limit on open files is {hard}")
+    n = 300  # each holds a descriptor in the manager and two here: far above 256
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    manager = DatabaseManager(run_dir)
+    try:
+        set_url(run_dir, manager.start())
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 256
+        jobs = [sockets.connect() for _ in range(n)]
+        for job in jobs:
+            job.send(b'{"v":1,"op":"status"}')
+        deadline = time.monotonic() + REPLY_MS / 1000
+        answered = [reply(job, max(0, int(1000 * (deadline - time.monotonic())))) for job in jobs]
+        assert sum(a is not None and a["ok"] for a in answered) == n
+    finally:
+        manager.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_too_low_a_limit_on_open_files_is_a_warning(run_dir: RunDir) -> None:
+    manager = DatabaseManager(run_dir, expected_jobs=10**9)
+    with capture_logs() as logs:
+        manager.start()
+    manager.stop()
+    warnings = [log for log in logs if log["log_level"] == "warning"]
+    assert [log["max_simultaneous_jobs"] for log in warnings] == [10**9]
+    assert "ulimit -n" in warnings[0]["event"]
 
 
 def test_manager_needs_the_server_secret(run_dir: RunDir) -> None:
