@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 from adaptive_runner.auth import load_keys
 from adaptive_runner.database import Database
@@ -66,15 +66,47 @@ _MAX_OPEN_FILES: Final = 1 << 20  # asked for when the hard limit is "unlimited"
 _MAX_FRAME_BYTES: Final = 2 * MAX_MESSAGE_BYTES
 
 
-class _OnlyKey:
-    """ZAP credentials check that admits one CURVE public key: the run's client key."""
+class KeyCheck:
+    """The ZAP handler (RFC 27): admits a CURVE client only if it has the run's client key.
 
-    def __init__(self, public_key: bytes) -> None:
-        self.public_key = public_key
+    libzmq asks it about every handshake on the server's socket and admits the client on a
+    200. Its socket is bound when made, before the server's: libzmq admits any key while no
+    handler is bound. pyzmq's ThreadAuthenticator ran an asyncio loop and a general policy
+    for this, about 0.2 ms of Python per new connection under the GIL the serving thread
+    needs: most of the manager's Python work when a new array's jobs connect at once.
+    """
 
-    def callback(self, domain: str, key: bytes) -> bool:
-        del domain
-        return key == self.public_key
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], client_public: bytes) -> None:
+        self._key = z85.decode(client_public)
+        self._stop = threading.Event()
+        self._socket = context.socket(zmq.REP)
+        self._socket.linger = 0
+        self._socket.bind("inproc://zeromq.zap.01")
+
+    def run(self) -> None:
+        """Answer until :meth:`stop`; the socket is closed at the end."""
+        try:
+            while not self._stop.is_set():
+                if self._socket.poll(_POLL_MS):
+                    self._socket.send_multipart(zap_reply(self._socket.recv_multipart(), self._key))
+        finally:
+            self._socket.close(linger=0)
+
+    def stop(self) -> None:
+        """End :meth:`run` within about 0.1 s."""
+        self._stop.set()
+
+
+def zap_reply(request: list[bytes], key: bytes) -> list[bytes]:
+    """The reply to a ZAP request: 200 for a CURVE client with ``key``, 400 for anything else.
+
+    A request is version, request id, domain, address, routing id, mechanism, credentials
+    (for CURVE: the client's public key, 32 bytes).
+    """
+    admitted = request[0:1] == [b"1.0"] and request[5:] == [b"CURVE", key]  # all 7 frames
+    request_id = request[1] if len(request) > 1 else b""
+    status = (b"200", b"OK") if admitted else (b"400", b"not the run's client key")
+    return [b"1.0", request_id, *status, b"", b""]
 
 
 class DatabaseManager:
@@ -116,7 +148,7 @@ class DatabaseManager:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
-        self._authenticator: ThreadAuthenticator | None = None
+        self._key_check: tuple[KeyCheck, threading.Thread] | None = None
 
     def start(self) -> str:
         """Bind a random port, start serving in a background thread, return the url."""
@@ -136,10 +168,8 @@ class DatabaseManager:
         db = Database.open(self.run_dir.database, auto_checkpoint=False)
         checkpoints = Database.open(self.run_dir.database)
         self._context = context = zmq.Context(io_threads=_IO_THREADS)
-        self._authenticator = authenticator = ThreadAuthenticator(context)
         try:
-            authenticator.start()
-            authenticator.configure_curve_callback("*", _OnlyKey(keys.client_public))
+            key_check = KeyCheck(context, keys.client_public)
             socket = context.socket(zmq.ROUTER)
             socket.linger = 0
             socket.maxmsgsize = _MAX_FRAME_BYTES
@@ -157,11 +187,15 @@ class DatabaseManager:
         except BaseException:
             db.close()
             checkpoints.close()
-            authenticator.stop()
             context.destroy(linger=0)
-            self._context = self._authenticator = None
+            self._context = None
             raise
         self.url = f"tcp://{self.url_host or self.bind_host}:{port}"
+        # Its own thread, stopped only after the socket it guards is closed (_close_context).
+        zap = threading.Thread(target=self._guard, args=(key_check.run,), name="database-zap")
+        zap.daemon = True
+        zap.start()
+        self._key_check = (key_check, zap)
         work = {
             "database-manager": partial(self._serve, socket, db),
             "database-checkpoints": partial(self._checkpoint, checkpoints),
@@ -188,9 +222,11 @@ class DatabaseManager:
         self._close_context()
 
     def _close_context(self) -> None:
-        if self._authenticator is not None:
-            self._authenticator.stop()
-            self._authenticator = None
+        if self._key_check is not None:
+            key_check, thread = self._key_check
+            key_check.stop()
+            thread.join()
+            self._key_check = None
         if self._context is not None:
             self._context.term()
             self._context = None

@@ -15,11 +15,12 @@ import pytest
 import zmq
 from helpers_run import make_run, set_url, wait_for
 from structlog.testing import capture_logs
+from zmq.utils import z85
 
 from adaptive_runner.auth import load_keys
 from adaptive_runner.client import Client
 from adaptive_runner.database import Database
-from adaptive_runner.database_manager import DatabaseManager, answer
+from adaptive_runner.database_manager import DatabaseManager, answer, zap_reply
 from adaptive_runner.errors import (
     ConfigError,
     ManagerUnreachableError,
@@ -300,6 +301,24 @@ def test_clients_without_the_run_keys_get_nothing(
     with Database.open(run_dir.database) as db:
         assert db.running_tasks() == {}
     assert_still_serving(run_dir)
+
+
+def test_the_key_check_admits_only_the_run_client_key(run_dir: RunDir) -> None:
+    key = z85.decode(load_keys(run_dir.keys_dir).client_public)
+    head = [b"1.0", b"17", b"", b"127.0.0.1", b""]  # version, request id, domain, address, id
+    assert zap_reply([*head, b"CURVE", key], key) == [b"1.0", b"17", b"200", b"OK", b"", b""]
+    for request in (
+        [*head, b"CURVE", bytes(32)],
+        [*head, b"CURVE", key, b"more"],
+        [*head, b"CURVE"],
+        [*head, b"NULL"],
+        [*head, b"PLAIN", b"user", b"password"],
+        [b"2.0", *head[1:], b"CURVE", key],
+        [b"1.0"],
+        [],
+    ):
+        reply = zap_reply(request, key)
+        assert (reply[0], reply[2], len(reply)) == (b"1.0", b"400", 6)
 
 
 def test_fifty_concurrent_clients_never_share_a_learner(
