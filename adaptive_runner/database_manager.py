@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("adaptive_runner.database_manager")
 
 _MAX_BATCH: Final = 256  # requests answered per transaction
+_TRANSITIONS: Final = (Claim, Done, Release, Fail)  # the requests that change the state
 _POLL_MS: Final = 100  # how often the serving thread looks at the stop flag
 _HEARTBEAT_FLUSH_S: Final = 1.0  # buffered heartbeats reach state.sqlite at least this often
 _CHECKPOINT_S: Final = 1.0
@@ -59,6 +60,14 @@ _ERROR_PAUSE_S: Final = 1.0  # serving that failed is tried again after this lon
 # accepting does not wait for handshakes, keep the connections coming in.
 _BACKLOG: Final = 4096
 _IO_THREADS: Final = 2
+# Under load (thousands of jobs, each request arriving alone) waking the serving thread costs
+# about as much as answering the request. A busy server (in the last second, this many
+# requests from this many connections: many jobs, not one fast client or a test's few) waits
+# a little after a small batch, so that the next poll finds several requests.
+_LINGER_S: Final = 0.002
+_BUSY_REQUESTS: Final = 500
+_BUSY_PEERS: Final = 100
+_SMALL_BATCH: Final = 8
 # File descriptors this process needs besides one per connected job (sqlite, zmq, logs).
 _OTHER_FILES: Final = 256
 _MAX_OPEN_FILES: Final = 1 << 20  # asked for when the hard limit is "unlimited"
@@ -266,15 +275,24 @@ class DatabaseManager:
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
         flushed = time.monotonic()
+        peers: list[bytes] = []  # the connection of each request answered since the flush
+        busy, batch = False, 0
         try:
             while not self._stop.is_set():
                 if time.monotonic() - flushed >= _HEARTBEAT_FLUSH_S:
                     flushed = time.monotonic()
+                    busy = is_busy(peers)
+                    peers.clear()
                     db.check_file()  # deleted, replaced or damaged: StateFileError ends serving
                     _attempt(db.flush_heartbeats, "heartbeats not written; kept for the next try")
-                ended = db.holds_ended
-                if not _attempt(partial(_answer_waiting, socket, poller, db), "serving failed"):
+                if busy and 0 < batch < _SMALL_BATCH:
+                    self._stop.wait(_LINGER_S)
+                ended, before = db.holds_ended, len(peers)
+                if not _attempt(
+                    partial(_answer_waiting, socket, poller, db, peers), "serving failed"
+                ):
                     self._stop.wait(_ERROR_PAUSE_S)
+                batch = len(peers) - before
                 if db.holds_ended != ended and self.on_change is not None:
                     self.on_change()  # a learner is done or back: the job manager acts now
         except StateFileError as e:
@@ -314,6 +332,14 @@ def raise_open_files_limit() -> int:
     return soft
 
 
+def is_busy(peers: list[bytes]) -> bool:
+    """Whether waiting a little after a small batch saves CPU: many requests, many jobs.
+
+    ``peers``: the connection of each request answered in the last second.
+    """
+    return len(peers) >= _BUSY_REQUESTS and len(set(peers)) >= _BUSY_PEERS
+
+
 def _attempt(step: Callable[[], object], event: str) -> bool:
     """Do ``step``; if it raises, log ``event`` and return False: the server goes on."""
     try:
@@ -324,13 +350,19 @@ def _attempt(step: Callable[[], object], event: str) -> bool:
     return True
 
 
-def _answer_waiting(socket: zmq.Socket[bytes], poller: zmq.Poller, db: Database) -> None:
-    """Answer the requests that arrive within one poll (up to a batch), if any."""
+def _answer_waiting(
+    socket: zmq.Socket[bytes], poller: zmq.Poller, db: Database, peers: list[bytes]
+) -> None:
+    """Answer the requests that arrive within one poll (up to a batch), if any.
+
+    The connection each came from is appended to ``peers``.
+    """
     if not poller.poll(_POLL_MS):
         return
     messages = [socket.recv_multipart()]
     while len(messages) < _MAX_BATCH and int(socket.get(zmq.EVENTS)) & zmq.POLLIN:
         messages.append(socket.recv_multipart())
+    peers.extend(frames[0] for frames in messages)
     for frames in answer(db, messages, now=time.time()):
         socket.send_multipart(frames)
 
@@ -350,12 +382,15 @@ def answer(db: Database, messages: list[list[bytes]], *, now: float) -> list[lis
         split = frames.index(b"") + 1
         envelopes.append(frames[:split])
         bodies.append(frames[split:])
+    requests = [_decoded(body) for body in bodies]  # a request, or the reply to a bad one
     try:
-        if len(bodies) == 1:  # its own transaction: a batch of one, minus a savepoint
-            replies = [_reply(db, bodies[0], now)]
+        if sum(isinstance(r, _TRANSITIONS) for r in requests) <= 1:
+            # Heartbeats and status requests write nothing (heartbeats are written once a
+            # second, in bulk), and a lone transition commits by itself: no shared transaction.
+            replies = [_reply(db, request, now) for request in requests]
         else:
             with db.batch():
-                replies = [_reply(db, body, now) for body in bodies]
+                replies = [_reply(db, request, now) for request in requests]
     except sqlite3.Error as e:  # the batch was rolled back: none of its replies may say ok
         log_exception(log, "database batch failed; nothing of it recorded")
         replies = [
@@ -366,21 +401,27 @@ def answer(db: Database, messages: list[list[bytes]], *, now: float) -> list[lis
     return [[*envelope, reply] for envelope, reply in zip(envelopes, replies, strict=True)]
 
 
-def _reply(db: Database, body: list[bytes], now: float) -> bytes:
+def _decoded(body: list[bytes]) -> Request | bytes:
+    """The request in a message's body, or the bad_request reply to it."""
     if len(body) != 1:
         return encode_error(ReplyCode.BAD_REQUEST, f"expected one message frame, got {len(body)}")
     try:
-        try:
-            request = decode(body[0])
-        except ProtocolError as e:
-            return encode_error(ReplyCode.BAD_REQUEST, str(e))
+        return decode(body[0])
+    except ProtocolError as e:
+        return encode_error(ReplyCode.BAD_REQUEST, str(e))
+
+
+def _reply(db: Database, request: Request | bytes, now: float) -> bytes:
+    if isinstance(request, bytes):
+        return request
+    try:
         return _dispatch(db, request, now)
     except Exception as e:  # one request that breaks must not stop the others or the server
         if isinstance(e, sqlite3.Error) and not isinstance(e, sqlite3.IntegrityError):
             # Damaged, full, locked: sqlite may have rolled back the whole transaction, so
             # every reply of the batch says so (see answer). A constraint is this request's.
             raise
-        log_exception(log, "request failed", request=body[0][:500])
+        log_exception(log, "request failed", request=repr(request)[:500])
         return encode_error(ReplyCode.INTERNAL, f"{type(e).__name__}: {e}")
 
 

@@ -20,7 +20,7 @@ from zmq.utils import z85
 from adaptive_runner.auth import load_keys
 from adaptive_runner.client import Client
 from adaptive_runner.database import Database
-from adaptive_runner.database_manager import DatabaseManager, answer, zap_reply
+from adaptive_runner.database_manager import DatabaseManager, answer, is_busy, zap_reply
 from adaptive_runner.errors import (
     ConfigError,
     ManagerUnreachableError,
@@ -449,6 +449,35 @@ def test_too_low_a_limit_on_open_files_is_a_warning(run_dir: RunDir) -> None:
     warnings = [log for log in logs if log["log_level"] == "warning"]
     assert [log["max_simultaneous_jobs"] for log in warnings] == [10**9]
     assert "ulimit -n" in warnings[0]["event"]
+
+
+def test_requests_without_two_transitions_share_no_transaction(run_dir: RunDir) -> None:
+    beat = {"v": 1, "op": "heartbeat", "task": "a", "learner": 0, "npoints": 5}
+    beat |= {"loss": 0.5, "cpu": 1.0, "memory": 1}
+    status = b'{"v":1,"op":"status"}'
+    with Database.open(run_dir.database) as db:
+        answer(db, [[b"a", b"", claim_message("a")]], now=1.0)
+        replies = answer(
+            db,
+            [[b"a", b"", json.dumps(beat).encode()], [b"b", b"", status], [b"c", b"", b"{"]],
+            now=2.0,
+        )
+        assert [decode_reply(r[-1])["ok"] for r in replies] == [True, True, False]
+        assert db.learners()[0].last_heartbeat == 1.0  # buffered: nothing committed it
+        replies = answer(
+            db, [[b"a", b"", json.dumps(beat).encode()], [b"b", b"", claim_message("b")]], now=3.0
+        )
+        assert [decode_reply(r[-1])["ok"] for r in replies] == [True, True]
+        db.flush_heartbeats()
+        assert db.learners()[0].last_heartbeat == 3.0
+
+
+def test_busy_means_many_requests_from_many_connections() -> None:
+    many = [str(i % 100).encode() for i in range(500)]
+    assert is_busy(many)
+    assert not is_busy(many[:-1])  # too few requests
+    assert not is_busy([b"one fast client"] * 10_000)
+    assert not is_busy([str(i % 99).encode() for i in range(10_000)])  # too few connections
 
 
 def test_manager_needs_the_server_secret(run_dir: RunDir) -> None:
