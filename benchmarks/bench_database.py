@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 TARGETS = {"one_client_per_s": 1000, "many_clients_per_s": 2000, "size_ratio": 1.5, "p99_ms": 50}
 CLIENT_PROCESSES = 4
+ARRAY = "1"  # the array the clients' tasks are of, recorded as the job manager does
 HAVE_ADAPTIVE_SCHEDULER = importlib.util.find_spec("adaptive_scheduler") is not None
 
 
@@ -194,7 +195,7 @@ class RunnerLifecycles(Lifecycles):
         return json.dumps({"v": 1, "op": op, "task": self.task[socket]} | fields).encode()
 
     def first(self, socket: zmq.Socket[bytes]) -> bytes:
-        return self.request(socket, "claim", host="bench", pid=1, group=0)
+        return self.request(socket, "claim", host="bench", pid=1, group=0, array=ARRAY)
 
     def next(self, socket: zmq.Socket[bytes], reply: bytes) -> bytes | None:
         answer = json.loads(reply)
@@ -325,7 +326,8 @@ def bench_once(
     (run_dir.path / "n_learners").write_text(str(n_learners))
     if kind == "runner":
         fnames = fnames_of(str(run_dir.path), n_learners)
-        Database.create(run_dir.database, fnames, dependencies={}, max_fails=3).close()
+        with Database.create(run_dir.database, fnames, dependencies={}, max_fails=3) as db:
+            db.record_array(ARRAY, n_tasks=n_learners, script="", now=time.time())
     server_args = {
         "runner": ["--serve", run_dir.path],
         "bare": ["--serve-bare", run_dir.path],
