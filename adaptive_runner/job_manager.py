@@ -71,15 +71,21 @@ class Snapshot:
     recorded: frozenset[str]  # every array of the run, finished or not
     # Recorded array -> the name of the job the scheduler now shows under its id (not ours).
     foreign: Mapping[str, str] = field(default_factory=dict)
+    # Computed once: a round asks for it six times, each a pass over every queued task.
+    _active: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
-    def active(self) -> dict[str, int]:
-        """Active (pending or running) task -> its group."""
-        return {
+    def __post_init__(self) -> None:
+        active = {
             task: group
             for group, queue in enumerate(self.queues)
             for task, state in queue.items()
             if state.active
         }
+        object.__setattr__(self, "_active", active)
+
+    def active(self) -> Mapping[str, int]:
+        """Active (pending or running) task -> its group."""
+        return self._active
 
 
 class JobManager:
