@@ -66,7 +66,7 @@ _IO_THREADS: Final = 2
 # a little after a small batch, so that the next poll finds several requests.
 _LINGER_S: Final = 0.002
 _BUSY_REQUESTS: Final = 500
-_BUSY_PEERS: Final = 100
+_BUSY_PEERS: Final = 50
 _SMALL_BATCH: Final = 8
 # File descriptors this process needs besides one per connected job (sqlite, zmq, logs).
 _OTHER_FILES: Final = 256

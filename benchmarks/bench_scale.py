@@ -559,7 +559,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="heartbeat and churn phases (default 30)")
     parser.add_argument("--churn-period", type=float, default=600.0, help="s per learner")
     parser.add_argument("--clients", type=int, default=2, help="client processes per role")
-    parser.add_argument("--sockets", type=int, default=128, help="sockets per steady client")
+    parser.add_argument("--sockets", type=int, default=32, help="sockets per steady client")
     parser.add_argument("--window", type=int, default=256, help="flood: in flight per client")
     parser.add_argument("--profile", help="write a cProfile of the serving thread here")
     parser.add_argument("--json", help="also write the raw measurements here")
