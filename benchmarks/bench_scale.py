@@ -22,7 +22,8 @@ database before the server starts (their claims cost what the burst's cost), und
 recorded as the job manager records one (``Database.record_array``); unrecorded arrays would
 get ``unknown_task``. Their requests are multiplexed over ``--sockets`` DEALER sockets per
 client process: the server knows a task by the ``task`` field of each message, not by its
-connection, and an extra envelope frame matches replies to requests. Real jobs hold one
+connection, and an extra envelope frame matches replies to requests (64 connections: the
+server counts 50 or more in a second as many jobs, see ``is_busy``). Real jobs hold one
 connection each; 100,000 CURVE connections do not fit in one process here (file descriptors,
 ports), so their memory is measured per connection on the burst's 10,000 and extrapolated.
 The client processes share the 2 cores with the server, so latencies include client
