@@ -555,7 +555,7 @@ def check(result: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10,000 tasks, 6 s phases")
+    parser.add_argument("--quick", action="store_true", help="10,000 tasks, 4 s phases")
     parser.add_argument("--tasks", type=int, nargs="+", help="running tasks (default 10k 100k)")
     parser.add_argument("--seconds", type=float, help="heartbeat and churn phases (default 30)")
     parser.add_argument("--churn-period", type=float, default=600.0, help="s per learner")
@@ -577,7 +577,7 @@ def main() -> None:
         path, url, j, k = args.burst
         run_burst(path, url, int(j), int(k))
     else:
-        args.seconds = args.seconds or (6.0 if args.quick else 30.0)
+        args.seconds = args.seconds or (4.0 if args.quick else 30.0)
         sizes = args.tasks or ([10_000] if args.quick else [10_000, 100_000])
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             results = [scenario(Path(tmp), n, args) for n in sizes]
