@@ -31,7 +31,7 @@ scheduling delay; the server's CPU time per operation (over the phase, minus the
 per request) is what larger runs are extrapolated from. ``--profile FILE`` writes a cProfile
 (in thread CPU time) of the serving thread.
 
-    python benchmarks/bench_scale.py            # 10,000 and 100,000 tasks; ~4 min
+    python benchmarks/bench_scale.py            # 10,000 and 100,000 tasks; ~3.5 min
     python benchmarks/bench_scale.py --quick    # 10,000 tasks, short phases; < 1 min
 """
 
