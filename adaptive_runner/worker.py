@@ -310,7 +310,12 @@ class _Job:
         else:
             outcome = await self._final_save(outcome, heartbeats)  # sets _state as saved
         self._finishing.set()  # no await since the save: no status line after it
+        # A heartbeat in flight to a manager that is gone would wait its full patience:
+        # none is needed any more, so it stops waiting within a second.
+        self._abandoned.set()
         await asyncio.wait({heartbeats})
+        if not heartbeats.cancelled():
+            heartbeats.exception()  # retrieved: an abandoned heartbeat's error is expected
         return outcome
 
     async def _final_save(self, outcome: _Outcome, heartbeats: asyncio.Task[bool]) -> _Outcome:
