@@ -257,7 +257,12 @@ class Client:
             socket = self._connect()
             if socket is not None:
                 socket.send(payload)
-                if _wait_for(partial(_poll, socket), self.timeout_s, give_up):
+                try:
+                    answered = _wait_for(partial(_poll, socket), self.timeout_s, give_up)
+                except _GaveUp:
+                    self._discard_socket()  # it awaits a reply: the next request needs another
+                    raise
+                if answered:
                     return decode_reply(socket.recv())
                 self._discard_socket()
             left = deadline - time.monotonic()

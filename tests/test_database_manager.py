@@ -356,6 +356,18 @@ def test_unreachable_manager_raises(run_dir: RunDir) -> None:
             client.claim(host="h", pid=1, array=ARRAY)
 
 
+def test_a_request_given_up_leaves_the_client_usable(run_dir: RunDir) -> None:
+    # A worker abandons a heartbeat in flight, then releases its learner with the same client:
+    # the abandoned request must not leave the socket waiting for its reply.
+    with zmq.Context() as context, context.socket(zmq.ROUTER) as silent:
+        port = silent.bind_to_random_port("tcp://127.0.0.1")  # listens, never answers
+        set_url(run_dir, f"tcp://127.0.0.1:{port}")
+        with Client(run_dir, "t", timeout_s=0.2, patience_s=0.5) as client:
+            assert client.claim(host="h", pid=1, array=ARRAY, give_up=lambda: True) is None
+            with pytest.raises(ManagerUnreachableError, match=f"127.0.0.1:{port}"):
+                client.release(0, reason="SIGTERM", npoints=3)
+
+
 def test_client_waits_for_a_late_manager(run_dir: RunDir, caplog: pytest.LogCaptureFixture) -> None:
     # run.json has no url yet: the client waits and re-reads it until the manager starts.
     with Client(run_dir, "early", timeout_s=0.2, patience_s=120) as client:

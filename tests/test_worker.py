@@ -381,7 +381,7 @@ def test_stopped_worker_does_not_wait_long_for_a_manager_that_is_gone(make: Any)
     # It saves, tries to release for RELEASE_PATIENCE_S (30 s), then gives up: exit code 1.
     assert worker.wait(timeout=WAIT_S) == 1, run.output()
     assert run.saved().npoints >= 5
-    assert "report_failed" in _names(run.events(0))
+    assert "report_failed" in _names(run.events(0)), run.output()
 
 
 def test_a_cancel_while_claiming_from_a_silent_manager_ends_the_worker(make: Any) -> None:
