@@ -141,7 +141,8 @@ def test_logs_follow_until_the_run_ends(tmp_path: Path, capsys: pytest.CaptureFi
     finally:
         rm.wait(timeout=120)
     lines = capsys.readouterr().out.splitlines()
-    assert sum(line.split()[3] == "done" for line in lines if not line.startswith(" ")) == 2
+    done = [line for line in lines if not line.startswith(" ") and line.split()[3] == "done"]
+    assert len(done) == 2, "\n".join(lines)
 
 
 def test_cancel_some_learners_then_the_run(
