@@ -37,6 +37,7 @@ from adaptive_runner.logs import log_exception
 from adaptive_runner.schedulers.base import JobState
 from adaptive_runner.start_failure import output_errors, start_failure_reason, unreachable_reason
 from adaptive_runner.submissions import FailedSubmission, Submitter
+from adaptive_runner.task_identity import task_of, worker_ids
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -67,12 +68,15 @@ class Snapshot:
     now: float
     arrays: tuple[tuple[str, ...], ...]  # per group: its unfinished arrays, oldest first
     queues: tuple[Mapping[str, JobState], ...]  # per group: its arrays' tasks, as scheduled
-    holders: Mapping[str, int]  # task -> the learner it holds (read after the queues)
+    # Worker -> the learner it holds (read after the queues). A worker is its task, or one
+    # of a packed allocation's (``123_4@2``, see task_identity.py).
+    holders: Mapping[str, int]
     recorded: frozenset[str]  # every array of the run, finished or not
     # Recorded array -> the name of the job the scheduler now shows under its id (not ours).
     foreign: Mapping[str, str] = field(default_factory=dict)
     # Computed once: a round asks for it six times, each a pass over every queued task.
     _active: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    _workers: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         active = {
@@ -82,10 +86,22 @@ class Snapshot:
             if state.active
         }
         object.__setattr__(self, "_active", active)
+        workers: dict[str, list[str]] = {}
+        for worker in self.holders:
+            workers.setdefault(task_of(worker), []).append(worker)
+        object.__setattr__(self, "_workers", {t: tuple(w) for t, w in workers.items()})
 
     def active(self) -> Mapping[str, int]:
         """Active (pending or running) task -> its group."""
         return self._active
+
+    def holding(self, task: str) -> tuple[str, ...]:
+        """The workers of ``task`` that hold a learner: the task itself, or packed workers."""
+        return self._workers.get(task, ())
+
+    def held_tasks(self) -> Collection[str]:
+        """The tasks with a worker that holds a learner."""
+        return self._workers.keys()
 
 
 class JobManager:
@@ -341,9 +357,10 @@ class JobManager:
         matched = self.error_watch.scan(snap.active().keys(), snap.holders)
         # Recorded before the cancel: the job's release on SIGTERM then finds the learner gone,
         # so the kill counts as a failure (with its reason) and not as an orderly release.
+        # A packed allocation's output is all its workers': each learner it holds fails.
         for task, reason in matched.items():
-            learner = db.kill(task, reason=reason, now=snap.now)
-            log.warning("killed a job on error", task=task, learner=learner, reason=reason)
+            learners = [db.kill(w, reason=reason, now=snap.now) for w in snap.holding(task)]
+            log.warning("killed a job on error", task=task, learners=learners, reason=reason)
         return set(matched)
 
     def _reclaim(self, db: Database, snap: Snapshot) -> set[str]:
@@ -353,17 +370,17 @@ class JobManager:
         # (a submission that failed after queueing) is adopted later, not taken for lost.
         vanished = [
             task
-            for task in snap.holders
+            for task in snap.held_tasks()
             if task not in active
             and any(s.array_of(task) in snap.recorded for s in self.schedulers)
         ]
         by_reason: dict[str, list[str]] = {}
         for task, end in self._end_states(snap, vanished).items():
             why = "job vanished from the queue" + (f" (scheduler: {end})" if end else "")
-            by_reason.setdefault(why, []).append(task)
-        for reason, tasks in by_reason.items():
-            lost = db.mark_lost(tasks, reason=reason, now=snap.now)
-            log.warning("jobs vanished", tasks=tasks, learners=lost, reason=reason)
+            by_reason.setdefault(why, []).extend(snap.holding(task))
+        for reason, workers in by_reason.items():
+            lost = db.mark_lost(workers, reason=reason, now=snap.now)
+            log.warning("jobs vanished", tasks=workers, learners=lost, reason=reason)
         # Leases only count from our own start, so a manager restart is no reason to expire.
         if snap.now - self._started_at < self.lease_timeout_s:
             return set()
@@ -375,7 +392,9 @@ class JobManager:
                 learners=[learner for _, learner in expired],
                 reason=f"no heartbeat for {self.lease_timeout_s:g} s",
             )
-        return {task for task, _ in expired}
+        # A packed worker gone silent is not worth its allocation's other workers: it is only
+        # fenced (it saves nothing more, and stops at its next heartbeat if it ever sends one).
+        return {worker for worker, _ in expired if task_of(worker) == worker}
 
     def _end_states(self, snap: Snapshot, tasks: Collection[str]) -> dict[str, str | None]:
         """How each ended task ended, in words: exit code or signal where the scheduler has it.
@@ -407,12 +426,13 @@ class JobManager:
     ) -> tuple[Memory, set[str]]:
         """The tasks running without a claim for claim_timeout_s (to cancel: start failures)."""
         active = snap.active()
-        running = [
-            task
+        running = {
+            task: worker_ids(task, self.schedulers[group].packed)
             for task, group in active.items()
-            if snap.queues[group][task] == JobState.RUNNING and task not in snap.holders
-        ]
-        unclaimed = set(running) - db.claimed(running)
+            if snap.queues[group][task] == JobState.RUNNING and not snap.holding(task)
+        }
+        claimed = db.claimed([worker for workers in running.values() for worker in workers])
+        unclaimed = {task for task, workers in running.items() if claimed.isdisjoint(workers)}
         first = {task: memory.first_running.get(task, snap.now) for task in unclaimed}
         timed_out = {t for t, seen in first.items() if snap.now - seen >= self.claim_timeout_s}
         unreachable = dict(memory.unreachable)
@@ -495,14 +515,8 @@ class JobManager:
             for t in memory.cancelling
             if self.schedulers[active[t]].array_of(t) not in memory.unreachable
         }
-        unbound = set(active) - set(snap.holders) - lost
-        # A running task whose last learner was released or failed is exiting, not claiming;
-        # it holds nothing and its slot is as good as free (counting it against the throttle
-        # would hold its learner's next job back a whole poll).
-        running = [t for t in unbound if snap.queues[active[t]][t] == JobState.RUNNING]
-        exiting = db.exiting(running)
-        about_to_claim = unbound - exiting
-        room = self.max_simultaneous_jobs - len(active) + len(exiting) - sum(adopted.values())
+        claims, exiting = self._claims_to_come(db, snap, set(active) - lost)
+        room = self.max_simultaneous_jobs - len(active) + exiting - sum(adopted.values())
         probing = {state.group for state in db.group_states() if state.start_failures}
         doubtful = self._doubtful_groups(db, snap, memory)
         failed = dict(memory.failed_submissions)
@@ -516,7 +530,9 @@ class JobManager:
                 continue
             if group in doubtful:
                 continue  # its live array may be one that cannot start: let it end first
-            n_tasks = db.n_claimable(group) - sum(active[t] == group for t in about_to_claim)
+            # Each task (a packed allocation: each of its workers) claims one learner at once.
+            workers = self.schedulers[group].packed or 1
+            n_tasks = -(-(db.n_claimable(group) - claims.get(group, 0)) // workers)
             if group in probing:
                 # Its last array could not start: one task at a time until one claims.
                 if group in active.values():
@@ -530,6 +546,31 @@ class JobManager:
             if retry is not None:
                 failed[group] = retry
         return replace(memory, failed_submissions=failed)
+
+    def _claims_to_come(
+        self, db: Database, snap: Snapshot, tasks: Collection[str]
+    ) -> tuple[dict[int, int], int]:
+        """Per group, the claims ``tasks`` will make now; and how many of them are exiting.
+
+        Every worker of a pending task will claim; of a running one, those that hold
+        nothing and did not end their latest learner other than done. A running task all of
+        whose workers released or failed their learners is exiting, not claiming: its slot
+        is as good as free (counting it against the throttle would hold its learner's next
+        job back a whole poll).
+        """
+        active = snap.active()
+        claims: dict[int, int] = {}
+        exiting = 0
+        for task in tasks:
+            group = active[task]
+            workers = worker_ids(task, self.schedulers[group].packed)
+            idle = [w for w in workers if w not in snap.holders]
+            if idle and snap.queues[group][task] == JobState.RUNNING:
+                ended = db.exiting(idle)
+                exiting += len(ended) == len(workers)
+                idle = [w for w in idle if w not in ended]
+            claims[group] = claims.get(group, 0) + len(idle)
+        return claims, exiting
 
     def _doubtful_groups(self, db: Database, snap: Snapshot, memory: Memory) -> set[int]:
         """Groups with a live array whose tasks end (or time out) without any claim.

@@ -21,6 +21,7 @@ from adaptive_runner.log_parser import LogParser, LogRecords
 from adaptive_runner.run_dir import RunConfig, RunDir
 from adaptive_runner.saving import load_data
 from adaptive_runner.schedulers import scheduler_class
+from adaptive_runner.task_identity import task_of
 
 if TYPE_CHECKING:
     import os
@@ -152,8 +153,11 @@ class Run:
                 by_group = {g: db.active_arrays(g) for g in range(len(schedulers))}
             else:
                 groups = db.learner_groups()
+                # A packed worker is not cancelled with its allocation's others: its next
+                # heartbeat (within log_interval) finds the learner gone, and it stops.
                 for task in tasks:
-                    by_group.setdefault(groups[holders[task]], []).append(task)
+                    if task_of(task) == task:
+                        by_group.setdefault(groups[holders[task]], []).append(task)
         for group, ids in by_group.items():
             if ids:
                 schedulers[group].cancel(ids)

@@ -361,7 +361,8 @@ class RunManager:
             self.run_dir,
             bind_host=host,
             url_host=url_host,
-            expected_jobs=self.max_simultaneous_jobs,
+            # Each worker of a packed allocation is a connection of its own.
+            expected_jobs=self.max_simultaneous_jobs * max(s.packed or 1 for s in self.schedulers),
         )
         url = self.database_manager.start()
         config = self.run_dir.read_config()

@@ -16,12 +16,17 @@ local      ``LOCAL_ARRAY_ID``, ``LOCAL_ARRAY_TASK_ID`` (set    ``L1_4``
 ssh        ``SSH_ARRAY_ID``, ``SSH_ARRAY_TASK_ID`` (set by     ``S1_4``
            the SSH scheduler's task wrapper on the host)
 =========  ==================================================  ======================
+
+In a packed allocation (``workers_per_node=``) one array task runs several workers; each is
+told its rank in ``ADAPTIVE_RUNNER_RANK`` by ``packing.py`` and claims as ``<task id>@<rank>``
+(``123_4@2``), so each has its own holds, heartbeats and lease. The job manager maps such a
+worker id back to the task it runs in with :func:`task_of`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from adaptive_runner.errors import ConfigError
@@ -34,17 +39,23 @@ LOCAL_TASK_INDEX_VAR = "LOCAL_ARRAY_TASK_ID"
 SSH_ARRAY_ID_VAR = "SSH_ARRAY_ID"
 SSH_TASK_INDEX_VAR = "SSH_ARRAY_TASK_ID"
 SSH_TASK_ID_VAR = "SSH_TASK_ID"  # the task id itself, for the job script (its log's name)
+RANK_VAR = "ADAPTIVE_RUNNER_RANK"  # a packed worker's rank in its allocation (packing.py)
+RANK_SEPARATOR = "@"  # in no scheduler's task ids: "123_4@2" is worker 2 of task 123_4
 # A PBS subjob id: "123[4].server" -> "123", "4", ".server".
 PBS_SUBJOB = re.compile(r"^(\d+)\[(\d+)\](.*)$")
 
 
 @dataclass(frozen=True, slots=True)
 class TaskIdentity:
-    """Who a running array task is: its own id, its array's id and its index in the array."""
+    """Who a running array task is: its own id, its array's id and its index in the array.
+
+    In a packed allocation ``task_id`` is the worker's (``123_4@2``) and ``rank`` its rank.
+    """
 
     task_id: str
     array_id: str
     task_index: int
+    rank: int | None = None
 
 
 def slurm_identity(environ: Mapping[str, str]) -> TaskIdentity:
@@ -117,7 +128,10 @@ READERS: dict[str, Callable[[Mapping[str, str]], TaskIdentity]] = {
 
 
 def task_identity(scheduler: str, environ: Mapping[str, str]) -> TaskIdentity:
-    """The identity of the task running under ``scheduler`` (a run.json scheduler name)."""
+    """The identity of the task running under ``scheduler`` (a run.json scheduler name).
+
+    A worker of a packed allocation (``ADAPTIVE_RUNNER_RANK`` set) is ``<task id>@<rank>``.
+    """
     try:
         reader = READERS[scheduler]
     except KeyError:
@@ -125,4 +139,22 @@ def task_identity(scheduler: str, environ: Mapping[str, str]) -> TaskIdentity:
             f"run.json names scheduler {scheduler!r}, which this version does not know "
             f"(known: {', '.join(READERS)})"
         ) from None
-    return reader(environ)
+    task = reader(environ)
+    rank = environ.get(RANK_VAR)
+    if rank is None:
+        return task
+    if not rank.isdigit():
+        raise ConfigError(f"{RANK_VAR}={rank!r} is not a worker rank (0, 1, ...)")
+    return replace(task, task_id=f"{task.task_id}{RANK_SEPARATOR}{int(rank)}", rank=int(rank))
+
+
+def task_of(worker: str) -> str:
+    """The array task a worker runs in: ``123_4`` for ``123_4@2``; a task's own id as is."""
+    return worker.partition(RANK_SEPARATOR)[0]
+
+
+def worker_ids(task: str, packed: int | None) -> list[str]:
+    """The ids the workers of ``task`` claim under: ``packed`` ranks, or the task's own id."""
+    if packed is None:
+        return [task]
+    return [f"{task}{RANK_SEPARATOR}{rank}" for rank in range(packed)]

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from adaptive_runner.client import Client
 from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError, UnknownTaskError
 from adaptive_runner.job_log import JobLog, open_job_stream
+from adaptive_runner.packing import STOP_SIGNALS
 from adaptive_runner.run_dir import RunDir
 from adaptive_runner.task_identity import task_identity
 from adaptive_runner.vocabulary import Event
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
     from adaptive_runner.task_identity import TaskIdentity
 
 T = TypeVar("T")
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 RELEASE_PATIENCE_S = 30.0  # how long a stopped worker tries to tell the manager
 MAX_RETRY_DELAY_S = 30.0
 CONFIRM_PATIENCE_S = 60.0  # at most this long for a heartbeat acknowledgement before a save

@@ -44,6 +44,7 @@ class MemoryScheduler(Scheduler):
     calls: list[tuple[str, object]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # next submits: "before"/"after" queueing
     array_limit: int | None = None
+    workers: int | None = None  # workers per task when packed
 
     def submit(
         self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
@@ -81,6 +82,10 @@ class MemoryScheduler(Scheduler):
 
     def max_array_size(self) -> int | None:
         return self.array_limit
+
+    @property
+    def packed(self) -> int | None:
+        return self.workers
 
     # -- helpers for the tests --
 
@@ -462,3 +467,51 @@ def test_the_run_ends_by_cancelling_the_tasks_still_there(
     clock.now += 10
     assert jm.round(db) is True
     assert ("cancel", tasks) in scheduler.calls
+
+
+def test_packed_allocations_are_counted_in_workers_and_lost_whole(
+    tmp_path: Path, clock: Clock
+) -> None:
+    run = make_run(tmp_path / "packed", 9)
+    scheduler = MemoryScheduler(workers=4)
+    jm = manager(run, scheduler, clock, lease_timeout_s=60.0)
+    with Database.open(run.database) as db:
+        jm.round(db)
+        assert scheduler.submitted() == [3]  # 9 learners, 4 workers each: 3 allocations
+        (array_id,) = db.active_arrays()
+        first, second, third = sorted(scheduler.arrays[array_id])
+        for task, n_claiming in ((first, 4), (second, 4), (third, 1)):
+            scheduler.arrays[array_id][task] = JobState.RUNNING
+            for rank in range(n_claiming):
+                db.claim(f"{task}@{rank}", host="n", pid=rank, now=clock.now, array=array_id)
+        held_by_first = {
+            row.index for row in db.learners() if (row.task or "").startswith(first + "@")
+        }
+        assert len(held_by_first) == 4
+        # The first allocation vanishes: each of its workers' learners comes back.
+        del scheduler.arrays[array_id][first]
+        clock.now += 10
+        jm.round(db)
+        rows = {row.index: row for row in db.learners()}
+        for learner in held_by_first:
+            assert rows[learner].state == "waiting"
+            assert rows[learner].failures == 1
+            assert f"job {first}@" in (rows[learner].error or "")
+        # Four learners to run; the third allocation's three idle workers will claim three:
+        # one allocation more, not four.
+        assert scheduler.submitted() == [3, 1]
+        # One packed worker goes silent past its lease: its learner comes back, but its
+        # allocation, whose other workers are busy, is not cancelled for it.
+        holders = {row.task: row.index for row in db.learners() if row.task}
+        for rank in range(1, 4):
+            worker = f"{second}@{rank}"
+            db.heartbeat(
+                worker, holders[worker], npoints=1, loss=None, cpu=0, memory=0, now=clock.now + 61
+            )
+        db.flush_heartbeats()
+        clock.now += 61
+        jm.round(db)
+        silent = db.learners()[holders[f"{second}@0"]]
+        assert silent.state == "waiting"
+        assert "lease expired" in (silent.error or "")
+        assert not [call for call in scheduler.calls if call[0] == "cancel"]

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -508,3 +509,36 @@ def test_names_parsed_from_recorded_listings() -> None:
         assert not [job for job in names if "[" in job and "[]" not in job]  # no subjobs
     torque = parse_torque_names((DATA / "torque_qstat_x_summary.xml").read_text())
     assert torque == {"88[].torque01.hpc.example.edu": "adaptive"}
+
+
+def test_a_packed_run_through_the_fakes(fake_pbs: str, tmp_path: Path) -> None:
+    # Three workers in one PBS job (a plain job: one task), through six learners.
+    from helpers_run import make_learners  # noqa: PLC0415
+
+    import adaptive_runner as ar  # noqa: PLC0415
+
+    pbs = PBS(flavor=fake_pbs, workers_per_node=3, python=sys.executable)
+    fnames = [tmp_path / "data" / f"l{i}.pickle" for i in range(6)]
+    rm = ar.RunManager(
+        pbs,
+        make_learners(6),
+        fnames,
+        goal=20,
+        run_dir=tmp_path / "run",
+        max_simultaneous_jobs=1,
+        poll_interval=0.3,
+        log_interval=0.3,
+    ).start()
+    try:
+        assert rm.wait(timeout=120)
+    finally:
+        rm.stop()
+    assert rm.status()["done"] == 6
+    with sqlite3.connect(tmp_path / "run" / "state.sqlite") as conn:
+        rows = conn.execute("SELECT task, pid, outcome FROM tasks").fetchall()
+        arrays = [row[0] for row in conn.execute("SELECT array_id FROM arrays")]
+    assert len(arrays) == 1
+    job = "100.pbs-fake" if fake_pbs == "pbspro" else "100[0].pbs-fake"
+    assert {task for task, _, _ in rows} <= {f"{job}@{rank}" for rank in range(3)}
+    assert len({pid for _, pid, _ in rows}) == len({task for task, _, _ in rows}) > 1
+    assert {outcome for _, _, outcome in rows} == {"done"}

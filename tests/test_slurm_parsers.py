@@ -315,6 +315,10 @@ def test_memory_in_bytes_is_refused() -> None:
         ({"nodes": 2, "cores_per_node": 4, "cores": 3, "executor": "mpi4py"}, "contradicts"),
         ({"mpi_launcher": "  "}, "mpi_launcher"),
         ({"cores": 0}, "cores"),
+        ({"workers_per_node": 0}, "workers_per_node=0 is out of range"),
+        ({"workers_per_node": 4, "executor": "mpi4py"}, "give one of the two"),
+        ({"workers_per_node": 4, "nodes": 2, "cores_per_node": 8}, "give cores, not cores_per"),
+        ({"workers_per_node": 4, "nodes": 0}, "nodes=0 is out of range"),
     ],
 )
 def test_bad_options(kwargs: dict[str, Any], message: str) -> None:
@@ -427,6 +431,30 @@ def test_rendered_mpi_script(tmp_path: Path) -> None:
     one_node = SLURM(cores=4, executor="mpi4py").render(_context(tmp_path))
     assert "#SBATCH --ntasks=4" in one_node
     assert "exec mpiexec -n 4 " in one_node
+
+
+def test_rendered_packed_scripts(tmp_path: Path) -> None:
+    # One node: the script itself runs the packer, which starts the four workers.
+    one = SLURM(workers_per_node=4, cores=2)
+    assert one.packed == 4
+    text = one.render(_context(tmp_path))
+    for line in ("--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=8", "--signal=B:USR1@120"):
+        assert f"#SBATCH {line}" in text
+    exec_line = text.splitlines()[-1]
+    assert exec_line.startswith(f"exec {shlex.quote(one.python)} -m adaptive_runner.packing 4 ")
+    assert " -m adaptive_runner.worker " in exec_line
+    # Several nodes: one srun step of one packer per node, each with all its node's cores.
+    three = SLURM(workers_per_node=8, nodes=3)
+    assert three.packed == 24
+    text = three.render(_context(tmp_path))
+    assert "#SBATCH --nodes=3" in text
+    assert text.splitlines()[-1].startswith(
+        "exec srun --nodes=3 --ntasks-per-node=1 --cpus-per-task=8 --kill-on-bad-exit=0 "
+    )
+    script = tmp_path / "job.sh"
+    script.write_text(text)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    assert SLURM(cores=4).packed is None  # one worker per task, under the task's own id
 
 
 def test_missing_sbatch_says_what_to_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -340,3 +340,86 @@ def test_run_json_with_the_released_option_names_resumes(tmp_path: Path) -> None
     text = script.read_text()
     for line in ("--partition=debug", "--time=0-00:10:00", "--mem=100M", "--comment=vocab"):
         assert f"#SBATCH {line}\n" in text
+
+
+# -- packed allocations: four workers in one array task ----------------------------------------
+
+PACKED = ar.SLURM(workers_per_node=4, cores=1)
+
+
+def test_a_packed_allocation_runs_four_workers_through_twelve_learners(
+    run: Callable[..., ar.RunManager], sbatch_calls: Path
+) -> None:
+    rm = run(make_learners(12), scheduler=PACKED, max_simultaneous_jobs=1)
+    assert rm.wait(timeout=PATIENCE_S)
+    assert rm.status()["done"] == 12
+    calls = sbatch_calls.read_text().splitlines()
+    assert len(calls) == 1, calls
+    assert "--array=0-0%1" in calls[0].split()  # one allocation: max_simultaneous_jobs counts them
+    (array_id,) = run_arrays(rm.run_dir.path)
+    rows = task_rows(rm.run_dir.path)
+    assert sorted(r["learner"] for r in rows) == list(range(12))
+    assert {r["outcome"] for r in rows} == {"done"}
+    # Four workers of the one job, each a process of its own, each with its own id.
+    assert {r["task"] for r in rows} <= {f"{array_id}_0@{rank}" for rank in range(4)}
+    assert len({r["pid"] for r in rows}) == len({r["task"] for r in rows}) > 1
+    no_overlaps(rm.run_dir.path)
+
+
+def test_scancel_of_a_packed_allocation_releases_and_resumes_all_its_learners(
+    run: Callable[..., ar.RunManager],
+) -> None:
+    rm = run(make_learners(4, delay=0.05), goal=100, scheduler=PACKED, max_simultaneous_jobs=1)
+    run_dir = rm.run_dir.path
+    victims = wait_for(
+        partial(running_with_save, run_dir, rm.fnames, 4),
+        timeout_s=PATIENCE_S,
+        what="four workers holding learners with a save on disk",
+    )
+    (allocation,) = {row["task"].partition("@")[0] for row in victims}
+    subprocess.run(["scancel", allocation], check=True)
+    assert rm.wait(timeout=PATIENCE_S)
+    assert rm.status()["done"] == 4
+    with Database.open(run_dir / "state.sqlite") as db:
+        learners = db.learners()
+    for row in victims:
+        # Every worker got the SIGTERM, saved and released: no failure counted.
+        (first,) = [r for r in task_rows(run_dir) if r["task"] == row["task"]]
+        assert first["outcome"] == "released"
+        assert learners[row["learner"]].failures == 0
+        resumed_with_data(run_dir, row["learner"], after=row["task"])
+    no_overlaps(run_dir)
+
+
+def test_a_killed_packed_worker_loses_only_its_learner(
+    run: Callable[..., ar.RunManager],
+) -> None:
+    rm = run(
+        make_learners(4, delay=0.05),
+        goal=100,
+        scheduler=PACKED,
+        max_simultaneous_jobs=1,
+        lease_timeout=5,
+    )
+    run_dir = rm.run_dir.path
+    victim, *others = wait_for(
+        partial(running_with_save, run_dir, rm.fnames, 4),
+        timeout_s=PATIENCE_S,
+        what="four workers holding learners with a save on disk",
+    )
+    os.kill(victim["pid"], 9)
+    assert rm.wait(timeout=PATIENCE_S)
+    assert rm.status()["done"] == 4
+    rows = task_rows(run_dir)
+    # The other three went on undisturbed: one hold each, done.
+    for row in others:
+        assert [r["outcome"] for r in rows if r["learner"] == row["learner"]] == ["done"]
+    # The killed one's learner came back (after its lease, or when the other three found no
+    # more work and the allocation ended, whichever came first), counted as one failure,
+    # and resumed from its save.
+    (killed,) = [r for r in rows if r["task"] == victim["task"]]  # dead: it claims no more
+    assert killed["outcome"] in {"expired", "lost"}
+    with Database.open(run_dir / "state.sqlite") as db:
+        assert db.learners()[victim["learner"]].failures == 1
+    resumed_with_data(run_dir, victim["learner"], after=victim["task"])
+    no_overlaps(run_dir)

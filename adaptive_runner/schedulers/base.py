@@ -236,6 +236,11 @@ class Scheduler(ABC):
         return seconds
 
     @property
+    def packed(self) -> int | None:
+        """Workers per array task in a packed allocation (each its own id); None: one task, one."""
+        return None
+
+    @property
     def walltime_s(self) -> int | None:
         """``walltime`` in seconds, or None without a limit."""
         return None if self.walltime is None else self.parse_walltime(str(self.walltime))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.schedulers.base import Scheduler, run_command
+from adaptive_runner.validation import positive_int
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -59,6 +60,11 @@ class ClusterScheduler(Scheduler):
     mpi_launcher
         The command that starts the MPI ranks for ``executor="mpi4py"``, followed by
         ``-n <cores>``, e.g. ``"mpiexec"`` or ``"srun --mpi=pmi2"``.
+    workers_per_node
+        Pack workers into each array task: it becomes one allocation of ``nodes`` nodes
+        that runs this many workers per node, each with ``cores`` cores, each claiming
+        learner after learner under its own id. None (the default): one worker per task.
+        ``max_simultaneous_jobs`` counts allocations. Not with ``executor="mpi4py"``.
 
     """
 
@@ -75,6 +81,7 @@ class ClusterScheduler(Scheduler):
     memory: str | None = None
     extra_directives: Sequence[str] = field(default_factory=tuple)
     mpi_launcher: str = "mpiexec"
+    workers_per_node: int | None = None
 
     def __post_init__(self) -> None:
         """Validate the cluster options (no I/O: the queue is checked in :meth:`check`)."""
@@ -90,9 +97,46 @@ class ClusterScheduler(Scheduler):
             raise ConfigError(f"mpi_launcher={self.mpi_launcher!r} is not a command: {e}") from e
         if not launcher:
             raise ConfigError("mpi_launcher must name a command, e.g. 'mpiexec'")
+        self._check_packing()
         # Old names stay readable, for job-script templates written against them.
         for alias, name in self.aliases.items():
             object.__setattr__(self, alias, getattr(self, name))
+
+    def _check_packing(self) -> None:
+        if self.workers_per_node is None:
+            return
+        positive_int(self.workers_per_node, "workers_per_node")
+        if self.executor == "mpi4py":
+            raise ConfigError(
+                "workers_per_node packs workers that each run their own learner on 'cores' "
+                "cores; executor='mpi4py' runs one learner over MPI ranks: give one of the two"
+            )
+
+    @property
+    @abstractmethod
+    def node_count(self) -> int:
+        """Nodes per array task."""
+
+    @property
+    def packed(self) -> int | None:
+        """``workers_per_node`` x nodes when packing, else None."""
+        if self.workers_per_node is None:
+            return None
+        return self.workers_per_node * self.node_count
+
+    @property
+    def node_cores(self) -> int:
+        """Cores asked for per node: ``cores`` for each worker packed there."""
+        return self.cores * (self.workers_per_node or 1)
+
+    @property
+    @abstractmethod
+    def pack_command(self) -> str:
+        """What starts ``packing.py`` once on every node of a packed allocation.
+
+        "" on one node, where the job script runs it itself (a script runs on the first
+        node of its allocation only); shell words ending with a space otherwise.
+        """
 
     def take_aliases(self, given: Mapping[str, object]) -> None:
         """Move options given under their ``aliases`` to their common names.

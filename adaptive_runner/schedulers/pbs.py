@@ -71,7 +71,8 @@ class PBS(ClusterScheduler):
         ``"pbspro"`` (PBS Professional, OpenPBS) or ``"torque"``; ``check()`` tells you if
         ``qstat --version`` disagrees.
     nodes
-        Nodes per task (``select=N`` on PBS Pro, ``nodes=N`` on Torque).
+        Nodes per task (``select=N`` on PBS Pro, ``nodes=N`` on Torque). With
+        ``workers_per_node``, the nodes of each packed allocation (started by ``pbsdsh -u``).
     max_run_subjobs
         PBS Pro only: pass the concurrency cap as ``-W max_run_subjobs=M`` (OpenPBS and
         PBS Pro 2020.1 or newer). Set False for older servers, which reject the attribute;
@@ -108,6 +109,16 @@ class PBS(ClusterScheduler):
         positive_int(self.nodes, "nodes")
 
     # -- what the template uses -------------------------------------------------------------
+
+    @property
+    def node_count(self) -> int:
+        """Nodes per array task."""
+        return self.nodes
+
+    @property
+    def pack_command(self) -> str:
+        """``pbsdsh -u``: one packer per node, each told its node's index (PBS_NODENUM)."""
+        return "pbsdsh -u " if self.nodes > 1 else ""
 
     @property
     def pbs_mem(self) -> str | None:

@@ -8,6 +8,7 @@ from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
+from adaptive_runner.packing import STOP_SIGNALS
 from adaptive_runner.schedulers.base import JobState, QueuedTask, TaskEnd, run_command
 from adaptive_runner.schedulers.cluster import ClusterScheduler, plain_word
 from adaptive_runner.validation import positive_int
@@ -70,7 +71,8 @@ _TIME_FORMS = (
 )
 _JOB_ID = re.compile(r"\d+(_\d+)?")
 _MAX_SIGNAL_GRACE_S = 65535  # sbatch --signal takes at most this
-_WORKER_STOP_SIGNALS = ("USR1", "TERM")  # the signals the worker saves and releases on
+# The signals the worker saves and releases on, by the names sbatch --signal takes.
+_WORKER_STOP_SIGNALS = tuple(sig.name.removeprefix("SIG") for sig in STOP_SIGNALS)
 
 
 def parse_time(value: str) -> int:
@@ -244,10 +246,12 @@ class SLURM(ClusterScheduler):
     Parameters
     ----------
     nodes
-        Nodes per task, for MPI: with ``cores_per_node`` it replaces ``cores`` (then
-        ``cores = nodes * cores_per_node``); needs ``executor="mpi4py"`` if more than one.
+        Nodes per task. With ``workers_per_node``: the nodes of each packed allocation.
+        Else for one MPI learner over several nodes: with ``cores_per_node`` it replaces
+        ``cores`` (then ``cores = nodes * cores_per_node``); needs ``executor="mpi4py"`` if
+        more than one.
     cores_per_node
-        MPI ranks per node when ``nodes`` is given.
+        MPI ranks per node when ``nodes`` is given for one MPI learner.
     qos
         The quality of service (``--qos``).
     exclusive
@@ -332,6 +336,15 @@ class SLURM(ClusterScheduler):
 
     def _check_nodes(self) -> None:
         nodes, per_node = self.nodes, self.cores_per_node
+        if self.workers_per_node is not None:
+            if per_node is not None:
+                raise ConfigError(
+                    "cores_per_node is for one MPI learner over several nodes; packed workers "
+                    "(workers_per_node) each run on 'cores' cores: give cores, not cores_per_node"
+                )
+            if nodes is not None:
+                positive_int(nodes, "nodes")
+            return
         if nodes is None and per_node is None:
             return
         if nodes is None or per_node is None:
@@ -348,6 +361,25 @@ class SLURM(ClusterScheduler):
                 f"nodes={nodes} needs executor='mpi4py'; {self.executor!r} runs on one node"
             )
         object.__setattr__(self, "cores", nodes * per_node)  # frozen: set once, while constructing
+
+    @property
+    def node_count(self) -> int:
+        """Nodes per array task."""
+        return self.nodes or 1
+
+    @property
+    def pack_command(self) -> str:
+        """One ``srun`` step of one packer per node, with all the node's cores.
+
+        srun passes the batch shell's signals on to it; a packer that ends with an error
+        (one of its workers was killed) does not end the others.
+        """
+        if self.node_count == 1:
+            return ""
+        return (
+            f"srun --nodes={self.node_count} --ntasks-per-node=1 "
+            f"--cpus-per-task={self.node_cores} --kill-on-bad-exit=0 "
+        )
 
     @property
     def time_limit(self) -> str | None:

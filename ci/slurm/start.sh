@@ -112,6 +112,7 @@ fi
 # --- slurm.conf ----------------------------------------------------------------------------
 node="$(hostname -s)"
 cpus="$(nproc)"
+cpus=$((cpus < 4 ? 4 : cpus))  # see SlurmdParameters in slurm.conf.in
 mem_kb="$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
 memory_mb=$((mem_kb / 1024 * 95 / 100))  # below what slurmd measures, or the node drains
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm

@@ -1,0 +1,88 @@
+"""Start K workers on this node of a packed allocation and stay until all have ended (job side).
+
+``python -m adaptive_runner.packing K COMMAND...`` runs once per node of an allocation (the
+job script itself on one node; ``srun``/``pbsdsh -u`` on several) and starts K copies of
+``python COMMAND...``, each told its rank in the allocation (node index x K + k) in
+``ADAPTIVE_RUNNER_RANK``: each worker then claims learners under its own id (see
+``task_identity.py``). The stop signals it receives are passed on to every worker still
+running, so a cancel or the time-limit warning reaches them all (each saves and releases);
+a worker that dies (kill -9) ends alone while the others go on. It exits when the last one
+has, with 0 if all ended with 0, else the first failing worker's code.
+
+Stdlib only: it starts before any worker, once per node.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+from adaptive_runner.task_identity import RANK_VAR
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+# The signals on which a worker saves and releases its learner; a packer passes them on.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# Where a node's index in its allocation is: SLURM's srun, PBS's pbsdsh; 0 without either.
+NODE_INDEX_VARS = ("SLURM_NODEID", "PBS_NODENUM")
+
+
+def node_index(environ: Mapping[str, str]) -> int:
+    """The index of the node we run on in the allocation (0: the first, or no launcher)."""
+    for var in NODE_INDEX_VARS:
+        value = environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def run_workers(per_node: int, command: Sequence[str], environ: Mapping[str, str]) -> int:
+    """Start ``per_node`` workers ``python command``, forward stop signals, wait for all."""
+    first = node_index(environ) * per_node
+    workers: list[subprocess.Popen[bytes]] = []
+    received: list[int] = []  # a worker started after a signal gets it too
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        for worker in workers:
+            worker.send_signal(signum)  # not to one that has ended (send_signal polls first)
+
+    for sig in (*STOP_SIGNALS, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for rank in range(first, first + per_node):
+        env = {**environ, RANK_VAR: str(rank)}
+        workers.append(subprocess.Popen([sys.executable, *command], env=env))
+        for signum in received:
+            workers[-1].send_signal(signum)
+    codes = [worker.wait() for worker in workers]
+    for rank, code in enumerate(codes, start=first):
+        if code != 0:
+            print(f"adaptive_runner.packing: worker {rank} ended with {_ending(code)}", flush=True)
+    return next((_exit_code(code) for code in codes if code != 0), 0)
+
+
+def _ending(code: int) -> str:
+    if code < 0:
+        return f"signal {-code} ({signal.Signals(-code).name})"
+    return f"exit code {code}"
+
+
+def _exit_code(code: int) -> int:
+    return 128 - code if code < 0 else code  # as a shell reports a death by signal
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``K COMMAND...`` and run the workers; the exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) < 2 or not args[0].isdigit() or int(args[0]) < 1:  # noqa: PLR2004
+        sys.stderr.write("usage: python -m adaptive_runner.packing WORKERS COMMAND...\n")
+        return 2
+    return run_workers(int(args[0]), args[1:], os.environ)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
