@@ -4,7 +4,9 @@ Once per interval it asks the scheduler for the run's queue (one call per resour
 returns the learners of vanished jobs to ``waiting``, expires silent leases, and submits, per
 group, a single array sized to the claimable learners that no queued task will pick up,
 throttled to ``max_simultaneous_jobs`` for the whole run. It stops when no learner is waiting
-or running.
+or running. A packed allocation is one task of the queue whose workers hold learners under
+ids of their own (``<task>@<rank>``, see task_identity.py); it is counted as one task and
+sized in workers.
 
 Each round reads a :class:`Snapshot` (queue and database, at one time) and hands the next
 round a :class:`Memory` value: what it cannot read back from the queue or the database.
