@@ -39,7 +39,7 @@ from adaptive_runner.logs import log_exception
 from adaptive_runner.schedulers.base import JobState
 from adaptive_runner.start_failure import output_errors, start_failure_reason, unreachable_reason
 from adaptive_runner.submissions import FailedSubmission, Submitter
-from adaptive_runner.task_identity import task_of, worker_ids
+from adaptive_runner.task_identity import RANK_SEPARATOR, task_of, worker_ids
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -78,7 +78,8 @@ class Snapshot:
     foreign: Mapping[str, str] = field(default_factory=dict)
     # Computed once: a round asks for it six times, each a pass over every queued task.
     _active: Mapping[str, int] = field(init=False, repr=False, compare=False)
-    _workers: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    # Task -> its packed workers that hold a learner (a task that runs one holds as itself).
+    _packed: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         active = {
@@ -88,10 +89,11 @@ class Snapshot:
             if state.active
         }
         object.__setattr__(self, "_active", active)
-        workers: dict[str, list[str]] = {}
+        packed: dict[str, list[str]] = {}
         for worker in self.holders:
-            workers.setdefault(task_of(worker), []).append(worker)
-        object.__setattr__(self, "_workers", {t: tuple(w) for t, w in workers.items()})
+            if RANK_SEPARATOR in worker:  # a C-level test: most runs have no packed worker
+                packed.setdefault(task_of(worker), []).append(worker)
+        object.__setattr__(self, "_packed", {t: tuple(w) for t, w in packed.items()})
 
     def active(self) -> Mapping[str, int]:
         """Active (pending or running) task -> its group."""
@@ -99,11 +101,14 @@ class Snapshot:
 
     def holding(self, task: str) -> tuple[str, ...]:
         """The workers of ``task`` that hold a learner: the task itself, or packed workers."""
-        return self._workers.get(task, ())
+        if task in self.holders:
+            return (task,)
+        return self._packed.get(task, ())
 
-    def held_tasks(self) -> Collection[str]:
+    def held_tasks(self) -> set[str]:
         """The tasks with a worker that holds a learner."""
-        return self._workers.keys()
+        packed_workers = {worker for workers in self._packed.values() for worker in workers}
+        return (self.holders.keys() - packed_workers) | self._packed.keys()
 
 
 class JobManager:
@@ -429,9 +434,9 @@ class JobManager:
         """The tasks running without a claim for claim_timeout_s (to cancel: start failures)."""
         active = snap.active()
         running = {
-            task: worker_ids(task, self.schedulers[group].packed)
-            for task, group in active.items()
-            if snap.queues[group][task] == JobState.RUNNING and not snap.holding(task)
+            task: worker_ids(task, self.schedulers[active[task]].packed)
+            for task in active.keys() - snap.holders.keys()  # set operations: 100,000 tasks
+            if snap.queues[active[task]][task] == JobState.RUNNING and not snap.holding(task)
         }
         claimed = db.claimed([worker for workers in running.values() for worker in workers])
         unclaimed = {task for task, workers in running.items() if claimed.isdisjoint(workers)}
@@ -563,7 +568,8 @@ class JobManager:
         active = snap.active()
         claims: dict[int, int] = {}
         exiting = 0
-        for task in tasks:
+        # A task that holds as itself claims nothing now: only the others need a look.
+        for task in set(tasks) - snap.holders.keys():
             group = active[task]
             workers = worker_ids(task, self.schedulers[group].packed)
             idle = [w for w in workers if w not in snap.holders]
