@@ -126,12 +126,17 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# Made once: json.loads with these options would build a decoder for every message.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+_OK = json.dumps({"ok": True}, separators=(",", ":")).encode()
+
+
 def _parse_json(data: bytes, what: str) -> dict[str, Any]:
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"{what} of {len(data)} bytes exceeds the {MAX_MESSAGE_BYTES} limit")
     try:
         text = data.decode("utf-8")
-        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        obj = _DECODER.decode(text)
     except UnicodeDecodeError as e:
         raise ProtocolError(f"{what} is not UTF-8: {e}") from None
     except ValueError as e:  # not JSON, or an integer of more than 4300 digits
@@ -193,6 +198,8 @@ def encode_request(request: Request) -> bytes:
 
 def encode_reply(**fields: Any) -> bytes:
     """Serialize a successful reply: ``{"ok": true, **fields}``."""
+    if not fields:
+        return _OK  # every heartbeat's reply: made once
     return json.dumps({"ok": True, **fields}, allow_nan=False, separators=(",", ":")).encode()
 
 
