@@ -10,7 +10,9 @@ the learners' modules cannot be imported. Heavy modules are imported inside the 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from adaptive_runner.errors import ConfigError, ManagerDiedError, StateFileError
 from adaptive_runner.logs import configure_manager_logging
 from adaptive_runner.run_dir import RunDir
+from adaptive_runner.task_identity import RANK_SEPARATOR
 from adaptive_runner.vocabulary import Outcome
 
 if TYPE_CHECKING:
@@ -86,7 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--cancelled", action="store_true", help="cancelled learners come back too")
     logs = sub.add_parser("logs", help="the job logs of all tasks, merged in time order")
     logs.add_argument("run_dir", type=Path)
-    logs.add_argument("--task", metavar="ID", help="only this array task (e.g. 123_4, L1_0)")
+    logs.add_argument(
+        "--task",
+        metavar="ID",
+        help="only this array task (e.g. 123_4, L1_0), with its packed workers (123_4@2)",
+    )
     logs.add_argument(
         "--follow", "-f", action="store_true", help="keep printing new lines until the run ends"
     )
@@ -110,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StateFileError) as e:  # a bad argument, or a damaged run: one line
         print(f"adaptive-runner: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `adaptive-runner logs RUN | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
 
 
 def _open(path: Path) -> Run:
@@ -320,9 +330,11 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _log_paths(run_dir: RunDir, task: str | None) -> list[Path]:
-    if task is not None:
-        return [run_dir.task_log(task)]
-    return sorted(run_dir.logs_dir.glob("*.log"))
+    if task is None:
+        return sorted(run_dir.logs_dir.glob("*.log"))
+    # A packed allocation's workers log to files of their own, next to the allocation's.
+    workers = run_dir.logs_dir.glob(f"{glob.escape(task)}{RANK_SEPARATOR}*.log")
+    return [run_dir.task_log(task), *sorted(workers)]
 
 
 def _read_events(reader: LineReader, paths: Iterable[Path]) -> list[tuple[float, str]]:

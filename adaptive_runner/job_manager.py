@@ -361,14 +361,19 @@ class JobManager:
         """Fail the learners of active tasks whose output matched kill_on_error; the tasks."""
         if self.error_watch is None:
             return set()
-        matched = self.error_watch.scan(snap.active().keys(), snap.holders)
+        active = snap.active()
+        # Packed workers write their own output to their own logs: each is watched, and a
+        # match fails that worker's learner only (it stops at its next heartbeat; the
+        # allocation goes on). A match in an allocation's own output (its job script, srun)
+        # fails every learner it holds, and the allocation is cancelled.
+        packed = [w for task in active for w in snap.holding(task) if w != task]
+        matched = self.error_watch.scan([*active, *packed], snap.holders)
         # Recorded before the cancel: the job's release on SIGTERM then finds the learner gone,
         # so the kill counts as a failure (with its reason) and not as an orderly release.
-        # A packed allocation's output is all its workers': each learner it holds fails.
         for task, reason in matched.items():
             learners = [db.kill(w, reason=reason, now=snap.now) for w in snap.holding(task)]
             log.warning("killed a job on error", task=task, learners=learners, reason=reason)
-        return set(matched)
+        return {task for task in matched if task in active}
 
     def _reclaim(self, db: Database, snap: Snapshot) -> set[str]:
         """Take learners back from vanished tasks and expired leases; the tasks to cancel."""

@@ -14,10 +14,12 @@ Stdlib only: it starts before any worker, once per node.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+from functools import partial
 from typing import TYPE_CHECKING
 
 from adaptive_runner.task_identity import RANK_VAR
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 # The signals on which a worker saves and releases its learner; a packer passes them on.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Where a node's index in its allocation is: SLURM's srun, PBS's pbsdsh; 0 without either.
 NODE_INDEX_VARS = ("SLURM_NODEID", "PBS_NODENUM")
 
@@ -44,6 +47,7 @@ def run_workers(per_node: int, command: Sequence[str], environ: Mapping[str, str
     """Start ``per_node`` workers ``python command``, forward stop signals, wait for all."""
     first = node_index(environ) * per_node
     workers: list[subprocess.Popen[bytes]] = []
+    die_with_us = partial(_die_with_parent, os.getpid())
     received: list[int] = []  # a worker started after a signal gets it too
 
     def forward(signum: int, _frame: object) -> None:
@@ -55,7 +59,9 @@ def run_workers(per_node: int, command: Sequence[str], environ: Mapping[str, str
         signal.signal(sig, forward)
     for rank in range(first, first + per_node):
         env = {**environ, RANK_VAR: str(rank)}
-        workers.append(subprocess.Popen([sys.executable, *command], env=env))
+        workers.append(
+            subprocess.Popen([sys.executable, *command], env=env, preexec_fn=die_with_us)  # noqa: PLW1509 - single-threaded here
+        )
         for signum in received:
             workers[-1].send_signal(signum)
     codes = [worker.wait() for worker in workers]
@@ -63,6 +69,22 @@ def run_workers(per_node: int, command: Sequence[str], environ: Mapping[str, str
         if code != 0:
             print(f"adaptive_runner.packing: worker {rank} ended with {_ending(code)}", flush=True)
     return next((_exit_code(code) for code in codes if code != 0), 0)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a worker before it starts: be killed (SIGKILL) when the packer dies.
+
+    A packer killed outright would leave its workers running outside the allocation (a
+    scheduler that tracks processes by parent loses them), computing and saving learners
+    the job manager has given to another allocation. Linux only (prctl); elsewhere, nothing.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the packer died before the prctl took effect
+        os._exit(1)
 
 
 def _ending(code: int) -> str:

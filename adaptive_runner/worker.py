@@ -533,9 +533,18 @@ def _with_points(reason: str, pending: list[Any]) -> str:
     """``reason`` and the points being evaluated when it came (a hung one is among them)."""
     if not pending:
         return reason
-    points = ", ".join(repr(x) for x in pending[:MAX_POINTS_SHOWN])
+    points = ", ".join(_point_text(x) for x in pending[:MAX_POINTS_SHOWN])
     more = f" and {len(pending) - MAX_POINTS_SHOWN} more" if len(pending) > MAX_POINTS_SHOWN else ""
     return f"{reason}; points in evaluation: {points}{more}"
+
+
+def _point_text(point: Any) -> str:
+    """A point as people write it: ``-0.5``, ``(1, 2.5)``; not ``np.float64(-0.5)``."""
+    if isinstance(point, tuple):
+        return "(" + ", ".join(_point_text(x) for x in point) + ")"
+    if getattr(point, "ndim", None) == 0:  # a numpy scalar: its Python value
+        point = point.item()
+    return repr(point)
 
 
 def _npoints_and_loss(learner: Any) -> tuple[int, float | None]:
@@ -566,6 +575,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     group = config.groups[group_index]
     identity = task_identity(group.scheduler, os.environ)
     stream = open_job_stream(run_dir.task_log(identity.task_id))
+    if identity.rank is not None:
+        # A packed worker shares its allocation's output file: its own output (the learner's
+        # prints, tracebacks) goes to its own log, where kill_on_error can tell whose it is.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(stream.fileno(), sys.stdout.fileno())
+        os.dup2(stream.fileno(), sys.stderr.fileno())
     # A fatal signal (SIGSEGV, SIGABRT, ...) in the learner's function kills the process before
     # any event is written: the Python stack then goes to the task's log instead.
     faulthandler.enable(stream, all_threads=True)

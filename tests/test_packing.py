@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 from helpers_run import wait_for
@@ -17,9 +17,6 @@ from helpers_run import wait_for
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.packing import node_index
 from adaptive_runner.task_identity import TaskIdentity, task_identity, task_of, worker_ids
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 SLURM_TASK = {"SLURM_ARRAY_JOB_ID": "123", "SLURM_ARRAY_TASK_ID": "4"}
 
@@ -138,3 +135,27 @@ def test_the_packer_imports_only_the_stdlib_and_the_identity() -> None:
         "adaptive_runner.task_identity",
     ]
     assert "zmq" not in json.loads(proc.stdout)
+
+
+def test_workers_die_with_a_killed_packer(tmp_path: Path) -> None:
+    # A packer killed outright must not leave its workers computing (and saving) outside
+    # the allocation, which the job manager takes for lost.
+    with _packer(tmp_path, 2) as packer:
+        try:
+            wait_for(lambda: len(_pids(tmp_path)) == 2, "two workers started")
+            packer.kill()
+            packer.wait(timeout=60)
+            for pid in _pids(tmp_path).values():
+                wait_for(lambda pid=pid: not _alive(pid), f"worker {pid} to die with the packer")
+        finally:
+            _kill_all(packer)
+    assert not list(tmp_path.glob("signal-*"))  # killed, not asked to stop
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by init, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
