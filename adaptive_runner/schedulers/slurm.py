@@ -348,7 +348,11 @@ class SLURM(ClusterScheduler):
         if nodes is None and per_node is None:
             return
         if nodes is None or per_node is None:
-            raise ConfigError("nodes and cores_per_node go together: give both, or only cores")
+            raise ConfigError(
+                "nodes and cores_per_node go together (one MPI learner over several nodes): "
+                "give both, or only cores; for many learners on several nodes, give nodes with "
+                "workers_per_node"
+            )
         positive_int(nodes, "nodes")
         positive_int(per_node, "cores_per_node")
         if self.cores not in (1, nodes * per_node):
