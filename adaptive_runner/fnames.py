@@ -26,7 +26,7 @@ _SUFFIX = re.compile(r"(\.[A-Za-z0-9]+)*")
 
 
 def fname_from_params(
-    params: Mapping[str, str | int | float | bool],
+    params: Mapping[str, object],
     *,
     suffix: str = ".pickle",
     max_length: int = MAX_STEM,
@@ -55,7 +55,7 @@ def fname_from_params(
     Parameters
     ----------
     params
-        The learner's parameters: str keys; str, int, float or bool values.
+        The learner's parameters: str keys; str, int (numpy's too), float or bool values.
     suffix
         Appended as it is: ``""``, or dot-separated ASCII letters and digits.
     max_length
