@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 from typing import Any
@@ -116,8 +117,17 @@ def test_retries_carry_a_flaky_function_to_its_goal_and_a_resumed_run_keeps_them
     assert ar.RunManager.open(rm.run_dir.path).runner_kwargs == {"retries": 3}
 
 
+NEEDS_MPI = pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpich")
+
+
 @pytest.mark.parametrize(
-    ("executor", "processes"), [("sequential", 1), ("process-pool", 2), ("loky", 2)]
+    ("executor", "processes"),
+    [
+        ("sequential", 1),
+        ("process-pool", 2),
+        ("loky", 2),
+        pytest.param("mpi4py", 2, marks=NEEDS_MPI),  # Local: the worker spawns its rank
+    ],
 )
 def test_initializers_run_in_the_worker_and_in_each_pool_process(
     tmp_path: Any, executor: str, processes: int
