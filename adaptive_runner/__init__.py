@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from adaptive_runner.errors import AdaptiveRunnerError, ConfigError
+    from adaptive_runner.fnames import fname_from_params
     from adaptive_runner.log_parser import parse_logs
     from adaptive_runner.run import Run
     from adaptive_runner.run_manager import RunManager
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from adaptive_runner.schedulers.pbs import PBS
     from adaptive_runner.schedulers.slurm import SLURM
     from adaptive_runner.schedulers.ssh import SSH
+    from adaptive_runner.sequence_parts import combine_sequence_learners, split_sequence_learner
 
 __version__ = "0.1.0"
 
@@ -29,6 +31,9 @@ _PUBLIC = {
     "AdaptiveRunnerError": "adaptive_runner.errors",
     "ConfigError": "adaptive_runner.errors",
     "parse_logs": "adaptive_runner.log_parser",
+    "fname_from_params": "adaptive_runner.fnames",
+    "split_sequence_learner": "adaptive_runner.sequence_parts",
+    "combine_sequence_learners": "adaptive_runner.sequence_parts",
 }
 
 __all__ = [
@@ -41,7 +46,10 @@ __all__ = [
     "Run",
     "RunManager",
     "__version__",
+    "combine_sequence_learners",
+    "fname_from_params",
     "parse_logs",
+    "split_sequence_learner",
 ]
 
 

@@ -74,6 +74,10 @@ class UnknownTaskError(AdaptiveRunnerError):
     """The database manager does not know the task's array, and did not learn it in time."""
 
 
+class InitializerError(AdaptiveRunnerError):
+    """One of the run's initializers raised in a job: the learner the job holds fails with it."""
+
+
 class ManagerDiedError(AdaptiveRunnerError):
     """A manager thread of a run ended on an error, so the run cannot finish on its own.
 

@@ -20,8 +20,12 @@ for loky's workers or MPI's initialisation.
 from __future__ import annotations
 
 from concurrent.futures import Executor, ProcessPoolExecutor
+from typing import TYPE_CHECKING
 
 from adaptive_runner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 EXECUTORS = ("sequential", "process-pool", "loky", "mpi4py")
 
@@ -31,7 +35,9 @@ EXECUTORS = ("sequential", "process-pool", "loky", "mpi4py")
 REMADE_BETWEEN_LEARNERS = frozenset({"process-pool", "loky"})
 
 
-def make_executor(name: str, cores: int) -> tuple[Executor, int] | None:
+def make_executor(
+    name: str, cores: int, *, initializer: Callable[[], object] | None = None
+) -> tuple[Executor, int] | None:
     """Create the executor ``name`` for a job with ``cores`` cores.
 
     Returns the executor and how many points it evaluates at once (the Runner's ``ntasks``,
@@ -44,6 +50,8 @@ def make_executor(name: str, cores: int) -> tuple[Executor, int] | None:
         One of ``sequential``, ``process-pool``, ``loky``, ``mpi4py`` (run.json's executor).
     cores
         Cores of this job: the number of pool processes (for mpi4py, the MPI world's size).
+    initializer
+        Called first in each pool process (the run's initializers); picklable by reference.
 
     """
     if name not in EXECUTORS:
@@ -56,15 +64,15 @@ def make_executor(name: str, cores: int) -> tuple[Executor, int] | None:
         import multiprocessing  # noqa: PLC0415
 
         context = multiprocessing.get_context("forkserver")
-        return ProcessPoolExecutor(cores, mp_context=context), cores
+        return ProcessPoolExecutor(cores, mp_context=context, initializer=initializer), cores
     if name == "loky":
         import loky  # noqa: PLC0415
 
-        return loky.get_reusable_executor(max_workers=cores), cores
-    return _mpi_executor(cores)
+        return loky.get_reusable_executor(max_workers=cores, initializer=initializer), cores
+    return _mpi_executor(cores, initializer)
 
 
-def _mpi_executor(cores: int) -> tuple[Executor, int]:
+def _mpi_executor(cores: int, initializer: Callable[[], object] | None) -> tuple[Executor, int]:
     """An MPIPoolExecutor over the ranks ``mpiexec`` started, or ``cores`` spawned ones."""
     try:
         from mpi4py import MPI  # noqa: PLC0415
@@ -85,9 +93,9 @@ def _mpi_executor(cores: int) -> tuple[Executor, int]:
     world = MPI.COMM_WORLD.Get_size()
     if world > 1:
         # Started by `mpiexec -n N python -m mpi4py.futures`: ranks 1..N-1 are the pool.
-        return MPIPoolExecutor(), world - 1
+        return MPIPoolExecutor(initializer=initializer), world - 1
     # A single process (no mpiexec): the pool spawns its workers with MPI_Comm_spawn.
-    return MPIPoolExecutor(max_workers=cores), cores
+    return MPIPoolExecutor(max_workers=cores, initializer=initializer), cores
 
 
 def shutdown_executor(executor: Executor, *, now: bool) -> None:

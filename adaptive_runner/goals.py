@@ -8,27 +8,32 @@ A goal is one of
 - a ``timedelta``: this job stops after running that long (a later job of the same learner
   starts its own clock, so this bounds one job, not the learner's total time);
 - a timezone-aware ``datetime``: stop at that moment. Naive datetimes are refused: the
-  notebook and the compute nodes may live in different time zones, so "18:00" is ambiguous.
+  notebook and the compute nodes may live in different time zones, so "18:00" is ambiguous;
+- ``None``: until the learner says it is done (``learner.done()``), for learners whose end
+  is their own: a ``SequenceLearner`` (every point evaluated), or a ``BalancingLearner``
+  of them (:func:`check_learners_end` refuses the others).
 
 The run manager validates the goal once (:func:`check_goal`) and pickles it; each worker
-turns it into Runner arguments (:func:`runner_goal`). Nothing here imports adaptive.
+turns it into Runner arguments (:func:`runner_goal`). Only :func:`check_learners_end`
+imports adaptive (the manager calls it; the learners are adaptive's anyway).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
 from adaptive_runner.errors import ConfigError
 
-Goal: TypeAlias = Callable[[Any], bool] | int | float | timedelta | datetime
+Goal: TypeAlias = Callable[[Any], bool] | int | float | timedelta | datetime | None
 
 _KINDS = (
     "a callable goal(learner) -> bool, an int number of points >= 1, a float loss > 0, "
-    "a timedelta (run time of each job) or a timezone-aware datetime (end time)"
+    "a timedelta (run time of each job), a timezone-aware datetime (end time) or None "
+    "(until a SequenceLearner is done)"
 )
 
 
@@ -42,7 +47,9 @@ def check_goal(goal: object) -> Goal:
         the bad value and lists the accepted kinds.
 
     """
-    if isinstance(goal, bool) or goal is None:
+    if goal is None:
+        return None
+    if isinstance(goal, bool):
         # bool is an int subclass, but goal=True surely is not "one point".
         raise ConfigError(f"goal={goal!r} is not a valid goal; give {_KINDS}")
     if isinstance(goal, numbers.Real):
@@ -64,6 +71,44 @@ def check_goal(goal: object) -> Goal:
     raise ConfigError(f"goal={goal!r} ({type(goal).__name__}) is not a valid goal; give {_KINDS}")
 
 
+def check_learners_end(goal: Goal, learners: Sequence[Any]) -> None:
+    """Refuse ``goal=None`` unless every learner defines its own end.
+
+    adaptive's runners stop a goal-less learner at ``learner.done()``, which a
+    ``SequenceLearner`` (and a ``BalancingLearner`` of them) has; any other learner would run
+    until its job's time runs out, again in every new job.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first learner (and, in a BalancingLearner, its learner) that has no end.
+
+    """
+    if goal is None:
+        for index, learner in enumerate(learners):
+            missing = _without_end(learner)
+            if missing is not None:
+                raise ConfigError(
+                    "goal=None runs a learner until learner.done(), which only a SequenceLearner "
+                    f"(or a BalancingLearner of SequenceLearners) has, but learners[{index}] is "
+                    f"{missing}: give a goal (an int number of points, a float loss, ...)"
+                )
+
+
+def _without_end(learner: Any) -> str | None:
+    """What ``learner`` is (``"a Learner1D"``) if it has no end of its own, else None."""
+    import adaptive  # noqa: PLC0415 - only for goal=None; the learners are adaptive's
+
+    if isinstance(learner, adaptive.SequenceLearner):
+        return None
+    if isinstance(learner, adaptive.BalancingLearner):
+        for k, inner in enumerate(learner.learners):
+            if not isinstance(inner, adaptive.SequenceLearner):
+                return f"a BalancingLearner whose learners[{k}] is a {type(inner).__name__}"
+        return None
+    return f"a {type(learner).__name__}"
+
+
 def _check_number(goal: numbers.Real) -> int | float:
     """An int is a number of points (>= 1), any other real a loss (finite, > 0)."""
     if isinstance(goal, numbers.Integral):
@@ -83,6 +128,8 @@ def runner_goal(goal: Goal) -> dict[str, Any]:
     with ``datetime.now()``; call this on the machine that runs the learner.
     """
     goal = check_goal(goal)
+    if goal is None:
+        return {}  # adaptive's runners then stop at learner.done()
     if isinstance(goal, int):
         return {"npoints_goal": goal}
     if isinstance(goal, float):
@@ -96,6 +143,8 @@ def runner_goal(goal: Goal) -> dict[str, Any]:
 
 def describe_goal(goal: Goal) -> str:
     """A short human-readable form of ``goal`` for logs and the status panel."""
+    if goal is None:
+        return "until the learner is done"
     if isinstance(goal, int):
         return f"npoints >= {goal}"
     if isinstance(goal, float):

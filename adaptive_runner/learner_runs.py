@@ -61,18 +61,19 @@ class LearnerRun(Protocol):
 
 def start_run(
     learner: Any,
-    goal_kwargs: dict[str, Any],
+    runner_kwargs: dict[str, Any],
     executor: tuple[Executor, int] | None,
 ) -> LearnerRun:
     """Start running ``learner`` on the running event loop's terms.
 
+    ``runner_kwargs`` are the goal's Runner arguments and the run's ``runner_kwargs``;
     ``executor`` is the task's pool and its number of points at once, or None for the
     sequential executor (points in the learner's own thread).
     """
     loop = asyncio.get_running_loop()
     if executor is None:
-        return ThreadRun(learner, goal_kwargs, loop)
-    return LoopRun(learner, goal_kwargs, loop, *executor)
+        return ThreadRun(learner, runner_kwargs, loop)
+    return LoopRun(learner, runner_kwargs, loop, *executor)
 
 
 class PointGate(Executor):
@@ -152,21 +153,25 @@ class ThreadRun:
     """adaptive's BlockingRunner in a daemon thread, its points evaluated in that thread."""
 
     def __init__(
-        self, learner: Any, goal_kwargs: dict[str, Any], loop: asyncio.AbstractEventLoop
+        self, learner: Any, runner_kwargs: dict[str, Any], loop: asyncio.AbstractEventLoop
     ) -> None:
         self._learner = learner
         self._gate = PointGate()
         self.finished: asyncio.Future[None] = loop.create_future()
         thread = threading.Thread(
-            target=self._run, args=(goal_kwargs, loop), name="learner", daemon=True
+            target=self._run, args=(runner_kwargs, loop), name="learner", daemon=True
         )
         thread.start()
 
-    def _run(self, goal_kwargs: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+    def _run(self, runner_kwargs: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
         error: BaseException | None = None
         try:
             adaptive.BlockingRunner(
-                self._learner, executor=self._gate, ntasks=1, shutdown_executor=False, **goal_kwargs
+                self._learner,
+                executor=self._gate,
+                ntasks=1,
+                shutdown_executor=False,
+                **runner_kwargs,
             )
         except _Stopped:
             return  # nobody waits for `finished` after a stop
@@ -209,7 +214,7 @@ class LoopRun:
     def __init__(
         self,
         learner: Any,
-        goal_kwargs: dict[str, Any],
+        runner_kwargs: dict[str, Any],
         loop: asyncio.AbstractEventLoop,
         executor: Executor,
         ntasks: int,
@@ -221,7 +226,7 @@ class LoopRun:
             ntasks=ntasks,
             shutdown_executor=False,
             ioloop=loop,
-            **goal_kwargs,
+            **runner_kwargs,
         )
         self.finished: asyncio.Future[None] = self._runner.task
 

@@ -5,6 +5,8 @@ Layout::
     run.json                 RunConfig (JSON): scheduler, database manager url, config hash, ...
     state.sqlite             learners, jobs and events (database.py)
     goal.pickle              the goal, cloudpickled by the run manager
+    runner_kwargs.pickle     more arguments of adaptive's Runner (task_setup.py), cloudpickled
+    initializers.pickle      callables each job and pool process runs first, cloudpickled
     learners/pack-<k>.bin    the learners, each cloudpickled once, 1024 to a pack file
     logs/<task_id>.log       one per task: the worker's JSON lines and the task's stdout/stderr
     jobs/                    rendered job scripts (and the local scheduler's pid files)
@@ -142,6 +144,16 @@ class RunDir:
     def goal_file(self) -> Path:
         """goal.pickle."""
         return self.path / "goal.pickle"
+
+    @property
+    def runner_kwargs_file(self) -> Path:
+        """runner_kwargs.pickle."""
+        return self.path / "runner_kwargs.pickle"
+
+    @property
+    def initializers_file(self) -> Path:
+        """initializers.pickle."""
+        return self.path / "initializers.pickle"
 
     @property
     def learners_dir(self) -> Path:

@@ -23,6 +23,7 @@ from adaptive_runner.run import Run, remove_files
 from adaptive_runner.run_dir import RunConfig, RunDir, RunLock
 from adaptive_runner.run_setup import create_run, rewrite_run, run_digest
 from adaptive_runner.schedulers import scheduler_class
+from adaptive_runner.task_setup import check_initializers, check_runner_kwargs, stored
 from adaptive_runner.validation import positive_int, positive_seconds
 
 if TYPE_CHECKING:
@@ -60,7 +61,9 @@ class RunManager:
         One file per learner where its data is saved (adaptive's format; resume reads it).
     goal
         When a learner is finished: a callable ``goal(learner) -> bool``, an ``int`` (points),
-        a ``float`` (loss), a ``timedelta`` (run time per job) or a ``datetime`` (end time).
+        a ``float`` (loss), a ``timedelta`` (run time per job), a ``datetime`` (end time), or
+        ``None``: until ``learner.done()``, for SequenceLearners (and BalancingLearners of
+        them) only.
     run_dir
         Where the run keeps its state. An existing run with the same learners and fnames is
         continued with this call's code and settings (the fix-and-rerun loop): the learners
@@ -112,6 +115,15 @@ class RunManager:
         Instead of ``host``: a network interface of this machine, e.g. ``"ib0"``, whose IPv4
         address the jobs connect to (looked up at :meth:`start`). The managers listen on
         all interfaces (on the Local scheduler: loopback only) whatever is chosen.
+    runner_kwargs
+        More arguments of adaptive's Runner in each job, e.g. ``{"retries": 3}``. Those the
+        jobs set themselves (the goal's, ``executor``, ``ntasks``, ``log``,
+        ``shutdown_executor``) are refused, and so are values that cannot be pickled.
+    initializers
+        Callables without arguments that each job runs once before its first learner, and
+        each pool process (``process-pool``, ``loky``, ``mpi4py``) before its first point:
+        to set an environment variable, fill a cache, configure a library. One that raises
+        fails the job's learner with its traceback (counted towards ``max_fails``).
 
     """
 
@@ -137,6 +149,8 @@ class RunManager:
         check_goal_on_start: bool = True,
         host: str | None = None,
         interface: str | None = None,
+        runner_kwargs: Mapping[str, Any] | None = None,
+        initializers: Sequence[Callable[[], object]] | None = None,
     ) -> None:
         if len(learners) != len(fnames):
             raise ConfigError(
@@ -156,6 +170,9 @@ class RunManager:
             seen[fname] = i
         self.learners = list(learners)
         self.goal = goals.check_goal(goal)
+        goals.check_learners_end(self.goal, self.learners)
+        self.runner_kwargs = check_runner_kwargs(runner_kwargs)
+        self.initializers = check_initializers(initializers)
         self.run_dir = RunDir(run_dir)
         self.max_simultaneous_jobs = positive_int(max_simultaneous_jobs, "max_simultaneous_jobs")
         self.save_interval_s = positive_seconds(save_interval, "save_interval")
@@ -397,6 +414,7 @@ class RunManager:
             learner_groups = db.learner_groups()
             dependencies = db.dependencies()
         learners = [cloudpickle.loads(rd.read_learner(i)) for i in range(len(fnames))]
+        runner_kwargs, initializers = stored(rd)
         groups = [
             (
                 scheduler_class(group.scheduler)(**group.options),
@@ -420,6 +438,8 @@ class RunManager:
             claim_timeout=config.claim_timeout_s,
             host=config.host,
             interface=config.interface,
+            runner_kwargs=runner_kwargs,
+            initializers=initializers,
         )
 
     @classmethod

@@ -1,5 +1,8 @@
 """What a RunManager writes into its run directory: pickles, goal, keys, state.sqlite, run.json.
 
+The pickles are the learners, the goal, the runner kwargs and the initializers
+(``task_setup.store``).
+
 A new run is staged beside its target and renamed into place (:func:`create_run`); a run
 continued with new code gets new pickles, goal and run.json (:func:`rewrite_run`). The
 manager decides which (``RunManager.start``) and holds the lock meanwhile.
@@ -20,6 +23,7 @@ from adaptive_runner.errors import ConfigError
 from adaptive_runner.files import atomic_write
 from adaptive_runner.run_dir import GroupConfig, RunConfig, RunDir, config_changes, config_hash
 from adaptive_runner.schedulers import scheduler_class, scheduler_options
+from adaptive_runner.task_setup import store
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -66,6 +70,7 @@ def create_run(manager: RunManager, digest: str, *, replace: bool) -> None:
     def populate(staging: RunDir) -> None:
         staging.write_learners(blobs)
         atomic_write(staging.goal_file, goal_blob)
+        store(staging, manager.runner_kwargs, manager.initializers)
         create_keys(staging.keys_dir)
         Database.create(
             staging.database,
@@ -83,6 +88,8 @@ def create_run(manager: RunManager, digest: str, *, replace: bool) -> None:
 def rewrite_run(manager: RunManager, existing: RunConfig) -> dict[str, list[Any]]:
     """Give an existing run ``manager``'s pickles, goal and settings; return what changed.
 
+    What changed is run.json's fields; new runner kwargs or initializers are written too.
+
     Every pack is rewritten with the new pickles, done learners' too: those never run
     again, and one rewrite per pack is simpler and cheaper than splicing old entries in;
     ``load_learners`` then gives every learner the current code.
@@ -90,6 +97,7 @@ def rewrite_run(manager: RunManager, existing: RunConfig) -> dict[str, list[Any]
     run_dir = manager.run_dir
     run_dir.write_learners(pickle_learners(manager.learners))
     atomic_write(run_dir.goal_file, cloudpickle.dumps(manager.goal))
+    store(run_dir, manager.runner_kwargs, manager.initializers)
     config = run_config(manager, existing.config_hash, name=existing.name, created=existing.created)
     changed = config_changes(in_current_names(existing), config)
     run_dir.write_config(config)

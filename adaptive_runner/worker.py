@@ -4,7 +4,8 @@
 
 1. read run.json, learn who we are from the scheduler's environment, claim a learner from
    the database manager (nothing heavy is imported before that: no work, quick exit);
-2. unpickle the learner and the goal, load the learner's saved data if there is some;
+2. run the run's initializers (before the task's first learner only: a failing one fails
+   that learner), unpickle the learner and the goal, load its saved data if there is some;
 3. run an ``adaptive.Runner`` on our own asyncio loop with the run's executor, saving every
    ``save_interval_s`` and sending a heartbeat every ``log_interval_s``;
 4. at the goal: final save, ``done``, and back to 1 for the next waiting learner of our
@@ -47,6 +48,7 @@ from adaptive_runner.job_log import JobLog, open_job_stream
 from adaptive_runner.packing import STOP_SIGNALS
 from adaptive_runner.run_dir import RunDir
 from adaptive_runner.task_identity import task_identity
+from adaptive_runner.task_setup import TaskExecutor, TaskSetup
 from adaptive_runner.vocabulary import Event
 
 if TYPE_CHECKING:
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
 
     from adaptive_runner.learner_runs import LearnerRun
     from adaptive_runner.protocol import Assignment
-    from adaptive_runner.run_dir import GroupConfig, RunConfig
+    from adaptive_runner.run_dir import RunConfig
     from adaptive_runner.task_identity import TaskIdentity
 
 T = TypeVar("T")
@@ -119,52 +121,17 @@ class _Outcome:
     detail: str = ""  # the stop signal's name, or the traceback of a failure
 
 
-class _TaskExecutor:
-    """The task's executor: made for its first learner, reused by the ones after it."""
-
-    def __init__(self, group: GroupConfig) -> None:
-        self.group = group
-        self._made: tuple[Executor, int] | None = None  # None too for sequential
-
-    def get(self) -> tuple[Executor, int] | None:
-        """The pool and how many points it evaluates at once; None for ``sequential``."""
-        if self._made is None:
-            from adaptive_runner.executors import make_executor  # noqa: PLC0415
-
-            self._made = make_executor(self.group.executor, self.group.cores)
-        return self._made
-
-    def shutdown(self) -> None:
-        """Stop it and the points it still evaluates (their learner is saved or given up)."""
-        if self._made is not None:
-            from adaptive_runner.executors import shutdown_executor  # noqa: PLC0415
-
-            shutdown_executor(self._made[0], now=True)
-            self._made = None
-
-    def after_learner(self) -> None:
-        """Give back the cores that a finished learner's cancelled points still hold.
-
-        adaptive cancels the points in flight at the goal, but a pool process that is
-        evaluating one goes on until it ends, hours later for some functions; a new pool for
-        the next learner frees those cores now.
-        """
-        from adaptive_runner.executors import REMADE_BETWEEN_LEARNERS  # noqa: PLC0415
-
-        if self.group.executor in REMADE_BETWEEN_LEARNERS:
-            self.shutdown()
-
-
 @dataclass
 class _Task:
-    """The array task we run in: who it is, its connection and executor; runs learners."""
+    """The array task we run in: who it is, its connection, setup and executor; runs learners."""
 
     run_dir: RunDir
     config: RunConfig
     group_index: int
     identity: TaskIdentity
     client: Client
-    executor: _TaskExecutor
+    setup: TaskSetup
+    executor: TaskExecutor
     stop: _StopRequest
     log: Any
 
@@ -219,6 +186,7 @@ class _Job:
     def __init__(self, task: _Task, assignment: Assignment, *, acked: float) -> None:
         self.run_dir = task.run_dir
         self.config = task.config
+        self.setup = task.setup
         self.executor = task.executor
         self.assignment = assignment
         self.client = task.client
@@ -239,7 +207,8 @@ class _Job:
     def run(self) -> int:
         """Load, run and report; return the process exit code."""
         try:
-            goal_kwargs = self._load()
+            runner_kwargs = self.setup.prepare()  # the initializers, before the first learner
+            runner_kwargs |= self._load()
             if self.stop.reason is not None:
                 return self._report(_Outcome(_End.STOPPED, self.stop.reason))
             executor = self.executor.get()
@@ -247,7 +216,7 @@ class _Job:
             return self._report(_Outcome(_End.FAILED, traceback.format_exc()))
         loop = asyncio.new_event_loop()
         try:
-            outcome = loop.run_until_complete(self._supervise(executor, goal_kwargs))
+            outcome = loop.run_until_complete(self._supervise(executor, runner_kwargs))
             loop.run_until_complete(loop.shutdown_default_executor())
         except Exception:  # noqa: BLE001 - e.g. adaptive.Runner refusing the learner
             outcome = _Outcome(_End.FAILED, traceback.format_exc())
@@ -263,7 +232,7 @@ class _Job:
         return code
 
     def _load(self) -> dict[str, Any]:
-        """Unpickle the learner and the goal; load the saved data (resume)."""
+        """Unpickle the learner and the goal (as Runner arguments); load the saved data."""
         import pickle  # noqa: PLC0415
 
         from adaptive_runner.goals import check_goal, runner_goal  # noqa: PLC0415
@@ -286,13 +255,13 @@ class _Job:
         return goal_kwargs
 
     async def _supervise(
-        self, executor: tuple[Executor, int] | None, goal_kwargs: dict[str, Any]
+        self, executor: tuple[Executor, int] | None, runner_kwargs: dict[str, Any]
     ) -> _Outcome:
         """Run the learner until the goal, a stop signal, lost ownership or an error."""
         from adaptive_runner.learner_runs import start_run  # noqa: PLC0415 - imports adaptive
 
         stopped = self.stop.attach(asyncio.get_running_loop())
-        run = self._run = start_run(self.learner, goal_kwargs, executor)
+        run = self._run = start_run(self.learner, runner_kwargs, executor)
         heartbeats = asyncio.create_task(self._heartbeats())
         saves = asyncio.create_task(self._periodic_saves())
         stop_wait = asyncio.create_task(stopped.wait())
@@ -586,10 +555,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # any event is written: the Python stack then goes to the task's log instead.
     faulthandler.enable(stream, all_threads=True)
     log = JobLog(stream, context={"task": identity.task_id})
-    executor = _TaskExecutor(group)
+    setup = TaskSetup(run_dir)
+    executor = TaskExecutor(group, setup)
     try:
         with Client(run_dir, identity.task_id) as client:
-            task = _Task(run_dir, config, group_index, identity, client, executor, stop, log)
+            task = _Task(run_dir, config, group_index, identity, client, setup, executor, stop, log)
             return task.run_learners()
     except ManagerUnreachableError:
         log.exception(Event.MANAGER_UNREACHABLE)

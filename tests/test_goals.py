@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.goals import check_goal, describe_goal, runner_goal
+from adaptive_runner.goals import check_goal, check_learners_end, describe_goal, runner_goal
 
 
 def _stop_at_ten(learner: adaptive.Learner1D) -> bool:
@@ -45,7 +45,6 @@ def test_aware_datetime_is_accepted() -> None:
     [
         (True, "True is not a valid goal"),
         (False, "False is not a valid goal"),
-        (None, "None is not a valid goal"),
         (0, "must be >= 1"),
         (-3, "must be >= 1"),
         (0.0, "finite float > 0"),
@@ -70,6 +69,32 @@ def test_bad_goals_name_the_value_and_the_kinds(goal: object, fragment: str) -> 
 def test_wrong_type_lists_accepted_kinds() -> None:
     with pytest.raises(ConfigError, match=r"callable.*int.*float.*timedelta.*datetime"):
         check_goal("lots")
+
+
+def test_none_is_until_the_learner_is_done() -> None:
+    assert check_goal(None) is None
+    assert runner_goal(None) == {}
+    assert describe_goal(None) == "until the learner is done"
+    learner = adaptive.SequenceLearner(np.sin, np.linspace(0, 1, 7))
+    adaptive.runner.simple(learner, **runner_goal(None))
+    assert learner.done()
+    assert learner.npoints == 7
+
+
+def _sequence() -> adaptive.SequenceLearner:
+    return adaptive.SequenceLearner(np.sin, [0.0, 1.0])
+
+
+def test_none_is_for_learners_that_end_by_themselves() -> None:
+    balanced = adaptive.BalancingLearner([_sequence(), _sequence()])
+    check_learners_end(None, [_sequence(), balanced])
+    check_learners_end(10, [_learner()])  # any learner with a goal
+    with pytest.raises(ConfigError) as info:
+        check_learners_end(None, [_sequence(), _learner(), _learner()])
+    assert "learners[1] is a Learner1D: give a goal" in str(info.value)
+    balanced_1d = adaptive.BalancingLearner([_learner(), _learner()])
+    with pytest.raises(ConfigError, match=r"\[0\] is a BalancingLearner whose learners\[0\] is a"):
+        check_learners_end(None, [balanced_1d])
 
 
 def test_runner_arguments() -> None:

@@ -245,6 +245,31 @@ def test_bad_goal_and_executor(tmp_path: Path) -> None:
         ar.Local(executor="threads")
 
 
+def test_goal_none_runs_sequence_learners_until_done(tmp_path: Path) -> None:
+    sequence = [x / 10 for x in range(12)]
+    learners = [
+        adaptive.SequenceLearner(partial(slow_square, a=a, delay=0.0), sequence) for a in (1, 2)
+    ]
+    rm = make_rm(tmp_path, learners, goal=None).start()
+    assert rm.wait(timeout=120)
+    for a, learner in zip((1, 2), rm.load_learners(), strict=True):
+        assert learner.done()
+        assert learner.result() == [a * x**2 for x in sequence]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["goal"] == (
+        "until the learner is done"
+    )
+    # A fresh run over the same, complete data files is done at start, without a job.
+    again = make_rm(tmp_path, learners, goal=None, overwrite=True).start()
+    assert again.wait(timeout=120)
+    assert not any((tmp_path / "run" / "jobs").glob("*.sh"))
+
+
+def test_goal_none_is_refused_for_a_learner_without_an_end(tmp_path: Path) -> None:
+    learners = [adaptive.SequenceLearner(abs, [1, 2]), *make_learners(1)]
+    with pytest.raises(ConfigError, match=r"goal=None .* learners\[1\] is a Learner1D"):
+        make_rm(tmp_path, learners, goal=None)
+
+
 def test_run_dir_not_writable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
