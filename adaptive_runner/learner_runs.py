@@ -35,6 +35,18 @@ T = TypeVar("T")
 adaptive.runner.with_ipyparallel = adaptive.runner.with_distributed = False
 
 
+MAX_POINTS_SHOWN = 5
+
+
+def with_points(reason: str, pending: list[Any]) -> str:
+    """``reason`` and the points being evaluated when it came (a hung one is among them)."""
+    if not pending:
+        return reason
+    points = ", ".join(repr(x) for x in pending[:MAX_POINTS_SHOWN])
+    more = f" and {len(pending) - MAX_POINTS_SHOWN} more" if len(pending) > MAX_POINTS_SHOWN else ""
+    return f"{reason}; points in evaluation: {points}{more}"
+
+
 class _Stopped(Exception):  # noqa: N818 - an end, not an error
     """Ends BlockingRunner at its next point once the run was told to stop."""
 
