@@ -35,6 +35,27 @@ T = TypeVar("T")
 adaptive.runner.with_ipyparallel = adaptive.runner.with_distributed = False
 
 
+MAX_POINTS_SHOWN = 5
+
+
+def with_points(reason: str, pending: list[Any]) -> str:
+    """``reason`` and the points being evaluated when it came (a hung one is among them)."""
+    if not pending:
+        return reason
+    points = ", ".join(_point_text(x) for x in pending[:MAX_POINTS_SHOWN])
+    more = f" and {len(pending) - MAX_POINTS_SHOWN} more" if len(pending) > MAX_POINTS_SHOWN else ""
+    return f"{reason}; points in evaluation: {points}{more}"
+
+
+def _point_text(point: Any) -> str:
+    """A point as people write it: ``-0.5``, ``(1, 2.5)``; not ``np.float64(-0.5)``."""
+    if isinstance(point, tuple):
+        return "(" + ", ".join(_point_text(x) for x in point) + ")"
+    if getattr(point, "ndim", None) == 0:  # a numpy scalar: its Python value
+        point = point.item()
+    return repr(point)
+
+
 class _Stopped(Exception):  # noqa: N818 - an end, not an error
     """Ends BlockingRunner at its next point once the run was told to stop."""
 

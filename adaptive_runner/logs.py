@@ -1,9 +1,11 @@
 """structlog set-up for the manager side: readable console lines, and manager.log.
 
-Nothing is configured at import time; the CLI and the run manager each call
-:func:`configure_manager_logging` once. The run manager also calls :func:`log_managers_to`,
-which adds ``RUN_DIR/manager.log`` (JSON lines, level info and up) to whatever console set-up
-is in force, the user's own structlog configuration included. Logging never ends a manager:
+Nothing is configured at import time; the CLI calls :func:`configure_manager_logging` once.
+The run manager calls :func:`log_managers_to`, which adds ``RUN_DIR/manager.log`` (JSON lines,
+level info and up) to whatever console set-up is in force, the user's own structlog
+configuration included, and configures one if there is none: console lines in a script, and
+in a Jupyter kernel (:func:`in_jupyter_kernel`) :func:`configure_notebook_logging`, which shows
+a cell only warnings and errors, each once, as one line. Logging never ends a manager:
 manager.log that cannot be written (a full disk) loses lines, noted on stderr and, once it can
 be written again, in the file itself; error handlers log through :func:`log_exception`.
 
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from io import FileIO
     from pathlib import Path
 
-    from structlog.typing import EventDict, WrappedLogger
+    from structlog.typing import EventDict, Processor, WrappedLogger
 
 
 def configure_manager_logging(
@@ -50,29 +52,71 @@ def configure_manager_logging(
     """
     check_level(level)
     out = sys.stderr if stream is None else stream
+    _configure(
+        level,
+        out,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+        structlog.dev.ConsoleRenderer(colors=out.isatty() if colors is None else colors),
+    )
+
+
+def configure_notebook_logging(*, stream: TextIO | None = None) -> None:
+    """Show a notebook cell only the warnings and errors, each once, as one plain line.
+
+    In Jupyter, every line on stderr is a red block under the cell that runs (or last ran),
+    and the managers log a few info lines per round: those go only to manager.log (attached
+    by :func:`log_managers_to`, which receives every event). A warning or error appears once
+    per event and run (its repeats, in later rounds, only in manager.log) as
+    ``adaptive_runner warning: <event> key=value ...``.
+
+    Parameters
+    ----------
+    stream
+        Where lines go; default ``sys.stderr`` as it is when this is called (the kernel's).
+
+    """
     tee = _current_tee() or JsonFileTee()
+    _configure("warning", sys.stderr if stream is None else stream, OncePerRun(tee), tee=tee)
+
+
+def _configure(
+    level: str, out: TextIO, *console: Processor, tee: JsonFileTee | None = None
+) -> None:
+    """structlog: every event to manager.log's tee, then ``console`` for those from ``level``."""
     structlog.configure(
-        processors=[
-            tee,
-            _drop_below(level),
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
-            structlog.dev.ConsoleRenderer(colors=out.isatty() if colors is None else colors),
-        ],
+        processors=[tee or _current_tee() or JsonFileTee(), _drop_below(level), *console],
         wrapper_class=structlog.make_filtering_bound_logger(min(level, "info", key=LEVELS.index)),
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
 
 
+def in_jupyter_kernel() -> bool:
+    """Whether this process is a Jupyter kernel (IPython's ``ZMQInteractiveShell``).
+
+    Imports nothing: without ipykernel loaded this is no kernel. A terminal IPython is a
+    ``TerminalInteractiveShell``, and keeps the console lines of scripts.
+    """
+    if "ipykernel" not in sys.modules:
+        return False
+    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def log_managers_to(path: Path) -> None:
     """Also write every manager event as a JSON line to ``path`` (the run's manager.log).
 
-    Configures the console with :func:`configure_manager_logging` if structlog is not
-    configured yet; otherwise adds the file in front of the processors in force.
+    Configures the console if structlog is not configured yet (for a notebook in a Jupyter
+    kernel, else :func:`configure_manager_logging`'s lines); otherwise adds the file in front
+    of the processors in force.
     """
     if not structlog.is_configured():
-        configure_manager_logging()
+        if in_jupyter_kernel():
+            configure_notebook_logging()
+        else:
+            configure_manager_logging()
     tee = _current_tee()
     if tee is None:
         tee = JsonFileTee()
@@ -160,6 +204,35 @@ class JsonFileTee:
             self._lost_error = str(e)
         else:
             self._lost, self._partial = 0, False
+
+
+class OncePerRun:
+    """structlog's renderer for notebooks: one line per event, the first time in each run.
+
+    An event is known by its level and text, whatever its fields (a warning repeated each
+    round differs in counts and times); the run is the manager.log ``tee`` writes to.
+    """
+
+    def __init__(self, tee: JsonFileTee) -> None:
+        self._tee = tee
+        self._lock = threading.Lock()
+        self._shown: set[tuple[Path | None, str, str]] = set()
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+        """``adaptive_runner <level>: <event> key=value ...``, or DropEvent for a repeat."""
+        level = _LEVEL_OF.get(method_name, method_name)
+        event = str(event_dict.pop("event", ""))
+        with self._lock:
+            key = (self._tee.path, level, event)
+            if key in self._shown:
+                raise structlog.DropEvent
+            self._shown.add(key)
+        fields = structlog.processors.format_exc_info(logger, method_name, event_dict)
+        if "exception" in fields:  # the traceback's last line says what it was
+            fields["exception"] = str(fields["exception"]).strip().rsplit("\n", 1)[-1]
+        return " ".join(
+            [f"adaptive_runner {level}: {event}"] + [f"{k}={v!r}" for k, v in fields.items()]
+        )
 
 
 def log_exception(logger: Any, event: str, **fields: Any) -> None:

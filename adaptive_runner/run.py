@@ -16,12 +16,14 @@ import structlog
 from adaptive_runner import goals
 from adaptive_runner.database import Database, LearnerState
 from adaptive_runner.database_schema import as_damage, damaged
+from adaptive_runner.dataframes import read_dataframes
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.log_parser import LogParser, LogRecords
 from adaptive_runner.run_dir import RunConfig, RunDir
 from adaptive_runner.saving import load_data
 from adaptive_runner.schedulers import scheduler_class
 from adaptive_runner.task_identity import task_of
+from adaptive_runner.vocabulary import DataFrameFormat
 
 if TYPE_CHECKING:
     import os
@@ -135,6 +137,24 @@ class Run:
             if Path(fname).exists():
                 load_data(learner, Path(fname))
         return learners
+
+    def load_dataframes(self) -> Any:
+        """One pandas DataFrame of the DataFrame files that ``save_dataframe=True`` writes.
+
+        Columns ``learner`` (the index) and ``fname`` (the data file) come first, then the
+        learner's own. Learners with no file yet (not saved since the option was on) are left
+        out and listed in the result's ``attrs["skipped"]``. Needs no learner's code; a run
+        without ``save_dataframe`` is a ConfigError.
+        """
+        config = self.config()
+        if not config.save_dataframe:
+            raise ConfigError(
+                f"the run in {self.run_dir.path} saves no DataFrames: start it with "
+                "save_dataframe=True, or use load_learners() and each learner's to_dataframe()"
+            )
+        with self._open() as db:
+            fnames = [row.fname for row in db.learners()]
+        return read_dataframes(fnames, DataFrameFormat(config.dataframe_format))
 
     # -- steering --------------------------------------------------------------------------
 

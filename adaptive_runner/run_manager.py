@@ -15,6 +15,7 @@ import structlog
 from adaptive_runner import goals
 from adaptive_runner.database import Database, LearnerState
 from adaptive_runner.database_manager import DatabaseManager, check_address, interface_address
+from adaptive_runner.dataframes import check_dataframes
 from adaptive_runner.error_watch import DEFAULT_KILL_PATTERNS, check_patterns
 from adaptive_runner.errors import ConfigError, ManagerDiedError
 from adaptive_runner.job_manager import JobManager
@@ -124,6 +125,12 @@ class RunManager:
         each pool process (``process-pool``, ``loky``, ``mpi4py``) before its first point:
         to set an environment variable, fill a cache, configure a library. One that raises
         fails the job's learner with its traceback (counted towards ``max_fails``).
+    save_dataframe
+        Each save of a learner's data also writes its ``to_dataframe()`` beside the data
+        file, as ``<fname>.dataframe.parquet`` (or ``.pickle``); :meth:`load_dataframes`
+        reads them all. Off by default: it costs each save a copy of the learner's data.
+    dataframe_format
+        ``"parquet"`` (needs pyarrow) or ``"pickle"`` (pandas' ``to_pickle``).
 
     """
 
@@ -151,6 +158,8 @@ class RunManager:
         interface: str | None = None,
         runner_kwargs: Mapping[str, Any] | None = None,
         initializers: Sequence[Callable[[], object]] | None = None,
+        save_dataframe: bool = False,
+        dataframe_format: str = "parquet",
     ) -> None:
         if len(learners) != len(fnames):
             raise ConfigError(
@@ -191,6 +200,10 @@ class RunManager:
         self.retry_failed = retry_failed
         self.check_goal_on_start = check_goal_on_start
         self.host, self.interface = check_address(host, interface)
+        self.save_dataframe = save_dataframe
+        self.dataframe_format = check_dataframes(
+            self.learners, self.fnames, save=save_dataframe, fmt=dataframe_format
+        )
         self.database_manager: DatabaseManager | None = None
         self.job_manager: JobManager | None = None
         self._run = Run(self.run_dir.path)  # status, cancel, retry, logs: no unpickling
@@ -440,6 +453,8 @@ class RunManager:
             interface=config.interface,
             runner_kwargs=runner_kwargs,
             initializers=initializers,
+            save_dataframe=config.save_dataframe,
+            dataframe_format=config.dataframe_format,
         )
 
     @classmethod
@@ -589,3 +604,11 @@ class RunManager:
     def load_learners(self) -> list[Any]:
         """The learners (as pickled in the run directory) with the data saved so far."""
         return self._run.load_learners()
+
+    def load_dataframes(self) -> Any:
+        """One pandas DataFrame of the learners' DataFrame files (``save_dataframe=True``).
+
+        Columns ``learner`` and ``fname`` come first; learners with no file yet are left out,
+        listed in ``attrs["skipped"]`` (see :meth:`Run.load_dataframes`).
+        """
+        return self._run.load_dataframes()

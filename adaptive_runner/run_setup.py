@@ -57,6 +57,8 @@ def run_config(manager: RunManager, digest: str, *, name: str, created: str) -> 
         host=manager.host,
         interface=manager.interface,
         goal=goals.describe_goal(manager.goal),
+        save_dataframe=manager.save_dataframe,
+        dataframe_format=manager.dataframe_format,
     )
 
 

@@ -1,4 +1,4 @@
-"""The words the job side and the manager side share: log events, reply codes, task outcomes.
+"""The words the job side and the manager side share: log events, replies, outcomes, formats.
 
 Stdlib only, so the worker imports it. The values are what job logs, wire replies and
 state.sqlite hold: they never change, or old logs and runs would no longer read.
@@ -18,6 +18,7 @@ class Event(StrEnum):
     SAVED = "saved"
     SAVE_FAILED = "save_failed"
     SAVE_FENCED = "save_fenced"  # no heartbeat acknowledged within the lease: not saved
+    DATAFRAME_FAILED = "dataframe_failed"  # save_dataframe: not written this save; data saved
     DONE = "done"  # the learner reached its goal
     RELEASED = "released"  # stopped in an orderly way; the learner waits for another task
     FAILED = "failed"  # the learner raised (or could not be saved, or the manager went away)
@@ -62,3 +63,10 @@ class Outcome(StrEnum):
     EXPIRED = "expired"  # no heartbeat within the lease
     KILLED = "killed"  # kill_on_error matched the task's output
     CANCELLED = "cancelled"  # by the user
+
+
+class DataFrameFormat(StrEnum):
+    """How ``save_dataframe`` writes a learner's DataFrame (run.json's ``dataframe_format``)."""
+
+    PARQUET = "parquet"  # pandas' to_parquet: needs pyarrow
+    PICKLE = "pickle"  # pandas' to_pickle

@@ -43,13 +43,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from adaptive_runner.client import Client
+from adaptive_runner.dataframes import DataFrameFile
 from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError, UnknownTaskError
 from adaptive_runner.job_log import JobLog, open_job_stream
 from adaptive_runner.packing import STOP_SIGNALS
 from adaptive_runner.run_dir import RunDir
 from adaptive_runner.task_identity import task_identity
 from adaptive_runner.task_setup import TaskExecutor, TaskSetup
-from adaptive_runner.vocabulary import Event
+from adaptive_runner.vocabulary import DataFrameFormat, Event
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -197,7 +198,12 @@ class _Job:
         self._run: LearnerRun | None = None  # while adaptive runs it, read it through this
         self._state: tuple[int, float | None] = (0, None)  # npoints, loss when last read
         self._saved_npoints = 0  # in the data file (none yet: no point to save either)
-        self._writing: asyncio.Task[int] | None = None  # the last save's write, in a thread
+        self._writing: asyncio.Task[tuple[int, str | None]] | None = None  # the last save's write
+        self._frames = (  # save_dataframe: the learner's DataFrame file
+            DataFrameFile(self.fname, DataFrameFormat(self.config.dataframe_format))
+            if self.config.save_dataframe
+            else None
+        )
         self._finishing = asyncio.Event()
         self._beat_now = asyncio.Event()  # send a heartbeat without waiting for log_interval_s
         self._abandoned = threading.Event()  # stop waiting for an unanswered heartbeat
@@ -258,7 +264,7 @@ class _Job:
         self, executor: tuple[Executor, int] | None, runner_kwargs: dict[str, Any]
     ) -> _Outcome:
         """Run the learner until the goal, a stop signal, lost ownership or an error."""
-        from adaptive_runner.learner_runs import start_run  # noqa: PLC0415 - imports adaptive
+        from adaptive_runner.learner_runs import start_run, with_points  # noqa: PLC0415 - adaptive
 
         stopped = self.stop.attach(asyncio.get_running_loop())
         run = self._run = start_run(self.learner, runner_kwargs, executor)
@@ -269,7 +275,7 @@ class _Job:
         await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
         outcome = self._outcome(run.finished, heartbeats)
         if outcome.kind == _End.STOPPED:  # say what it was computing, in case it never ends
-            outcome = _Outcome(outcome.kind, _with_points(outcome.detail, run.pending_points()))
+            outcome = _Outcome(outcome.kind, with_points(outcome.detail, run.pending_points()))
         for task in (saves, stop_wait):
             task.cancel()
         await asyncio.wait({saves, stop_wait})
@@ -440,25 +446,33 @@ class _Job:
 
         if self._writing is not None:  # a cancelled save's thread may still write: let it end
             await asyncio.wait({self._writing})
-        saved = self._saved_npoints
+        saved, frames = self._saved_npoints, self._frames
         started = time.monotonic()
         try:
-            # Only the pickling holds the learner; compressing and writing, in a thread of
-            # their own, hold neither the learner nor the event loop.
-            (npoints, loss), blob = await self._read(
+            # Only the pickling (and to_dataframe) holds the learner; compressing and writing,
+            # in a thread of their own, hold neither the learner nor the event loop.
+            (npoints, loss), blob, frame = await self._read(
                 lambda lrn: (
                     _npoints_and_loss(lrn),
                     None if lrn.npoints == saved else pickle_data(lrn),
+                    None if lrn.npoints == saved or frames is None else frames.take(lrn),
                 )
             )
             self._state = (npoints, loss)  # what the report says is what the file holds
             if blob is None:
                 return None
-            self._writing = asyncio.create_task(asyncio.to_thread(write_data, blob, self.fname))
-            size = await asyncio.shield(self._writing)
+
+            def write() -> tuple[int, str | None]:  # the data file first: it is what resumes
+                size = write_data(blob, self.fname)
+                return size, None if frames is None or frame is None else frames.write(frame)
+
+            self._writing = asyncio.create_task(asyncio.to_thread(write))
+            size, frame_error = await asyncio.shield(self._writing)
         except Exception:
             self.log.exception(Event.SAVE_FAILED, fname=str(self.fname), npoints=self._state[0])
             return traceback.format_exc()
+        if frame_error is not None and frames is not None:  # a convenience: the run goes on
+            self.log.warning(Event.DATAFRAME_FAILED, fname=str(frames.path), error=frame_error)
         self._saved_npoints = npoints
         self.log.info(
             Event.SAVED, npoints=npoints, seconds=round(time.monotonic() - started, 3), bytes=size
@@ -493,27 +507,6 @@ class _Job:
             self.log.exception(Event.REPORT_FAILED, outcome=outcome.kind)
             return 1
         return 1 if outcome.kind == _End.FAILED else 0
-
-
-MAX_POINTS_SHOWN = 5
-
-
-def _with_points(reason: str, pending: list[Any]) -> str:
-    """``reason`` and the points being evaluated when it came (a hung one is among them)."""
-    if not pending:
-        return reason
-    points = ", ".join(_point_text(x) for x in pending[:MAX_POINTS_SHOWN])
-    more = f" and {len(pending) - MAX_POINTS_SHOWN} more" if len(pending) > MAX_POINTS_SHOWN else ""
-    return f"{reason}; points in evaluation: {points}{more}"
-
-
-def _point_text(point: Any) -> str:
-    """A point as people write it: ``-0.5``, ``(1, 2.5)``; not ``np.float64(-0.5)``."""
-    if isinstance(point, tuple):
-        return "(" + ", ".join(_point_text(x) for x in point) + ")"
-    if getattr(point, "ndim", None) == 0:  # a numpy scalar: its Python value
-        point = point.item()
-    return repr(point)
 
 
 def _npoints_and_loss(learner: Any) -> tuple[int, float | None]:

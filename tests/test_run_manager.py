@@ -564,13 +564,16 @@ def test_run_json_with_the_released_option_names_opens_and_reruns(tmp_path: Path
     groups = [(s, [x], [f"{i}.pickle"]) for i, (s, x) in enumerate(pairs)]
     rm = ar.RunManager.from_groups(groups, goal=0.5, run_dir=tmp_path / "run")
     create_run(rm, run_digest(rm), replace=False)
-    # The run directory as the release left it: its run.json with the released groups.
+    # The run directory as the release left it: its run.json with the released groups, and
+    # without the fields added since (save_dataframe, ...).
     config_file = tmp_path / "run" / "run.json"
     config = json.loads(config_file.read_text())
-    config_file.write_text(json.dumps(config | {"groups": released["groups"]}))
+    as_released = {key: config[key] for key in released}
+    config_file.write_text(json.dumps(as_released | {"groups": released["groups"]}))
 
     opened = ar.RunManager.open(tmp_path / "run")
     assert opened.schedulers == schedulers
+    assert (opened.save_dataframe, opened.dataframe_format) == (False, "parquet")  # defaults
     # A rerun writes the common names and reports no change where only names changed.
     changed = rewrite_run(rm, RunDir(tmp_path / "run").read_config())
     assert "groups" not in changed

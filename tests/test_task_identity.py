@@ -63,6 +63,7 @@ FORBIDDEN = (
     "jinja2",
     "ipywidgets",
     "pandas",
+    "pyarrow",  # save_dataframe's parquet: only through pandas, only when on
     "sqlite3",
     "structlog",  # with rich and pygments when installed: ~80 ms of CPU per task
     "adaptive",
@@ -76,7 +77,9 @@ FORBIDDEN = (
 def test_the_worker_imports_nothing_of_the_manager_side() -> None:
     # A fresh interpreter: this test process has imported everything already. adaptive
     # itself is imported only after a learner was claimed (a task with no work exits fast).
-    code = "import sys, json, adaptive_runner.worker; print(json.dumps(sorted(sys.modules)))"
+    # The worker's modules for save_dataframe import pandas and pyarrow only with the frames.
+    ours = "adaptive_runner.worker, adaptive_runner.dataframes"
+    code = f"import sys, json, {ours}; print(json.dumps(sorted(sys.modules)))"
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )

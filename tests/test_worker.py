@@ -607,7 +607,7 @@ def test_a_fatal_signal_leaves_the_stack_in_the_task_log(make: Any) -> None:
 def test_points_in_a_reason_read_as_numbers() -> None:
     import numpy as np  # noqa: PLC0415
 
-    from adaptive_runner.worker import _with_points  # noqa: PLC0415
+    from adaptive_runner.learner_runs import with_points  # noqa: PLC0415
 
-    reason = _with_points("SIGTERM", [np.float64(-0.5), (np.float64(1.0), 2), 0.25])
+    reason = with_points("SIGTERM", [np.float64(-0.5), (np.float64(1.0), 2), 0.25])
     assert reason == "SIGTERM; points in evaluation: -0.5, (1.0, 2), 0.25"
