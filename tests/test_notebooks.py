@@ -53,7 +53,11 @@ def test_example_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
     assert table.count("done") >= 4
     plot = find_cell(nb, "learners = rm.load_learners()")
     assert any("image/png" in o.get("data", {}) for o in plot.outputs)
-    assert len(list((tmp_path / "data" / "example").glob("*.pickle"))) == 4
+    per_learner = result_text(find_cell(nb, "df = rm.load_dataframes()"))
+    assert per_learner.count("\n") >= 4  # a row per learner (and the header)
+    data = tmp_path / "data" / "example"
+    assert len(list(data.glob("peak_*[0-9].pickle"))) == 4
+    assert len(list(data.glob("*.pickle.dataframe.pickle"))) == 4
 
 
 def test_notebooks_are_valid() -> None:
