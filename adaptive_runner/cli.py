@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from adaptive_runner.errors import ConfigError, ManagerDiedError, StateFileError
 from adaptive_runner.logs import configure_manager_logging
 from adaptive_runner.run_dir import RunDir
-from adaptive_runner.vocabulary import Outcome
+from adaptive_runner.vocabulary import NOT_CLEAN, Outcome
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -33,9 +33,8 @@ if TYPE_CHECKING:
 
 FOLLOW_INTERVAL_S = 1.0
 # Status-file flags, in the spirit of disBatch's E/R: R the task did not end cleanly (it
-# failed, or was lost, expired or killed: non-zero or unknown exit), K killed by
+# failed, or was lost, expired or killed: NOT_CLEAN, non-zero or unknown exit), K killed by
 # kill_on_error, C cancelled by the user, E its own output (in its log) holds error lines.
-_NOT_CLEAN = frozenset({Outcome.FAILED, Outcome.LOST, Outcome.EXPIRED, Outcome.KILLED})
 # The worker's documented exit codes.
 _EXIT_CODES: dict[str, str] = {Outcome.DONE: "0", Outcome.RELEASED: "0", Outcome.FAILED: "1"}
 _MULTILINE_KEYS = ("traceback", "exception")
@@ -240,7 +239,7 @@ def _status_file(
         flags = "".join(
             flag
             for flag, on in (
-                ("R", outcome in _NOT_CLEAN),
+                ("R", outcome in NOT_CLEAN),
                 ("K", outcome == Outcome.KILLED),
                 ("C", outcome == Outcome.CANCELLED),
                 ("E", record is not None and bool(record.output_errors)),

@@ -62,3 +62,8 @@ class Outcome(StrEnum):
     EXPIRED = "expired"  # no heartbeat within the lease
     KILLED = "killed"  # kill_on_error matched the task's output
     CANCELLED = "cancelled"  # by the user
+
+
+# Holds that did not end cleanly: the learner's code raised, or its task vanished, went
+# silent or was killed on an error line (the status file's R flag, the panel's failed jobs).
+NOT_CLEAN = frozenset({Outcome.FAILED, Outcome.LOST, Outcome.EXPIRED, Outcome.KILLED})

@@ -131,7 +131,7 @@ def _state(code: str) -> JobState:
 
 
 def parse_squeue(text: str, array_ids: Collection[str]) -> dict[str, QueuedTask]:
-    """Task id -> state, job name and pending reason for the tasks of ``array_ids`` in squeue output.
+    """Task id -> state, job name and pending reason of the tasks of ``array_ids`` in squeue.
 
     The command is ``squeue -h -o '%F|%K|%T|%r|%j'``. Pending ranges are expanded into their
     tasks; other users' and other runs' jobs are ignored. A job that is no array (``%K`` is
@@ -145,9 +145,7 @@ def parse_squeue(text: str, array_ids: Collection[str]) -> dict[str, QueuedTask]
             continue
         fields = line.split("|", _SQUEUE_FIELDS - 1)
         if len(fields) != _SQUEUE_FIELDS:
-            raise SchedulerCommandError(
-                f"unexpected squeue line {line!r}: want '{SQUEUE_FORMAT}'"
-            )
+            raise SchedulerCommandError(f"unexpected squeue line {line!r}: want '{SQUEUE_FORMAT}'")
         array_id, indices, code, reason, name = fields
         if array_id not in wanted:
             continue
