@@ -172,7 +172,7 @@ def totals_items(totals: Totals) -> list[tuple[str, str]]:
     )
     return [
         ("elapsed", none if totals.elapsed_s is None else duration(totals.elapsed_s)),
-        ("CPU-hours", f"{totals.cpu_hours:.2f} (estimate; {totals.held_hours:.2f} h held)"),
+        ("CPU-hours", f"{totals.cpu_hours:.3g} (estimate; {totals.held_hours:.3g} h held)"),
         ("mean CPU", cpu),
         ("memory", f"{size(totals.memory_bytes)} (sum over running workers)"),
         ("data on disk", f"{size(totals.data.n_bytes)} in {totals.data.n_files} files"),
