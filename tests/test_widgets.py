@@ -22,7 +22,7 @@ from adaptive_runner.schedulers.slurm import SLURM, parse_squeue
 from adaptive_runner.widgets import StatusSnapshot, View
 from adaptive_runner.widgets.log_view import log_html, log_sources, matching_lines
 from adaptive_runner.widgets.plot import LearnerPlot, learner_png
-from adaptive_runner.widgets.queue import Looks, QueueView, queue_html, queue_rows
+from adaptive_runner.widgets.queue import GroupQueue, Looks, QueueView, held_by_task, queue_html
 from adaptive_runner.widgets.snapshot import (
     counts_html,
     parse_selection,
@@ -193,7 +193,7 @@ def test_panel_clicks_on_a_live_run(tmp_path: Path) -> None:
 
         def queue_running() -> bool:
             queue = panel.snapshot.queue
-            return queue is not None and any(row.learners for row in queue.rows)
+            return queue is not None and any(row.task in queue.held for row in queue.rows())
 
         wait_for(queue_running, what="a task holding a learner in the queue view")
         assert "<b>queue</b>: running " in panel.queue.value
@@ -359,15 +359,16 @@ def test_looks_ask_each_group_at_most_once_per_interval(tmp_path: Path) -> None:
 
 def test_queue_view_shows_slurm_pending_reasons() -> None:
     text = (Path(__file__).parent / "data" / "slurm" / "squeue_pending_running.txt").read_text()
-    listed = parse_squeue(text, ["2989"])
-    view = QueueView(tuple(queue_rows(0, listed, {"2989_0": 7, "2989_1@0": 8})), age_s=2.0)
+    group = GroupQueue.of(0, parse_squeue(text, ["2989"]))
+    view = QueueView((group,), held_by_task({"2989_0": 7, "2989_1@0": 8, "2989_1@1": 5}), 2.0)
     assert view.n_running == 8
     assert view.n_pending == 4
     assert view.reasons() == {"JobArrayTaskLimit": 4}
-    running = {row.task: row.learners for row in view.rows if row.learners}
-    assert running == {"2989_0": (7,), "2989_1": (8,)}  # a packed worker counts for its task
+    assert [row.task for row in view.rows()] == [f"2989_{i}" for i in (0, 1, *range(2, 12))]
+    assert view.held == {"2989_0": (7,), "2989_1": (5, 8)}  # packed workers count for their task
     page = queue_html(view, max_rows=3)
     assert "running 8 · pending 4 (JobArrayTaskLimit 4) · asked 2 s ago" in page
+    assert '<td style="padding:1px 8px">5, 8</td>' in page
     assert "… and 9 more tasks" in page
 
 
@@ -376,7 +377,7 @@ def test_queue_view_says_when_the_scheduler_cannot_be_asked(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no squeue here
     view = Looks([SLURM()]).queue({0: ["5"]}, {})
-    assert view.rows == ()
+    assert view.rows() == []
     assert "squeue not found on PATH" in view.errors[0]
     assert "cannot read the queue of group 0: squeue not found" in queue_html(view)
 

@@ -9,6 +9,7 @@ panel refreshed every second thus costs squeue one call per group every few seco
 from __future__ import annotations
 
 import html
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -34,55 +35,85 @@ QUEUE_ROWS: Final = 20  # the queue view lists this many tasks; the counts cover
 
 @dataclass(frozen=True, slots=True)
 class QueueRow:
-    """One pending or running task of the run."""
+    """One pending or running task of the run, as its scheduler reported it."""
 
     task: str
     group: int
     state: JobState
     reason: str | None  # the scheduler's, for a pending task; None where it gives none
-    learners: tuple[int, ...]  # what its workers hold (a packed allocation: several)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupQueue:
+    """One group's queue answer, digested once per look: its active tasks and their counts."""
+
+    rows: tuple[QueueRow, ...]  # running first, then pending, by task id (7_9 before 7_10)
+    n_running: int
+    n_pending: int
+    reasons: Counter[str]  # pending tasks per reason (those without one left out)
+
+    @classmethod
+    def of(cls, group: int, listed: Mapping[str, QueuedTask]) -> GroupQueue:
+        """The active tasks among ``listed`` (what ``queue_named`` answered for ``group``)."""
+        rows = sorted(
+            (
+                QueueRow(task, group, queued.state, queued.reason)
+                for task, queued in listed.items()
+                if queued.state.active
+            ),
+            key=lambda row: (row.state != JobState.RUNNING, _natural(row.task)),
+        )
+        pending = [row for row in rows if row.state == JobState.PENDING]
+        return cls(
+            tuple(rows),
+            len(rows) - len(pending),
+            len(pending),
+            Counter(row.reason for row in pending if row.reason),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class QueueView:
-    """The run's active tasks, running ones first; ``age_s``: how old the oldest answer is."""
+    """The run's active tasks, by group; ``age_s``: how old the oldest answer is."""
 
-    rows: tuple[QueueRow, ...]
+    groups: tuple[GroupQueue, ...]
+    held: Mapping[str, tuple[int, ...]]  # task -> the learners its workers hold now
     age_s: float
     errors: tuple[str, ...] = ()  # a group whose queue could not be read, in words
 
     @property
     def n_running(self) -> int:
         """Tasks running now."""
-        return sum(row.state == JobState.RUNNING for row in self.rows)
+        return sum(group.n_running for group in self.groups)
 
     @property
     def n_pending(self) -> int:
         """Tasks waiting in the queue."""
-        return sum(row.state == JobState.PENDING for row in self.rows)
+        return sum(group.n_pending for group in self.groups)
 
     def reasons(self) -> Counter[str]:
         """How many pending tasks wait for each reason (those without one are left out)."""
-        return Counter(
-            row.reason for row in self.rows if row.state == JobState.PENDING and row.reason
-        )
+        return sum((group.reasons for group in self.groups), Counter())
+
+    def rows(self, limit: int | None = None) -> list[QueueRow]:
+        """The first ``limit`` tasks (None: all), each group's running ones first."""
+        found: list[QueueRow] = []
+        for group in self.groups:
+            found += group.rows[: None if limit is None else limit - len(found)]
+        return found
 
 
-def queue_rows(
-    group: int, listed: Mapping[str, QueuedTask], holders: Mapping[str, int]
-) -> list[QueueRow]:
-    """The active tasks among ``listed`` (one group's queue), with the learners they hold.
+def _natural(task: str) -> list[str | int]:
+    """A sort key that puts ``7_9`` before ``7_10``: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", task)]
 
-    ``holders`` is worker id -> learner (``Database.running_tasks``).
-    """
+
+def held_by_task(holders: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+    """Task id -> the learners it holds, from worker id -> learner (packed: ``task@rank``)."""
     held: dict[str, list[int]] = {}
     for worker, learner in holders.items():
         held.setdefault(task_of(worker), []).append(learner)
-    return [
-        QueueRow(task, group, queued.state, queued.reason, tuple(sorted(held.get(task, ()))))
-        for task, queued in listed.items()
-        if queued.state.active
-    ]
+    return {task: tuple(sorted(learners)) for task, learners in held.items()}
 
 
 class Throttle(Generic[T]):
@@ -138,36 +169,43 @@ class Looks:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.schedulers = list(schedulers)
-        self._queues: Throttle[dict[str, QueuedTask] | str] = Throttle(queue_interval_s, clock)
+        self._queues: Throttle[GroupQueue | str] = Throttle(queue_interval_s, clock)
+        self._waits: Throttle[list[float]] = Throttle(queue_interval_s, clock)
         self._disk: Throttle[DataSize] = Throttle(disk_interval_s, clock)
 
     def queue(self, arrays: Mapping[int, Sequence[str]], holders: Mapping[str, int]) -> QueueView:
-        """The view of the groups' unfinished ``arrays`` (group -> array ids)."""
-        rows: list[QueueRow] = []
+        """The view of the groups' unfinished ``arrays`` (group -> array ids).
+
+        ``holders`` is worker id -> learner (``Database.running_tasks``), read fresh.
+        """
+        groups: list[GroupQueue] = []
         errors: list[str] = []
         age = 0.0
         for group, scheduler in enumerate(self.schedulers):
             ids = list(arrays.get(group, ()))
             if not ids:
                 continue
-            listed, group_age = self._queues.get(group, partial(_ask, scheduler, ids))
+            answer, group_age = self._queues.get(group, partial(_ask, scheduler, group, ids))
             age = max(age, group_age)
-            if isinstance(listed, str):
-                errors.append(f"group {group}: {listed}")
+            if isinstance(answer, str):
+                errors.append(f"group {group}: {answer}")
             else:
-                rows += queue_rows(group, listed, holders)
-        rows.sort(key=lambda row: (row.state != JobState.RUNNING, row.group, row.task))
-        return QueueView(tuple(rows), age, tuple(errors))
+                groups.append(answer)
+        return QueueView(tuple(groups), held_by_task(holders), age, tuple(errors))
+
+    def queue_waits(self, waits: Callable[[], list[float]]) -> list[float]:
+        """The tasks' queue waits (see totals.py), worked out again with the queues' interval."""
+        return self._waits.get("waits", waits)[0]
 
     def data_size(self, fnames: Callable[[], Iterable[str]]) -> DataSize:
         """The data files' size, stat'ed again only after ``disk_interval_s``."""
         return self._disk.get("data", lambda: data_size(fnames()))[0]
 
 
-def _ask(scheduler: Scheduler, array_ids: Sequence[str]) -> dict[str, QueuedTask] | str:
-    """One call of the scheduler's queue; its error in words if the command failed."""
+def _ask(scheduler: Scheduler, group: int, array_ids: Sequence[str]) -> GroupQueue | str:
+    """One call of the group's scheduler, digested; its error in words if the command failed."""
     try:
-        return scheduler.queue_named(array_ids)
+        return GroupQueue.of(group, scheduler.queue_named(array_ids))
     except SchedulerCommandError as e:
         return str(e)
 
@@ -183,7 +221,8 @@ def queue_html(view: QueueView, max_rows: int = QUEUE_ROWS) -> str:
     )
     for error in view.errors:
         line += f'<br><span style="color:#d62728">cannot read the queue of {e(error)}</span>'
-    if not view.rows:
+    rows = view.rows(max_rows)
+    if not rows:
         return f'<div class="ar-queue-line">{line}</div>'
     cells = "".join(
         "<tr>"
@@ -193,21 +232,18 @@ def queue_html(view: QueueView, max_rows: int = QUEUE_ROWS) -> str:
                 e(row.task),
                 row.state.value,
                 e(row.reason or ""),
-                ", ".join(map(str, row.learners)),
+                ", ".join(map(str, view.held.get(row.task, ()))),
             )
         )
         + "</tr>"
-        for row in view.rows[:max_rows]
+        for row in rows
     )
     head = "".join(
         f'<th style="text-align:left;padding:1px 8px">{c}</th>'
         for c in ("task", "state", "reason", "learner")
     )
-    more = (
-        f"<div>… and {len(view.rows) - max_rows} more tasks</div>"
-        if len(view.rows) > max_rows
-        else ""
-    )
+    n_rows = view.n_running + view.n_pending
+    more = f"<div>… and {n_rows - len(rows)} more tasks</div>" if n_rows > len(rows) else ""
     return (
         f'<div class="ar-queue-line">{line}</div>'
         f'<table class="ar-queue-table" style="border-collapse:collapse;font-size:12px">'

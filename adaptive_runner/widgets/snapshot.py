@@ -18,7 +18,13 @@ from adaptive_runner.database import SORT_KEYS, Database, LearnerRow, LearnerSta
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.run import Run
 from adaptive_runner.run_dir import RunDir
-from adaptive_runner.widgets.totals import Totals, data_size, duration, read_totals
+from adaptive_runner.widgets.totals import (
+    Totals,
+    data_size,
+    duration,
+    queue_waits,
+    read_totals,
+)
 
 if TYPE_CHECKING:
     import os
@@ -145,11 +151,15 @@ class StatusSnapshot:
             )
             problems = tuple(m for state in db.group_states() for m in state.messages())
             finished = sum(counts[state] for state in _FINAL) == sum(counts.values())
+
+            def waits() -> list[float]:
+                return queue_waits(db.first_claims(), db.array_submissions(), schedulers)
+
             totals = read_totals(
                 db,
                 now=now,
                 finished=finished,
-                schedulers=schedulers,
+                waits=waits() if looks is None else looks.queue_waits(waits),
                 data=data_size(db.fnames()) if looks is None else looks.data_size(db.fnames),
             )
             if looks is not None:

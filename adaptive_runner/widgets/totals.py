@@ -64,7 +64,7 @@ def read_totals(
     *,
     now: float,
     finished: bool,
-    schedulers: Sequence[Scheduler],
+    waits: Sequence[float],
     data: DataSize,
 ) -> Totals:
     """The totals from the run's open database, as of ``now``.
@@ -77,14 +77,13 @@ def read_totals(
         Wall clock: open holds last until then.
     finished
         Whether no learner waits or runs: the elapsed time then ends at the last learner.
-    schedulers
-        The run's schedulers, which know how their task ids name their arrays.
+    waits
+        The tasks' queue waits (:func:`queue_waits`, or cached ones).
     data
         The data files' size (:func:`data_size`, or a cached one).
 
     """
     usage = db.usage(now)
-    waits = queue_waits(db.first_claims(), db.array_submissions(), schedulers)
     end = usage.last_finished if finished and usage.last_finished is not None else now
     return Totals(
         elapsed_s=None if usage.first_submitted is None else max(0.0, end - usage.first_submitted),
