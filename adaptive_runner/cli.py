@@ -55,10 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("run_dir", type=Path)
     status.add_argument(
         "--format",
-        choices=("table", "tsv"),
+        choices=("table", "tsv", "info"),
         default="table",
         help="tsv: a status file, one line per task (flags, learner, task, host, pid, exit "
-        "code, elapsed, start, finish, attempts), like disBatch's",
+        "code, elapsed, start, finish, attempts), like disBatch's; info: state, counts and "
+        "totals (elapsed, CPU-hours, memory, data on disk, queue wait)",
     )
     cancel = sub.add_parser("cancel", help="cancel the run, or some learners, and their jobs")
     cancel.add_argument("run_dir", type=Path)
@@ -168,6 +169,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     run = _open(args.run_dir)
+    if args.format == "info":
+        print(run.info())
+        return 0
     if args.format == "tsv":
         records = {r.task: r for r in run.parse_logs()}
         sys.stdout.writelines(_status_file(run.tasks(), records, now=time.time()))

@@ -126,8 +126,9 @@ class StatusSnapshot:
             (``RunManager.dead_managers()``): the run does not go on until it is resumed.
         looks
             A panel's throttled looks at the schedulers' queues and the data files: with
-            them the snapshot has a queue view and a cached data size; without, no queue
-            view and every data file is stat'ed now.
+            them the snapshot has a queue view, and the data size and queue waits of a
+            run not finished yet may be a few seconds old; without, no queue view and every
+            data file is stat'ed now.
         clock
             Wall clock for heartbeat ages, injectable for tests.
 
@@ -151,6 +152,8 @@ class StatusSnapshot:
             )
             problems = tuple(m for state in db.group_states() for m in state.messages())
             finished = sum(counts[state] for state in _FINAL) == sum(counts.values())
+            # A finished run's totals are its last word (the auto-refresh stops): never cached.
+            cached = None if finished else looks
 
             def waits() -> list[float]:
                 return queue_waits(db.first_claims(), db.array_submissions(), schedulers)
@@ -159,8 +162,8 @@ class StatusSnapshot:
                 db,
                 now=now,
                 finished=finished,
-                waits=waits() if looks is None else looks.queue_waits(waits),
-                data=data_size(db.fnames()) if looks is None else looks.data_size(db.fnames),
+                waits=waits() if cached is None else cached.queue_waits(waits),
+                data=data_size(db.fnames()) if cached is None else cached.data_size(db.fnames),
             )
             if looks is not None:
                 arrays = {g: db.active_arrays(g) for g in range(len(schedulers))}
