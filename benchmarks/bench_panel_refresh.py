@@ -14,7 +14,7 @@ side, medians over the same repeats, interleaved:
 - **due**: the same when the looks are due (every few seconds): one squeue answer parsed and
   10,000 data files stat'ed.
 
-    python benchmarks/bench_panel_refresh.py           # 10,000 and 100,000 learners; ~1.5 min
+    python benchmarks/bench_panel_refresh.py           # 10,000 and 100,000 learners; ~5 min
     python benchmarks/bench_panel_refresh.py --quick   # 10,000 learners, fewer repeats; < 1 min
 """
 

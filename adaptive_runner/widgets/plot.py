@@ -82,7 +82,7 @@ def _version(path: Path) -> tuple[int, int] | None:
 def learner_png(learner: Any) -> tuple[bytes | None, str]:
     """A PNG of ``learner`` and how it was drawn; None and why when it cannot be drawn."""
     if importlib.util.find_spec("holoviews") is not None:
-        return _holoviews_png(learner.plot()), "drawn by its plot() (holoviews)"
+        return _holoviews_png(learner), "drawn by its plot() (holoviews)"
     points = _points(learner)
     if points is None:
         kind = type(learner).__name__
@@ -90,10 +90,25 @@ def learner_png(learner: Any) -> tuple[bytes | None, str]:
     return _matplotlib_png(points), "drawn with matplotlib (holoviews is not installed)"
 
 
-def _holoviews_png(plot: Any) -> bytes:
-    import holoviews as hv  # noqa: PLC0415 - optional, and slow to import
+def _holoviews_png(learner: Any) -> bytes:
+    """``learner.plot()`` drawn by holoviews' matplotlib renderer.
 
-    data, _ = hv.renderer("matplotlib")(plot, fmt="png")
+    adaptive styles its plots with bokeh options (``line_width``, ``tools``), valid only
+    while the bokeh backend is loaded too; matplotlib then skips them (param's warnings
+    about that are silenced). The user's current backend is put back afterwards.
+    """
+    import holoviews as hv  # noqa: PLC0415 - optional, and slow to import
+    import param  # noqa: PLC0415 - holoviews' own dependency
+
+    renderer = hv.renderer("matplotlib")
+    hv.renderer("bokeh")  # loads bokeh's options, which adaptive's plots use
+    before = hv.Store.current_backend
+    hv.Store.set_current_backend("matplotlib")
+    try:
+        with param.parameterized.logging_level("ERROR"):
+            data, _ = renderer(learner.plot(), fmt="png")
+    finally:
+        hv.Store.set_current_backend(before)
     return bytes(data)
 
 
