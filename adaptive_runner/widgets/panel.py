@@ -117,7 +117,7 @@ class StatusPanel:
         self.plot_button = w.Button(description="Plot", icon="line-chart")
         self.hide_plot_button = w.Button(description="Hide plot")
         self.plot_note = w.HTML()
-        self.plot_image = w.Image(format="png", layout=w.Layout(display=_HIDDEN))
+        self.plot_image = w.Image(format="png", layout=w.Layout(display=_HIDDEN, width="400px"))
         self.plot_box = w.VBox(
             [w.HBox([self.plot_note, self.hide_plot_button]), self.plot_image],
             layout=w.Layout(display=_HIDDEN),

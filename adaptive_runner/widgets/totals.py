@@ -158,19 +158,21 @@ def size(n_bytes: float) -> str:
 
 def totals_items(totals: Totals) -> list[tuple[str, str]]:
     """The totals as (label, value) pairs: the panel's row and the text info say the same."""
-    none = "none yet"
     cpu = (
-        none
+        "none (no running worker has reported)"
         if totals.mean_cpu_percent is None
         else f"{totals.mean_cpu_percent:.0f} % of a core ({totals.n_sampled} running)"
     )
     wait = (
-        none
+        "none (no task has claimed yet)"
         if totals.median_wait_s is None
         else f"{duration(totals.median_wait_s)} ({totals.n_waits} tasks)"
     )
+    elapsed = (
+        "none (no job submitted yet)" if totals.elapsed_s is None else duration(totals.elapsed_s)
+    )
     return [
-        ("elapsed", none if totals.elapsed_s is None else duration(totals.elapsed_s)),
+        ("elapsed", elapsed),
         ("CPU-hours", f"{totals.cpu_hours:.3g} (estimate; {totals.held_hours:.3g} h held)"),
         ("mean CPU", cpu),
         ("memory", f"{size(totals.memory_bytes)} (sum over running workers)"),
