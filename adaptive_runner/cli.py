@@ -24,7 +24,7 @@ from adaptive_runner.errors import ConfigError, ManagerDiedError, StateFileError
 from adaptive_runner.logs import configure_manager_logging
 from adaptive_runner.run_dir import RunDir
 from adaptive_runner.task_identity import RANK_SEPARATOR
-from adaptive_runner.vocabulary import Outcome
+from adaptive_runner.vocabulary import NOT_CLEAN, Outcome
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -36,9 +36,8 @@ if TYPE_CHECKING:
 
 FOLLOW_INTERVAL_S = 1.0
 # Status-file flags, in the spirit of disBatch's E/R: R the task did not end cleanly (it
-# failed, or was lost, expired or killed: non-zero or unknown exit), K killed by
+# failed, or was lost, expired or killed: NOT_CLEAN, non-zero or unknown exit), K killed by
 # kill_on_error, C cancelled by the user, E its own output (in its log) holds error lines.
-_NOT_CLEAN = frozenset({Outcome.FAILED, Outcome.LOST, Outcome.EXPIRED, Outcome.KILLED})
 # The worker's documented exit codes.
 _EXIT_CODES: dict[str, str] = {Outcome.DONE: "0", Outcome.RELEASED: "0", Outcome.FAILED: "1"}
 _MULTILINE_KEYS = ("traceback", "exception")
@@ -59,10 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("run_dir", type=Path)
     status.add_argument(
         "--format",
-        choices=("table", "tsv"),
+        choices=("table", "tsv", "info"),
         default="table",
         help="tsv: a status file, one line per task (flags, learner, task, host, pid, exit "
-        "code, elapsed, start, finish, attempts), like disBatch's",
+        "code, elapsed, start, finish, attempts), like disBatch's; info: state, counts and "
+        "totals (elapsed, CPU-hours, memory, data on disk, queue wait)",
     )
     cancel = sub.add_parser("cancel", help="cancel the run, or some learners, and their jobs")
     cancel.add_argument("run_dir", type=Path)
@@ -179,6 +179,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     run = _open(args.run_dir)
+    if args.format == "info":
+        print(run.info())
+        return 0
     if args.format == "tsv":
         records = {r.task: r for r in run.parse_logs()}
         sys.stdout.writelines(_status_file(run.tasks(), records, now=time.time()))
@@ -250,7 +253,7 @@ def _status_file(
         flags = "".join(
             flag
             for flag, on in (
-                ("R", outcome in _NOT_CLEAN),
+                ("R", outcome in NOT_CLEAN),
                 ("K", outcome == Outcome.KILLED),
                 ("C", outcome == Outcome.CANCELLED),
                 ("E", record is not None and bool(record.output_errors)),

@@ -17,6 +17,7 @@ from adaptive_runner.database_schema import (
     LearnerRow,
     LearnerState,
     TaskRow,
+    Usage,
     as_index,
 )
 from adaptive_runner.errors import ConfigError
@@ -190,6 +191,76 @@ class Queries:
             " ORDER BY started, task"
         ).fetchall()
         return [TaskRow(*row) for row in rows]
+
+    def holds_of(
+        self,
+        learners: Collection[int] | None = None,
+        outcomes: Collection[str] | None = None,
+        limit: int = 3,
+    ) -> list[TaskRow]:
+        """The latest ``limit`` holds (of ``learners``, ending in ``outcomes``; None: any).
+
+        Newest first: the log viewer's "failed jobs only" asks for the NOT_CLEAN outcomes.
+        """
+        where, params = [], []
+        for column, values in (("learner", learners), ("outcome", outcomes)):
+            if values is not None:
+                where.append(f"{column} IN ({','.join('?' * len(values))})")
+                params += list(values)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._conn.execute(
+            "SELECT task, learner, attempt, host, pid, started, finished, outcome FROM tasks"  # noqa: S608 - placeholders only
+            f" {clause} ORDER BY started DESC, task LIMIT ?",
+            [*params, limit],
+        ).fetchall()
+        return [TaskRow(*row) for row in rows]
+
+    def usage(self, now: float) -> Usage:
+        """What the tasks table and the heartbeats say the run used, up to ``now``.
+
+        One pass over each table: the holds' durations (an open hold lasts until ``now``)
+        weighted by their learner's latest CPU sample, and the running learners' samples.
+        """
+        held_s, cpu_s = self._conn.execute(
+            "SELECT coalesce(sum(coalesce(t.finished, :now) - t.started), 0),"
+            " coalesce(sum((coalesce(t.finished, :now) - t.started) * coalesce(l.cpu, 0)), 0)"
+            " / 100 FROM tasks t JOIN learners l ON l.idx = t.learner",
+            {"now": now},
+        ).fetchone()
+        sampled, mean_cpu, memory = self._conn.execute(
+            "SELECT count(cpu), avg(cpu), coalesce(sum(memory), 0) FROM learners"
+            " WHERE state = 'running'"
+        ).fetchone()
+        first, last = self._conn.execute(
+            "SELECT (SELECT min(submitted) FROM arrays), (SELECT max(finished) FROM learners)"
+        ).fetchone()
+        return Usage(
+            held_s=float(held_s),
+            cpu_s=float(cpu_s),
+            n_sampled=int(sampled),
+            mean_cpu_percent=None if mean_cpu is None else float(mean_cpu),
+            memory_bytes=int(memory),
+            first_submitted=first,
+            last_finished=last,
+        )
+
+    def first_claims(self) -> dict[str, float]:
+        """Task (or packed worker) id -> when it first claimed a learner."""
+        return dict(self._conn.execute("SELECT task, min(started) FROM tasks GROUP BY task"))
+
+    def array_submissions(self) -> dict[str, float]:
+        """Every array the run submitted -> when it was submitted."""
+        return dict(self._conn.execute("SELECT array_id, submitted FROM arrays"))
+
+    def fname(self, learner: int) -> str:
+        """The data file of ``learner``."""
+        idx = as_index(learner, self._count(self._conn), "fname")
+        (fname,) = self._conn.execute("SELECT fname FROM learners WHERE idx = ?", (idx,)).fetchone()
+        return str(fname)
+
+    def fnames(self) -> list[str]:
+        """Every learner's data file, by index."""
+        return [f for (f,) in self._conn.execute("SELECT fname FROM learners ORDER BY idx")]
 
     def _count(self, c: sqlite3.Connection) -> int:
         (n,) = c.execute("SELECT sum(n) FROM state_counts").fetchone()

@@ -75,6 +75,19 @@ class TaskRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """What the run used so far, from the tasks table and the learners' latest heartbeats."""
+
+    held_s: float  # seconds learners were held by tasks, summed over the holds
+    cpu_s: float  # each hold's seconds times its learner's latest CPU fraction, summed
+    n_sampled: int  # running learners with a CPU sample (a heartbeat)
+    mean_cpu_percent: float | None  # their mean CPU % (of one core); None without any
+    memory_bytes: int  # resident memory of the running learners' workers, summed
+    first_submitted: float | None  # the run's first array; None before any
+    last_finished: float | None  # the latest learner to finish (done, failed, cancelled)
+
+
+@dataclass(frozen=True, slots=True)
 class GroupState:
     """What the job manager found wrong with a resource group's jobs (nothing: all None/0)."""
 

@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import cloudpickle
 import structlog
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
     from adaptive_runner.database import LearnerRow, TaskRow
     from adaptive_runner.schedulers.base import Scheduler
+    from adaptive_runner.widgets.report import InfoText
+    from adaptive_runner.widgets.snapshot import StatusSnapshot
 
 log = structlog.get_logger("adaptive_runner.run")
 
@@ -58,6 +60,34 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.run_dir.path)!r})"
+
+    def info(self, *, format: Literal["text"] = "text") -> InfoText:  # noqa: A002 - as RunManager
+        """The run's state, counts per state and totals as text (see ``RunManager.info``).
+
+        This handle serves no managers, so whether some process serves the run is not known
+        here: an unfinished run is "unfinished". The panel needs a RunManager
+        (``RunManager.open(run_dir).info()``).
+        """
+        if format != "text":
+            raise ConfigError(
+                f"Run.info gives format='text' only, got {format!r}: for the panel use "
+                "RunManager.open(run_dir).info()"
+            )
+        from adaptive_runner.widgets.report import info_text  # noqa: PLC0415 - no cycle
+
+        return info_text(self._snapshot())
+
+    def _repr_html_(self) -> str:
+        """The run's summary in a notebook: state, counts, totals, problems."""
+        from adaptive_runner.widgets.report import summary_html  # noqa: PLC0415 - no cycle
+
+        return summary_html(self._snapshot())
+
+    def _snapshot(self) -> StatusSnapshot:
+        from adaptive_runner.widgets.snapshot import StatusSnapshot  # noqa: PLC0415 - no cycle
+
+        self._check_database()
+        return StatusSnapshot.take(self.run_dir, managers_running=None)
 
     def config(self) -> RunConfig:
         """What run.json says; ConfigError if this is not a run directory."""
@@ -131,12 +161,23 @@ class Run:
         Unpickling runs the learners' code: their functions' modules must be importable.
         """
         with self._open() as db:
-            fnames = [row.fname for row in db.learners()]
-        learners = [cloudpickle.loads(self.run_dir.read_learner(i)) for i in range(len(fnames))]
-        for learner, fname in zip(learners, fnames, strict=True):
-            if Path(fname).exists():
-                load_data(learner, Path(fname))
-        return learners
+            fnames = db.fnames()
+        return [self._loaded(i, Path(fname)) for i, fname in enumerate(fnames)]
+
+    def load_learner(self, index: int) -> Any:
+        """Learner ``index`` alone, unpickled now, with the data its jobs saved so far."""
+        return self._loaded(index, self.data_file(index))
+
+    def data_file(self, index: int) -> Path:
+        """Where learner ``index`` saves its data (it may not exist yet)."""
+        with self._open() as db:
+            return Path(db.fname(index))
+
+    def _loaded(self, index: int, data_file: Path) -> Any:
+        learner = cloudpickle.loads(self.run_dir.read_learner(index))
+        if data_file.exists():
+            load_data(learner, data_file)
+        return learner
 
     def load_dataframes(self) -> Any:
         """One pandas DataFrame of the DataFrame files that ``save_dataframe=True`` writes.
@@ -164,7 +205,7 @@ class Run:
         Cancelled learners are never resubmitted; their saved data stays on disk. The jobs
         are cancelled through the schedulers that run.json names.
         """
-        schedulers = self._schedulers()
+        schedulers = self.schedulers()
         by_group: dict[int, list[str]] = {}
         with self._open(write=True) as db:
             holders = db.running_tasks()
@@ -188,7 +229,7 @@ class Run:
         Asks about every array the run ever submitted: a task whose learner is finished may
         still be exiting.
         """
-        schedulers = self._schedulers()
+        schedulers = self.schedulers()
         by_group: dict[int, list[str]] = {}
         with self._open() as db:
             for array_id, group in db.array_groups().items():
@@ -199,7 +240,7 @@ class Run:
             active += sorted(task for task, state in queue.items() if state.active)
         return active
 
-    def _schedulers(self) -> list[Scheduler]:
+    def schedulers(self) -> list[Scheduler]:
         """The schedulers of the run's groups, as run.json describes them, bound to the run."""
         return [
             scheduler_class(g.scheduler)(**g.options).bind(self.run_dir.jobs_dir)

@@ -7,7 +7,7 @@ import socket
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import cloudpickle
 import structlog
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from adaptive_runner.log_parser import LogRecords
     from adaptive_runner.schedulers.base import Scheduler
     from adaptive_runner.widgets.panel import StatusPanel
+    from adaptive_runner.widgets.queue import Looks
+    from adaptive_runner.widgets.report import InfoText
+    from adaptive_runner.widgets.snapshot import StatusSnapshot, View
 
 
 LOOPBACK = "127.0.0.1"
@@ -536,16 +539,63 @@ class RunManager:
         counts = self.status()
         return counts[LearnerState.DONE] == sum(counts.values())
 
-    def info(self, *, refresh_interval: float | timedelta = 2.0) -> StatusPanel:
-        """A status panel for Jupyter: counts, progress, the learners, cancel, logs, loading.
+    @overload
+    def info(
+        self, *, refresh_interval: float | timedelta = ..., format: Literal["widget"] = ...
+    ) -> StatusPanel: ...
 
-        It refreshes itself from a background thread (a toggle on the panel), so the kernel
+    @overload
+    def info(
+        self, *, refresh_interval: float | timedelta = ..., format: Literal["text"]
+    ) -> InfoText: ...
+
+    def info(
+        self,
+        *,
+        refresh_interval: float | timedelta = 2.0,
+        format: Literal["widget", "text"] = "widget",  # noqa: A002 - the word users know
+    ) -> StatusPanel | InfoText:
+        """A status panel for Jupyter, or with ``format="text"`` the run's summary as text.
+
+        The panel (counts, totals, progress, the queue, the learners, cancel, logs, a plot)
+        refreshes itself from a background thread (a toggle on the panel), so the kernel
         stays free; with the managers stopped it shows the last state in state.sqlite.
+        The text (a ``str`` that shows as itself at a prompt) has the state, the counts and
+        the totals, for terminals.
         """
+        if format == "text":
+            from adaptive_runner.widgets.report import info_text  # noqa: PLC0415 - on demand
+
+            return info_text(self.snapshot())
+        if format != "widget":
+            raise ConfigError(f"format must be 'widget' or 'text', got {format!r}")
         from adaptive_runner.widgets.panel import StatusPanel  # noqa: PLC0415 - ipywidgets on demand
 
         interval = positive_seconds(refresh_interval, "refresh_interval")
         return StatusPanel(self, refresh_interval_s=interval)
+
+    def snapshot(self, view: View | None = None, *, looks: Looks | None = None) -> StatusSnapshot:
+        """The run as the panel shows it, as plain data (see :class:`StatusSnapshot`)."""
+        from adaptive_runner.widgets.snapshot import StatusSnapshot  # noqa: PLC0415 - on demand
+
+        jm = self.job_manager
+        error = None if jm is None else jm.error
+        return StatusSnapshot.take(
+            self.run_dir,
+            view,
+            managers_running=jm is not None and jm.running and not jm.finished,
+            manager_error=None if error is None else f"{type(error).__name__}: {error}",
+            dead_managers=[e.summary for e in self.dead_managers()],
+            looks=looks,
+        )
+
+    def _repr_html_(self) -> str:
+        """The run's summary in a notebook: state, counts, totals, problems."""
+        if not self.run_dir.exists():
+            return f"RunManager for <code>{self.run_dir.path}</code>: not started"
+        from adaptive_runner.widgets.report import summary_html  # noqa: PLC0415 - on demand
+
+        return summary_html(self.snapshot())
 
     def cancel(self, learners: Collection[int] | None = None) -> None:
         """Cancel learners (default: the whole run) and kill the jobs that hold them.

@@ -65,6 +65,11 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"  # by the user
 
 
+# Holds that did not end cleanly: the learner's code raised, or its task vanished, went
+# silent or was killed on an error line (the status file's R flag, the panel's failed jobs).
+NOT_CLEAN = frozenset({Outcome.FAILED, Outcome.LOST, Outcome.EXPIRED, Outcome.KILLED})
+
+
 class DataFrameFormat(StrEnum):
     """How ``save_dataframe`` writes a learner's DataFrame (run.json's ``dataframe_format``)."""
 

@@ -26,10 +26,19 @@ TARGET_MS = 50.0  # a refresh every 2 s must not hold the kernel's GIL for long
 TRACEBACK = 'Traceback (most recent call last):\n  File "f.py", line 1\nMemoryError: x\n' * 20
 
 
-def build(path: Path, n: int) -> RunDir:
-    """A run directory whose state.sqlite holds ``n`` learners in a mix of states."""
+def build(path: Path, n: int, data_dir: Path | None = None) -> RunDir:
+    """A run directory whose state.sqlite holds ``n`` learners in a mix of states.
+
+    The learners' data files are in ``data_dir`` (one of 2-4 kB each, written here), or
+    nowhere (a made-up path) without it.
+    """
     path.mkdir(parents=True)
-    fnames = [f"/scratch/user/project/data/learner_{i:06d}.pickle" for i in range(n)]
+    folder = Path("/scratch/user/project/data") if data_dir is None else data_dir
+    fnames = [str(folder / f"learner_{i:06d}.pickle") for i in range(n)]
+    if data_dir is not None:
+        data_dir.mkdir(parents=True)
+        for i, fname in enumerate(fnames):
+            Path(fname).write_bytes(b"x" * (2000 + i % 2000))
     now = time.time()
     with Database.create(path / "state.sqlite", fnames, dependencies={}, max_fails=1) as db:
         with db.batch():

@@ -1,7 +1,8 @@
 """The status panel in a real browser: JupyterLab on loopback, Debian's chromium via Playwright.
 
 A copy of example.ipynb, plus one cell that starts a second, slow run and shows its panel, is
-run top to bottom in JupyterLab. The test checks the counts both panels show, cancels the slow
+run top to bottom in JupyterLab. The test checks the counts and totals both panels show, the
+slow run's queue view, draws a learner's plot in the finished run's panel, cancels the slow
 run with the panel's button (and its confirmation) and saves screenshots. Playwright drives
 /usr/bin/chromium; no browser is ever downloaded.
 """
@@ -201,6 +202,21 @@ def drive(page: Page, tmp_path: Path) -> None:
     expect(example.locator(".ar-counts")).to_contain_text("total 4")
     expect(example).to_contain_text("4 of 4 learners finished")
     expect(slow.locator(".ar-counts")).to_contain_text(re.compile(r"running [1-3]"))
+    for panel in (example, slow):
+        expect(panel.locator(".ar-totals")).to_contain_text("CPU-hours")
+        expect(panel.locator(".ar-totals")).to_contain_text("median queue wait")
+    expect(example.locator(".ar-totals")).to_contain_text(
+        re.compile(r"data on disk \S+ \S+ in 4 files")
+    )
+    # The slow run's tasks hold its learners: the queue view lists them with their learners.
+    expect(slow.locator(".ar-queue")).to_contain_text(re.compile(r"queue: running [1-3]"))
+    expect(slow.locator(".ar-queue-table")).to_contain_text("running")
+
+    example.get_by_placeholder("e.g. 3, 7-9").fill("0")
+    # By its text: the icon's glyph is part of the button's accessible name.
+    example.locator("button", has_text=re.compile(r"^\s*Plot$")).click()
+    expect(example.locator(".ar-plot img")).to_be_visible()
+    expect(example.locator(".ar-plot")).to_contain_text(re.compile(r"learner 0: \d+ points"))
     example.scroll_into_view_if_needed()
     example.screenshot(path=tmp_path / "panel_example.png")
 

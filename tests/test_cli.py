@@ -58,6 +58,23 @@ def test_status_table(finished_run: Path, capsys: pytest.CaptureFixture[str]) ->
     assert lines[4] == "3 learners: 0 waiting, 0 running, 2 done, 1 failed, 0 cancelled"
 
 
+def test_status_info(finished_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", str(finished_run), "--format", "info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [
+        "run: run finished",
+        "learners: waiting 0, running 0, done 2, failed 1, cancelled 0; total 3",
+    ]
+    assert [line.split("  ")[0] for line in lines[2:8]] == [
+        "elapsed",
+        "CPU-hours",
+        "mean CPU",
+        "memory",
+        "data on disk",
+        "median queue wait",
+    ]
+
+
 def test_status_tsv(finished_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", str(finished_run), "--format", "tsv"]) == 0
     header, *lines = capsys.readouterr().out.splitlines()

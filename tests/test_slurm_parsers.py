@@ -48,54 +48,67 @@ def squeue_states(text: str, array_ids: list[str]) -> dict[str, JobState]:
 
 def test_squeue_pending_ranges_and_running_tasks() -> None:
     text = recorded("squeue_pending_running.txt")
-    # 208: --array=0-11%8 with 8 running; 205..207: held --array=1,3,5-7 / 0-3000:2 / 0-20000:3%5.
-    states = squeue_states(text, ["208", "205", "206", "207"])
-    assert {k: v for k, v in states.items() if k.startswith("208_")} == {
-        **{f"208_{i}": R for i in range(8)},
-        **{f"208_{i}": P for i in range(8, 12)},
+    # 2989: --array=0-11%8 with 8 running; 2986..2988: held --array=1,3,5-7 / 0-3000:2 /
+    # 0-20000:3%5.
+    states = squeue_states(text, ["2989", "2986", "2987", "2988"])
+    assert {k: v for k, v in states.items() if k.startswith("2989_")} == {
+        **{f"2989_{i}": R for i in range(8)},
+        **{f"2989_{i}": P for i in range(8, 12)},
     }
-    assert {k for k in states if k.startswith("205_")} == {
-        "205_1",
-        "205_3",
-        "205_5",
-        "205_6",
-        "205_7",
+    assert {k for k in states if k.startswith("2986_")} == {
+        "2986_1",
+        "2986_3",
+        "2986_5",
+        "2986_6",
+        "2986_7",
     }
-    assert sum(k.startswith("206_") for k in states) == 1501
-    assert "206_3000" in states
-    assert "206_3" not in states
-    assert sum(k.startswith("207_") for k in states) == 6667
-    assert states["207_19998"] == P
+    assert sum(k.startswith("2987_") for k in states) == 1501
+    assert "2987_3000" in states
+    assert "2987_3" not in states
+    assert sum(k.startswith("2988_") for k in states) == 6667
+    assert states["2988_19998"] == P
+
+
+def test_squeue_pending_reasons() -> None:
+    # squeue's %r, in the same call as the states: why a task waits; "None" once it runs.
+    tasks = parse_squeue(recorded("squeue_pending_running.txt"), ["2989", "2986"])
+    assert {tasks[f"2989_{i}"].reason for i in range(8, 12)} == {"JobArrayTaskLimit"}
+    assert tasks["2986_5"].reason == "JobHeldUser"
+    assert {tasks[f"2989_{i}"].reason for i in range(8)} == {None}
+    states = parse_squeue(recorded("squeue_states.txt"), ["2989"])
+    assert states["2989_1"].reason == "Resources,BeginTime"  # requeued: two reasons in one
 
 
 def test_squeue_keeps_only_the_asked_arrays() -> None:
     text = recorded("squeue_pending_running.txt")
-    assert set(squeue_states(text, ["205"])) == {"205_1", "205_3", "205_5", "205_6", "205_7"}
+    assert set(squeue_states(text, ["2986"])) == {"2986_1", "2986_3", "2986_5", "2986_6", "2986_7"}
     assert squeue_states(text, ["999"]) == {}
     assert squeue_states(text, []) == {}
 
 
 def test_squeue_long_irregular_pending_set() -> None:
     # Printed in full only because SLURM_BITSTR_LEN=0 (the default cuts it at 64 characters).
-    states = squeue_states(recorded("squeue_long_pending.txt"), ["219"])
-    released, finished = set(range(3, 151, 7)), set(range(3, 109, 7))
+    states = squeue_states(recorded("squeue_long_pending.txt"), ["2998"])
+    # Tasks 3, 10, ..., 150 were released one by one; those up to 108 ran and finished, the
+    # later ones still waited for a slot (Resources) when recorded.
+    finished = set(range(3, 109, 7))
     indices = {
         state: {int(k.split("_")[1]) for k, v in states.items() if v == state}
         for state in (C, R, P)
     }
     assert indices[C] == finished
-    assert indices[R] == released - finished  # still sleeping when recorded
-    assert indices[P] == set(range(301)) - released
+    assert indices[R] == set()
+    assert indices[P] == set(range(301)) - finished
 
 
 def test_squeue_completing_failed_suspended_requeued() -> None:
-    states = squeue_states(recorded("squeue_states.txt"), ["208", "242", "243"])
-    assert states["242_0"] == R  # COMPLETING: cancelled, ignoring SIGTERM until KillWait
-    assert states["242_1"] == R
-    assert states["243_0"] == states["243_1"] == JobState.FAILED
-    assert states["208_0"] == R  # SUSPENDED keeps its allocation
-    assert states["208_1"] == P  # requeued: back in the pending set "1,8-11"
-    assert {states[f"208_{i}"] for i in range(8, 12)} == {P}
+    states = squeue_states(recorded("squeue_states.txt"), ["2989", "3021", "3022"])
+    assert states["3021_0"] == R  # COMPLETING: cancelled, ignoring SIGTERM until KillWait
+    assert states["3021_1"] == R
+    assert states["3022_0"] == states["3022_1"] == JobState.FAILED
+    assert states["2989_0"] == R  # SUSPENDED keeps its allocation
+    assert states["2989_1"] == P  # requeued: back in the pending set "1,8-11"
+    assert {states[f"2989_{i}"] for i in range(8, 12)} == {P}
 
 
 def test_squeue_timeout_is_an_ending_from_outside() -> None:
@@ -125,12 +138,15 @@ def test_squeue_timeout_is_an_ending_from_outside() -> None:
     ],
 )
 def test_every_state_code(code: str, state: JobState) -> None:
-    assert squeue_states(f"5|2|{code}|run-1\n", ["5"]) == {"5_2": state}
+    assert squeue_states(f"5|2|{code}|None|run-1\n", ["5"]) == {"5_2": state}
 
 
 def test_squeue_truncated_expression_is_an_error() -> None:
     # What squeue printed here without SLURM_BITSTR_LEN=0.
-    text = "19|0-2,4-9,11-16,18-23,25-30,32-37,39-44,46-51,53-58,60-65,67-7...|PENDING|run-1\n"
+    text = (
+        "19|0-2,4-9,11-16,18-23,25-30,32-37,39-44,46-51,53-58,60-65,67-7...|PENDING|JobHeldUser"
+        "|run-1\n"
+    )
     with pytest.raises(SchedulerCommandError, match="SLURM_BITSTR_LEN"):
         squeue_states(text, ["19"])
 
@@ -143,14 +159,15 @@ def test_squeue_malformed_line_is_an_error() -> None:
 
 
 def test_squeue_names_every_task_and_a_job_that_is_no_array() -> None:
-    # record.sh: a held array of three named run-ab12cd34 (203) and a plain job 'other|job'
-    # (204), as the queue poll sees a recorded id that another job holds now.
-    tasks = parse_squeue(recorded("squeue_named.txt"), ["203", "204"])
+    # record.sh: a held array of three named run-ab12cd34 (2982) and a plain job 'other|job'
+    # (2983), as the queue poll sees a recorded id that another job holds now.
+    tasks = parse_squeue(recorded("squeue_named.txt"), ["2982", "2983"])
     assert tasks == {
-        **{f"203_{i}": QueuedTask(P, "run-ab12cd34") for i in range(3)},
-        "204": QueuedTask(P, "other|job"),  # keyed by its own id; a name may hold '|'
+        **{f"2982_{i}": QueuedTask(P, "run-ab12cd34", "JobHeldUser") for i in range(3)},
+        # keyed by its own id; a name may hold '|'
+        "2983": QueuedTask(P, "other|job", "JobHeldUser"),
     }
-    assert set(parse_squeue(recorded("squeue_named.txt"), ["204"])) == {"204"}
+    assert set(parse_squeue(recorded("squeue_named.txt"), ["2983"])) == {"2983"}
 
 
 @pytest.mark.parametrize(
@@ -235,7 +252,7 @@ def test_accounting_disabled_is_told_from_the_fields() -> None:
 
 
 def test_sbatch_parsable() -> None:
-    assert parse_sbatch(recorded("sbatch_parsable.txt")) == "202"
+    assert parse_sbatch(recorded("sbatch_parsable.txt")) == "2981"
     assert parse_sbatch("123;cluster2\n") == "123"
     with pytest.raises(SchedulerCommandError, match="not a job id"):
         parse_sbatch("Submitted batch job 5\n")
@@ -468,10 +485,10 @@ def test_missing_sbatch_says_what_to_check(tmp_path: Path, monkeypatch: pytest.M
 def test_parse_squeue_names_finds_arrays_by_tag() -> None:
     # squeue --me -h -t all -o '%F|%j' (record.sh): a held array "run-ab12cd34", "other|job".
     text = (DATA / "squeue_names.txt").read_text()
-    assert parse_squeue_names(text, ["run-ab12cd34", "run-none"]) == {"run-ab12cd34": "203"}
-    assert parse_squeue_names(text, ["other|job"]) == {"other|job": "204"}
-    assert parse_squeue_names(text + "203|run-ab12cd34\n", ["run-ab12cd34"]) == {
-        "run-ab12cd34": "203"
+    assert parse_squeue_names(text, ["run-ab12cd34", "run-none"]) == {"run-ab12cd34": "2982"}
+    assert parse_squeue_names(text, ["other|job"]) == {"other|job": "2983"}
+    assert parse_squeue_names(text + "2982|run-ab12cd34\n", ["run-ab12cd34"]) == {
+        "run-ab12cd34": "2982"
     }  # one line per task once they run: the same array
     assert parse_squeue_names(text, []) == {}
     with pytest.raises(SchedulerCommandError, match=re.escape("want '%F|%j'")):

@@ -120,14 +120,17 @@ def _signal_name(number: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class QueuedTask:
-    """An array task as the scheduler's queue shows it: its state and its job's name.
+    """An array task as the scheduler's queue shows it: its state, its job's name, and why.
 
     The name is checked against the tag its array was submitted under: a scheduler that lost
-    its state may give a recorded id to another job, which is then not ours.
+    its state may give a recorded id to another job, which is then not ours. ``reason`` is
+    the scheduler's word for why the task waits (SLURM's ``%r``: ``Priority``,
+    ``Resources``), read in the same call; None where the scheduler gives none.
     """
 
     state: JobState
     name: str | None  # None where the scheduler keeps no name (Local arrays without a tag)
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,11 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 # squeue: array job id | array task id or pending expression (e.g. "8-11%8") | long state name
-# | job name (last: a name may contain '|'). `-t all` keeps recently finished tasks (for
-# MinJobAge) with their final state.
-SQUEUE_FORMAT = "%F|%K|%T|%j"
-_SQUEUE_FIELDS = 4
+# | why it waits ("Priority", "JobHeldUser"; "None" once it runs) | job name (last: a name may
+# contain '|'). `-t all` keeps recently finished tasks (for MinJobAge) with their final state.
+SQUEUE_FORMAT = "%F|%K|%T|%r|%j"
+_SQUEUE_FIELDS = 5
+_NO_REASON = frozenset({"", "None", "(null)"})  # what %r prints when nothing holds a job back
 _NOT_AN_ARRAY = "N/A"  # squeue's %K for a job that is no array
 # squeue and sacct cut array expressions at 64 characters unless told otherwise.
 _FULL_ARRAY_EXPRESSIONS = {"SLURM_BITSTR_LEN": "0"}
@@ -130,9 +131,9 @@ def _state(code: str) -> JobState:
 
 
 def parse_squeue(text: str, array_ids: Collection[str]) -> dict[str, QueuedTask]:
-    """Task id -> state and job name for the tasks of ``array_ids`` in squeue output.
+    """Task id -> state, job name and pending reason of the tasks of ``array_ids`` in squeue.
 
-    The command is ``squeue -h -o '%F|%K|%T|%j'``. Pending ranges are expanded into their
+    The command is ``squeue -h -o '%F|%K|%T|%r|%j'``. Pending ranges are expanded into their
     tasks; other users' and other runs' jobs are ignored. A job that is no array (``%K`` is
     ``N/A``) but has one of these ids got it after slurmctld lost its state: it is keyed by
     its own id, so its name shows whose it is.
@@ -144,11 +145,11 @@ def parse_squeue(text: str, array_ids: Collection[str]) -> dict[str, QueuedTask]
             continue
         fields = line.split("|", _SQUEUE_FIELDS - 1)
         if len(fields) != _SQUEUE_FIELDS:
-            raise SchedulerCommandError(f"unexpected squeue line {line!r}: want '%F|%K|%T|%j'")
-        array_id, indices, code, name = fields
+            raise SchedulerCommandError(f"unexpected squeue line {line!r}: want '{SQUEUE_FORMAT}'")
+        array_id, indices, code, reason, name = fields
         if array_id not in wanted:
             continue
-        task = QueuedTask(_state(code), name)
+        task = QueuedTask(_state(code), name, None if reason in _NO_REASON else reason)
         if indices == _NOT_AN_ARRAY:
             tasks[array_id] = task
         else:

@@ -1,8 +1,10 @@
 """The ipywidgets status panel of a run (``RunManager.info()``), refreshed from a thread.
 
-The refresh thread only reads state.sqlite and sets widget values, so the kernel stays free
-(and the panel keeps moving while a cell blocks in ``rm.wait()``). Buttons act through the
-run manager: ``cancel``, ``load_learners``; logs are read from the run directory.
+The refresh thread reads state.sqlite, the schedulers' queues and the data files' sizes
+(those two throttled, see queue.py) and sets widget values, so the kernel stays free (and the
+panel keeps moving while a cell blocks in ``rm.wait()``). A plot is drawn in a thread of its
+own, only when the learner's data file changed. Buttons act through the run manager:
+``cancel``, ``load_learners``; logs are read from the run directory.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import ipywidgets as w
 
 from adaptive_runner.database import SORT_KEYS, Database, LearnerState
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.run import Run
+from adaptive_runner.widgets.log_view import LogSource, log_html, log_sources
+from adaptive_runner.widgets.plot import LearnerPicture, LearnerPlot
+from adaptive_runner.widgets.queue import Looks, queue_html
 from adaptive_runner.widgets.snapshot import (
     StatusSnapshot,
     View,
@@ -23,8 +29,8 @@ from adaptive_runner.widgets.snapshot import (
     parse_selection,
     status_html,
     table_html,
-    tail,
 )
+from adaptive_runner.widgets.totals import totals_html
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,12 +49,11 @@ _SORT_LABELS: Final = {
     "failures": "failures",
     "heartbeat_age": "heartbeat age",
 }
-_LOG_LEARNERS: Final = 3  # "Show log" shows the logs of at most this many learners at once
 _HIDDEN: Final = "none"
 
 
 class StatusPanel:
-    """Counts, progress, a paged and sortable learner table, and buttons to steer the run.
+    """Counts, totals, progress, the queue, a paged and sortable learner table, logs, a plot.
 
     Display it as a cell's last expression; ``widget`` is the ipywidgets box (to embed it
     elsewhere) and ``learners`` holds what "Load learners" loaded.
@@ -64,7 +69,7 @@ class StatusPanel:
 
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 - one statement per widget, in the order of the page
         self, run_manager: RunManager, *, refresh_interval_s: float = 2.0, auto_refresh: bool = True
     ) -> None:
         self.rm = run_manager
@@ -73,10 +78,20 @@ class StatusPanel:
         self._view = View()
         self._lock = threading.RLock()  # refreshes from the thread and from clicks take turns
         self._stop: threading.Event | None = None
+        run = Run(run_manager.run_dir.path)
+        self._looks = Looks(run.schedulers())
+        self._plotter = LearnerPlot(run)
+        self._plot_learner: int | None = None
+        self._plot_thread: threading.Thread | None = None
+        self._log_sources: list[LogSource] = []
 
         self.status = w.HTML()
         self.counts = w.HTML()
         self.counts.add_class("ar-counts")
+        self.totals = w.HTML()
+        self.totals.add_class("ar-totals")
+        self.queue = w.HTML()
+        self.queue.add_class("ar-queue")
         self.progress = w.IntProgress(min=0, max=1, description="progress")
         self.progress_label = w.Label()
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
@@ -96,7 +111,18 @@ class StatusPanel:
         self.cancel_selected_button = w.Button(description="Cancel selected")
         self.cancel_selected_button.button_style = "warning"
         self.log_button = w.Button(description="Show log")
+        self.failed_only = w.Checkbox(description="failed jobs only", indent=False)
+        self.log_search = w.Text(placeholder="search the logs", description="search")
         self.hide_log_button = w.Button(description="Hide log", layout=w.Layout(display=_HIDDEN))
+        self.plot_button = w.Button(description="Plot", icon="line-chart")
+        self.hide_plot_button = w.Button(description="Hide plot")
+        self.plot_note = w.HTML()
+        self.plot_image = w.Image(format="png", layout=w.Layout(display=_HIDDEN, width="400px"))
+        self.plot_box = w.VBox(
+            [w.HBox([self.plot_note, self.hide_plot_button]), self.plot_image],
+            layout=w.Layout(display=_HIDDEN),
+        )
+        self.plot_box.add_class("ar-plot")
         self.load_button = w.Button(description="Load learners")
         self.sort_by = w.Dropdown(
             options=[(_SORT_LABELS[key], key) for key in SORT_KEYS], description="sort by"
@@ -115,12 +141,16 @@ class StatusPanel:
             [
                 self.status,
                 self.counts,
+                self.totals,
                 w.HBox([self.progress, self.progress_label]),
+                self.queue,
                 w.HBox([self.refresh_button, self.auto_button, self.cancel_run_button]),
                 self.confirm_box,
-                w.HBox([self.selection, self.cancel_selected_button, self.log_button]),
-                w.HBox([self.load_button, self.hide_log_button]),
+                w.HBox([self.selection, self.cancel_selected_button, self.plot_button]),
+                w.HBox([self.log_button, self.failed_only, self.log_search, self.hide_log_button]),
+                self.load_button,
                 self.message,
+                self.plot_box,
                 self.log,
                 w.HBox([self.sort_by, self.descending, self.state_filter]),
                 w.HBox([self.prev_button, self.page_label, self.next_button]),
@@ -144,6 +174,8 @@ class StatusPanel:
             (self.cancel_selected_button, self._cancel_selected),
             (self.log_button, self._show_log),
             (self.hide_log_button, self._hide_log),
+            (self.plot_button, self._show_plot),
+            (self.hide_plot_button, self._hide_plot),
             (self.load_button, self._load_learners),
             (self.prev_button, lambda: self._change_view(page=self._view.page - 1)),
             (self.next_button, lambda: self._change_view(page=self._view.page + 1)),
@@ -154,6 +186,7 @@ class StatusPanel:
         self.sort_by.observe(lambda change: self._change_view(sort_by=change["new"]), "value")
         self.descending.observe(lambda change: self._change_view(descending=change["new"]), "value")
         self.state_filter.observe(lambda change: self._filter(change["new"]), "value")
+        self.log_search.observe(lambda _: self._render_log(), "value")
 
     def _reporting(self, action: Callable[[], object]) -> Callable[[w.Button], None]:
         """Wrap ``action`` as a click handler that shows its errors in the panel.
@@ -176,21 +209,19 @@ class StatusPanel:
     # -- refreshing ------------------------------------------------------------------------
 
     def refresh(self) -> StatusSnapshot:
-        """Read state.sqlite once and update every part of the panel; return the snapshot."""
+        """Read state.sqlite once and update every part of the panel; return the snapshot.
+
+        The queues and the data files' size come from the panel's throttled looks; a plot
+        whose data file changed is drawn again in its own thread.
+        """
         with self._lock:
-            jm = self.rm.job_manager
-            error = None if jm is None else jm.error
-            snap = StatusSnapshot.take(
-                self.rm.run_dir,
-                self._view,
-                managers_running=jm is not None and jm.running and not jm.finished,
-                manager_error=None if error is None else f"{type(error).__name__}: {error}",
-                dead_managers=[e.summary for e in self.rm.dead_managers()],
-            )
+            snap = self.rm.snapshot(self._view, looks=self._looks)
             self.snapshot = snap
             self._view = snap.view  # a page past the end was moved to the last one
             self.status.value = status_html(snap)
             self.counts.value = counts_html(snap)
+            self.totals.value = totals_html(snap.totals)
+            self.queue.value = "" if snap.queue is None else queue_html(snap.queue)
             self.progress.max = max(1, snap.total)
             self.progress.value = snap.n_final
             self.progress.bar_style = _bar_style(snap)
@@ -200,7 +231,8 @@ class StatusPanel:
             self.next_button.disabled = snap.view.page + 1 >= snap.n_pages
             self.page_label.value = f"page {snap.view.page + 1} of {snap.n_pages}"
             self.table.value = table_html(snap)
-            return snap
+        self._update_plot()
+        return snap
 
     def _change_view(self, **changes: Any) -> None:
         if "page" not in changes:
@@ -279,29 +311,68 @@ class StatusPanel:
         )
 
     def _show_log(self) -> None:
-        picked = self._selected()
-        sections = []
+        """The logs of the selected learners' latest jobs, or of the latest failed jobs.
+
+        With "failed jobs only" ticked: the jobs that did not end cleanly, of the selected
+        learners or, with none selected, of the whole run.
+        """
+        text = self.selection.value.strip()
+        picked = self._selected() if text or not self.failed_only.value else []
         with Database.open(self.rm.run_dir.database, read_only=True) as db:
-            tasks = [(i, db.last_task(i)) for i in picked[:_LOG_LEARNERS]]
-        for index, task in tasks:
-            if task is None:
-                sections.append(f"<p><b>learner {index}</b>: no job has claimed it yet</p>")
-                continue
-            path = self.rm.run_dir.task_log(task)  # worker events and the job's own output
-            sections.append(
-                f"<p><b>learner {index}</b>, job {html.escape(task)}: "
-                f"<code>{html.escape(str(path))}</code></p>"
-                '<pre style="max-height:20em;overflow:auto;font-size:11px">'
-                f"{html.escape(tail(path))}</pre>"
-            )
-        if len(picked) > _LOG_LEARNERS:
-            sections.append(f"<p>(only the first {_LOG_LEARNERS} selected learners)</p>")
-        self.log.value = "".join(sections)
+            self._log_sources = log_sources(db, picked, failed_only=self.failed_only.value)
         self.hide_log_button.layout.display = None
+        self._render_log()
+
+    def _render_log(self) -> None:
+        if not self._log_sources and self.hide_log_button.layout.display == _HIDDEN:
+            return  # no log shown: a search waits for "Show log"
+        self.log.value = log_html(self.rm.run_dir, self._log_sources, self.log_search.value)
 
     def _hide_log(self) -> None:
+        self._log_sources = []
         self.log.value = ""
         self.hide_log_button.layout.display = _HIDDEN
+
+    def _show_plot(self) -> None:
+        self._plot_learner = self._selected()[0]
+        self._plotter.last = None  # a click always loads afresh
+        self.plot_note.value = f"loading learner {self._plot_learner} …"
+        self.plot_box.layout.display = None
+        self._update_plot()
+
+    def _hide_plot(self) -> None:
+        self._plot_learner = None
+        self.plot_box.layout.display = _HIDDEN
+
+    def _update_plot(self) -> None:
+        """Draw the plotted learner again, in a thread, if its data file changed."""
+        index = self._plot_learner
+        busy = self._plot_thread is not None and self._plot_thread.is_alive()
+        if index is None or busy or not self._plotter.stale(index):
+            return
+        self._plot_thread = threading.Thread(
+            target=self._draw_plot, args=(index,), name="status-panel-plot", daemon=True
+        )
+        self._plot_thread.start()
+
+    def _draw_plot(self, index: int) -> None:
+        try:
+            picture = self._plotter.draw(index)
+        except Exception as e:  # noqa: BLE001 - the learner's own code: shown in the panel
+            self.plot_note.value = html.escape(
+                f"cannot plot learner {index}: {type(e).__name__}: {e}"
+            )
+            return
+        if self._plot_learner == index:  # not hidden or replaced meanwhile
+            self._show_picture(picture)
+
+    def _show_picture(self, picture: LearnerPicture) -> None:
+        self.plot_note.value = html.escape(f"learner {picture.learner}: {picture.note}")
+        if picture.png is None:
+            self.plot_image.layout.display = _HIDDEN
+        else:
+            self.plot_image.value = picture.png
+            self.plot_image.layout.display = None
 
     def _load_learners(self) -> None:
         self.learners = self.rm.load_learners()

@@ -1,8 +1,9 @@
-"""What the status panel shows, read from state.sqlite in two queries and rendered as HTML.
+"""What the status panel shows, read from state.sqlite and rendered as HTML.
 
 No ipywidgets here: the snapshot and its HTML are plain data, tested and benchmarked without a
-kernel. A snapshot holds the counts per state and one page of learners; paging or sorting
-takes a new snapshot (sqlite sorts; 100,000 learners never become 100,000 Python objects).
+kernel. A snapshot holds the counts per state, the totals (totals.py), one page of learners
+and, for a panel, the queue view (queue.py); paging or sorting takes a new snapshot (sqlite
+sorts; 100,000 learners never become 100,000 Python objects).
 """
 
 from __future__ import annotations
@@ -15,11 +16,21 @@ from typing import TYPE_CHECKING, Final
 
 from adaptive_runner.database import SORT_KEYS, Database, LearnerRow, LearnerState
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.run import Run
 from adaptive_runner.run_dir import RunDir
+from adaptive_runner.widgets.totals import (
+    Totals,
+    data_size,
+    duration,
+    queue_waits,
+    read_totals,
+)
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Callable, Sequence
+
+    from adaptive_runner.widgets.queue import Looks, QueueView
 
 PAGE_SIZE: Final = 50
 STATE_COLORS: Final = {
@@ -78,10 +89,12 @@ class StatusSnapshot:
     rows: tuple[LearnerRow, ...]
     view: View
     n_matching: int  # learners that pass the view's state filter
-    managers_running: bool
+    managers_running: bool | None  # None: not known here (a Run handle, no managers of its own)
+    totals: Totals
     manager_error: str | None = None
     problems: tuple[str, ...] = ()  # why jobs do not start or submissions fail (Run.problems)
     dead_managers: tuple[str, ...] = ()  # "job manager stopped: <error>": ended on an error
+    queue: QueueView | None = None  # the run's active tasks, when asked for (a panel's looks)
 
     @classmethod
     def take(
@@ -89,9 +102,10 @@ class StatusSnapshot:
         run_dir: RunDir | str | os.PathLike[str],
         view: View | None = None,
         *,
-        managers_running: bool,
+        managers_running: bool | None,
         manager_error: str | None = None,
         dead_managers: Sequence[str] = (),
+        looks: Looks | None = None,
         clock: Callable[[], float] = time.time,
     ) -> StatusSnapshot:
         """Read the counts and one page of learners from the run's state.sqlite.
@@ -103,18 +117,26 @@ class StatusSnapshot:
         view
             The page, order and state filter; a page past the end shows the last page.
         managers_running
-            Whether the job manager of this run is alive (the panel says so).
+            Whether the job manager of this run is alive (the panel says so); None where
+            that is not known (:class:`~adaptive_runner.Run` serves no managers).
         manager_error
             The job manager's last round error, if its last round failed.
         dead_managers
             Each manager whose thread ended on an error, in words
             (``RunManager.dead_managers()``): the run does not go on until it is resumed.
+        looks
+            A panel's throttled looks at the schedulers' queues and the data files: with
+            them the snapshot has a queue view, and the data size and queue waits of a
+            run not finished yet may be a few seconds old; without, no queue view and every
+            data file is stat'ed now.
         clock
             Wall clock for heartbeat ages, injectable for tests.
 
         """
         view = view or View()
         run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        schedulers = Run(run_dir.path).schedulers() if looks is None else looks.schedulers
+        now = clock()
         with Database.open(run_dir.database, read_only=True) as db:
             counts = db.counts()
             n_matching = counts[view.state] if view.state else sum(counts.values())
@@ -129,17 +151,36 @@ class StatusSnapshot:
                 limit=view.page_size,
             )
             problems = tuple(m for state in db.group_states() for m in state.messages())
+            finished = sum(counts[state] for state in _FINAL) == sum(counts.values())
+            # A finished run's totals are its last word (the auto-refresh stops): never cached.
+            cached = None if finished else looks
+
+            def waits() -> list[float]:
+                return queue_waits(db.first_claims(), db.array_submissions(), schedulers)
+
+            totals = read_totals(
+                db,
+                now=now,
+                finished=finished,
+                waits=waits() if cached is None else cached.queue_waits(waits),
+                data=data_size(db.fnames()) if cached is None else cached.data_size(db.fnames),
+            )
+            if looks is not None:
+                arrays = {g: db.active_arrays(g) for g in range(len(schedulers))}
+                holders = db.running_tasks()
         return cls(
             run_name=run_dir.path.name,
-            taken_at=clock(),
+            taken_at=now,
             counts=counts,
             rows=tuple(rows),
             view=view,
             managers_running=managers_running,
             manager_error=manager_error,
             n_matching=n_matching,
+            totals=totals,
             problems=problems,
             dead_managers=tuple(dead_managers),
+            queue=None if looks is None else looks.queue(arrays, holders),
         )
 
     @property
@@ -210,13 +251,6 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} s"
-
-
 def _chip(state: LearnerState, text: str) -> str:
     color = STATE_COLORS[state]
     return (
@@ -233,16 +267,24 @@ def counts_html(snapshot: StatusSnapshot) -> str:
     return f'<div class="ar-counts-row">{chips} <b>total {snapshot.total}</b></div>'
 
 
+def run_state(snapshot: StatusSnapshot) -> str:
+    """``managers running``, ``run finished``, ``managers stopped`` or ``unfinished``."""
+    if snapshot.managers_running:
+        return "managers running"
+    if snapshot.finished:
+        return "run finished"
+    return "unfinished" if snapshot.managers_running is None else "managers stopped"
+
+
 def status_html(snapshot: StatusSnapshot) -> str:
     """The run name and whether its managers run (or the state is only the last known one)."""
     clock = time.strftime("%H:%M:%S", time.localtime(snapshot.taken_at))
+    state = run_state(snapshot)
     if snapshot.managers_running:
-        state = '<span style="color:#2ca02c">managers running</span>'
-    elif snapshot.finished:
-        state = "run finished"
-    else:
+        state = f'<span style="color:#2ca02c">{state}</span>'
+    elif snapshot.managers_running is False and not snapshot.finished:
         state = (
-            '<span style="color:#d62728">managers stopped</span>: showing the last known state '
+            f'<span style="color:#d62728">{state}</span>: showing the last known state '
             "from state.sqlite; <code>RunManager.resume(run_dir)</code> continues the run"
         )
     text = f"<b>{_e(snapshot.run_name)}</b> · {state} · updated {clock}"
@@ -279,7 +321,7 @@ def _cells(snapshot: StatusSnapshot, row: LearnerRow) -> list[str]:
         "" if row.loss is None else f"{row.loss:.4g}",
         str(row.attempts),
         str(row.failures),
-        "" if age is None else _age(age),
+        "" if age is None else duration(age),
         _error_cell(row.error),
     ]
 

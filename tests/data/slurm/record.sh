@@ -8,7 +8,7 @@ set -euo pipefail
 out="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 work="$(mktemp -d)"
 export SLURM_BITSTR_LEN=0  # full array-task expressions, never truncated
-squeue_cmd=(squeue --me -h -t all -o '%F|%K|%T|%j')  # the name last: it may hold '|'
+squeue_cmd=(squeue --me -h -t all -o '%F|%K|%T|%r|%j')  # the name last: it may hold '|'
 sacct_cmd=(sacct -X -n --parsable2 -o JobID,State,ExitCode)
 
 script() {  # script NAME BODY: a batch script whose output goes to $work
