@@ -399,7 +399,7 @@ def test_a_killed_packed_worker_loses_only_its_learner(
         goal=100,
         scheduler=PACKED,
         max_simultaneous_jobs=1,
-        lease_timeout=5,
+        lease_timeout=15,  # short, but a loaded machine may take seconds to import adaptive
     )
     run_dir = rm.run_dir.path
     victim, *others = wait_for(
