@@ -534,6 +534,12 @@ class Database(Queries):
             c.execute("INSERT OR IGNORE INTO groups (grp) VALUES (?)", (group,))
             c.execute("UPDATE groups SET submit_error = ? WHERE grp = ?", (error, group))
 
+    def record_queue_error(self, group: int, error: str | None) -> None:
+        """Remember why ``group``'s tasks may never leave the queue (None: they may again)."""
+        with self._transaction() as c:
+            c.execute("INSERT OR IGNORE INTO groups (grp) VALUES (?)", (group,))
+            c.execute("UPDATE groups SET queue_error = ? WHERE grp = ?", (error, group))
+
     def fail_waiting(self, group: int, *, reason: str, now: float) -> list[int]:
         """Fail every waiting learner of ``group`` with ``reason``: its jobs cannot start.
 

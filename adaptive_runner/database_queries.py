@@ -108,10 +108,11 @@ class Queries:
         return 0 if row is None else int(row[0])
 
     def group_states(self) -> list[GroupState]:
-        """The groups with start failures or a failed submission (the others are fine)."""
+        """The groups with start failures, a failed submission or stuck tasks (others are fine)."""
         rows = self._conn.execute(
-            "SELECT grp, start_failures, start_error, submit_error FROM groups"
-            " WHERE start_failures > 0 OR submit_error IS NOT NULL ORDER BY grp"
+            "SELECT grp, start_failures, start_error, submit_error, queue_error FROM groups"
+            " WHERE start_failures > 0 OR submit_error IS NOT NULL OR queue_error IS NOT NULL"
+            " ORDER BY grp"
         ).fetchall()
         return [GroupState(*row) for row in rows]
 

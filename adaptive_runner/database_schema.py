@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from adaptive_runner.vocabulary import Outcome
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 _BUSY_TIMEOUT_S: Final = 60.0
 
 
@@ -95,12 +95,15 @@ class GroupState:
     start_failures: int  # arrays in a row whose tasks all ended without reaching the manager
     start_error: str | None  # why the last of them failed, from its output and exit state
     submit_error: str | None  # the last failed submission, cleared by the next that works
+    queue_error: str | None = None  # tasks pending for a reason that may never pass
 
     def messages(self) -> list[str]:
         """What is wrong, in words: for the CLI, the panel and :meth:`Run.problems`."""
         found = []
         if self.start_failures:
             found.append(self.start_error or f"jobs of group {self.group} cannot start")
+        if self.queue_error:
+            found.append(self.queue_error)
         if self.submit_error:
             found.append(
                 f"the last submission for group {self.group} failed (tried again with "
@@ -178,6 +181,8 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             submit_error TEXT                           -- the last failed submission
         )""",
     ),
+    # Schema 3: why a group's tasks may never leave the queue (a scheduler's pending reason).
+    2: ("ALTER TABLE groups ADD COLUMN queue_error TEXT",),
 }
 
 

@@ -76,6 +76,8 @@ class Snapshot:
     recorded: frozenset[str]  # every array of the run, finished or not
     # Recorded array -> the name of the job the scheduler now shows under its id (not ours).
     foreign: Mapping[str, str] = field(default_factory=dict)
+    # Per group: its pending tasks that the scheduler gives a reason for -> that reason.
+    reasons: tuple[Mapping[str, str], ...] = ()
     # Computed once: a round asks for it six times, each a pass over every queued task.
     _active: Mapping[str, int] = field(init=False, repr=False, compare=False)
     # Task -> its packed workers that hold a learner (a task that runs one holds as itself).
@@ -297,6 +299,7 @@ class JobManager:
         memory, timed_out = self._claim_timeouts(db, snap, memory)
         memory = self._cancel_lost(snap, memory, killed | lost | timed_out)
         memory = self._finish_arrays(db, snap, memory)
+        self._report_stuck(db, snap)
         counts = db.counts()
         if counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0:
             # Every task left can only find no work: pending ones once they start, running
@@ -324,11 +327,19 @@ class JobManager:
         arrays = tuple(tuple(db.active_arrays(g)) for g in range(len(self.schedulers)))
         tags = db.array_tags()
         queues: list[dict[str, JobState]] = []
+        reasons: list[dict[str, str]] = []
         foreign: dict[str, str] = {}
         for scheduler, group_arrays in zip(self.schedulers, arrays, strict=True):
             listed = scheduler.queue_named(group_arrays) if group_arrays else {}
             ours, theirs = split_foreign(listed, tags, scheduler.array_of)
             queues.append(ours)
+            reasons.append(
+                {
+                    task: reason
+                    for task, state in ours.items()
+                    if state == JobState.PENDING and (reason := listed[task].reason)
+                }
+            )
             foreign.update(theirs)
         for array_id, name in sorted(foreign.items()):
             log.warning(
@@ -345,6 +356,7 @@ class JobManager:
             holders=db.running_tasks(),
             recorded=frozenset(db.recorded_arrays()),
             foreign=foreign,
+            reasons=tuple(reasons),
         )
 
     def _cancel(self, snap: Snapshot, tasks: Iterable[str]) -> None:
@@ -432,6 +444,30 @@ class JobManager:
                 elif task in snap.queues[group]:
                     states[task] = str(snap.queues[group][task])
         return states
+
+    def _report_stuck(self, db: Database, snap: Snapshot) -> None:
+        """Record, per group, tasks pending for a reason no other job's end lifts (or clear it).
+
+        Nothing is cancelled: such a reason may still pass (drained nodes come back), and
+        the user decides. The run's problems (panel, CLI, ``rm.problems()``) say it meanwhile.
+        """
+        recorded = {state.group: state.queue_error for state in db.group_states()}
+        for group, reasons in enumerate(snap.reasons):
+            scheduler = self.schedulers[group]
+            stuck = {r: why for r in set(reasons.values()) if (why := scheduler.stuck(r))}
+            message = None
+            if stuck:
+                reason = min(stuck)
+                tasks = sorted(t for t, r in reasons.items() if r == reason)
+                message = (
+                    f"{len(tasks)} task(s) of group {group} (e.g. {tasks[0]}) wait in the queue "
+                    f"with reason {reason}: {stuck[reason]}. They may never start; cancel "
+                    "(rm.cancel()), change the scheduler's options and start the run again"
+                )
+            if message != recorded.get(group):
+                db.record_queue_error(group, message)
+                if message is not None:
+                    log.warning("jobs may never start", group=group, reason=message)
 
     def _claim_timeouts(
         self, db: Database, snap: Snapshot, memory: Memory

@@ -407,7 +407,7 @@ def test_counts_match_states_after_random_operations(tmp_path: Path) -> None:
                     ).fetchone() == (waiting_on,)
 
 
-def test_a_schema_1_file_is_migrated_on_open(tmp_path: Path) -> None:
+def test_a_schema_1_file_is_migrated_to_the_latest_on_open(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite"
     Database.create(path, ["a", "b"], dependencies={}, max_fails=3).close()
     downgrade_to_schema_1(path)
@@ -416,8 +416,10 @@ def test_a_schema_1_file_is_migrated_on_open(tmp_path: Path) -> None:
         assert db.claim("7_0", host="h", pid=1, now=2.0, array="7") is not None
         assert db.finish_array("7", now=3.0) == 1
         assert db.record_start_failure(0, reason="why") == 1
+        db.record_queue_error(0, "stuck")  # schema 3's column
+        assert [s.queue_error for s in db.group_states()] == ["stuck"]
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (2,)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (3,)
     conn.close()
 
 

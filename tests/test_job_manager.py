@@ -45,6 +45,7 @@ class MemoryScheduler(Scheduler):
     failures: list[str] = field(default_factory=list)  # next submits: "before"/"after" queueing
     array_limit: int | None = None
     workers: int | None = None  # workers per task when packed
+    reasons: dict[str, str] = field(default_factory=dict)  # task -> why it is pending
 
     def submit(
         self, script: Path, *, n_tasks: int, max_running: int, tag: str | None = None
@@ -70,7 +71,7 @@ class MemoryScheduler(Scheduler):
     def queue_named(self, array_ids: Collection[str]) -> dict[str, QueuedTask]:
         self.calls.append(("queue", sorted(array_ids)))
         return {
-            t: QueuedTask(s, self.names.get(a))
+            t: QueuedTask(s, self.names.get(a), self.reasons.get(t))
             for a in array_ids
             for t, s in self.arrays.get(a, {}).items()
         }
@@ -86,6 +87,9 @@ class MemoryScheduler(Scheduler):
     @property
     def packed(self) -> int | None:
         return self.workers
+
+    def stuck(self, reason: str) -> str | None:
+        return "it asks for too many nodes" if reason == "PartitionNodeLimit" else None
 
     # -- helpers for the tests --
 
@@ -515,3 +519,30 @@ def test_packed_allocations_are_counted_in_workers_and_lost_whole(
         assert silent.state == "waiting"
         assert "lease expired" in (silent.error or "")
         assert not [call for call in scheduler.calls if call[0] == "cancel"]
+
+
+def test_tasks_that_may_never_start_are_a_problem_until_they_may(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock)
+    jm.round(db)
+    (array_id,) = db.active_arrays()
+    tasks = sorted(scheduler.arrays[array_id])
+    scheduler.reasons.update(dict.fromkeys(tasks, "Priority"))  # waiting its turn: fine
+    jm.round(db)
+    assert [s.queue_error for s in db.group_states()] == []
+    scheduler.reasons.update(dict.fromkeys(tasks, "PartitionNodeLimit"))
+    with capture_logs() as logs:
+        jm.round(db)
+        jm.round(db)
+    (state,) = db.group_states()
+    assert state.queue_error is not None
+    assert f"3 task(s) of group 0 (e.g. {tasks[0]})" in state.queue_error
+    assert "PartitionNodeLimit: it asks for too many nodes" in state.queue_error
+    assert state.messages() == [state.queue_error]
+    assert [e["event"] for e in logs].count("jobs may never start") == 1  # said once
+    assert not [call for call in scheduler.calls if call[0] == "cancel"]  # the user decides
+    scheduler.reasons.clear()  # the nodes came back
+    jm.round(db)
+    assert db.group_states() == []

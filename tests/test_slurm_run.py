@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import sqlite3
@@ -423,3 +424,17 @@ def test_a_killed_packed_worker_loses_only_its_learner(
         assert db.learners()[victim["learner"]].failures == 1
     resumed_with_data(run_dir, victim["learner"], after=victim["task"])
     no_overlaps(run_dir)
+
+
+def test_a_job_the_partition_cannot_hold_is_a_problem_not_a_silent_wait(
+    run: Callable[..., ar.RunManager],
+) -> None:
+    # Two nodes on a one-node cluster: SLURM queues it, pending for PartitionConfig (then, at
+    # its next scheduling pass, PartitionNodeLimit).
+    rm = run(make_learners(2), scheduler=ar.SLURM(workers_per_node=1, nodes=2))
+    (problem,) = wait_for(rm.problems, timeout_s=PATIENCE_S, what="a problem in the run")
+    assert "1 task(s) of group 0" in problem
+    assert re.search(r"wait in the queue with reason Partition(Config|NodeLimit): it asks", problem)
+    assert "They may never start; cancel (rm.cancel())" in problem
+    assert rm.status()["waiting"] == 2  # nothing cancelled: the user decides
+    rm.cancel()

@@ -238,6 +238,15 @@ class Scheduler(ABC):
             )
         return seconds
 
+    def stuck(self, reason: str) -> str | None:
+        """Why a task pending for ``reason`` (the queue's word) may never start; None: it may.
+
+        Such a task waits for a limit that does not change while it waits: the job asks for
+        more than its queue allows, or under an account it may not use.
+        """
+        del reason
+        return None
+
     @property
     def packed(self) -> int | None:
         """Workers per array task in a packed allocation (each its own id); None: one task, one."""

@@ -25,6 +25,23 @@ SQUEUE_FORMAT = "%F|%K|%T|%r|%j"
 _SQUEUE_FIELDS = 5
 _NO_REASON = frozenset({"", "None", "(null)"})  # what %r prints when nothing holds a job back
 _NOT_AN_ARRAY = "N/A"  # squeue's %K for a job that is no array
+# Pending reasons (squeue's %r) of a job that waits for a limit no other job's end lifts
+# (SLURM's job reason codes), with what they mean for the job script's options.
+_STUCK = {
+    "PartitionNodeLimit": "it asks for more nodes than the partition allows (or its nodes are "
+    "down or drained): fewer nodes, or another queue",
+    "PartitionTimeLimit": "its walltime is above the partition's limit: a shorter walltime, "
+    "or another queue",
+    "PartitionConfig": "it asks for more than the partition allows (cores, memory, GPUs)",
+    "BadConstraints": "no node has what its --constraint or resources ask for",
+    "InvalidAccount": "the account is not valid: check account=",
+    "InvalidQOS": "the QOS is not valid: check qos=",
+    "AccountNotAllowed": "the account may not use this partition: check account= and queue=",
+    "QOSNotAllowed": "the QOS may not be used in this partition: check qos= and queue=",
+}
+# A per-job maximum of the QOS or association (QOSMaxCpuPerJobLimit, AssocMaxWallDurationPerJob
+# Limit, ...): the job asks for more than any one job may have.
+_PER_JOB_LIMIT = re.compile(r"(QOS|Assoc)Max\w*PerJob\w*")
 # squeue and sacct cut array expressions at 64 characters unless told otherwise.
 _FULL_ARRAY_EXPRESSIONS = {"SLURM_BITSTR_LEN": "0"}
 # sacct: one line per array task (-X: no steps), pending tasks as one `A_[range]` line.
@@ -314,6 +331,14 @@ class SLURM(ClusterScheduler):
                     f"'--constraint=gpu', got {flag!r}"
                 )
         self._check_signal()
+
+    def stuck(self, reason: str) -> str | None:
+        """What a pending reason that no other job's end lifts means (see ``_STUCK``)."""
+        if reason in _STUCK:
+            return _STUCK[reason]
+        if _PER_JOB_LIMIT.fullmatch(reason):
+            return "it asks for more than one job may have under its QOS or account"
+        return None
 
     def parse_walltime(self, text: str) -> int:
         """Seconds in a SLURM time limit (see :func:`parse_time`)."""
