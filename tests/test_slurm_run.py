@@ -143,6 +143,24 @@ def resumed_with_data(run_dir: Path, learner: int, after: str) -> None:
     assert resumed[0]["npoints"] > 0
 
 
+def all_released_and_resumed(rm: ar.RunManager, victims: list[sqlite3.Row]) -> None:
+    """After a scancel of the victims' jobs: the run ends with every learner done, and each
+    victim had saved and released (scancel sends SIGTERM first: no failure counted), its
+    learner resumed from that save in a later job."""
+    run_dir = rm.run_dir.path
+    assert rm.wait(timeout=PATIENCE_S)
+    assert rm.status()["done"] == len(rm.learners)
+    with Database.open(run_dir / "state.sqlite") as db:
+        learners = db.learners()
+    for row in victims:
+        (first,) = [r for r in task_rows(run_dir) if r["task"] == row["task"]]
+        assert first["outcome"] == "released"
+        assert learners[row["learner"]].failures == 0
+        assert learners[row["learner"]].attempts >= 2
+        resumed_with_data(run_dir, row["learner"], after=row["task"])
+    no_overlaps(run_dir)
+
+
 def test_learners_reach_goal_through_one_array(
     run: Callable[..., ar.RunManager], sbatch_calls: Path
 ) -> None:
@@ -189,18 +207,7 @@ def test_scancel_of_running_tasks_resubmits_and_resumes(run: Callable[..., ar.Ru
         what="two tasks running with a save on disk",
     )
     subprocess.run(["scancel", *(row["task"] for row in victims)], check=True)
-    assert rm.wait(timeout=PATIENCE_S)
-    assert rm.status()["done"] == 4
-    with Database.open(run_dir / "state.sqlite") as db:
-        learners = db.learners()
-    for row in victims:
-        # scancel sends SIGTERM first: the worker saved and released (no failure counted).
-        (first,) = [r for r in task_rows(run_dir) if r["task"] == row["task"]]
-        assert first["outcome"] == "released"
-        assert learners[row["learner"]].failures == 0
-        assert learners[row["learner"]].attempts >= 2
-        resumed_with_data(run_dir, row["learner"], after=row["task"])
-    no_overlaps(run_dir)
+    all_released_and_resumed(rm, victims)
 
 
 def test_usr1_saves_and_releases_at_once(run: Callable[..., ar.RunManager]) -> None:
@@ -379,17 +386,7 @@ def test_scancel_of_a_packed_allocation_releases_and_resumes_all_its_learners(
     )
     (allocation,) = {row["task"].partition("@")[0] for row in victims}
     subprocess.run(["scancel", allocation], check=True)
-    assert rm.wait(timeout=PATIENCE_S)
-    assert rm.status()["done"] == 4
-    with Database.open(run_dir / "state.sqlite") as db:
-        learners = db.learners()
-    for row in victims:
-        # Every worker got the SIGTERM, saved and released: no failure counted.
-        (first,) = [r for r in task_rows(run_dir) if r["task"] == row["task"]]
-        assert first["outcome"] == "released"
-        assert learners[row["learner"]].failures == 0
-        resumed_with_data(run_dir, row["learner"], after=row["task"])
-    no_overlaps(run_dir)
+    all_released_and_resumed(rm, victims)  # every worker got the SIGTERM
 
 
 def test_a_killed_packed_worker_loses_only_its_learner(
