@@ -49,6 +49,7 @@ def test_example_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
     values = [str(model["state"].get("value", "")) for model in states.values()]
     assert any('class="ar-counts-row"' in value for value in values)
     assert any(value.endswith(" of 4 learners finished") for value in values)
+    assert any(value.startswith("learner 0: ") for value in values)  # the live plot's note
     table = result_text(find_cell(nb, "records = rm.parse_logs()"))
     assert table.count("done") >= 4
     plot = find_cell(nb, "learners = rm.load_learners()")
