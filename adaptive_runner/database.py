@@ -32,7 +32,7 @@ from adaptive_runner.database_schema import (
     validate_fnames,
 )
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.vocabulary import Outcome
+from adaptive_runner.vocabulary import POINTS_IN_EVALUATION, Outcome
 
 if TYPE_CHECKING:
     import os
@@ -323,9 +323,10 @@ class Database(Queries):
         """Return ``learner`` to waiting after an orderly stop (a time limit, a cancel).
 
         Not a failure, unless the job added no point (``npoints``, its count at the stop, is
-        no more than when it claimed): a point that hangs would otherwise take one
-        allocation per time limit forever. Such a release counts as a failure, and the
-        learner fails at max_fails with a reason that says so.
+        no more than when it claimed) while a point was in evaluation (the reason names it):
+        a point that hangs would otherwise take one allocation per time limit forever. Such
+        a release counts as a failure, and the learner fails at max_fails with a reason that
+        says so. A job stopped before its first point (cancelled while it started) is none.
         """
         with self._transaction() as c:
             start = c.execute(
@@ -333,7 +334,12 @@ class Database(Queries):
                 " AND finished IS NULL",
                 (task, learner),
             ).fetchone()
-            stalled = npoints is not None and start is not None and npoints <= (start[0] or 0)
+            stalled = (
+                npoints is not None
+                and start is not None
+                and npoints <= (start[0] or 0)
+                and POINTS_IN_EVALUATION in reason
+            )
             if npoints is not None:
                 c.execute(
                     "UPDATE learners SET npoints = ? WHERE idx = ? AND task = ?",

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 import adaptive
 import adaptive.runner
 
+from adaptive_runner.vocabulary import POINTS_IN_EVALUATION
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -44,7 +46,7 @@ def with_points(reason: str, pending: list[Any]) -> str:
         return reason
     points = ", ".join(_point_text(x) for x in pending[:MAX_POINTS_SHOWN])
     more = f" and {len(pending) - MAX_POINTS_SHOWN} more" if len(pending) > MAX_POINTS_SHOWN else ""
-    return f"{reason}; points in evaluation: {points}{more}"
+    return f"{reason}{POINTS_IN_EVALUATION}{points}{more}"
 
 
 def _point_text(point: Any) -> str:

@@ -65,6 +65,10 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"  # by the user
 
 
+# How a worker's release reason names the points it was evaluating when it stopped (their
+# values follow): a release without new points is a stall only with a point in evaluation.
+POINTS_IN_EVALUATION = "; points in evaluation: "
+
 # Holds that did not end cleanly: the learner's code raised, or its task vanished, went
 # silent or was killed on an error line (the status file's R flag, the panel's failed jobs).
 NOT_CLEAN = frozenset({Outcome.FAILED, Outcome.LOST, Outcome.EXPIRED, Outcome.KILLED})

@@ -524,3 +524,7 @@ def test_a_release_without_a_new_point_counts_as_a_failure(db: Database) -> None
     assert db.claim("e", host="h", pid=1, now=T0) == ClaimRow(1, "f1")
     assert db.release("e", 1, reason="SIGTERM", now=T0)
     assert row(db, 1).failures == 0
+    # Nor is one without a point in evaluation: stopped before its first (while starting).
+    assert db.claim("f", host="h", pid=1, now=T0) == ClaimRow(1, "f1")
+    assert db.release("f", 1, reason="SIGTERM", now=T0, npoints=0)
+    assert row(db, 1).failures == 0
