@@ -173,9 +173,14 @@ class _Task:
             )
             job = _Job(self, assignment, acked=claim_sent)
             code = job.run()
-            if not job.done:
+            # A packed worker whose learner was taken away (cancelled, its lease expired) goes
+            # on with the next one: its allocation is not cancelled for it, so its cores would
+            # idle until the allocation ends. A task of its own is being cancelled: it ends.
+            taken = job.taken and self.identity.rank is not None
+            if not (job.done or taken):
                 return code
-            finished += 1
+            if job.done:
+                finished += 1
             self.executor.after_learner()
         self.log.info(Event.STOPPED, reason=self.stop.reason, learners_done=finished)
         return 0
@@ -209,6 +214,7 @@ class _Job:
         self._abandoned = threading.Event()  # stop waiting for an unanswered heartbeat
         self._acked = acked  # when the last acknowledged heartbeat (or the claim) was sent
         self.done = False  # reached the goal and said so: the task may take another learner
+        self.taken = False  # the manager gave the learner away: nothing of it was saved
 
     def run(self) -> int:
         """Load, run and report; return the process exit code."""
@@ -235,6 +241,7 @@ class _Job:
             loop.close()
         code = self._report(outcome)
         self.done = outcome.kind == _End.DONE and code == 0
+        self.taken = outcome.kind == _End.NOT_OWNER
         return code
 
     def _load(self) -> dict[str, Any]:

@@ -435,3 +435,26 @@ def test_a_job_the_partition_cannot_hold_is_a_problem_not_a_silent_wait(
     assert "They may never start; cancel (rm.cancel())" in problem
     assert rm.status()["waiting"] == 2  # nothing cancelled: the user decides
     rm.cancel()
+
+
+def test_a_packed_worker_whose_learner_is_cancelled_goes_on_with_the_next(
+    run: Callable[..., ar.RunManager],
+) -> None:
+    rm = run(make_learners(8, delay=0.05), goal=100, scheduler=PACKED, max_simultaneous_jobs=1)
+    run_dir = rm.run_dir.path
+    victim, *_ = wait_for(
+        partial(running_with_save, run_dir, rm.fnames, 4),
+        timeout_s=PATIENCE_S,
+        what="four workers holding learners with a save on disk",
+    )
+    rm.cancel(learners=[victim["learner"]])
+    rm.wait(timeout=PATIENCE_S)
+    assert rm.status()["done"] == 7
+    assert rm.status()["cancelled"] == 1
+    # Its allocation was not cancelled for it, and its cores did not idle: the worker took
+    # another learner (the other three were busy with theirs) and finished it.
+    later = [r for r in task_rows(run_dir) if r["task"] == victim["task"]][1:]
+    assert later
+    assert later[0]["outcome"] == "done"
+    assert len(run_arrays(run_dir)) == 1
+    no_overlaps(run_dir)
