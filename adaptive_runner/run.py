@@ -215,7 +215,8 @@ class Run:
             else:
                 groups = db.learner_groups()
                 # A packed worker is not cancelled with its allocation's others: its next
-                # heartbeat (within log_interval) finds the learner gone, and it stops.
+                # heartbeat (within log_interval) finds the learner gone, and it goes on
+                # with the next one.
                 for task in tasks:
                     if task_of(task) == task:
                         by_group.setdefault(groups[holders[task]], []).append(task)
