@@ -375,9 +375,9 @@ class JobManager:
             return set()
         active = snap.active()
         # Packed workers write their own output to their own logs: each is watched, and a
-        # match fails that worker's learner only (it stops at its next heartbeat; the
-        # allocation goes on). A match in an allocation's own output (its job script, srun)
-        # fails every learner it holds, and the allocation is cancelled.
+        # match fails that worker's learner only (it drops it at its next heartbeat and
+        # takes the next; the allocation goes on). A match in an allocation's own output
+        # (its job script, srun) fails every learner it holds, and the allocation is cancelled.
         packed = [w for task in active for w in snap.holding(task) if w != task]
         matched = self.error_watch.scan([*active, *packed], snap.holders)
         # Recorded before the cancel: the job's release on SIGTERM then finds the learner gone,
