@@ -25,6 +25,7 @@ Failures end bounded and explained (docs/architecture.md, "When things go wrong"
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ from adaptive_runner.database import Database, LearnerState
 from adaptive_runner.error_watch import ErrorWatch
 from adaptive_runner.errors import StateFileError
 from adaptive_runner.logs import log_exception
+from adaptive_runner.packing import worker_ending
 from adaptive_runner.schedulers.base import JobState
 from adaptive_runner.start_failure import output_errors, start_failure_reason, unreachable_reason
 from adaptive_runner.submissions import FailedSubmission, Submitter
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from adaptive_runner.schedulers.base import QueuedTask, Scheduler
 
 log = structlog.get_logger("adaptive_runner.job_manager")
+_PACKER_TAIL_BYTES = 65_536  # where a packer's last lines are, in its allocation's output
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,7 +404,10 @@ class JobManager:
         by_reason: dict[str, list[str]] = {}
         for task, end in self._end_states(snap, vanished).items():
             why = "job vanished from the queue" + (f" (scheduler: {end})" if end else "")
-            by_reason.setdefault(why, []).extend(snap.holding(task))
+            for worker in snap.holding(task):
+                # A packed worker that died before its allocation ended: its packer said how.
+                ending = self._packed_ending(task, worker)
+                by_reason.setdefault(f"{why}; {ending}" if ending else why, []).append(worker)
         for reason, workers in by_reason.items():
             lost = db.mark_lost(workers, reason=reason, now=snap.now)
             log.warning("jobs vanished", tasks=workers, learners=lost, reason=reason)
@@ -419,6 +425,20 @@ class JobManager:
         # A packed worker gone silent is not worth its allocation's other workers: it is only
         # fenced (it saves nothing more, and stops at its next heartbeat if it ever sends one).
         return {worker for worker, _ in expired if task_of(worker) == worker}
+
+    def _packed_ending(self, task: str, worker: str) -> str | None:
+        """How a packed ``worker`` of ``task`` ended, from the allocation's output (or None)."""
+        rank = worker.removeprefix(task + RANK_SEPARATOR)
+        if rank == worker or not rank.isdigit():
+            return None  # the task's own worker: its end is the task's
+        try:
+            with self.run_dir.task_log(task).open("rb") as log_file:
+                log_file.seek(0, os.SEEK_END)
+                log_file.seek(max(0, log_file.tell() - _PACKER_TAIL_BYTES))
+                tail = log_file.read().decode("utf-8", errors="replace")
+        except OSError:
+            return None
+        return worker_ending(tail, int(rank))
 
     def _end_states(self, snap: Snapshot, tasks: Collection[str]) -> dict[str, str | None]:
         """How each ended task ended, in words: exit code or signal where the scheduler has it.

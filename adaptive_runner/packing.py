@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 # The signals on which a worker saves and releases its learner; a packer passes them on.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_PREFIX = "adaptive_runner.packing: "
+_ENDED = _PREFIX + "worker {rank} ended with "  # then the code or signal
 # Where a node's index in its allocation is: SLURM's srun, PBS's pbsdsh; 0 without either.
 NODE_INDEX_VARS = ("SLURM_NODEID", "PBS_NODENUM")
 
@@ -67,7 +69,7 @@ def run_workers(per_node: int, command: Sequence[str], environ: Mapping[str, str
     codes = [worker.wait() for worker in workers]
     for rank, code in enumerate(codes, start=first):
         if code != 0:
-            print(f"adaptive_runner.packing: worker {rank} ended with {_ending(code)}", flush=True)
+            print(f"{_ENDED.format(rank=rank)}{_ending(code)}", flush=True)
     return next((_exit_code(code) for code in codes if code != 0), 0)
 
 
@@ -85,6 +87,19 @@ def _die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # the packer died before the prctl took effect
         os._exit(1)
+
+
+def worker_ending(output: str, rank: int) -> str | None:
+    """How worker ``rank`` ended, as its packer wrote it into the allocation's output.
+
+    None when it ended with 0 or the packer has not written it (it runs, or the packer was
+    killed with it).
+    """
+    marker = _ENDED.format(rank=rank)
+    for line in reversed(output.splitlines()):
+        if line.startswith(marker):
+            return line.removeprefix(_PREFIX)
+    return None
 
 
 def _ending(code: int) -> str:

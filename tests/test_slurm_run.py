@@ -417,6 +417,14 @@ def test_a_killed_packed_worker_loses_only_its_learner(
     # and resumed from its save.
     (killed,) = [r for r in rows if r["task"] == victim["task"]]  # dead: it claims no more
     assert killed["outcome"] in {"expired", "lost"}
+    if killed["outcome"] == "lost":  # the reason says how the worker died, as its packer saw it
+        rank = victim["task"].partition("@")[2]
+        conn = sqlite3.connect(run_dir / "state.sqlite")
+        (detail,) = conn.execute(
+            "SELECT detail FROM events WHERE task = ? AND kind = 'lost'", (victim["task"],)
+        ).fetchone()
+        conn.close()
+        assert f"; worker {rank} ended with signal 9 (SIGKILL)" in detail
     with Database.open(run_dir / "state.sqlite") as db:
         assert db.learners()[victim["learner"]].failures == 1
     resumed_with_data(run_dir, victim["learner"], after=victim["task"])
