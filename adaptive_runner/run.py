@@ -194,7 +194,7 @@ class Run:
                 "save_dataframe=True, or use load_learners() and each learner's to_dataframe()"
             )
         with self._open() as db:
-            fnames = [row.fname for row in db.learners()]
+            fnames = db.fnames()
         return read_dataframes(fnames, DataFrameFormat(config.dataframe_format))
 
     # -- steering --------------------------------------------------------------------------

@@ -141,12 +141,16 @@ def store(run_dir: RunDir, runner_kwargs: dict[str, Any], initializers: list[Ini
 
 def stored(run_dir: RunDir) -> tuple[dict[str, Any], list[Initializer]]:
     """The runner kwargs and initializers :func:`store` wrote (none in an older run)."""
-    kwargs = _read(run_dir.runner_kwargs_file)
     initializers = _read(run_dir.initializers_file)
     return (
-        {} if kwargs is None else pickle.loads(kwargs),  # noqa: S301 - the run's own pickle
-        [] if initializers is None else pickle.loads(initializers),  # noqa: S301 - same
+        _runner_kwargs(run_dir),
+        [] if initializers is None else pickle.loads(initializers),  # noqa: S301 - the run's own
     )
+
+
+def _runner_kwargs(run_dir: RunDir) -> dict[str, Any]:
+    kwargs = _read(run_dir.runner_kwargs_file)
+    return {} if kwargs is None else pickle.loads(kwargs)  # noqa: S301 - the run's own pickle
 
 
 def _read(path: Path) -> bytes | None:
@@ -196,8 +200,7 @@ class TaskSetup:
             pickled = _read(self.run_dir.initializers_file)
             if pickled is not None and run_initializers(pickled):
                 self.pool_initializer = partial(run_initializers, pickled)
-            kwargs = _read(self.run_dir.runner_kwargs_file)
-            self._runner_kwargs = {} if kwargs is None else pickle.loads(kwargs)  # noqa: S301 - the run's own
+            self._runner_kwargs = _runner_kwargs(self.run_dir)
         return dict(self._runner_kwargs)
 
 
