@@ -16,23 +16,25 @@ import structlog
 from adaptive_runner import goals
 from adaptive_runner.database import Database, LearnerState
 from adaptive_runner.database_schema import as_damage, damaged
-from adaptive_runner.dataframes import read_dataframes
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.log_parser import LogParser, LogRecords
 from adaptive_runner.run_dir import RunConfig, RunDir
-from adaptive_runner.saving import load_data
-from adaptive_runner.schedulers import scheduler_class
+from adaptive_runner.saving import dataframe_path, load_data
+from adaptive_runner.schedulers import bound_schedulers
 from adaptive_runner.task_identity import task_of
 from adaptive_runner.vocabulary import DataFrameFormat
+from adaptive_runner.widgets.report import info_text, summary_html
+from adaptive_runner.widgets.snapshot import StatusSnapshot
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable, Collection, Iterable, Iterator
+    from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
     from adaptive_runner.database import LearnerRow, TaskRow
     from adaptive_runner.schedulers.base import Scheduler
+    from adaptive_runner.widgets.queue import Looks
     from adaptive_runner.widgets.report import InfoText
-    from adaptive_runner.widgets.snapshot import StatusSnapshot
+    from adaptive_runner.widgets.snapshot import View
 
 log = structlog.get_logger("adaptive_runner.run")
 
@@ -73,21 +75,20 @@ class Run:
                 f"Run.info gives format='text' only, got {format!r}: for the panel use "
                 "RunManager.open(run_dir).info()"
             )
-        from adaptive_runner.widgets.report import info_text  # noqa: PLC0415 - no cycle
-
-        return info_text(self._snapshot())
+        return info_text(self.snapshot())
 
     def _repr_html_(self) -> str:
         """The run's summary in a notebook: state, counts, totals, problems."""
-        from adaptive_runner.widgets.report import summary_html  # noqa: PLC0415 - no cycle
+        return summary_html(self.snapshot())
 
-        return summary_html(self._snapshot())
-
-    def _snapshot(self) -> StatusSnapshot:
-        from adaptive_runner.widgets.snapshot import StatusSnapshot  # noqa: PLC0415 - no cycle
-
+    def snapshot(self, view: View | None = None, *, looks: Looks | None = None) -> StatusSnapshot:
+        """The run as the panel shows it, as plain data (see :class:`StatusSnapshot`)."""
         self._check_database()
-        return StatusSnapshot.take(self.run_dir, managers_running=None)
+        return StatusSnapshot.take(self.run_dir, view, looks=looks, **self._managers())
+
+    def _managers(self) -> dict[str, Any]:
+        """What the snapshot says of the run's managers: unknown, as this handle serves none."""
+        return {"managers_running": None}
 
     def config(self) -> RunConfig:
         """What run.json says; ConfigError if this is not a run directory."""
@@ -205,7 +206,7 @@ class Run:
         Cancelled learners are never resubmitted; their saved data stays on disk. The jobs
         are cancelled through the schedulers that run.json names.
         """
-        schedulers = self.schedulers()
+        schedulers = self.bound_schedulers()
         by_group: dict[int, list[str]] = {}
         with self._open(write=True) as db:
             holders = db.running_tasks()
@@ -230,7 +231,7 @@ class Run:
         Asks about every array the run ever submitted: a task whose learner is finished may
         still be exiting.
         """
-        schedulers = self.schedulers()
+        schedulers = self.bound_schedulers()
         by_group: dict[int, list[str]] = {}
         with self._open() as db:
             for array_id, group in db.array_groups().items():
@@ -241,12 +242,9 @@ class Run:
             active += sorted(task for task, state in queue.items() if state.active)
         return active
 
-    def schedulers(self) -> list[Scheduler]:
+    def bound_schedulers(self) -> list[Scheduler]:
         """The schedulers of the run's groups, as run.json describes them, bound to the run."""
-        return [
-            scheduler_class(g.scheduler)(**g.options).bind(self.run_dir.jobs_dir)
-            for g in self.config().groups
-        ]
+        return bound_schedulers(self.config().groups, self.run_dir.jobs_dir)
 
     def retry(
         self, learners: Collection[int] | None = None, *, cancelled: bool = False
@@ -364,3 +362,33 @@ def remove_files(fnames: Iterable[str], *, running: int) -> list[Path]:
             path.unlink()
             removed.append(path)
     return removed
+
+
+def read_dataframes(fnames: Sequence[str], fmt: DataFrameFormat) -> Any:
+    """One DataFrame of the learners whose DataFrame file exists, with ``learner`` and ``fname``.
+
+    ``learner`` (the index) and ``fname`` (the data file) come first. Learners without a file
+    yet are left out, and their indices listed in the result's ``attrs["skipped"]``. Like the
+    data files, the files are the run's own: a pickle runs code when it is read.
+    """
+    import pandas as pd  # noqa: PLC0415 - on demand: pandas costs a second to import
+
+    read = pd.read_parquet if fmt is DataFrameFormat.PARQUET else pd.read_pickle
+    frames = []
+    skipped = []
+    for index, fname in enumerate(fnames):
+        path = dataframe_path(fname, fmt)
+        if not path.exists():
+            skipped.append(index)
+            continue
+        frame = read(path)
+        frame.insert(0, "learner", index)
+        frame.insert(1, "fname", fname)
+        frames.append(frame)
+    result = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["learner", "fname"])
+    )
+    result.attrs["skipped"] = skipped
+    return result

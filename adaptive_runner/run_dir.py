@@ -30,6 +30,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import struct
 import tempfile
@@ -208,6 +209,15 @@ class RunDir:
             f.seek(len(head) + 8 * (count + 1) + start)
             return f.read(end - start)
 
+    def read_runner_kwargs(self) -> dict[str, Any]:
+        """The extra Runner arguments of runner_kwargs.pickle ({} in a run made before it)."""
+        pickled = _read_optional(self.runner_kwargs_file)
+        return {} if pickled is None else pickle.loads(pickled)  # noqa: S301 - the run's own
+
+    def read_initializers(self) -> bytes | None:
+        """initializers.pickle's bytes (None in a run made before it), unpickled by the caller."""
+        return _read_optional(self.initializers_file)
+
     def _pack(self, number: int) -> Path:
         return self.learners_dir / f"pack-{number:05d}.bin"
 
@@ -309,3 +319,10 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+
+
+def _read_optional(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:  # a run directory made before these files existed
+        return None

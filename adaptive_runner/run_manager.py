@@ -7,37 +7,30 @@ import socket
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
-import cloudpickle
 import structlog
 
 from adaptive_runner import goals
 from adaptive_runner.database import Database, LearnerState
-from adaptive_runner.database_manager import DatabaseManager, check_address, interface_address
-from adaptive_runner.dataframes import check_dataframes
-from adaptive_runner.error_watch import DEFAULT_KILL_PATTERNS, check_patterns
+from adaptive_runner.database_manager import DatabaseManager, interface_address
 from adaptive_runner.errors import ConfigError, ManagerDiedError
 from adaptive_runner.job_manager import JobManager
 from adaptive_runner.logs import log_managers_to, stop_logging_managers_to
 from adaptive_runner.run import Run, remove_files
 from adaptive_runner.run_dir import RunConfig, RunDir, RunLock
-from adaptive_runner.run_setup import create_run, rewrite_run, run_digest
-from adaptive_runner.schedulers import scheduler_class
-from adaptive_runner.task_setup import check_initializers, check_runner_kwargs, stored
-from adaptive_runner.validation import positive_int, positive_seconds
+from adaptive_runner.run_setup import create_run, rewrite_run
+from adaptive_runner.spec import Group, RunOptions, RunSpec
+from adaptive_runner.validation import positive_seconds
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Callable, Collection, Mapping, Sequence
     from datetime import timedelta
 
-    from adaptive_runner.log_parser import LogRecords
     from adaptive_runner.schedulers.base import Scheduler
     from adaptive_runner.widgets.panel import StatusPanel
-    from adaptive_runner.widgets.queue import Looks
     from adaptive_runner.widgets.report import InfoText
-    from adaptive_runner.widgets.snapshot import StatusSnapshot, View
 
 
 LOOPBACK = "127.0.0.1"
@@ -52,8 +45,11 @@ _RUNNING: weakref.WeakValueDictionary[Path, RunManager] = weakref.WeakValueDicti
 log = structlog.get_logger("adaptive_runner.run_manager")
 
 
-class RunManager:
+class RunManager(Run):
     """Run ``learners`` to ``goal`` on ``scheduler``'s array tasks, one learner at a time each.
+
+    A :class:`Run` (status, problems, cancel, retry, logs, learners) that also starts, waits
+    for and stops the run's managers.
 
     Parameters
     ----------
@@ -145,119 +141,89 @@ class RunManager:
         *,
         goal: goals.Goal,
         run_dir: str | os.PathLike[str] = "runs/default",
-        max_simultaneous_jobs: int = 100,
-        save_interval: float | timedelta = 300.0,
-        log_interval: float | timedelta = 60.0,
-        max_fails: int = 3,
-        lease_timeout: float | timedelta | None = None,
         dependencies: Mapping[int, Sequence[int]] | None = None,
-        poll_interval: float | timedelta | None = None,
         overwrite: bool = False,
-        kill_on_error: Sequence[str] | None = DEFAULT_KILL_PATTERNS,
-        claim_timeout: float | timedelta = 300.0,
         retry_failed: bool = True,
         check_goal_on_start: bool = True,
-        host: str | None = None,
-        interface: str | None = None,
-        runner_kwargs: Mapping[str, Any] | None = None,
-        initializers: Sequence[Callable[[], object]] | None = None,
-        save_dataframe: bool = False,
-        dataframe_format: str = "parquet",
+        **options: Unpack[RunOptions],
     ) -> None:
         if len(learners) != len(fnames):
             raise ConfigError(
                 f"learners and fnames must have the same length, got {len(learners)} learners "
                 f"and {len(fnames)} fnames"
             )
-        if not learners:
-            raise ConfigError("learners is empty: give at least one learner and its fname")
-        self.fnames = [str(Path(f).absolute()) for f in fnames]
-        seen: dict[str, int] = {}
-        for i, fname in enumerate(self.fnames):
-            if fname in seen:
-                raise ConfigError(
-                    f"fnames[{i}] and fnames[{seen[fname]}] are the same file {fname!r}: "
-                    "each learner needs its own file"
-                )
-            seen[fname] = i
-        self.learners = list(learners)
-        self.goal = goals.check_goal(goal)
-        goals.check_learners_end(self.goal, self.learners)
-        self.runner_kwargs = check_runner_kwargs(runner_kwargs)
-        self.initializers = check_initializers(initializers)
-        self.run_dir = RunDir(run_dir)
-        self.max_simultaneous_jobs = positive_int(max_simultaneous_jobs, "max_simultaneous_jobs")
-        self.save_interval_s = positive_seconds(save_interval, "save_interval")
-        self.log_interval_s = positive_seconds(log_interval, "log_interval")
-        self.max_fails = positive_int(max_fails, "max_fails")
-        self.lease_timeout_s = (
-            max(120.0, 5 * self.log_interval_s)
-            if lease_timeout is None
-            else positive_seconds(lease_timeout, "lease_timeout")
+        spec = RunSpec.check(
+            [(scheduler, learners, fnames)], goal=goal, dependencies=dependencies, **options
         )
-        self.claim_timeout_s = positive_seconds(claim_timeout, "claim_timeout")
-        self._set_groups([scheduler], [0] * len(self.learners), poll_interval)
-        self.dependencies = {int(k): [int(d) for d in v] for k, v in (dependencies or {}).items()}
+        self._set_up(spec, run_dir, overwrite, retry_failed, check_goal_on_start)
+
+    def _set_up(
+        self,
+        spec: RunSpec,
+        run_dir: str | os.PathLike[str],
+        overwrite: bool,  # noqa: FBT001 - private; the public constructors name them
+        retry_failed: bool,  # noqa: FBT001
+        check_goal_on_start: bool,  # noqa: FBT001
+    ) -> None:
+        super().__init__(run_dir)
+        self.spec = spec
         self.overwrite = overwrite
-        self.kill_on_error = check_patterns(kill_on_error)
         self.retry_failed = retry_failed
         self.check_goal_on_start = check_goal_on_start
-        self.host, self.interface = check_address(host, interface)
-        self.save_dataframe = save_dataframe
-        self.dataframe_format = check_dataframes(
-            self.learners, self.fnames, save=save_dataframe, fmt=dataframe_format
-        )
         self.database_manager: DatabaseManager | None = None
         self.job_manager: JobManager | None = None
-        self._run = Run(self.run_dir.path)  # status, cancel, retry, logs: no unpickling
         self._lock = RunLock(self.run_dir)  # manager.lock, held while our managers run
 
     @classmethod
     def from_groups(
         cls,
-        groups: Sequence[tuple[Scheduler, Sequence[Any], Sequence[str | os.PathLike[str]]]],
-        **options: Any,
+        groups: Sequence[Group],
+        *,
+        goal: goals.Goal,
+        run_dir: str | os.PathLike[str] = "runs/default",
+        dependencies: Mapping[int, Sequence[int]] | None = None,
+        overwrite: bool = False,
+        retry_failed: bool = True,
+        check_goal_on_start: bool = True,
+        **options: Unpack[RunOptions],
     ) -> RunManager:
         """A run whose learners need different resources: one array per group.
 
-        ``groups`` is a list of ``(scheduler, learners, fnames)``; ``options`` are the other
-        arguments of :class:`RunManager` (goal, run_dir, ...). Learners are numbered group by
-        group, in the order given; ``max_simultaneous_jobs`` counts the jobs of all groups.
+        ``groups`` is a list of ``(scheduler, learners, fnames)``; the other arguments are
+        those of :class:`RunManager`. Learners are numbered group by group, in the order
+        given; ``max_simultaneous_jobs`` counts the jobs of all groups.
         """
-        if not groups:
-            raise ConfigError("groups is empty: give a list of (scheduler, learners, fnames)")
-        learners: list[Any] = []
-        fnames: list[str | os.PathLike[str]] = []
-        learner_groups: list[int] = []
-        for g, group in enumerate(groups):
-            if not isinstance(group, tuple) or len(group) != 3:  # noqa: PLR2004 - the triple
-                raise ConfigError(f"groups[{g}] must be a (scheduler, learners, fnames) tuple")
-            _, group_learners, group_fnames = group
-            if len(group_learners) != len(group_fnames):
-                raise ConfigError(
-                    f"groups[{g}] has {len(group_learners)} learners but {len(group_fnames)} "
-                    "fnames: give one fname per learner"
-                )
-            learners.extend(group_learners)
-            fnames.extend(group_fnames)
-            learner_groups.extend([g] * len(group_learners))
-        rm = cls(groups[0][0], learners, fnames, **options)
-        rm._set_groups([g[0] for g in groups], learner_groups, options.get("poll_interval"))
-        return rm
+        spec = RunSpec.check(groups, goal=goal, dependencies=dependencies, **options)
+        return cls._made(spec, run_dir, overwrite, retry_failed, check_goal_on_start)
 
-    def _set_groups(
-        self,
-        schedulers: Sequence[Scheduler],
-        learner_groups: Sequence[int],
-        poll_interval: float | timedelta | None,
-    ) -> None:
-        self.schedulers = list(schedulers)
-        self.learner_groups = list(learner_groups)
-        self.poll_interval_s = (
-            min(s.poll_interval_s for s in self.schedulers)
-            if poll_interval is None
-            else positive_seconds(poll_interval, "poll_interval")
-        )
+    @classmethod
+    def _made(
+        cls,
+        spec: RunSpec,
+        run_dir: str | os.PathLike[str],
+        overwrite: bool,  # noqa: FBT001 - private; the public constructors name them
+        retry_failed: bool,  # noqa: FBT001
+        check_goal_on_start: bool,  # noqa: FBT001
+    ) -> RunManager:
+        """A RunManager of a checked ``spec`` (what the public constructors end in)."""
+        self = cls.__new__(cls)
+        self._set_up(spec, run_dir, overwrite, retry_failed, check_goal_on_start)
+        return self
+
+    @property
+    def fnames(self) -> list[str]:
+        """The learners' data files, absolute."""
+        return list(self.spec.fnames)
+
+    @property
+    def schedulers(self) -> list[Scheduler]:
+        """The schedulers of the run's groups, as given."""
+        return list(self.spec.schedulers)
+
+    @property
+    def goal(self) -> goals.Goal:
+        """When a learner is done (checked)."""
+        return self.spec.goal
 
     # -- starting --------------------------------------------------------------------------
 
@@ -281,7 +247,7 @@ class RunManager:
             scheduler.check()  # a bad partition, a host that does not answer, ...
             scheduler.check_shared(self._shared_paths(group))
         url_host = self._url_host()  # an unknown interface, too
-        digest = run_digest(self)
+        digest = self.spec.digest
         if self.run_dir.exists():
             existing = self.run_dir.read_config()
             if existing.config_hash != digest and not self.overwrite:
@@ -291,13 +257,13 @@ class RunManager:
                     "RunManager.resume(run_dir) to continue it as it is"
                 )
             if self.overwrite:
-                self._replace(digest)
+                self._replace()
             else:
                 self._locked(lambda: self._rerun(existing))
         else:
-            create_run(self, digest, replace=False)
+            create_run(self.run_dir, self.spec, replace=False)
         if self.check_goal_on_start:
-            self._locked(lambda: self._run.complete_reached(self.goal))
+            self._locked(lambda: self.complete_reached(self.goal))
         self._start_managers(url_host)
         return self
 
@@ -314,7 +280,7 @@ class RunManager:
             self.stop()
             raise
 
-    def _replace(self, digest: str) -> None:
+    def _replace(self) -> None:
         """``overwrite=True``: cancel the old run's jobs, then a fresh run directory in place.
 
         The old jobs would write to the same data files and run-directory paths as the new
@@ -322,38 +288,38 @@ class RunManager:
         """
         self._lock.acquire()
         try:
-            self._run.cancel()
+            Run.cancel(self)  # no round to wait for: our managers do not run
             log.info(
                 "overwrite: cancelled the old run's jobs; waiting for them to end",
                 at_most_s=REPLACE_WAIT_S,
             )
             deadline = time.monotonic() + REPLACE_WAIT_S
-            while (active := self._run.active_tasks()) and time.monotonic() < deadline:
+            while (active := self.active_tasks()) and time.monotonic() < deadline:
                 time.sleep(0.2)  # tasks still exiting write into the run directory's paths
             if active:
                 log.warning("jobs of the replaced run are still active", tasks=active)
-            create_run(self, digest, replace=True)
+            create_run(self.run_dir, self.spec, replace=True)
         finally:
             self._lock.release()  # a lock on the replaced directory's file
 
     def _url_host(self) -> str:
         """The host in the url the jobs connect to (looks the interface up: I/O)."""
-        if self.host is not None:
-            return self.host
-        if self.interface is not None:
-            return interface_address(self.interface)
+        if self.spec.host is not None:
+            return self.spec.host
+        if self.spec.interface is not None:
+            return interface_address(self.spec.interface)
         return LOOPBACK if self._local_only() else socket.gethostname()
 
     def _shared_paths(self, group: int) -> dict[str, Path]:
         """What ``group``'s tasks read and write, by name: the run directory and its fnames."""
-        fnames = zip(self.fnames, self.learner_groups, strict=True)
+        fnames = zip(self.spec.fnames, self.spec.learner_groups, strict=True)
         return {
             "run_dir": self.run_dir.path,
             **{f"fnames[{i}]": Path(f) for i, (f, g) in enumerate(fnames) if g == group},
         }
 
     def _local_only(self) -> bool:
-        return all(s.bind_host == LOOPBACK for s in self.schedulers)
+        return all(s.bind_host == LOOPBACK for s in self.spec.schedulers)
 
     def _rerun(self, existing: RunConfig) -> None:
         """Continue an existing run with this call's learners, goal and settings.
@@ -361,12 +327,12 @@ class RunManager:
         The pickles, goal and run.json are rewritten (see :func:`run_setup.rewrite_run`), so
         :meth:`load_learners` gives every learner the current code.
         """
-        changed = rewrite_run(self, existing)
+        changed = rewrite_run(self.run_dir, self.spec, existing)
         # What changed since the last session (goal, options, intervals), when anything did.
         details = {"changed": changed} if changed else {}
         log.info("run continued with new code", run_dir=str(self.run_dir.path), **details)
         if self.retry_failed:
-            put_back = self._run.retry()
+            put_back = Run.retry(self)  # the managers start after this
             if put_back:
                 log.info("failed learners back to waiting", learners=len(put_back))
 
@@ -380,36 +346,37 @@ class RunManager:
         log.info(
             "run started",
             run_dir=str(self.run_dir.path),
-            learners=len(self.learners),
-            goal=goals.describe_goal(self.goal),
-            schedulers=[s.name for s in self.schedulers],
+            learners=len(self.spec.learners),
+            goal=goals.describe_goal(self.spec.goal),
+            schedulers=[s.name for s in self.spec.schedulers],
             **self.status(),
         )
 
     def _start_locked_managers(self, url_host: str) -> None:
         log_managers_to(self.run_dir.path / "manager.log")
         _RUNNING[self.run_dir.path] = self
+        spec = self.spec
         host = LOOPBACK if self._local_only() else "0.0.0.0"  # noqa: S104 - other nodes; CURVE
         self.database_manager = DatabaseManager(
             self.run_dir,
             bind_host=host,
             url_host=url_host,
             # Each worker of a packed allocation is a connection of its own.
-            expected_jobs=self.max_simultaneous_jobs * max(s.packed or 1 for s in self.schedulers),
+            expected_jobs=spec.max_simultaneous_jobs * max(s.packed or 1 for s in spec.schedulers),
         )
         url = self.database_manager.start()
         config = self.run_dir.read_config()
         self.run_dir.write_config(dataclasses.replace(config, url=url))
         self.job_manager = JobManager(
             self.run_dir,
-            self.schedulers,
-            max_simultaneous_jobs=self.max_simultaneous_jobs,
-            lease_timeout_s=self.lease_timeout_s,
-            poll_interval_s=self.poll_interval_s,
-            max_fails=self.max_fails,
-            claim_timeout_s=self.claim_timeout_s,
+            list(spec.schedulers),
+            max_simultaneous_jobs=spec.max_simultaneous_jobs,
+            lease_timeout_s=spec.lease.total_seconds(),
+            poll_interval_s=spec.poll.total_seconds(),
+            max_fails=spec.max_fails,
+            claim_timeout_s=spec.claim_timeout.total_seconds(),
             url=url,
-            kill_on_error=self.kill_on_error,
+            kill_on_error=spec.kill_on_error,
         )
         self.database_manager.on_change = self.job_manager.wake  # act within a second
         self.job_manager.start()
@@ -429,35 +396,11 @@ class RunManager:
             fnames = [row.fname for row in db.learners()]
             learner_groups = db.learner_groups()
             dependencies = db.dependencies()
-        learners = [cloudpickle.loads(rd.read_learner(i)) for i in range(len(fnames))]
-        runner_kwargs, initializers = stored(rd)
-        groups = [
-            (
-                scheduler_class(group.scheduler)(**group.options),
-                [x for x, g in zip(learners, learner_groups, strict=True) if g == number],
-                [f for f, g in zip(fnames, learner_groups, strict=True) if g == number],
-            )
-            for number, group in enumerate(config.groups)
-        ]
-        return cls.from_groups(
-            groups,
-            goal=cloudpickle.loads(rd.goal_file.read_bytes()),
-            run_dir=rd.path,
-            max_simultaneous_jobs=config.max_simultaneous_jobs,
-            save_interval=config.save_interval_s,
-            log_interval=config.log_interval_s,
-            max_fails=config.max_fails,
-            lease_timeout=config.lease_timeout_s,
-            dependencies=dependencies,
-            poll_interval=config.poll_interval_s,
-            kill_on_error=config.kill_on_error,
-            claim_timeout=config.claim_timeout_s,
-            host=config.host,
-            interface=config.interface,
-            runner_kwargs=runner_kwargs,
-            initializers=initializers,
-            save_dataframe=config.save_dataframe,
-            dataframe_format=config.dataframe_format,
+        spec = RunSpec.read(
+            rd, config, fnames=fnames, learner_groups=learner_groups, dependencies=dependencies
+        )
+        return cls._made(
+            spec, rd.path, overwrite=False, retry_failed=True, check_goal_on_start=True
         )
 
     @classmethod
@@ -478,10 +421,6 @@ class RunManager:
 
     # -- watching and steering -------------------------------------------------------------
 
-    def status(self) -> dict[str, int]:
-        """Learners per state, read from state.sqlite (works with the managers stopped)."""
-        return self._run.status()
-
     def problems(self) -> list[str]:
         """Why the run does not go on now ([] when all is well), in words.
 
@@ -490,7 +429,7 @@ class RunManager:
         shown by the panel and ``adaptive-runner status``); failed learners carry their own
         reason in the ``error`` column.
         """
-        return [e.summary for e in self.dead_managers()] + self._run.problems()
+        return [e.summary for e in self.dead_managers()] + super().problems()
 
     def dead_managers(self) -> list[ManagerDiedError]:
         """The managers of this object whose thread ended on an error (what :meth:`wait` raises).
@@ -503,10 +442,6 @@ class RunManager:
             for name, manager in managers
             if manager is not None and manager.died is not None
         ]
-
-    def finished(self) -> bool:
-        """Whether no learner is waiting or running any more."""
-        return self._run.finished()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every learner is done, failed or cancelled; True if all are done.
@@ -539,7 +474,8 @@ class RunManager:
         counts = self.status()
         return counts[LearnerState.DONE] == sum(counts.values())
 
-    @overload
+    # A Run gives text by default; a RunManager, which runs the managers, the panel.
+    @overload  # type: ignore[override]
     def info(
         self, *, refresh_interval: float | timedelta = ..., format: Literal["widget"] = ...
     ) -> StatusPanel: ...
@@ -564,9 +500,7 @@ class RunManager:
         the totals, for terminals.
         """
         if format == "text":
-            from adaptive_runner.widgets.report import info_text  # noqa: PLC0415 - on demand
-
-            return info_text(self.snapshot())
+            return super().info()
         if format != "widget":
             raise ConfigError(f"format must be 'widget' or 'text', got {format!r}")
         from adaptive_runner.widgets.panel import StatusPanel  # noqa: PLC0415 - ipywidgets on demand
@@ -574,28 +508,21 @@ class RunManager:
         interval = positive_seconds(refresh_interval, "refresh_interval")
         return StatusPanel(self, refresh_interval_s=interval)
 
-    def snapshot(self, view: View | None = None, *, looks: Looks | None = None) -> StatusSnapshot:
-        """The run as the panel shows it, as plain data (see :class:`StatusSnapshot`)."""
-        from adaptive_runner.widgets.snapshot import StatusSnapshot  # noqa: PLC0415 - on demand
-
+    def _managers(self) -> dict[str, Any]:
+        """What the snapshot says of this object's managers: running, last error, dead ones."""
         jm = self.job_manager
         error = None if jm is None else jm.error
-        return StatusSnapshot.take(
-            self.run_dir,
-            view,
-            managers_running=jm is not None and jm.running and not jm.finished,
-            manager_error=None if error is None else f"{type(error).__name__}: {error}",
-            dead_managers=[e.summary for e in self.dead_managers()],
-            looks=looks,
-        )
+        return {
+            "managers_running": jm is not None and jm.running and not jm.finished,
+            "manager_error": None if error is None else f"{type(error).__name__}: {error}",
+            "dead_managers": [e.summary for e in self.dead_managers()],
+        }
 
     def _repr_html_(self) -> str:
         """The run's summary in a notebook: state, counts, totals, problems."""
         if not self.run_dir.exists():
             return f"RunManager for <code>{self.run_dir.path}</code>: not started"
-        from adaptive_runner.widgets.report import summary_html  # noqa: PLC0415 - on demand
-
-        return summary_html(self.snapshot())
+        return super()._repr_html_()
 
     def cancel(self, learners: Collection[int] | None = None) -> None:
         """Cancel learners (default: the whole run) and kill the jobs that hold them.
@@ -603,10 +530,10 @@ class RunManager:
         Cancelled learners are never resubmitted; their saved data stays on disk.
         """
         if self.job_manager is None:
-            self._run.cancel(learners)
+            super().cancel(learners)
             return
         with self.job_manager.round_lock:  # an array being submitted now is cancelled too
-            self._run.cancel(learners)
+            super().cancel(learners)
 
     def retry(
         self, learners: Collection[int] | None = None, *, cancelled: bool = False
@@ -618,7 +545,7 @@ class RunManager:
         started the run and its job manager has finished, the managers start again so the
         learners run. Returns the learners put back.
         """
-        put_back = self._run.retry(learners, cancelled=cancelled)
+        put_back = super().retry(learners, cancelled=cancelled)
         if put_back and self.job_manager is not None and not self.job_manager.running:
             self.stop()
             self._start_managers(self._url_host())
@@ -642,23 +569,3 @@ class RunManager:
             self.database_manager.stop()
         stop_logging_managers_to(self.run_dir.path / "manager.log")
         self._lock.release()
-
-    def parse_logs(self) -> LogRecords:
-        """One record per array task from the job logs: latest status, outcome, errors.
-
-        Each call reads only what the logs gained since the previous call (see log_parser.py);
-        ``.to_dataframe()`` turns the result into a pandas DataFrame.
-        """
-        return self._run.parse_logs()
-
-    def load_learners(self) -> list[Any]:
-        """The learners (as pickled in the run directory) with the data saved so far."""
-        return self._run.load_learners()
-
-    def load_dataframes(self) -> Any:
-        """One pandas DataFrame of the learners' DataFrame files (``save_dataframe=True``).
-
-        Columns ``learner`` and ``fname`` come first; learners with no file yet are left out,
-        listed in ``attrs["skipped"]`` (see :meth:`Run.load_dataframes`).
-        """
-        return self._run.load_dataframes()

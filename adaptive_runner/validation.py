@@ -84,3 +84,8 @@ def environment(value: object, name: str = "env") -> dict[str, EnvValue]:
             raise ConfigError(f"{name}[{key!r}] holds a NUL byte, which no environment can hold")
         checked[key] = item
     return checked
+
+
+def callable_name(value: object) -> str:
+    """How an error message names a user's function: its qualified name, else its repr."""
+    return str(getattr(value, "__qualname__", None) or repr(value))

@@ -152,7 +152,7 @@ def test_kill_on_error_none_is_kept_in_run_json(tmp_path: Path) -> None:
     assert rm.job_manager.error_watch is None
     assert rm.wait(timeout=120)
     assert RunDir(tmp_path / "run").read_config().kill_on_error == []
-    assert ar.RunManager.open(tmp_path / "run").kill_on_error == ()
+    assert ar.RunManager.open(tmp_path / "run").spec.kill_on_error == ()
     with pytest.raises(ConfigError, match="kill_on_error"):
         ar.RunManager(
             ar.Local(),

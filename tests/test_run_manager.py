@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -33,9 +34,10 @@ from adaptive_runner.database import Database
 from adaptive_runner.database_manager import interface_address
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.run_dir import RunDir
-from adaptive_runner.run_setup import create_run, rewrite_run, run_digest
+from adaptive_runner.run_setup import create_run, rewrite_run
 from adaptive_runner.saving import load_data
 from adaptive_runner.schedulers import scheduler_options
+from adaptive_runner.spec import RunOptions, RunSpec
 
 if TYPE_CHECKING:
     from adaptive_runner.schedulers.base import Scheduler
@@ -311,7 +313,7 @@ def test_from_groups_runs_each_group_on_its_own_arrays(tmp_path: Path) -> None:
         assert arrays[array] == learner_groups[row["learner"]]
     reopened = ar.RunManager.open(tmp_path / "run")
     assert [s.executor for s in reopened.schedulers] == ["loky", "sequential"]
-    assert reopened.learner_groups == [0, 0, 1, 1, 1]
+    assert reopened.spec.learner_groups == (0, 0, 1, 1, 1)
 
 
 def test_from_groups_bad_input(tmp_path: Path) -> None:
@@ -460,7 +462,7 @@ def test_host_goes_into_the_url_and_is_kept(tmp_path: Path) -> None:
     config = json.loads((tmp_path / "run" / "run.json").read_text())
     assert config["url"].startswith("tcp://localhost:")
     assert (config["host"], config["interface"]) == ("localhost", None)
-    assert ar.RunManager.open(tmp_path / "run").host == "localhost"
+    assert ar.RunManager.open(tmp_path / "run").spec.host == "localhost"
 
 
 def test_interface_address_and_bad_addresses(tmp_path: Path) -> None:
@@ -563,7 +565,7 @@ def test_run_json_with_the_released_option_names_opens_and_reruns(tmp_path: Path
     pairs = zip(schedulers, make_learners(3), strict=True)
     groups = [(s, [x], [f"{i}.pickle"]) for i, (s, x) in enumerate(pairs)]
     rm = ar.RunManager.from_groups(groups, goal=0.5, run_dir=tmp_path / "run")
-    create_run(rm, run_digest(rm), replace=False)
+    create_run(rm.run_dir, rm.spec, replace=False)
     # The run directory as the release left it: its run.json with the released groups, and
     # without the fields added since (save_dataframe, ...).
     config_file = tmp_path / "run" / "run.json"
@@ -573,11 +575,25 @@ def test_run_json_with_the_released_option_names_opens_and_reruns(tmp_path: Path
 
     opened = ar.RunManager.open(tmp_path / "run")
     assert opened.schedulers == schedulers
-    assert (opened.save_dataframe, opened.dataframe_format) == (False, "parquet")  # defaults
+    assert (opened.spec.save_dataframe, opened.spec.dataframe_format) == (
+        False,
+        "parquet",
+    )  # defaults
     # A rerun writes the common names and reports no change where only names changed.
-    changed = rewrite_run(rm, RunDir(tmp_path / "run").read_config())
+    changed = rewrite_run(rm.run_dir, rm.spec, RunDir(tmp_path / "run").read_config())
     assert "groups" not in changed
     written = json.loads(config_file.read_text())["groups"]
     assert written == [{"scheduler": s.name, "options": scheduler_options(s)} for s in schedulers]
     assert {"queue", "memory", "extra_directives"} <= set(written[0]["options"])
     assert not {"partition", "time", "mem", "extra_sbatch"} & set(written[0]["options"])
+
+
+def test_run_options_are_the_spec_options_and_unknown_ones_are_refused(tmp_path: Path) -> None:
+    """RunOptions (what users pass) and RunSpec (what is checked) name the same options."""
+    spec_fields = {f.name for f in dataclasses.fields(RunSpec)}
+    run_identity = {"learners", "fnames", "schedulers", "learner_groups", "dependencies", "goal"}
+    assert set(RunOptions.__annotations__) == spec_fields - run_identity
+    with pytest.raises(
+        ConfigError, match="unknown option 'save_intervall'; did you mean 'save_interval'"
+    ):
+        make_rm(tmp_path, make_learners(1), goal=5, save_intervall=3)

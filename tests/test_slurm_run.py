@@ -25,7 +25,7 @@ import adaptive_runner as ar
 from adaptive_runner.database import Database
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.log_parser import split_event
-from adaptive_runner.run_setup import create_run, run_digest
+from adaptive_runner.run_setup import create_run
 from adaptive_runner.schedulers.base import JobState
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ def all_released_and_resumed(rm: ar.RunManager, victims: list[sqlite3.Row]) -> N
     learner resumed from that save in a later job."""
     run_dir = rm.run_dir.path
     assert rm.wait(timeout=PATIENCE_S)
-    assert rm.status()["done"] == len(rm.learners)
+    assert rm.status()["done"] == len(rm.fnames)
     with Database.open(run_dir / "state.sqlite") as db:
         learners = db.learners()
     for row in victims:
@@ -327,7 +327,7 @@ def test_run_json_with_the_released_option_names_resumes(tmp_path: Path) -> None
     rm = ar.RunManager(
         scheduler, make_learners(2), fnames, goal=25, run_dir=tmp_path / "run", **options
     )
-    create_run(rm, run_digest(rm), replace=False)
+    create_run(rm.run_dir, rm.spec, replace=False)
     config = json.loads(rm.run_dir.config_file.read_text())
     group = config["groups"][0]["options"]
     for alias, name in ar.SLURM.aliases.items():

@@ -16,7 +16,7 @@ from helpers_run import make_learners, make_rm, stop_and_cancel
 import adaptive_runner as ar
 from adaptive_runner.database import Database
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.task_setup import OWNED_RUNNER_KWARGS
+from adaptive_runner.spec import OWNED_RUNNER_KWARGS
 
 # Workers cannot import this file: the learners and initializers carry these by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -114,7 +114,7 @@ def test_retries_carry_a_flaky_function_to_its_goal_and_a_resumed_run_keeps_them
         assert rm.load_learners()[0].npoints >= 10
     finally:
         stop_and_cancel(rm)
-    assert ar.RunManager.open(rm.run_dir.path).runner_kwargs == {"retries": 3}
+    assert ar.RunManager.open(rm.run_dir.path).spec.runner_kwargs == {"retries": 3}
 
 
 NEEDS_MPI = pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpich")
@@ -149,7 +149,7 @@ def test_initializers_run_in_the_worker_and_in_each_pool_process(
         pids = value.split(",")
         assert len(pids) == processes, value
         assert len(set(pids)) == processes
-    assert len(ar.RunManager.open(rm.run_dir.path).initializers) == 1
+    assert len(ar.RunManager.open(rm.run_dir.path).spec.initializers) == 1
 
 
 def test_a_failing_initializer_fails_the_learner_with_its_traceback(tmp_path: Any) -> None:

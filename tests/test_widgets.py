@@ -319,7 +319,7 @@ def test_totals_of_a_finished_run_end_with_its_last_learner(finished_run: ar.Run
     assert snap.totals.elapsed_s is not None
     assert snap.totals.elapsed_s > 0
     assert snap.totals.held_hours > 0
-    assert snap.totals.n_waits == len({t.task for t in finished_run._run.tasks()})
+    assert snap.totals.n_waits == len({t.task for t in finished_run.tasks()})
     assert snap.totals.mean_cpu_percent is None  # nothing runs
     sizes = [Path(f).stat().st_size for f in finished_run.fnames if Path(f).exists()]
     assert snap.totals.data == DataSize(sum(sizes), len(sizes))

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from adaptive_runner.run_dir import GroupConfig
     from adaptive_runner.schedulers.base import Scheduler
 
 # Registry key (as stored in run.json) -> (module, class); task_identity.READERS has the same
@@ -30,11 +33,21 @@ def scheduler_class(name: str) -> type[Scheduler]:
     return result
 
 
+def from_config(group: GroupConfig) -> Scheduler:
+    """The scheduler of one of run.json's groups, made again from its registry key and options."""
+    return scheduler_class(group.scheduler)(**group.options)
+
+
+def bound_schedulers(groups: Sequence[GroupConfig], jobs_dir: Path) -> list[Scheduler]:
+    """The schedulers of run.json's ``groups``, each bound to the run's ``jobs_dir``."""
+    return [from_config(group).bind(jobs_dir) for group in groups]
+
+
 def scheduler_options(scheduler: Scheduler) -> dict[str, Any]:
     """The scheduler's constructor arguments as JSON values, to rebuild it on resume.
 
-    run.json stores them per group beside the registry key; ``scheduler_class(name)(**options)``
-    makes the scheduler again. Options given under an alias (``partition=``) are stored under
+    run.json stores them per group beside the registry key; :func:`from_config` makes the
+    scheduler again. Options given under an alias (``partition=``) are stored under
     their common name (``queue``); a run.json with the aliases still makes the scheduler.
     """
     options: dict[str, Any] = {}

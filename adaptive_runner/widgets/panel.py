@@ -18,7 +18,6 @@ import ipywidgets as w
 
 from adaptive_runner.database import SORT_KEYS, Database, LearnerState
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.run import Run
 from adaptive_runner.widgets.log_view import LogSource, log_html, log_sources
 from adaptive_runner.widgets.plot import LearnerPicture, LearnerPlot
 from adaptive_runner.widgets.queue import Looks, queue_html
@@ -78,9 +77,8 @@ class StatusPanel:
         self._view = View()
         self._lock = threading.RLock()  # refreshes from the thread and from clicks take turns
         self._stop: threading.Event | None = None
-        run = Run(run_manager.run_dir.path)
-        self._looks = Looks(run.schedulers())
-        self._plotter = LearnerPlot(run)
+        self._looks = Looks(run_manager.bound_schedulers())
+        self._plotter = LearnerPlot(run_manager)
         self._plot_learner: int | None = None
         self._plot_thread: threading.Thread | None = None
         self._log_sources: list[LogSource] = []

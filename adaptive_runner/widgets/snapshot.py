@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Final
 
 from adaptive_runner.database import SORT_KEYS, Database, LearnerRow, LearnerState
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.run import Run
 from adaptive_runner.run_dir import RunDir
+from adaptive_runner.schedulers import bound_schedulers
 from adaptive_runner.widgets.totals import (
     Totals,
     data_size,
@@ -135,7 +135,11 @@ class StatusSnapshot:
         """
         view = view or View()
         run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-        schedulers = Run(run_dir.path).schedulers() if looks is None else looks.schedulers
+        schedulers = (
+            bound_schedulers(run_dir.read_config().groups, run_dir.jobs_dir)
+            if looks is None
+            else looks.schedulers
+        )
         now = clock()
         with Database.open(run_dir.database, read_only=True) as db:
             counts = db.counts()
