@@ -79,3 +79,21 @@ class DataFrameFormat(StrEnum):
 
     PARQUET = "parquet"  # pandas' to_parquet: needs pyarrow
     PICKLE = "pickle"  # pandas' to_pickle
+
+
+class ExecutorName(StrEnum):
+    """How a worker evaluates points: run.json's ``executor`` (see executors.py)."""
+
+    SEQUENTIAL = "sequential"
+    """No pool: one point at a time, in the thread that runs the learner."""
+    PROCESS_POOL = "process-pool"
+    """The stdlib's ProcessPoolExecutor: the function is pickled by reference."""
+    LOKY = "loky"
+    """loky's reusable executor: the function is cloudpickled (a notebook's works)."""
+    MPI4PY = "mpi4py"
+    """An MPIPoolExecutor over the job's MPI ranks (rank 0 is the worker)."""
+
+
+# The executor names in order, for ``in`` with a plain str (an Enum class takes it only from
+# Python 3.12) and for messages that list them.
+EXECUTORS = tuple(ExecutorName)
