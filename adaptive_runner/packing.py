@@ -23,12 +23,11 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from adaptive_runner.task_identity import RANK_VAR
+from adaptive_runner.vocabulary import STOP_SIGNALS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-# The signals on which a worker saves and releases its learner; a packer passes them on.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _PREFIX = "adaptive_runner.packing: "
 _ENDED = _PREFIX + "worker {rank} ended with "  # then the code or signal

@@ -6,6 +6,7 @@ state.sqlite hold: they never change, or old logs and runs would no longer read.
 
 from __future__ import annotations
 
+import signal
 from enum import StrEnum
 
 
@@ -97,3 +98,8 @@ class ExecutorName(StrEnum):
 # The executor names in order, for ``in`` with a plain str (an Enum class takes it only from
 # Python 3.12) and for messages that list them.
 EXECUTORS = tuple(ExecutorName)
+
+
+# The signals on which a worker saves and releases its learner: a packer passes them on to its
+# workers, and a SLURM job asks for one of them (``signal=``) before its time limit.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)

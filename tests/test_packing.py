@@ -124,7 +124,7 @@ def test_the_packer_refuses_bad_arguments() -> None:
         assert "usage: python -m adaptive_runner.packing WORKERS COMMAND" in proc.stderr
 
 
-def test_the_packer_imports_only_the_stdlib_and_the_identity() -> None:
+def test_the_packer_imports_only_the_stdlib_the_identity_and_the_vocabulary() -> None:
     code = "import sys, json, adaptive_runner.packing; print(json.dumps(sorted(sys.modules)))"
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
@@ -134,6 +134,7 @@ def test_the_packer_imports_only_the_stdlib_and_the_identity() -> None:
         "adaptive_runner.errors",
         "adaptive_runner.packing",
         "adaptive_runner.task_identity",
+        "adaptive_runner.vocabulary",
     ]
     assert "zmq" not in json.loads(proc.stdout)
 
