@@ -14,13 +14,14 @@ import json
 from typing import TYPE_CHECKING
 
 from adaptive_runner.log_parser import ERROR_LINE, MAX_LINE_CHARS, split_event
+from adaptive_runner.vocabulary import LEVELS
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 MAX_QUOTED_LINES = 3  # of a task's output, in a reason
 MAX_READ_BYTES = 1 << 16  # a start failure prints little; never read a huge log whole
-_ERROR_LEVELS = ("error", "critical")
+_ERROR_LEVELS = LEVELS[LEVELS.index("error") :]  # error and critical
 
 
 def output_errors(log_file: Path, *, limit: int = MAX_QUOTED_LINES) -> list[str]:

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Final
 
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.vocabulary import LEVELS
 
 # POSIX portable names: what `export NAME=...` accepts in every shell.
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -84,3 +85,9 @@ def environment(value: object, name: str = "env") -> dict[str, EnvValue]:
             raise ConfigError(f"{name}[{key!r}] holds a NUL byte, which no environment can hold")
         checked[key] = item
     return checked
+
+
+def check_level(level: str) -> None:
+    """Refuse a ``level`` that is none of ``LEVELS`` (vocabulary.py)."""
+    if level not in LEVELS:
+        raise ConfigError(f"level={level!r} is not a log level; choose one of {', '.join(LEVELS)}")

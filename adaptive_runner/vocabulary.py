@@ -103,3 +103,8 @@ EXECUTORS = tuple(ExecutorName)
 # The signals on which a worker saves and releases its learner: a packer passes them on to its
 # workers, and a SLURM job asks for one of them (``signal=``) before its time limit.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+# The levels of a line in a task's log and in the managers' logs, lowest first: a log set to
+# one level writes that level and those after it.
+LEVELS = ("debug", "info", "warning", "error", "critical")
