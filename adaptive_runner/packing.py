@@ -23,7 +23,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from adaptive_runner.task_identity import RANK_VAR
-from adaptive_runner.vocabulary import STOP_SIGNALS, read_worker_ended, worker_ended_line
+from adaptive_runner.vocabulary import STOP_SIGNALS, worker_ended_line
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -84,19 +84,6 @@ def _die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # the packer died before the prctl took effect
         os._exit(1)
-
-
-def worker_ending(output: str, rank: int) -> str | None:
-    """How worker ``rank`` ended, as its packer wrote it into the allocation's output.
-
-    None when it ended with 0 or the packer has not written it (it runs, or the packer was
-    killed with it).
-    """
-    for line in reversed(output.splitlines()):
-        ending = read_worker_ended(line, rank)
-        if ending is not None:
-            return ending
-    return None
 
 
 def _exit_code(code: int) -> int:
