@@ -23,16 +23,15 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.vocabulary import EXECUTORS, ExecutorName
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-EXECUTORS = ("sequential", "process-pool", "loky", "mpi4py")
-
 # Pools a task shuts down and makes again between learners, to free the processes still
 # evaluating points of the finished one. mpi4py's pool is the job's MPI world (mpiexec
 # started it) and cannot be made twice; sequential has no point in flight at the goal.
-REMADE_BETWEEN_LEARNERS = frozenset({"process-pool", "loky"})
+REMADE_BETWEEN_LEARNERS = frozenset({ExecutorName.PROCESS_POOL, ExecutorName.LOKY})
 
 
 def make_executor(
@@ -58,14 +57,14 @@ def make_executor(
         raise ConfigError(f"executor={name!r} is unknown; choose one of {', '.join(EXECUTORS)}")
     if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
         raise ConfigError(f"cores={cores!r}: must be a positive integer")
-    if name == "sequential":
+    if name == ExecutorName.SEQUENTIAL:
         return None
-    if name == "process-pool":
+    if name == ExecutorName.PROCESS_POOL:
         import multiprocessing  # noqa: PLC0415
 
         context = multiprocessing.get_context("forkserver")
         return ProcessPoolExecutor(cores, mp_context=context, initializer=initializer), cores
-    if name == "loky":
+    if name == ExecutorName.LOKY:
         import loky  # noqa: PLC0415
 
         return loky.get_reusable_executor(max_workers=cores, initializer=initializer), cores

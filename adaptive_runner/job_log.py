@@ -22,19 +22,12 @@ import traceback
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
-from adaptive_runner.errors import ConfigError
+from adaptive_runner.validation import check_level
+from adaptive_runner.vocabulary import LEVELS
 
 if TYPE_CHECKING:
     from pathlib import Path
     from typing import TextIO
-
-LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-def check_level(level: str) -> None:
-    """Refuse a ``level`` that is none of ``LEVELS``."""
-    if level not in LEVELS:
-        raise ConfigError(f"level={level!r} is not a log level; choose one of {', '.join(LEVELS)}")
 
 
 def open_job_stream(path: Path) -> TextIO:

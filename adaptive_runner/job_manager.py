@@ -37,9 +37,13 @@ from adaptive_runner.database import Database, LearnerState
 from adaptive_runner.error_watch import ErrorWatch
 from adaptive_runner.errors import StateFileError
 from adaptive_runner.logs import log_exception
-from adaptive_runner.packing import worker_ending
+from adaptive_runner.reasons import (
+    output_errors,
+    start_failure_reason,
+    unreachable_reason,
+    worker_ending,
+)
 from adaptive_runner.schedulers.base import JobState
-from adaptive_runner.start_failure import output_errors, start_failure_reason, unreachable_reason
 from adaptive_runner.submissions import FailedSubmission, Submitter
 from adaptive_runner.task_identity import RANK_SEPARATOR, task_of, worker_ids
 

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
-from adaptive_runner.job_log import LEVELS, check_level
+from adaptive_runner.validation import check_level
+from adaptive_runner.vocabulary import LEVELS
 
 if TYPE_CHECKING:
     from collections.abc import Callable

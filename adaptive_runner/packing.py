@@ -23,15 +23,12 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from adaptive_runner.task_identity import RANK_VAR
+from adaptive_runner.vocabulary import STOP_SIGNALS, worker_ended_line
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-# The signals on which a worker saves and releases its learner; a packer passes them on.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-_PREFIX = "adaptive_runner.packing: "
-_ENDED = _PREFIX + "worker {rank} ended with "  # then the code or signal
 # Where a node's index in its allocation is: SLURM's srun, PBS's pbsdsh; 0 without either.
 NODE_INDEX_VARS = ("SLURM_NODEID", "PBS_NODENUM")
 
@@ -69,7 +66,7 @@ def run_workers(per_node: int, command: Sequence[str], environ: Mapping[str, str
     codes = [worker.wait() for worker in workers]
     for rank, code in enumerate(codes, start=first):
         if code != 0:
-            print(f"{_ENDED.format(rank=rank)}{_ending(code)}", flush=True)
+            print(worker_ended_line(rank, code), flush=True)
     return next((_exit_code(code) for code in codes if code != 0), 0)
 
 
@@ -87,25 +84,6 @@ def _die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # the packer died before the prctl took effect
         os._exit(1)
-
-
-def worker_ending(output: str, rank: int) -> str | None:
-    """How worker ``rank`` ended, as its packer wrote it into the allocation's output.
-
-    None when it ended with 0 or the packer has not written it (it runs, or the packer was
-    killed with it).
-    """
-    marker = _ENDED.format(rank=rank)
-    for line in reversed(output.splitlines()):
-        if line.startswith(marker):
-            return line.removeprefix(_PREFIX)
-    return None
-
-
-def _ending(code: int) -> str:
-    if code < 0:
-        return f"signal {-code} ({signal.Signals(-code).name})"
-    return f"exit code {code}"
 
 
 def _exit_code(code: int) -> int:

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Final
 
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.vocabulary import LEVELS
 
 # POSIX portable names: what `export NAME=...` accepts in every shell.
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -89,3 +90,9 @@ def environment(value: object, name: str = "env") -> dict[str, EnvValue]:
 def callable_name(value: object) -> str:
     """How an error message names a user's function: its qualified name, else its repr."""
     return str(getattr(value, "__qualname__", None) or repr(value))
+
+
+def check_level(level: str) -> None:
+    """Refuse a ``level`` that is none of ``LEVELS`` (vocabulary.py)."""
+    if level not in LEVELS:
+        raise ConfigError(f"level={level!r} is not a log level; choose one of {', '.join(LEVELS)}")

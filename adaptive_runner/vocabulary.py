@@ -1,11 +1,14 @@
 """The words the job side and the manager side share: log events, replies, outcomes, formats.
 
-Stdlib only, so the worker imports it. The values are what job logs, wire replies and
-state.sqlite hold: they never change, or old logs and runs would no longer read.
+Also the executor names, the stop signals, the log levels and the packer's line in a job's
+output. Stdlib only, so the worker and the packer import it. The values are what job logs,
+job output, wire replies, run.json and state.sqlite hold: they never change, or old logs and
+runs would no longer read.
 """
 
 from __future__ import annotations
 
+import signal
 from enum import StrEnum
 
 
@@ -79,3 +82,57 @@ class DataFrameFormat(StrEnum):
 
     PARQUET = "parquet"  # pandas' to_parquet: needs pyarrow
     PICKLE = "pickle"  # pandas' to_pickle
+
+
+class ExecutorName(StrEnum):
+    """How a worker evaluates points: run.json's ``executor`` (see executors.py)."""
+
+    SEQUENTIAL = "sequential"
+    """No pool: one point at a time, in the thread that runs the learner."""
+    PROCESS_POOL = "process-pool"
+    """The stdlib's ProcessPoolExecutor: the function is pickled by reference."""
+    LOKY = "loky"
+    """loky's reusable executor: the function is cloudpickled (a notebook's works)."""
+    MPI4PY = "mpi4py"
+    """An MPIPoolExecutor over the job's MPI ranks (rank 0 is the worker)."""
+
+
+# The executor names in order, for ``in`` with a plain str (an Enum class takes it only from
+# Python 3.12) and for messages that list them.
+EXECUTORS = tuple(ExecutorName)
+
+
+# The signals on which a worker saves and releases its learner: a packer passes them on to its
+# workers, and a SLURM job asks for one of them (``signal=``) before its time limit.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+# The levels of a line in a task's log and in the managers' logs, lowest first: a log set to
+# one level writes that level and those after it.
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+# What starts each line a packer (``python -m adaptive_runner.packing``) writes into its
+# allocation's output, where the job manager reads it back while the allocation runs.
+_PACKER_PREFIX = "adaptive_runner.packing: "
+
+
+def worker_ended_line(rank: int, code: int) -> str:
+    """The line a packer writes when its worker ``rank`` ended with ``code`` (not 0).
+
+    ``code`` as ``Popen.wait`` gives it: negative for a death by that signal.
+    """
+    how = f"signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"exit code {code}"
+    return f"{_worker_ended(rank)}{how}"
+
+
+def read_worker_ended(line: str, rank: int) -> str | None:
+    """How worker ``rank`` ended if ``line`` is its :func:`worker_ended_line`, else None.
+
+    The line without the packer's prefix, e.g. ``worker 3 ended with signal 9 (SIGKILL)``.
+    """
+    return line.removeprefix(_PACKER_PREFIX) if line.startswith(_worker_ended(rank)) else None
+
+
+def _worker_ended(rank: int) -> str:
+    return f"{_PACKER_PREFIX}worker {rank} ended with "

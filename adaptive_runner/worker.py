@@ -46,11 +46,10 @@ from adaptive_runner.client import Client
 from adaptive_runner.dataframes import DataFrameFile
 from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError, UnknownTaskError
 from adaptive_runner.job_log import JobLog, open_job_stream
-from adaptive_runner.packing import STOP_SIGNALS
 from adaptive_runner.run_dir import RunDir
 from adaptive_runner.task_identity import task_identity
 from adaptive_runner.task_setup import TaskExecutor, TaskSetup
-from adaptive_runner.vocabulary import DataFrameFormat, Event
+from adaptive_runner.vocabulary import STOP_SIGNALS, DataFrameFormat, Event
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

@@ -15,7 +15,7 @@ import pytest
 from helpers_run import wait_for
 
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.packing import node_index, worker_ending
+from adaptive_runner.packing import node_index
 from adaptive_runner.task_identity import TaskIdentity, task_identity, task_of, worker_ids
 
 SLURM_TASK = {"SLURM_ARRAY_JOB_ID": "123", "SLURM_ARRAY_TASK_ID": "4"}
@@ -107,8 +107,8 @@ def test_a_killed_worker_ends_alone(tmp_path: Path) -> None:
             out = packer.stdout.read().decode() if packer.stdout else ""
         finally:
             _kill_all(packer)
-    assert worker_ending(out, 0) == "worker 0 ended with signal 9 (SIGKILL)"
-    assert worker_ending(out, 1) is None  # it ended with 0
+    # Only the killed one has a line (the job manager reads it: reasons.worker_ending).
+    assert out.splitlines() == ["adaptive_runner.packing: worker 0 ended with signal 9 (SIGKILL)"]
     assert [p.name for p in tmp_path.glob("signal-*")] == ["signal-1"]
 
 
@@ -124,7 +124,7 @@ def test_the_packer_refuses_bad_arguments() -> None:
         assert "usage: python -m adaptive_runner.packing WORKERS COMMAND" in proc.stderr
 
 
-def test_the_packer_imports_only_the_stdlib_and_the_identity() -> None:
+def test_the_packer_imports_only_the_stdlib_the_identity_and_the_vocabulary() -> None:
     code = "import sys, json, adaptive_runner.packing; print(json.dumps(sorted(sys.modules)))"
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
@@ -134,6 +134,7 @@ def test_the_packer_imports_only_the_stdlib_and_the_identity() -> None:
         "adaptive_runner.errors",
         "adaptive_runner.packing",
         "adaptive_runner.task_identity",
+        "adaptive_runner.vocabulary",
     ]
     assert "zmq" not in json.loads(proc.stdout)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.executors import EXECUTORS
 from adaptive_runner.validation import EnvValue, environment, positive_int
+from adaptive_runner.vocabulary import EXECUTORS
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence

@@ -8,10 +8,10 @@ from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.packing import STOP_SIGNALS
 from adaptive_runner.schedulers.base import JobState, QueuedTask, TaskEnd, run_command
 from adaptive_runner.schedulers.cluster import ClusterScheduler, plain_word
 from adaptive_runner.validation import positive_int
+from adaptive_runner.vocabulary import STOP_SIGNALS, ExecutorName
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -386,7 +386,7 @@ class SLURM(ClusterScheduler):
                 f"cores={self.cores} contradicts nodes={nodes} x cores_per_node={per_node}: "
                 "give cores, or nodes and cores_per_node"
             )
-        if nodes > 1 and self.executor != "mpi4py":
+        if nodes > 1 and self.executor != ExecutorName.MPI4PY:
             raise ConfigError(
                 f"nodes={nodes} needs executor='mpi4py'; {self.executor!r} runs on one node"
             )

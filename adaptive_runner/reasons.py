@@ -1,11 +1,13 @@
-"""Why a job could not start: the first error lines of its own output, put into a reason.
+"""Why a task never started or how it ended, read from its output and put into a reason.
 
 A task that ends without ever claiming a learner never ran the worker's code far enough to
 say anything: a wrong ``python``, a failing ``module load`` or ``conda activate``, a home
 directory missing on the node, a manager address the node cannot reach. What it printed
 before it died is in its log (the job script sends the task's stdout and stderr there), and
 that is what the user needs to read. The job manager quotes it in the failed learners'
-reason (see job_manager.py).
+reason (see job_manager.py). A packed worker that died while its allocation runs said
+nothing either: its packer wrote how it ended into the same output (:func:`worker_ending`),
+which the job manager puts into its learner's lost reason.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import json
 from typing import TYPE_CHECKING
 
 from adaptive_runner.log_parser import ERROR_LINE, MAX_LINE_CHARS, split_event
+from adaptive_runner.vocabulary import LEVELS, read_worker_ended
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 MAX_QUOTED_LINES = 3  # of a task's output, in a reason
 MAX_READ_BYTES = 1 << 16  # a start failure prints little; never read a huge log whole
-_ERROR_LEVELS = ("error", "critical")
+_ERROR_LEVELS = LEVELS[LEVELS.index("error") :]  # error and critical
 
 
 def output_errors(log_file: Path, *, limit: int = MAX_QUOTED_LINES) -> list[str]:
@@ -93,3 +96,16 @@ def unreachable_reason(task: str, *, url: str, waited_s: float) -> str:
         "starts); pass RunManager(..., host='<an address of this machine the nodes reach>') "
         "or interface='<e.g. ib0>', or raise claim_timeout if start-up is just slow"
     )
+
+
+def worker_ending(output: str, rank: int) -> str | None:
+    """How worker ``rank`` ended, as its packer wrote it into the allocation's output.
+
+    None when it ended with 0 or the packer has not written it (it runs, or the packer was
+    killed with it).
+    """
+    for line in reversed(output.splitlines()):
+        ending = read_worker_ended(line, rank)
+        if ending is not None:
+            return ending
+    return None

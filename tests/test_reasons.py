@@ -1,8 +1,13 @@
-"""Jobs that cannot start, on the real Local scheduler: bounded submissions, a reason to act on."""
+"""Why tasks never started or how they ended.
+
+Jobs that cannot start, on the real Local scheduler: bounded submissions, a reason to act on;
+a packed worker's end, read from its packer's line.
+"""
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -15,7 +20,9 @@ from helpers_run import make_learners, make_rm
 import adaptive_runner as ar
 from adaptive_runner.cli import main
 from adaptive_runner.database import Database
+from adaptive_runner.reasons import worker_ending
 from adaptive_runner.run_dir import RunDir
+from adaptive_runner.vocabulary import worker_ended_line
 from adaptive_runner.widgets.snapshot import StatusSnapshot, status_html
 
 if TYPE_CHECKING:
@@ -171,3 +178,30 @@ def test_a_point_that_hangs_fails_its_learner_instead_of_burning_allocations(
     assert row.error is not None
     assert row.error.startswith("no progress: the job ended with 2 points")
     assert "points in evaluation: 0.0" in row.error
+
+
+# A packed allocation's output: the workers' own lines, and the packer's as it writes them.
+PACKED_OUTPUT = """\
+a worker printed this
+adaptive_runner.packing: worker 1 ended with exit code 3
+adaptive_runner.packing: worker 10 ended with signal 9 (SIGKILL)
+"""
+
+
+def test_a_packed_workers_end_is_read_from_its_packers_line() -> None:
+    assert worker_ending(PACKED_OUTPUT, 1) == "worker 1 ended with exit code 3"
+    assert worker_ending(PACKED_OUTPUT, 10) == "worker 10 ended with signal 9 (SIGKILL)"
+    assert worker_ending(PACKED_OUTPUT, 0) is None  # it ended with 0, or it runs
+    again = PACKED_OUTPUT + "adaptive_runner.packing: worker 1 ended with exit code 4\n"
+    assert worker_ending(again, 1) == "worker 1 ended with exit code 4"  # the latest
+
+
+def test_the_packers_line_is_what_the_job_manager_reads() -> None:
+    assert worker_ended_line(0, -signal.SIGKILL) == (
+        "adaptive_runner.packing: worker 0 ended with signal 9 (SIGKILL)"
+    )
+    assert worker_ended_line(2, 1) == "adaptive_runner.packing: worker 2 ended with exit code 1"
+    for rank, code in [(0, 1), (3, -signal.SIGTERM), (12, 137)]:
+        line = worker_ended_line(rank, code)
+        said = worker_ending(f"output\n{line}\nmore output\n", rank)
+        assert said == line.removeprefix("adaptive_runner.packing: ")
