@@ -31,7 +31,8 @@ from adaptive_runner.cli import main
 from adaptive_runner.database import Database
 from adaptive_runner.database_manager import DatabaseManager, answer
 from adaptive_runner.errors import ConfigError, ManagerDiedError, StateFileError
-from adaptive_runner.protocol import decode_reply
+from adaptive_runner.protocol import Assignment, ErrorReply, Reply, decode_reply
+from adaptive_runner.vocabulary import ReplyCode
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -189,7 +190,7 @@ def test_check_file_takes_a_growing_file_for_intact(tmp_path: Path) -> None:
 
 def request(
     run_dir: RunDir, context: zmq.Context[zmq.Socket[bytes]], task: str, op: str = "claim"
-) -> Any:
+) -> Reply | None:
     """One claim (or status) on a fresh REQ socket; the reply, or None if none comes."""
     keys = load_keys(run_dir.keys_dir)
     socket = context.socket(zmq.REQ)
@@ -226,26 +227,26 @@ def test_the_database_manager_stops_answering_ok_for_a_damaged_file(
     set_url(run_dir, manager.start())
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        assert request(run_dir, context, "before")["ok"]
+        assert isinstance(request(run_dir, context, "before"), Assignment)
         damage(run_dir.database)
         # Claims answered ok at first (sqlite commits into its WAL and cache) stop within a
         # second or so; the first error says which file and what happened to it.
         n = 0
 
-        def refused() -> Any:
+        def refused() -> ErrorReply | None:
             nonlocal n
             n += 1
             got = request(run_dir, context, f"t{n}", op)
-            return None if got is None or got["ok"] else got
+            return got if isinstance(got, ErrorReply) else None
 
         got = wait_for(refused, "an error reply", timeout_s=60)
-        assert got["code"] == "internal"
-        assert str(run_dir.database) in got["error"]  # sqlite's error, or the check's
+        assert got.code == ReplyCode.INTERNAL
+        assert str(run_dir.database) in got.error  # sqlite's error, or the check's
         wait_for(lambda: manager.error, "the database manager to notice")
         assert isinstance(manager.error, StateFileError)
         assert re.search(message, str(manager.error))
         late = request(run_dir, context, "late", op)  # nothing is recorded any more
-        assert (late["ok"], late["code"], late["error"]) == (False, "internal", str(manager.error))
+        assert late == ErrorReply(ReplyCode.INTERNAL, str(manager.error))
     finally:
         context.term()
         manager.stop()
@@ -277,8 +278,9 @@ def test_a_storage_error_fails_every_reply_of_its_batch(tmp_path: Path) -> None:
             now=2.0,
         )
         got = [decode_reply(r[-1]) for r in replies]
-        assert [(r["ok"], r.get("code")) for r in got] == [(False, "internal")] * 2
-        assert "malformed" in got[0]["error"]
+        errors = [r for r in got if isinstance(r, ErrorReply)]
+        assert [r.code for r in errors] == [ReplyCode.INTERNAL] * 2
+        assert "malformed" in errors[0].error
         assert db.running_tasks() == {"a": 0}  # b's claim was rolled back with the batch
 
 
