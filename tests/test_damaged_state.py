@@ -30,8 +30,9 @@ from adaptive_runner.auth import load_keys
 from adaptive_runner.cli import main
 from adaptive_runner.database import Database
 from adaptive_runner.database_manager import DatabaseManager, answer
-from adaptive_runner.errors import ConfigError, ManagerDiedError, StateFileError
+from adaptive_runner.errors import ConfigError, ManagerDiedError, RunStateError, StateFileError
 from adaptive_runner.protocol import Assignment, ErrorReply, Reply, decode_reply
+from adaptive_runner.run import Run
 from adaptive_runner.vocabulary import ReplyCode
 
 if TYPE_CHECKING:
@@ -90,8 +91,9 @@ def test_open_refuses_a_file_that_is_no_runs_state_and_leaves_it_alone(
     path = new_db(tmp_path / "state.sqlite", 300)
     damage(path)
     before = path.read_bytes()
-    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+    with pytest.raises(RunStateError, match=re.escape(message)) as raised:
         Database.open(path, read_only=read_only)
+    assert isinstance(raised.value, ConfigError)  # what callers caught before RunStateError
     assert str(path) in str(raised.value)
     assert "overwrite=True" in str(raised.value)
     assert path.read_bytes() == before  # not set to WAL mode, not made an empty database
@@ -149,6 +151,7 @@ def test_check_file_notices_damage(
         damage(path)
         with pytest.raises(StateFileError, match=re.escape(message)) as raised:
             db.check_file()
+        assert isinstance(raised.value, RunStateError)  # restored or overwritten the same way
         assert str(path) in str(raised.value)
 
 
@@ -313,19 +316,28 @@ def test_the_job_manager_stops_when_the_state_file_is_deleted(tmp_path: Path) ->
         stop_and_cancel(rm)
 
 
-# --- the CLI: one line, exit 2 ---
+# --- Run and the CLI: a RunStateError, said in one line with exit 2 ---
+
+RUN_DAMAGE = [
+    (truncate_half, "is damaged"),
+    (lambda p: os.truncate(p, 0), "is empty (0 bytes)"),
+    (lambda p: p.write_bytes(b"garbage\n" * 100), "is not a sqlite database"),
+    (os.unlink, "is missing"),
+]
+
+
+@pytest.mark.parametrize(("damage", "message"), RUN_DAMAGE)
+def test_run_raises_a_run_state_error_for_a_damaged_state(
+    tmp_path: Path, damage: Callable[[Path], Any], message: str
+) -> None:
+    run_dir = make_run(tmp_path / "run", 300)
+    damage(run_dir.database)
+    with pytest.raises(RunStateError, match=re.escape(f"{run_dir.database} {message}")):
+        Run(run_dir.path).status()
 
 
 @pytest.mark.parametrize("command", [["status"], ["status", "--format", "tsv"], ["cancel"]])
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    [
-        (truncate_half, "is damaged"),
-        (lambda p: os.truncate(p, 0), "is empty (0 bytes)"),
-        (lambda p: p.write_bytes(b"garbage\n" * 100), "is not a sqlite database"),
-        (os.unlink, "is missing"),
-    ],
-)
+@pytest.mark.parametrize(("damage", "message"), RUN_DAMAGE)
 def test_the_cli_says_in_one_line_that_the_state_is_damaged(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
