@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from adaptive_runner.errors import AdaptiveRunnerError, ConfigError
+    from adaptive_runner.errors import AdaptiveRunnerError, ConfigError, RunStateError
     from adaptive_runner.fnames import fname_from_params
     from adaptive_runner.log_parser import parse_logs
     from adaptive_runner.run import Run
@@ -30,6 +30,7 @@ _PUBLIC = {
     "SSH": "adaptive_runner.schedulers.ssh",
     "AdaptiveRunnerError": "adaptive_runner.errors",
     "ConfigError": "adaptive_runner.errors",
+    "RunStateError": "adaptive_runner.errors",
     "parse_logs": "adaptive_runner.log_parser",
     "fname_from_params": "adaptive_runner.fnames",
     "split_sequence_learner": "adaptive_runner.sequence_parts",
@@ -45,6 +46,7 @@ __all__ = [
     "Local",
     "Run",
     "RunManager",
+    "RunStateError",
     "__version__",
     "combine_sequence_learners",
     "fname_from_params",

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adaptive_runner.errors import ConfigError, ManagerDiedError, StateFileError
+from adaptive_runner.errors import ConfigError, ManagerDiedError
 from adaptive_runner.logs import configure_manager_logging
 from adaptive_runner.run_dir import RunDir
 from adaptive_runner.task_identity import RANK_SEPARATOR
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except (ConfigError, StateFileError) as e:  # a bad argument, or a damaged run: one line
+    except ConfigError as e:  # a bad argument, or a damaged run (RunStateError): one line
         print(f"adaptive-runner: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `adaptive-runner logs RUN | head`: the reader has what it wanted

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
 import zmq
 
@@ -23,12 +23,16 @@ from adaptive_runner.errors import (
     UnknownTaskError,
 )
 from adaptive_runner.protocol import (
+    Ack,
     Assignment,
     Claim,
+    Counts,
     Done,
+    ErrorReply,
     Fail,
     Heartbeat,
     Release,
+    Reply,
     Request,
     Status,
     decode_reply,
@@ -153,24 +157,21 @@ class Client:
         delay = _FIRST_DELAY_S
         try:
             reply = self._request(claim, give_up=give_up)
-            while reply.get("code") == ReplyCode.UNKNOWN_TASK:
+            while isinstance(reply, ErrorReply) and reply.code == ReplyCode.UNKNOWN_TASK:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise UnknownTaskError(f"{reply['error']}; asked for {unknown_patience_s:g} s")
-                log.warning("%s; asking again in %.1f s", reply["error"], min(delay, left))
+                    raise UnknownTaskError(f"{reply.error}; asked for {unknown_patience_s:g} s")
+                log.warning("%s; asking again in %.1f s", reply.error, min(delay, left))
                 _wait_for(_sleep, min(delay, left), give_up)
                 delay = min(2 * delay, _MAX_UNKNOWN_DELAY_S)
                 reply = self._request(claim, give_up=give_up)
         except _GaveUp:
             return None
-        if reply["ok"]:
-            learner, fname = reply.get("learner"), reply.get("fname")
-            if type(learner) is not int or type(fname) is not str:
-                raise ProtocolError(f"claim reply without int learner and str fname: {reply}")
-            return Assignment(learner, fname)
-        if reply["code"] == ReplyCode.NO_WORK:
+        if isinstance(reply, Assignment):
+            return reply
+        if isinstance(reply, ErrorReply) and reply.code == ReplyCode.NO_WORK:
             return None
-        raise _server_error(reply)
+        raise _unexpected(claim, reply)
 
     def heartbeat(
         self,
@@ -189,7 +190,7 @@ class Client:
         """
         request = Heartbeat(self.task_id, learner, npoints, loss, cpu, memory)
         try:
-            return self._held(self._request(request, give_up=give_up))
+            return self._held(request, self._request(request, give_up=give_up))
         except _GaveUp:
             raise ManagerUnreachableError(
                 f"gave up waiting for the database manager at {self._url} to acknowledge a "
@@ -213,13 +214,11 @@ class Client:
 
     def status(self) -> dict[str, int]:
         """The number of learners in each state."""
-        reply = self._request(Status())
-        if not reply["ok"]:
-            raise _server_error(reply)
-        counts = reply.get("counts")
-        if not isinstance(counts, dict) or not all(type(n) is int for n in counts.values()):
-            raise ProtocolError(f"status reply without integer counts: {reply}")
-        return counts
+        request = Status()
+        reply = self._request(request)
+        if isinstance(reply, Counts):
+            return reply.counts
+        raise _unexpected(request, reply)
 
     def close(self) -> None:
         """Close the socket and its context; the client may be used again afterwards."""
@@ -229,23 +228,22 @@ class Client:
             self._context = None
 
     def _end(self, learner: int, request: Request) -> None:
-        if not self._held(self._request(request)):
+        if not self._held(request, self._request(request)):
             # The manager already gave the learner to someone else (or cancelled it); what
             # this task did is not recorded. Nothing for the worker to do but to exit.
             log.warning(
                 "%s of learner %d not recorded: this task no longer holds it", request.op, learner
             )
 
-    def _held(self, reply: dict[str, Any]) -> bool:
-        if reply["ok"]:
+    def _held(self, request: Request, reply: Reply) -> bool:
+        """Whether the task still holds the learner ``request`` (not a claim) was about."""
+        if isinstance(reply, Ack):
             return True
-        if reply["code"] == ReplyCode.NOT_OWNER:
+        if isinstance(reply, ErrorReply) and reply.code == ReplyCode.NOT_OWNER:
             return False
-        raise _server_error(reply)
+        raise _unexpected(request, reply)
 
-    def _request(
-        self, request: Request, *, give_up: Callable[[], bool] = lambda: False
-    ) -> dict[str, Any]:
+    def _request(self, request: Request, *, give_up: Callable[[], bool] = lambda: False) -> Reply:
         """Send until a reply comes; a fresh socket per try, since REQ sockets are lockstep.
 
         Raises _GaveUp when ``give_up()`` turns True while waiting (asked about once a second).
@@ -309,7 +307,10 @@ class Client:
             self._socket = None
 
 
-def _server_error(reply: dict[str, Any]) -> AdaptiveRunnerError:
-    if reply["code"] == ReplyCode.BAD_REQUEST:
-        return ProtocolError(f"the database manager refused our request: {reply['error']}")
-    return AdaptiveRunnerError(f"database manager error ({reply['code']}): {reply['error']}")
+def _unexpected(request: Request, reply: Reply) -> AdaptiveRunnerError:
+    """The error for a ``reply`` that ``request`` cannot go on with: a refusal, or a mismatch."""
+    if not isinstance(reply, ErrorReply):
+        return ProtocolError(f"the database manager answered {request.op!r} with {reply!r}")
+    if reply.code == ReplyCode.BAD_REQUEST:
+        return ProtocolError(f"the database manager refused our request: {reply.error}")
+    return AdaptiveRunnerError(f"database manager error ({reply.code}): {reply.error}")

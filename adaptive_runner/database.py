@@ -118,7 +118,7 @@ class Database(Queries):
     def open(
         cls, path: str | os.PathLike[str], *, auto_checkpoint: bool = True, read_only: bool = False
     ) -> Database:
-        """Open the database of an existing run; ConfigError if it is missing or not ours.
+        """Open the database of an existing run; ConfigError if missing, RunStateError if not ours.
 
         Nothing is created, and a file that is no run's state (empty, another sqlite file,
         damaged) is refused before anything could write to it.

@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 
 
 def check_existing(path: Path) -> os.stat_result:
-    """``path``'s stat if it is a file worth opening; ConfigError if missing, odd or empty.
+    """``path``'s stat if it is a file worth opening, else ConfigError or RunStateError.
 
-    An empty file is refused here: sqlite would read it as an empty database, and setting
-    WAL mode would then write a new one over it.
+    A missing file is a ConfigError (no run there); one that is odd or empty is a
+    RunStateError. An empty file is refused here: sqlite would read it as an empty database,
+    and setting WAL mode would then write a new one over it.
     """
     try:
         found = path.stat()

@@ -27,15 +27,19 @@ from adaptive_runner.errors import ConfigError, ProtocolError, StateFileError
 from adaptive_runner.logs import log_exception
 from adaptive_runner.protocol import (
     MAX_MESSAGE_BYTES,
+    Ack,
+    Assignment,
     Claim,
+    Counts,
     Done,
+    ErrorReply,
     Fail,
     Heartbeat,
     Release,
+    Reply,
     Request,
     Status,
     decode,
-    encode_error,
     encode_reply,
 )
 from adaptive_runner.vocabulary import ReplyCode
@@ -305,7 +309,7 @@ class DatabaseManager:
 
     def _refuse(self, socket: zmq.Socket[bytes], poller: zmq.Poller, reason: str) -> None:
         """Answer every request with ``reason`` until stopped: the workers hear why."""
-        reply = encode_error(ReplyCode.INTERNAL, reason)
+        reply = encode_reply(ErrorReply(ReplyCode.INTERNAL, reason))
         while not self._stop.is_set():
             if poller.poll(_POLL_MS):
                 frames = socket.recv_multipart()
@@ -393,26 +397,27 @@ def answer(db: Database, messages: list[list[bytes]], *, now: float) -> list[lis
                 replies = [_reply(db, request, now) for request in requests]
     except sqlite3.Error as e:  # the batch was rolled back: none of its replies may say ok
         log_exception(log, "database batch failed; nothing of it recorded")
-        replies = [
-            encode_error(
-                ReplyCode.INTERNAL, f"database error in {db.file.path}: {e}; nothing recorded"
-            )
-        ] * len(bodies)
-    return [[*envelope, reply] for envelope, reply in zip(envelopes, replies, strict=True)]
+        failed = ErrorReply(
+            ReplyCode.INTERNAL, f"database error in {db.file.path}: {e}; nothing recorded"
+        )
+        replies = [failed] * len(bodies)
+    return [
+        [*envelope, encode_reply(reply)] for envelope, reply in zip(envelopes, replies, strict=True)
+    ]
 
 
-def _decoded(body: list[bytes]) -> Request | bytes:
+def _decoded(body: list[bytes]) -> Request | ErrorReply:
     """The request in a message's body, or the bad_request reply to it."""
     if len(body) != 1:
-        return encode_error(ReplyCode.BAD_REQUEST, f"expected one message frame, got {len(body)}")
+        return ErrorReply(ReplyCode.BAD_REQUEST, f"expected one message frame, got {len(body)}")
     try:
         return decode(body[0])
     except ProtocolError as e:
-        return encode_error(ReplyCode.BAD_REQUEST, str(e))
+        return ErrorReply(ReplyCode.BAD_REQUEST, str(e))
 
 
-def _reply(db: Database, request: Request | bytes, now: float) -> bytes:
-    if isinstance(request, bytes):
+def _reply(db: Database, request: Request | ErrorReply, now: float) -> Reply:
+    if isinstance(request, ErrorReply):
         return request
     try:
         return _dispatch(db, request, now)
@@ -422,24 +427,24 @@ def _reply(db: Database, request: Request | bytes, now: float) -> bytes:
             # every reply of the batch says so (see answer). A constraint is this request's.
             raise
         log_exception(log, "request failed", request=repr(request)[:500])
-        return encode_error(ReplyCode.INTERNAL, f"{type(e).__name__}: {e}")
+        return ErrorReply(ReplyCode.INTERNAL, f"{type(e).__name__}: {e}")
 
 
-def _dispatch(db: Database, request: Request, now: float) -> bytes:
+def _dispatch(db: Database, request: Request, now: float) -> Reply:
     match request:
         case Claim(task, host, pid, group, array):
             if not db.knows_array(array):  # by the array id alone: task ids differ per backend
-                return encode_error(
+                return ErrorReply(
                     ReplyCode.UNKNOWN_TASK,
                     f"task {task} is of array {array!r}, which this run has not recorded (it "
                     "may be adopted soon after a failed submission): nothing claimed",
                 )
             assignment = db.claim(task, group=group, host=host, pid=pid, now=now, array=array)
             if assignment is None:
-                return encode_error(
+                return ErrorReply(
                     ReplyCode.NO_WORK, "no learner is waiting with its dependencies done"
                 )
-            return encode_reply(learner=assignment.learner, fname=assignment.fname)
+            return Assignment(assignment.learner, assignment.fname)
         case Heartbeat(task, learner, npoints, loss, cpu, memory):
             held = db.heartbeat(
                 task, learner, npoints=npoints, loss=loss, cpu=cpu, memory=memory, now=now
@@ -456,10 +461,10 @@ def _dispatch(db: Database, request: Request, now: float) -> bytes:
             reason = error.strip().rsplit("\n", 1)[-1]  # the traceback's last line: what broke
             log.warning("job failed", task=task, learner=learner, reason=reason, held=held)
         case Status():
-            return encode_reply(counts=db.counts())
+            return Counts(db.counts())
     if held:
-        return encode_reply()
-    return encode_error(
+        return Ack()
+    return ErrorReply(
         ReplyCode.NOT_OWNER,
         f"task {task} does not hold learner {learner} (its lease expired, the job was taken "
         "for lost, or the learner was cancelled): stop without saving",

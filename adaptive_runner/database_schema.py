@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final, Literal
 
-from adaptive_runner.errors import ConfigError
+from adaptive_runner.errors import ConfigError, RunStateError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -276,16 +276,16 @@ def connect(path: Path, *, mode: Literal["rwc", "rw", "ro"]) -> sqlite3.Connecti
     return conn
 
 
-def damaged(path: Path, what: str) -> ConfigError:
+def damaged(path: Path, what: str) -> RunStateError:
     """The error for a state file that is not (or no longer) a run's state, and what to do."""
-    return ConfigError(
+    return RunStateError(
         f"{path} {what}: restore it from a backup, or start the run again with "
         "RunManager(..., overwrite=True) (the learners' data files are kept)"
     )
 
 
 def check_ours(conn: sqlite3.Connection, path: Path) -> None:
-    """Raise ConfigError unless ``conn`` reads a sqlite file with our ``meta`` table.
+    """Raise RunStateError unless ``conn`` reads a sqlite file with our ``meta`` table.
 
     sqlite checks the header ("SQLite format 3") and, against the file size, the page count
     it records; an empty file reads as an empty database, so it has no ``meta`` table.
@@ -299,8 +299,8 @@ def check_ours(conn: sqlite3.Connection, path: Path) -> None:
         raise problem from e
 
 
-def as_damage(path: Path, error: sqlite3.DatabaseError) -> ConfigError | None:
-    """``error`` as the ConfigError of a file that is no run's state; None if it is other."""
+def as_damage(path: Path, error: sqlite3.DatabaseError) -> RunStateError | None:
+    """``error`` as the RunStateError of a file that is no run's state; None if it is other."""
     match error.sqlite_errorname:
         case "SQLITE_NOTADB":
             return damaged(path, "is not a sqlite database (its header is wrong)")

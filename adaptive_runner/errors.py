@@ -58,11 +58,24 @@ class SchedulerCommandError(AdaptiveRunnerError):
         self.stderr = stderr
 
 
-class StateFileError(AdaptiveRunnerError):
+# A ConfigError (so also a ValueError): damaged state was raised as a ConfigError before this
+# class existed, and callers catch it as one (the CLI's one line and exit 2, users of Run and
+# Database.open); they go on doing so.
+class RunStateError(ConfigError):
+    """The run directory's state.sqlite is damaged, missing, or no run's state.
+
+    Nothing of the run can be read from it or recorded into it: restore the file from a backup,
+    or start the run again with ``overwrite=True`` (the learners' data files are kept). The
+    message names the file and what is wrong with it.
+    """
+
+
+class StateFileError(RunStateError):
     """The run's state.sqlite was deleted, replaced or damaged while a manager used it.
 
     The manager stops: what it would record next would go to a file that is gone, so the
-    message names the file and what happened to it.
+    message names the file and what happened to it. A RunStateError found in use rather than
+    at opening, so it is restored or overwritten the same way.
     """
 
 

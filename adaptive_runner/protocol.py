@@ -5,25 +5,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn
+from typing import Any, ClassVar, Final, NoReturn
 
 from adaptive_runner.errors import ProtocolError
-
-if TYPE_CHECKING:
-    from adaptive_runner.vocabulary import ReplyCode
+from adaptive_runner.vocabulary import ReplyCode
 
 VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 64 * 1024
 # sqlite stores signed 64-bit integers; a larger JSON integer must not reach a query.
 _MAX_INT: Final = 2**63 - 1
-
-
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """A learner handed to a task: its index and the file its data is saved to."""
-
-    learner: int
-    fname: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +82,47 @@ class Status:
 
 Request = Claim | Heartbeat | Done | Release | Fail | Status
 
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """The reply to a claim that got a learner: its index and the file its data is saved to."""
+
+    ok: ClassVar[bool] = True
+    learner: int
+    fname: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The reply to a heartbeat, done, release or fail of a task that holds the learner."""
+
+    ok: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """The reply to a status request: the number of learners in each state."""
+
+    ok: ClassVar[bool] = True
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """The reply to a request the manager did not do: what ``code`` says, and why for people."""
+
+    ok: ClassVar[bool] = False
+    code: ReplyCode
+    error: str
+
+
+Reply = Assignment | Ack | Counts | ErrorReply
+
 _REQUEST_TYPES: Final[dict[str, type[Request]]] = {
     cls.op: cls for cls in (Claim, Heartbeat, Done, Release, Fail, Status)
 }
-# Per op: field name -> expected kind ("str", "int", "float", "float?" = float or null).
+# Per field name, the kind of value it holds: "str", "int", "float", "float?" (float or
+# null), "code" (a ReplyCode) or "counts" (an object of ints).
 _KINDS: Final = {
     "task": "str",
     "host": "str",
@@ -109,10 +136,23 @@ _KINDS: Final = {
     "memory": "int",
     "cpu": "float",
     "loss": "float?",
+    "fname": "str",
+    "code": "code",
+    "counts": "counts",
 }
-_SCHEMAS: Final[dict[str, dict[str, str]]] = {
-    op: {f.name: _KINDS[f.name] for f in fields(cls)} for op, cls in _REQUEST_TYPES.items()
+
+
+def _schema(cls: type[Request | Reply]) -> dict[str, str]:
+    return {f.name: _KINDS[f.name] for f in fields(cls)}
+
+
+_SCHEMAS: Final = {op: _schema(cls) for op, cls in _REQUEST_TYPES.items()}
+_REPLY_SCHEMAS: Final[dict[type[Reply], dict[str, str]]] = {
+    cls: _schema(cls) for cls in (Assignment, Ack, Counts, ErrorReply)
 }
+# A reply is told by its ``ok`` and its keys: they differ for every type.
+_REPLY_TYPES: Final = {(cls.ok, frozenset(schema)): cls for cls, schema in _REPLY_SCHEMAS.items()}
+_REPLY_CODES: Final = frozenset(ReplyCode)
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -128,7 +168,14 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 # Made once: json.loads with these options would build a decoder for every message.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
-_OK = json.dumps({"ok": True}, separators=(",", ":")).encode()
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    """Compact JSON (what every version sends); a non-finite float raises ValueError."""
+    return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
+
+
+_ACK: Final = _dumps({"ok": Ack.ok})  # every heartbeat's reply: made once
 
 
 def _parse_json(data: bytes, what: str) -> dict[str, Any]:
@@ -149,9 +196,16 @@ def _parse_json(data: bytes, what: str) -> dict[str, Any]:
 
 
 def _check_field(op: str, name: str, kind: str, value: Any) -> Any:
-    """Return ``value`` if it has exactly the kind the schema wants (bool is not int)."""
+    """Return ``value`` if it has exactly the kind the schema wants (bool is not int).
+
+    ``op`` names the message in the error: a request's op, or a reply's type.
+    """
     if kind == "str" and type(value) is str:
         return value
+    if kind == "code" and type(value) is str and value in _REPLY_CODES:
+        return ReplyCode(value)
+    if kind == "counts" and type(value) is dict:
+        return {key: _check_field(op, f"{name}[{key!r}]", "int", n) for key, n in value.items()}
     if kind == "int" and type(value) is int and 0 <= value <= _MAX_INT:
         return value
     if kind in ("float", "float?"):
@@ -193,28 +247,38 @@ def encode_request(request: Request) -> bytes:
         if isinstance(value, float) and not math.isfinite(value):
             value = None
         obj[f.name] = value
-    return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
+    return _dumps(obj)
 
 
-def encode_reply(**fields: Any) -> bytes:
-    """Serialize a successful reply: ``{"ok": true, **fields}``."""
-    if not fields:
-        return _OK  # every heartbeat's reply: made once
-    return json.dumps({"ok": True, **fields}, allow_nan=False, separators=(",", ":")).encode()
+def encode_reply(reply: Reply) -> bytes:
+    """Serialize a reply: ``{"ok": true|false, **its fields}``, in the fields' order.
+
+    These bytes are the protocol: workers and managers of other versions read them.
+    """
+    if type(reply) is Ack:
+        return _ACK
+    return _dumps({"ok": reply.ok} | {f.name: getattr(reply, f.name) for f in fields(reply)})
 
 
-def encode_error(code: ReplyCode, error: str) -> bytes:
-    """Serialize a failed reply: ``{"ok": false, "code": code, "error": error}``."""
-    obj = {"ok": False, "code": code, "error": error}
-    return json.dumps(obj, separators=(",", ":")).encode()
+def decode_reply(data: bytes) -> Reply:
+    """Parse and validate one reply; anything unexpected raises ProtocolError.
 
-
-def decode_reply(data: bytes) -> dict[str, Any]:
-    """Parse a reply; it must be an object with a boolean ``ok`` (and code/error when false)."""
+    Enforced as for requests: at most 64 KiB, UTF-8, a JSON object, no duplicate keys, exact
+    types; and a boolean ``ok`` with exactly the keys of one reply type (an error reply's
+    ``code`` one of :class:`ReplyCode`). Nothing in a reply is ever unpickled.
+    """
     obj = _parse_json(data, "reply")
-    ok = obj.get("ok")
+    ok = obj.pop("ok", None)
     if type(ok) is not bool:
         raise ProtocolError(f"reply has no boolean 'ok': {data[:200]!r}")
-    if not ok and not (type(obj.get("code")) is str and type(obj.get("error")) is str):
-        raise ProtocolError(f"error reply without string 'code' and 'error': {data[:200]!r}")
-    return obj
+    cls = _REPLY_TYPES.get((ok, frozenset(obj)))
+    if cls is None:
+        expected = sorted(sorted(keys) for (ok_, keys) in _REPLY_TYPES if ok_ == ok)
+        raise ProtocolError(
+            f"reply with ok={json.dumps(ok)} and keys {sorted(obj)}: expected the keys of one "
+            f"of {expected}"
+        )
+    label = f"{cls.__name__} reply"
+    schema = _REPLY_SCHEMAS[cls]
+    values = {name: _check_field(label, name, kind, obj[name]) for name, kind in schema.items()}
+    return cls(**values)

@@ -11,8 +11,10 @@ import helpers_run
 import pytest
 from helpers_run import always_fails, make_learners
 
+from adaptive_runner import cli
 from adaptive_runner.cli import main
 from adaptive_runner.database import Database
+from adaptive_runner.errors import RunStateError, StateFileError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -149,6 +151,28 @@ def test_not_a_run_directory(
     assert main([argv[0], str(tmp_path), *argv[1:]]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path} is not a run directory" in err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RunStateError("state.sqlite is damaged: restore it"),
+        StateFileError("state.sqlite was deleted while the run used it"),
+    ],
+)
+def test_a_damaged_run_state_is_one_line_and_exit_2(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: RunStateError,
+) -> None:
+    def damaged(_: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "_status", damaged)
+    assert main(["status", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", f"adaptive-runner: {error}\n")
 
 
 def test_logs_follow_until_the_run_ends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -30,8 +30,10 @@ from adaptive_runner.auth import load_keys
 from adaptive_runner.cli import main
 from adaptive_runner.database import Database
 from adaptive_runner.database_manager import DatabaseManager, answer
-from adaptive_runner.errors import ConfigError, ManagerDiedError, StateFileError
-from adaptive_runner.protocol import decode_reply
+from adaptive_runner.errors import ConfigError, ManagerDiedError, RunStateError, StateFileError
+from adaptive_runner.protocol import Assignment, ErrorReply, Reply, decode_reply
+from adaptive_runner.run import Run
+from adaptive_runner.vocabulary import ReplyCode
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,8 +91,9 @@ def test_open_refuses_a_file_that_is_no_runs_state_and_leaves_it_alone(
     path = new_db(tmp_path / "state.sqlite", 300)
     damage(path)
     before = path.read_bytes()
-    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+    with pytest.raises(RunStateError, match=re.escape(message)) as raised:
         Database.open(path, read_only=read_only)
+    assert isinstance(raised.value, ConfigError)  # what callers caught before RunStateError
     assert str(path) in str(raised.value)
     assert "overwrite=True" in str(raised.value)
     assert path.read_bytes() == before  # not set to WAL mode, not made an empty database
@@ -148,6 +151,7 @@ def test_check_file_notices_damage(
         damage(path)
         with pytest.raises(StateFileError, match=re.escape(message)) as raised:
             db.check_file()
+        assert isinstance(raised.value, RunStateError)  # restored or overwritten the same way
         assert str(path) in str(raised.value)
 
 
@@ -189,7 +193,7 @@ def test_check_file_takes_a_growing_file_for_intact(tmp_path: Path) -> None:
 
 def request(
     run_dir: RunDir, context: zmq.Context[zmq.Socket[bytes]], task: str, op: str = "claim"
-) -> Any:
+) -> Reply | None:
     """One claim (or status) on a fresh REQ socket; the reply, or None if none comes."""
     keys = load_keys(run_dir.keys_dir)
     socket = context.socket(zmq.REQ)
@@ -226,26 +230,26 @@ def test_the_database_manager_stops_answering_ok_for_a_damaged_file(
     set_url(run_dir, manager.start())
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        assert request(run_dir, context, "before")["ok"]
+        assert isinstance(request(run_dir, context, "before"), Assignment)
         damage(run_dir.database)
         # Claims answered ok at first (sqlite commits into its WAL and cache) stop within a
         # second or so; the first error says which file and what happened to it.
         n = 0
 
-        def refused() -> Any:
+        def refused() -> ErrorReply | None:
             nonlocal n
             n += 1
             got = request(run_dir, context, f"t{n}", op)
-            return None if got is None or got["ok"] else got
+            return got if isinstance(got, ErrorReply) else None
 
         got = wait_for(refused, "an error reply", timeout_s=60)
-        assert got["code"] == "internal"
-        assert str(run_dir.database) in got["error"]  # sqlite's error, or the check's
+        assert got.code == ReplyCode.INTERNAL
+        assert str(run_dir.database) in got.error  # sqlite's error, or the check's
         wait_for(lambda: manager.error, "the database manager to notice")
         assert isinstance(manager.error, StateFileError)
         assert re.search(message, str(manager.error))
         late = request(run_dir, context, "late", op)  # nothing is recorded any more
-        assert (late["ok"], late["code"], late["error"]) == (False, "internal", str(manager.error))
+        assert late == ErrorReply(ReplyCode.INTERNAL, str(manager.error))
     finally:
         context.term()
         manager.stop()
@@ -277,8 +281,9 @@ def test_a_storage_error_fails_every_reply_of_its_batch(tmp_path: Path) -> None:
             now=2.0,
         )
         got = [decode_reply(r[-1]) for r in replies]
-        assert [(r["ok"], r.get("code")) for r in got] == [(False, "internal")] * 2
-        assert "malformed" in got[0]["error"]
+        errors = [r for r in got if isinstance(r, ErrorReply)]
+        assert [r.code for r in errors] == [ReplyCode.INTERNAL] * 2
+        assert "malformed" in errors[0].error
         assert db.running_tasks() == {"a": 0}  # b's claim was rolled back with the batch
 
 
@@ -311,19 +316,28 @@ def test_the_job_manager_stops_when_the_state_file_is_deleted(tmp_path: Path) ->
         stop_and_cancel(rm)
 
 
-# --- the CLI: one line, exit 2 ---
+# --- Run and the CLI: a RunStateError, said in one line with exit 2 ---
+
+RUN_DAMAGE = [
+    (truncate_half, "is damaged"),
+    (lambda p: os.truncate(p, 0), "is empty (0 bytes)"),
+    (lambda p: p.write_bytes(b"garbage\n" * 100), "is not a sqlite database"),
+    (os.unlink, "is missing"),
+]
+
+
+@pytest.mark.parametrize(("damage", "message"), RUN_DAMAGE)
+def test_run_raises_a_run_state_error_for_a_damaged_state(
+    tmp_path: Path, damage: Callable[[Path], Any], message: str
+) -> None:
+    run_dir = make_run(tmp_path / "run", 300)
+    damage(run_dir.database)
+    with pytest.raises(RunStateError, match=re.escape(f"{run_dir.database} {message}")):
+        Run(run_dir.path).status()
 
 
 @pytest.mark.parametrize("command", [["status"], ["status", "--format", "tsv"], ["cancel"]])
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    [
-        (truncate_half, "is damaged"),
-        (lambda p: os.truncate(p, 0), "is empty (0 bytes)"),
-        (lambda p: p.write_bytes(b"garbage\n" * 100), "is not a sqlite database"),
-        (os.unlink, "is missing"),
-    ],
-)
+@pytest.mark.parametrize(("damage", "message"), RUN_DAMAGE)
 def test_the_cli_says_in_one_line_that_the_state_is_damaged(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],

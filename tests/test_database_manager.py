@@ -9,7 +9,7 @@ import resource
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 import zmq
@@ -27,10 +27,18 @@ from adaptive_runner.errors import (
     ProtocolError,
     UnknownTaskError,
 )
-from adaptive_runner.protocol import Assignment, decode_reply
+from adaptive_runner.protocol import (
+    Ack,
+    Assignment,
+    Counts,
+    ErrorReply,
+    Reply,
+    decode_reply,
+)
+from adaptive_runner.vocabulary import ReplyCode
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from adaptive_runner.run_dir import RunDir
@@ -102,7 +110,7 @@ def sockets(run_dir: RunDir) -> Iterator[Sockets]:
     sockets.close()
 
 
-def reply(socket: zmq.Socket[bytes], timeout_ms: int = REPLY_MS) -> dict[str, Any] | None:
+def reply(socket: zmq.Socket[bytes], timeout_ms: int = REPLY_MS) -> Reply | None:
     if not socket.poll(timeout_ms):
         return None
     return decode_reply(socket.recv_multipart()[-1])
@@ -179,9 +187,9 @@ def test_a_claim_of_an_unknown_array_is_refused_and_changes_nothing(
     for task, array in [("999_0", "999"), ("7_0", ""), ("7_0", "7_0")]:
         socket.send(claim_message(task, array=array))
         answered = reply(socket)
-        assert answered is not None
-        assert answered["code"] == "unknown_task"
-        assert repr(array) in answered["error"]
+        assert isinstance(answered, ErrorReply)
+        assert answered.code == ReplyCode.UNKNOWN_TASK
+        assert repr(array) in answered.error
     with Database.open(run_dir.database) as db:
         assert list(db._conn.iterdump()) == before  # no claim counted, no learner bound
 
@@ -262,8 +270,8 @@ def test_malformed_requests_get_error_replies(
     socket = sockets.connect()
     socket.send_multipart(frames)
     got = reply(socket)
-    assert got is not None
-    assert (got["ok"], got["code"]) == (False, code)
+    assert isinstance(got, ErrorReply)
+    assert got.code == code
     assert_still_serving(run_dir)
 
 
@@ -279,11 +287,9 @@ def test_dropped_messages_do_not_hurt(
         assert reply(socket, SILENCE_MS) is None
     only_delimiter = sockets.connect(zmq.DEALER)  # an envelope, but no request frame
     only_delimiter.send_multipart([b""])
-    assert reply(only_delimiter) == {
-        "ok": False,
-        "code": "bad_request",
-        "error": "expected one message frame, got 0",
-    }
+    assert reply(only_delimiter) == ErrorReply(
+        ReplyCode.BAD_REQUEST, "expected one message frame, got 0"
+    )
     assert_still_serving(run_dir)
 
 
@@ -423,8 +429,9 @@ def test_one_failing_request_does_not_undo_the_batch(run_dir: RunDir) -> None:
         ]
         replies = answer(db, messages, now=1.0)
         assert [r[0] for r in replies] == [b"id-a", b"id-x", b"id-y", b"id-b"]
-        codes = [decode_reply(r[-1]).get("code") for r in replies]
-        assert codes == [None, "internal", "bad_request", None]
+        got = [decode_reply(r[-1]) for r in replies]
+        codes = [r.code if isinstance(r, ErrorReply) else type(r) for r in got]
+        assert codes == [Assignment, ReplyCode.INTERNAL, ReplyCode.BAD_REQUEST, Assignment]
     with Database.open(run_dir.database) as db:
         assert db.running_tasks() == {"a": 0, "b": 1}
         assert db.learners()[0].npoints is None
@@ -447,7 +454,7 @@ def test_more_jobs_connect_than_the_soft_open_files_limit_allowed(
             job.send(b'{"v":1,"op":"status"}')
         deadline = time.monotonic() + REPLY_MS / 1000
         answered = [reply(job, max(0, int(1000 * (deadline - time.monotonic())))) for job in jobs]
-        assert sum(a is not None and a["ok"] for a in answered) == n
+        assert sum(isinstance(a, Counts) for a in answered) == n
     finally:
         manager.stop()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -474,12 +481,12 @@ def test_requests_without_two_transitions_share_no_transaction(run_dir: RunDir) 
             [[b"a", b"", json.dumps(beat).encode()], [b"b", b"", status], [b"c", b"", b"{"]],
             now=2.0,
         )
-        assert [decode_reply(r[-1])["ok"] for r in replies] == [True, True, False]
+        assert [type(decode_reply(r[-1])) for r in replies] == [Ack, Counts, ErrorReply]
         assert db.learners()[0].last_heartbeat == 1.0  # buffered: nothing committed it
         replies = answer(
             db, [[b"a", b"", json.dumps(beat).encode()], [b"b", b"", claim_message("b")]], now=3.0
         )
-        assert [decode_reply(r[-1])["ok"] for r in replies] == [True, True]
+        assert [type(decode_reply(r[-1])) for r in replies] == [Ack, Assignment]
         db.flush_heartbeats()
         assert db.learners()[0].last_heartbeat == 3.0
 
@@ -518,6 +525,27 @@ def test_bad_request_from_client_raises(run_dir: RunDir, manager: DatabaseManage
     del manager
     with Client(run_dir, "t") as client, pytest.raises(ProtocolError, match="refused"):
         client.heartbeat(-1, npoints=1, loss=None, cpu=0.0, memory=0)
+
+
+@pytest.mark.parametrize(
+    ("call", "answer_"),
+    [
+        (lambda c: c.claim(host="h", pid=1, array=ARRAY), Ack()),
+        (lambda c: c.claim(host="h", pid=1, array=ARRAY), Counts({"done": 1})),
+        (lambda c: c.heartbeat(0, npoints=1, loss=None, cpu=0.0, memory=0), Assignment(0, "a")),
+        (lambda c: c.done(0, npoints=1, loss=None), Counts({})),
+        (lambda c: c.status(), Ack()),
+    ],
+)
+def test_a_reply_of_another_kind_of_request_is_a_protocol_error(
+    run_dir: RunDir,
+    monkeypatch: pytest.MonkeyPatch,
+    call: Callable[[Client], object],
+    answer_: Reply,
+) -> None:
+    monkeypatch.setattr(Client, "_request", lambda *_, **__: answer_)
+    with Client(run_dir, "t") as client, pytest.raises(ProtocolError, match="answered"):
+        call(client)
 
 
 def test_stop_is_clean(run_dir: RunDir) -> None:

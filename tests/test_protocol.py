@@ -10,15 +10,19 @@ import pytest
 from adaptive_runner.errors import ProtocolError
 from adaptive_runner.protocol import (
     MAX_MESSAGE_BYTES,
+    Ack,
+    Assignment,
     Claim,
+    Counts,
     Done,
+    ErrorReply,
     Fail,
     Heartbeat,
     Release,
+    Reply,
     Status,
     decode,
     decode_reply,
-    encode_error,
     encode_reply,
     encode_request,
 )
@@ -120,18 +124,97 @@ def test_hostile_input(data: bytes, match: str) -> None:
         decode(data)
 
 
-def test_replies() -> None:
-    assert decode_reply(encode_reply(learner=3, fname="a")) == {
-        "ok": True,
-        "learner": 3,
-        "fname": "a",
-    }
-    assert decode_reply(encode_error(ReplyCode.NO_WORK, "none left")) == {
-        "ok": False,
-        "code": "no_work",
-        "error": "none left",
-    }
-    with pytest.raises(ProtocolError, match="boolean 'ok'"):
-        decode_reply(b'{"learner": 3}')
-    with pytest.raises(ProtocolError, match="without string 'code'"):
-        decode_reply(b'{"ok": false}')
+# What the manager sent before replies were typed (``encode_reply(**fields)`` and
+# ``encode_error(code, error)``), byte for byte: workers and managers of either version
+# read each other's replies after an upgrade, so these bytes never change.
+WIRE_REPLIES: list[tuple[Reply, bytes]] = [
+    (Ack(), b'{"ok":true}'),
+    (Assignment(3, "data/0.pickle"), b'{"ok":true,"learner":3,"fname":"data/0.pickle"}'),
+    (Assignment(0, 'd/é "x".p'), b'{"ok":true,"learner":0,"fname":"d/\\u00e9 \\"x\\".p"}'),
+    (
+        Counts({"waiting": 2, "running": 1, "done": 0}),
+        b'{"ok":true,"counts":{"waiting":2,"running":1,"done":0}}',
+    ),
+    (Counts({}), b'{"ok":true,"counts":{}}'),
+    (
+        ErrorReply(ReplyCode.NO_WORK, "no learner is waiting"),
+        b'{"ok":false,"code":"no_work","error":"no learner is waiting"}',
+    ),
+    (
+        ErrorReply(ReplyCode.NOT_OWNER, "task t does not hold learner 0"),
+        b'{"ok":false,"code":"not_owner","error":"task t does not hold learner 0"}',
+    ),
+    (
+        ErrorReply(ReplyCode.UNKNOWN_TASK, "array '7'"),
+        b'{"ok":false,"code":"unknown_task","error":"array \'7\'"}',
+    ),
+    (
+        ErrorReply(ReplyCode.BAD_REQUEST, 'unknown op "x"\n✓'),
+        b'{"ok":false,"code":"bad_request","error":"unknown op \\"x\\"\\n\\u2713"}',
+    ),
+    (
+        ErrorReply(ReplyCode.INTERNAL, "ValueError: boom"),
+        b'{"ok":false,"code":"internal","error":"ValueError: boom"}',
+    ),
+]
+
+
+@pytest.mark.parametrize(("reply", "wire"), WIRE_REPLIES)
+def test_replies_keep_their_bytes_and_read_back(reply: Reply, wire: bytes) -> None:
+    assert encode_reply(reply) == wire
+    assert decode_reply(wire) == reply
+
+
+def test_every_reply_code_is_on_the_wire_list() -> None:
+    codes = {reply.code for reply, _ in WIRE_REPLIES if isinstance(reply, ErrorReply)}
+    assert codes == set(ReplyCode)
+
+
+def test_a_decoded_error_reply_carries_a_reply_code() -> None:
+    reply = decode_reply(b'{"ok":false,"code":"not_owner","error":"gone"}')
+    assert isinstance(reply, ErrorReply)
+    assert type(reply.code) is ReplyCode
+    assert reply.code is ReplyCode.NOT_OWNER
+
+
+def test_reply_key_order_and_spacing_are_not_checked() -> None:
+    """Only the content counts when reading: JSON from any encoder is accepted."""
+    data = b'{ "fname": "a",\n "learner": 3, "ok": true }'
+    assert decode_reply(data) == Assignment(3, "a")
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"{not json", "not valid JSON"),
+        (pickle.dumps({"ok": True}), "not UTF-8|not valid JSON"),
+        (b"[true]", "must be a JSON object, not list"),
+        (b'{"ok":true}' + b" " * MAX_MESSAGE_BYTES, "exceeds the 65536 limit"),
+        (b'{"ok":true,"ok":true}', "duplicate keys"),
+        (b'{"learner":3,"fname":"a"}', "boolean 'ok'"),
+        (b'{"ok":1}', "boolean 'ok'"),
+        (b'{"ok":"true"}', "boolean 'ok'"),
+        (b'{"ok":false}', "keys"),
+        (b'{"ok":false,"code":"no_work"}', "keys"),
+        (b'{"ok":false,"code":"no_work","error":"e","extra":1}', r"\['code', 'error', 'extra'\]"),
+        (b'{"ok":false,"code":"gone","error":"e"}', "'code' must be code"),
+        (b'{"ok":false,"code":1,"error":"e"}', "'code' must be code"),
+        (b'{"ok":false,"code":"no_work","error":null}', "'error' must be str"),
+        (b'{"ok":true,"learner":3}', "keys"),
+        (b'{"ok":true,"learner":3,"fname":"a","extra":0}', "keys"),
+        (b'{"ok":true,"code":"no_work","error":"e"}', "keys"),
+        (b'{"ok":false,"learner":3,"fname":"a"}', "keys"),
+        (b'{"ok":true,"learner":true,"fname":"a"}', "'learner' must be int"),
+        (b'{"ok":true,"learner":-1,"fname":"a"}', "'learner' must be int"),
+        (b'{"ok":true,"learner":1.0,"fname":"a"}', "'learner' must be int"),
+        (b'{"ok":true,"learner":3,"fname":3}', "'fname' must be str"),
+        (b'{"ok":true,"counts":[]}', "'counts' must be counts"),
+        (b'{"ok":true,"counts":{"done":"1"}}', r"counts\['done'\]. must be int"),
+        (b'{"ok":true,"counts":{"done":NaN}}', "NaN is not allowed"),
+        (b'{"ok":true,"counts":{"done":1,"done":2}}', "duplicate keys"),
+    ],
+)
+def test_malformed_replies(data: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        decode_reply(data)
