@@ -3,7 +3,7 @@
 The job manager is a thread in the same process as the database manager (it takes the GIL
 the serving thread needs), and it runs a round every ``poll_interval_s`` (and a short one
 when a learner is done). Here ``JobManager.round()`` is driven with the in-memory scheduler
-of tests/test_job_manager.py: one recorded array of N tasks, all running, each holding a
+of tests/manager/test_job_manager.py: one recorded array of N tasks, all running, each holding a
 learner with a fresh heartbeat, so the round finds nothing to do but must look at everything
 (queue, holders, leases, unclaimed tasks). Separately, ``slurm.parse_squeue`` reads N lines
 of ``squeue`` output, which the SLURM scheduler's ``queue_named`` adds to each round.
@@ -21,14 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from adaptive_runner.database import Database
-from adaptive_runner.job_manager import JobManager
+from adaptive_runner.manager.job_manager import JobManager
 from adaptive_runner.schedulers.base import JobState
 from adaptive_runner.schedulers.slurm import parse_squeue
+from adaptive_runner.state.database import Database
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers_run import make_run
-from test_job_manager import MemoryScheduler
+
+from adaptive_runner.testing import MemoryScheduler
 
 ROUNDS = 5
 

@@ -9,7 +9,7 @@ echo "== installing adaptive_runner with its test extras"
 "$PYTHON" -m pip install -q -e ".[test,mpi]"
 
 if [ ! -x /usr/bin/chromium ]; then
-  echo "== installing Debian's chromium for tests/test_browser.py"
+  echo "== installing Debian's chromium for tests/e2e/test_browser.py"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
@@ -30,12 +30,14 @@ elif [ -n "${CI:-}" ]; then
   echo "ci/test.sh: the SSH test hosts could not be started, and CI must run the ssh tests" >&2
   exit 1
 else
-  echo "the SSH test hosts could not be started: tests/test_ssh.py skips its ssh tests" >&2
+  echo "the SSH test hosts could not be started: tests/schedulers/test_ssh.py skips its ssh tests" >&2
 fi
 
 echo "== ruff"
 "$PYTHON" -m ruff check .
 "$PYTHON" -m ruff format --check .
+echo "== import contracts (.importlinter)"
+"$PYTHON" -c "from importlinter.cli import lint_imports_command; lint_imports_command()"
 echo "== mypy"
 "$PYTHON" -m mypy
 echo "== pytest"

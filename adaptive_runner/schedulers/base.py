@@ -18,9 +18,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
+from adaptive_runner.common.validation import EnvValue, environment, positive_int
+from adaptive_runner.common.vocabulary import EXECUTORS
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.validation import EnvValue, environment, positive_int
-from adaptive_runner.vocabulary import EXECUTORS
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -32,11 +32,17 @@ class JobState(StrEnum):
     """Where an array task stands, as far as the scheduler can tell."""
 
     PENDING = "pending"
+    """Queued, not started: held, waiting for resources or for the array's throttle."""
     RUNNING = "running"
+    """Started on a node (for the job manager: its worker may claim at any moment)."""
     COMPLETED = "completed"
+    """Ended with exit code 0: its worker found no more work or was stopped in order."""
     FAILED = "failed"
+    """Ended otherwise: a non-zero exit, a signal, out of memory, its node failed, time limit."""
     CANCELLED = "cancelled"
+    """Ended by a cancel (ours or the user's ``scancel``/``qdel``) before or while it ran."""
     UNKNOWN = "unknown"
+    """The scheduler printed a state we do not know; it is taken as not active."""
 
     @property
     def active(self) -> bool:
@@ -280,7 +286,7 @@ class Scheduler(ABC):
 
     def render(self, ctx: ScriptContext) -> str:
         """Render this scheduler's job script for one array."""
-        from adaptive_runner.scripts import render_job_script  # noqa: PLC0415 - keep jinja2 out of the worker
+        from adaptive_runner.schedulers.scripts import render_job_script  # noqa: PLC0415 - keep jinja2 out of the worker
 
         return render_job_script(self, ctx)
 

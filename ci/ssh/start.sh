@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make `ssh node1` and `ssh node2` reach two OpenSSH servers on this machine, for the tests of
-# the SSH scheduler (tests/test_ssh.py): sshd on 127.0.0.2:2222 (node1) and 127.0.0.3:2222
+# the SSH scheduler (tests/schedulers/test_ssh.py): sshd on 127.0.0.2:2222 (node1) and 127.0.0.3:2222
 # (node2), each its own daemon, so one host can be taken down (ci/ssh/stop.sh node2) while
 # the other stays. Root logs in with a key of its own; no password anywhere.
 #
@@ -19,7 +19,7 @@
 # with the daemons' logs, when anything fails. Needs root.
 set -euo pipefail
 
-not_shared=/var/tmp/adaptive-runner-not-shared  # tests/test_ssh.py: NOT_SHARED
+not_shared=/var/tmp/adaptive-runner-not-shared  # tests/schedulers/test_ssh.py: NOT_SHARED
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 conf_dir=/etc/ssh/adaptive_runner_ci

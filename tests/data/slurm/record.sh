@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Record real SLURM output for tests/test_slurm_parsers.py (run on the ci/slurm one-node SLURM).
+# Record real SLURM output for tests/schedulers/test_slurm_parsers.py (run on the ci/slurm one-node SLURM).
 #
 # Usage: tests/data/slurm/record.sh [queue] [sacct]  (as the user the tests run as; writes next
 # to itself; both parts when none is named). `sacct` needs the accounting of ci/slurm/start.sh.
