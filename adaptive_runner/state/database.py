@@ -12,26 +12,28 @@ from adaptive_runner.errors import ConfigError
 from adaptive_runner.state.file import StateFile, check_existing, create_file, read_meta
 from adaptive_runner.state.queries import Queries
 from adaptive_runner.state.schema import (
-    CLAIM,
-    DROP,
     SORT_KEYS,
     ClaimRow,
     GroupState,
     LearnerRow,
     LearnerState,
     TaskRow,
-    add_event,
     as_index,
-    complete,
     connect,
+    validate_dependencies,
+    validate_fnames,
+)
+from adaptive_runner.state.transitions import (
+    CLAIM,
+    DROP,
+    add_event,
+    complete,
     count_done,
     finish_task,
     mark_dependents,
     put_back_learners,
     repeated,
     retry_set,
-    validate_dependencies,
-    validate_fnames,
 )
 
 if TYPE_CHECKING:
