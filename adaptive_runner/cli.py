@@ -2,7 +2,7 @@
 
 Every command that takes RUN_DIR exits with code 2 (and says why in one line) when RUN_DIR is
 not a run directory or its state.sqlite is missing or damaged. status, cancel, retry and logs
-go through :class:`~adaptive_runner.run.Run`, which unpickles no learner, so they work where
+go through :class:`~adaptive_runner.manager.run.Run`, which unpickles no learner, so they work where
 the learners' modules cannot be imported. Heavy modules are imported inside the commands, so
 ``--help`` stays fast.
 """
@@ -20,19 +20,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adaptive_runner.common.run_dir import RunDir
+from adaptive_runner.common.task_identity import RANK_SEPARATOR
+from adaptive_runner.common.vocabulary import NOT_CLEAN, Outcome
 from adaptive_runner.errors import ConfigError, ManagerDiedError
-from adaptive_runner.logs import configure_manager_logging
-from adaptive_runner.run_dir import RunDir
-from adaptive_runner.task_identity import RANK_SEPARATOR
-from adaptive_runner.vocabulary import NOT_CLEAN, Outcome
+from adaptive_runner.manager.logs import configure_manager_logging
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from adaptive_runner.database import LearnerRow, TaskRow
-    from adaptive_runner.log_parser import LineReader, TaskRecord
-    from adaptive_runner.run import Run
-    from adaptive_runner.run_dir import RunDir
+    from adaptive_runner.common.run_dir import RunDir
+    from adaptive_runner.manager.run import Run
+    from adaptive_runner.state.database import LearnerRow, TaskRow
+    from adaptive_runner.status.log_parser import LineReader, TaskRecord
 
 FOLLOW_INTERVAL_S = 1.0
 # Status-file flags, in the spirit of disBatch's E/R: R the task did not end cleanly (it
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _open(path: Path) -> Run:
     """The run in ``path``; ConfigError (exit 2) if it is no run directory."""
-    from adaptive_runner.run import Run  # noqa: PLC0415 - sqlite and the schedulers on demand
+    from adaptive_runner.manager.run import Run  # noqa: PLC0415 - sqlite and the schedulers on demand
 
     run = Run(path)
     run.config()
@@ -152,7 +152,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from adaptive_runner.run_manager import RunManager  # noqa: PLC0415 - load only what runs
+    from adaptive_runner.manager.run_manager import RunManager  # noqa: PLC0415 - load only what runs
 
     _open(args.run_dir)
     rm = RunManager.resume(args.run_dir)
@@ -307,7 +307,7 @@ def _retry(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from adaptive_runner.log_parser import LineReader  # noqa: PLC0415 - load only what runs
+    from adaptive_runner.status.log_parser import LineReader  # noqa: PLC0415 - load only what runs
 
     run = _open(args.run_dir)
     run_dir = run.run_dir
@@ -346,7 +346,7 @@ def _read_events(reader: LineReader, paths: Iterable[Path]) -> list[tuple[float,
     A line of the task's own output takes the time of the event before it in its log (or of
     the first event after it), so that it stays in place when the logs are merged.
     """
-    from adaptive_runner.log_parser import split_event  # noqa: PLC0415 - see _logs
+    from adaptive_runner.status.log_parser import split_event  # noqa: PLC0415 - see _logs
 
     events: list[tuple[float, str]] = []
     for path in paths:

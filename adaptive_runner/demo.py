@@ -25,8 +25,8 @@ def run_demo(directory: Path) -> int:
     """Run the demo in ``directory`` with a progress line; return the exit code."""
     import adaptive  # noqa: PLC0415 - only the demo needs it; keeps `adaptive-runner --help` fast
 
-    from adaptive_runner.logs import configure_manager_logging  # noqa: PLC0415 - same reason
-    from adaptive_runner.run_manager import RunManager  # noqa: PLC0415 - same reason
+    from adaptive_runner.manager.logs import configure_manager_logging  # noqa: PLC0415 - same reason
+    from adaptive_runner.manager.run_manager import RunManager  # noqa: PLC0415 - same reason
     from adaptive_runner.schedulers.local import Local  # noqa: PLC0415 - same reason
 
     learners = [adaptive.Learner1D(partial(peak, a=a), bounds=(-1, 1)) for a in range(N_LEARNERS)]

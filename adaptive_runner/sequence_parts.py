@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import adaptive
 
+from adaptive_runner.common.validation import positive_int
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.validation import positive_int
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import zmq
 
-from adaptive_runner.auth import create_keys, load_keys
-from adaptive_runner.database import Database
-from adaptive_runner.database_manager import DatabaseManager
-from adaptive_runner.run_dir import RunDir
+from adaptive_runner.common.auth import create_keys, load_keys
+from adaptive_runner.common.run_dir import RunDir
+from adaptive_runner.manager.database_manager import DatabaseManager
+from adaptive_runner.state.database import Database
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -21,14 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from adaptive_runner.database import Database
-from adaptive_runner.job_manager import JobManager
+from adaptive_runner.manager.job_manager import JobManager
 from adaptive_runner.schedulers.base import JobState
 from adaptive_runner.schedulers.slurm import parse_squeue
+from adaptive_runner.state.database import Database
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers_run import make_run
-from test_job_manager import MemoryScheduler
+
+from adaptive_runner.testing import MemoryScheduler
 
 ROUNDS = 5
 

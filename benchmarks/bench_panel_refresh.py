@@ -30,17 +30,17 @@ from typing import TYPE_CHECKING, ClassVar
 
 from bench_widget_refresh import build
 
-from adaptive_runner.database import Database
 from adaptive_runner.schedulers.slurm import SLURM, parse_squeue
+from adaptive_runner.state.database import Database
+from adaptive_runner.status.queue import Looks, queue_html
+from adaptive_runner.status.snapshot import counts_html, status_html, table_html
+from adaptive_runner.status.totals import DataSize, Totals, totals_html
 from adaptive_runner.widgets import StatusSnapshot, View
-from adaptive_runner.widgets.queue import Looks, queue_html
-from adaptive_runner.widgets.snapshot import counts_html, status_html, table_html
-from adaptive_runner.widgets.totals import DataSize, Totals, totals_html
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
 
-    from adaptive_runner.run_dir import RunDir
+    from adaptive_runner.common.run_dir import RunDir
     from adaptive_runner.schedulers.base import QueuedTask
 
 ARRAY = "1000"  # the tasks of bench_widget_refresh.build are 1000_<i>

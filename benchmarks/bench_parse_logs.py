@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from adaptive_runner.log_parser import LogParser
-from adaptive_runner.run_dir import RunDir
+from adaptive_runner.common.run_dir import RunDir
+from adaptive_runner.status.log_parser import LogParser
 
 
 def log_line(task: str, event: str, t: float, **fields: object) -> str:

@@ -58,11 +58,11 @@ import structlog
 import zmq
 from bench_database import fnames_of
 
-from adaptive_runner.auth import create_keys, load_keys
-from adaptive_runner.database import Database
-from adaptive_runner.database_manager import DatabaseManager
-from adaptive_runner.protocol import Claim, Done, Heartbeat, encode_request
-from adaptive_runner.run_dir import RunDir
+from adaptive_runner.common.auth import create_keys, load_keys
+from adaptive_runner.common.protocol import Claim, Done, Heartbeat, encode_request
+from adaptive_runner.common.run_dir import RunDir
+from adaptive_runner.manager.database_manager import DatabaseManager
+from adaptive_runner.state.database import Database
 
 TARGETS = {"cpu_percent": 25.0, "p99_ms": 50.0, "burst_s": 10.0}
 LOG_INTERVAL_S = 60.0

@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from adaptive_runner.database import Database, LearnerState
-from adaptive_runner.run_dir import RunDir
+from adaptive_runner.common.run_dir import RunDir
+from adaptive_runner.state.database import Database, LearnerState
+from adaptive_runner.status.snapshot import counts_html, table_html
 from adaptive_runner.widgets import StatusSnapshot, View
-from adaptive_runner.widgets.snapshot import counts_html, table_html
 
 TARGET_MS = 50.0  # a refresh every 2 s must not hold the kernel's GIL for long
 TRACEBACK = 'Traceback (most recent call last):\n  File "f.py", line 1\nMemoryError: x\n' * 20

@@ -38,7 +38,7 @@ import adaptive
 from bench_points import point
 from bench_worker_startup import ARRAY_ID, REPO, make_run, started
 
-from adaptive_runner.logs import configure_manager_logging
+from adaptive_runner.manager.logs import configure_manager_logging
 
 HERE = Path(__file__).resolve().parent
 EXECUTORS = ("sequential", "process-pool", "loky")
@@ -60,7 +60,7 @@ def learner(delay_ms: int, stamp: Path) -> adaptive.Learner1D:
 
 def run_adaptive(executor: str, delay_ms: int, npoints: int, stamp: Path) -> None:
     """In a fresh process: adaptive's own runner; prints the wall time at its end."""
-    from adaptive_runner.executors import make_executor, shutdown_executor  # noqa: PLC0415
+    from adaptive_runner.job.executors import make_executor, shutdown_executor  # noqa: PLC0415
 
     lrn = learner(delay_ms, stamp)
     made = make_executor(executor, CORES)

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 import adaptive
 import cloudpickle
 
-from adaptive_runner.auth import create_keys
-from adaptive_runner.database import Database
-from adaptive_runner.database_manager import DatabaseManager
-from adaptive_runner.run_dir import GroupConfig, RunConfig, RunDir
+from adaptive_runner.common.auth import create_keys
+from adaptive_runner.common.run_dir import GroupConfig, RunConfig, RunDir
+from adaptive_runner.manager.database_manager import DatabaseManager
+from adaptive_runner.state.database import Database
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -44,10 +44,10 @@ FORBIDDEN = (
     "pandas",
     "jinja2",
     "sqlite3",
-    "adaptive_runner.database",
-    "adaptive_runner.database_manager",
-    "adaptive_runner.run_manager",
-    "adaptive_runner.job_manager",
+    "adaptive_runner.state.database",
+    "adaptive_runner.manager.database_manager",
+    "adaptive_runner.manager.run_manager",
+    "adaptive_runner.manager.job_manager",
 )
 
 ARRAY_ID = "L1"

@@ -36,6 +36,8 @@ fi
 echo "== ruff"
 "$PYTHON" -m ruff check .
 "$PYTHON" -m ruff format --check .
+echo "== import contracts (.importlinter)"
+"$PYTHON" -c "from importlinter.cli import lint_imports_command; lint_imports_command()"
 echo "== mypy"
 "$PYTHON" -m mypy
 echo "== pytest"

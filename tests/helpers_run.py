@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sqlite3
 import sys
 import time
@@ -13,11 +14,11 @@ import adaptive
 import cloudpickle
 import pytest
 
-from adaptive_runner.auth import create_keys
-from adaptive_runner.database import Database
-from adaptive_runner.run_dir import GroupConfig, RunConfig, RunDir
-from adaptive_runner.run_manager import RunManager
+from adaptive_runner.common.auth import create_keys
+from adaptive_runner.common.run_dir import GroupConfig, RunConfig, RunDir
+from adaptive_runner.manager.run_manager import RunManager
 from adaptive_runner.schedulers.local import Local
+from adaptive_runner.state.database import Database
 
 T = TypeVar("T")
 
@@ -171,3 +172,24 @@ def stop_and_cancel(rm: RunManager) -> None:
         lambda: not any(s.active for s in local.queue_states(arrays).values()),
         what=f"the tasks of {arrays} to end",
     )
+
+
+def task_rows(run_dir: Path) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(run_dir / "state.sqlite")
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute("SELECT * FROM tasks ORDER BY started").fetchall()
+    finally:
+        conn.close()
+
+
+def no_overlaps(run_dir: Path) -> None:
+    """At most one task held each learner at any time."""
+    by_learner: dict[int, list[tuple[float, float]]] = {}
+    for row in task_rows(run_dir):
+        end = row["finished"] if row["finished"] is not None else float("inf")
+        by_learner.setdefault(row["learner"], []).append((row["started"], end))
+    for learner, spans in by_learner.items():
+        spans.sort()
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert start >= end, f"learner {learner} was held by two tasks at once"

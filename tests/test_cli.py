@@ -13,8 +13,8 @@ from helpers_run import always_fails, make_learners
 
 from adaptive_runner import cli
 from adaptive_runner.cli import main
-from adaptive_runner.database import Database
 from adaptive_runner.errors import RunStateError, StateFileError
+from adaptive_runner.state.database import Database
 
 if TYPE_CHECKING:
     from pathlib import Path

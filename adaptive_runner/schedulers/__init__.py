@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from adaptive_runner.run_dir import GroupConfig
+    from adaptive_runner.common.run_dir import GroupConfig
     from adaptive_runner.schedulers.base import Scheduler
 
 # Registry key (as stored in run.json) -> (module, class); task_identity.READERS has the same

@@ -18,9 +18,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
+from adaptive_runner.common.validation import EnvValue, environment, positive_int
+from adaptive_runner.common.vocabulary import EXECUTORS
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.validation import EnvValue, environment, positive_int
-from adaptive_runner.vocabulary import EXECUTORS
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -280,7 +280,7 @@ class Scheduler(ABC):
 
     def render(self, ctx: ScriptContext) -> str:
         """Render this scheduler's job script for one array."""
-        from adaptive_runner.scripts import render_job_script  # noqa: PLC0415 - keep jinja2 out of the worker
+        from adaptive_runner.schedulers.scripts import render_job_script  # noqa: PLC0415 - keep jinja2 out of the worker
 
         return render_job_script(self, ctx)
 

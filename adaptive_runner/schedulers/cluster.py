@@ -18,9 +18,9 @@ from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from adaptive_runner.common.validation import positive_int
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.schedulers.base import Scheduler, run_command
-from adaptive_runner.validation import positive_int
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence

@@ -36,8 +36,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import psutil
 
+from adaptive_runner.common.files import atomic_write
+from adaptive_runner.common.task_identity import LOCAL_ARRAY_ID_VAR, LOCAL_TASK_INDEX_VAR
+from adaptive_runner.common.validation import positive_int, positive_seconds
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.files import atomic_write
 from adaptive_runner.schedulers.base import (
     FileScheduler,
     JobState,
@@ -47,8 +49,6 @@ from adaptive_runner.schedulers.base import (
     is_array_id,
     new_array_dir,
 )
-from adaptive_runner.task_identity import LOCAL_ARRAY_ID_VAR, LOCAL_TASK_INDEX_VAR
-from adaptive_runner.validation import positive_int, positive_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence

@@ -27,6 +27,8 @@ import shutil
 from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from adaptive_runner.common.task_identity import PBS_SUBJOB
+from adaptive_runner.common.validation import positive_int
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.schedulers.base import QueuedTask, TaskEnd, run_command
 from adaptive_runner.schedulers.cluster import ClusterScheduler
@@ -40,8 +42,6 @@ from adaptive_runner.schedulers.pbs_parsers import (
     torque_xml_entries,
     unknown_job_ids,
 )
-from adaptive_runner.task_identity import PBS_SUBJOB
-from adaptive_runner.validation import positive_int
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence

@@ -12,9 +12,9 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, NamedTuple
 
+from adaptive_runner.common.task_identity import PBS_SUBJOB
 from adaptive_runner.errors import SchedulerCommandError
 from adaptive_runner.schedulers.base import JobState, QueuedTask, TaskEnd
-from adaptive_runner.task_identity import PBS_SUBJOB
 
 _UNKNOWN_ID = re.compile(r"Unknown Job Id(?: Error)? (\S+)")
 # Answers meaning "that job is finished or gone": final, and for qdel what cancel wants.

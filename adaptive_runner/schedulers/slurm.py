@@ -7,11 +7,11 @@ import signal as signals
 from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from adaptive_runner.common.validation import positive_int
+from adaptive_runner.common.vocabulary import STOP_SIGNALS, ExecutorName
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.schedulers.base import JobState, QueuedTask, TaskEnd, run_command
 from adaptive_runner.schedulers.cluster import ClusterScheduler, plain_word
-from adaptive_runner.validation import positive_int
-from adaptive_runner.vocabulary import STOP_SIGNALS, ExecutorName
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
+from adaptive_runner.common.files import atomic_write
+from adaptive_runner.common.validation import positive_int, positive_seconds
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.files import atomic_write
 from adaptive_runner.schedulers.base import (
     FileScheduler,
     JobState,
@@ -71,7 +72,6 @@ from adaptive_runner.schedulers.ssh_programs import (
     check_program,
     remote_command,
 )
-from adaptive_runner.validation import positive_int, positive_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from adaptive_runner.common.validation import positive_int
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.schedulers.base import run_command
-from adaptive_runner.validation import positive_int
 
 if TYPE_CHECKING:
     from collections.abc import Collection

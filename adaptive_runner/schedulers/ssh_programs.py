@@ -26,7 +26,11 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
-from adaptive_runner.task_identity import SSH_ARRAY_ID_VAR, SSH_TASK_ID_VAR, SSH_TASK_INDEX_VAR
+from adaptive_runner.common.task_identity import (
+    SSH_ARRAY_ID_VAR,
+    SSH_TASK_ID_VAR,
+    SSH_TASK_INDEX_VAR,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -10,15 +10,15 @@ import html
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from adaptive_runner.common.vocabulary import NOT_CLEAN
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.vocabulary import NOT_CLEAN
-from adaptive_runner.widgets.snapshot import tail
+from adaptive_runner.status.snapshot import tail
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from adaptive_runner.database_queries import Queries
-    from adaptive_runner.run_dir import RunDir
+    from adaptive_runner.common.run_dir import RunDir
+    from adaptive_runner.state.queries import Queries
 
 LOG_SOURCES: Final = 3  # logs shown at once
 TAIL_BYTES: Final = 8192  # shown of a log without a search

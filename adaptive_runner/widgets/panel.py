@@ -16,12 +16,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import ipywidgets as w
 
-from adaptive_runner.database import SORT_KEYS, Database, LearnerState
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.widgets.log_view import LogSource, log_html, log_sources
-from adaptive_runner.widgets.plot import LearnerPicture, LearnerPlot
-from adaptive_runner.widgets.queue import Looks, queue_html
-from adaptive_runner.widgets.snapshot import (
+from adaptive_runner.state.database import SORT_KEYS, Database, LearnerState
+from adaptive_runner.status.queue import Looks, queue_html
+from adaptive_runner.status.snapshot import (
     StatusSnapshot,
     View,
     counts_html,
@@ -29,12 +27,14 @@ from adaptive_runner.widgets.snapshot import (
     status_html,
     table_html,
 )
-from adaptive_runner.widgets.totals import totals_html
+from adaptive_runner.status.totals import totals_html
+from adaptive_runner.widgets.log_view import LogSource, log_html, log_sources
+from adaptive_runner.widgets.plot import LearnerPicture, LearnerPlot
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from adaptive_runner.run_manager import RunManager
+    from adaptive_runner.manager.run_manager import RunManager
 
 _SORT_LABELS: Final = {
     "index": "learner",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from adaptive_runner.run import Run
+    from adaptive_runner.manager.run import Run
 
 NO_DATA = "no data yet"
 

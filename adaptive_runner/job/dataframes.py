@@ -1,0 +1,67 @@
+"""``save_dataframe``: each learner's DataFrame written beside its data file.
+
+With ``save_dataframe=True`` every save of a learner's data (saving.py) also writes its
+``learner.to_dataframe()`` to ``<fname>.dataframe.parquet`` (or ``.dataframe.pickle``): the
+data file's whole name with a suffix appended, so it never replaces a data file and no two
+learners share one. The DataFrame is a convenience for analysis; the data file is what a
+learner resumes from, so a DataFrame that cannot be made or written is a warning in the
+task's log and the run goes on.
+
+Stdlib only at import (the worker imports it): pandas and pyarrow come with the frames
+(adaptive's ``to_dataframe``, pandas' ``to_parquet``). The option is checked in spec.py;
+``Run.load_dataframes`` reads the files back.
+"""
+
+from __future__ import annotations
+
+import io
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from adaptive_runner.common.files import atomic_write
+from adaptive_runner.common.saving import dataframe_path
+from adaptive_runner.common.vocabulary import DataFrameFormat
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class TakenFrame:
+    """A learner's DataFrame as taken with a save, or why it could not be taken."""
+
+    frame: Any = None  # a pandas DataFrame
+    error: str | None = None  # the traceback of to_dataframe
+
+
+class DataFrameFile:
+    """One learner's DataFrame file: taken where the save reads the learner, written after."""
+
+    def __init__(self, fname: Path, fmt: DataFrameFormat) -> None:
+        self.path = dataframe_path(fname, fmt)
+        self.fmt = fmt
+
+    @staticmethod
+    def take(learner: Any) -> TakenFrame:
+        """``learner.to_dataframe()`` (call it while nothing changes the learner); never raises."""
+        try:
+            return TakenFrame(frame=learner.to_dataframe())
+        except Exception:  # noqa: BLE001 - any error of the learner's own method is reported
+            return TakenFrame(error=traceback.format_exc())
+
+    def write(self, taken: TakenFrame) -> str | None:
+        """Write ``taken`` atomically: None, or why no new file is written (the old one stays)."""
+        if taken.error is not None:
+            return taken.error
+        try:
+            if self.fmt is DataFrameFormat.PARQUET:
+                data: bytes = taken.frame.to_parquet()  # bytes when given no path
+            else:
+                buffer = io.BytesIO()
+                taken.frame.to_pickle(buffer)
+                data = buffer.getvalue()
+            atomic_write(self.path, data)
+        except Exception:  # noqa: BLE001 - a full disk, a column pyarrow cannot store, ...
+            return traceback.format_exc()
+        return None

@@ -1,0 +1,394 @@
+"""Run: a handle on a run directory that unpickles no learner until asked; what the CLI uses."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import cloudpickle
+import structlog
+
+from adaptive_runner.common import goals
+from adaptive_runner.common.run_dir import RunConfig, RunDir
+from adaptive_runner.common.saving import dataframe_path, load_data
+from adaptive_runner.common.task_identity import task_of
+from adaptive_runner.common.vocabulary import DataFrameFormat
+from adaptive_runner.errors import ConfigError
+from adaptive_runner.schedulers import bound_schedulers
+from adaptive_runner.state.database import Database, LearnerState
+from adaptive_runner.state.schema import as_damage, damaged
+from adaptive_runner.status.log_parser import LogParser, LogRecords
+from adaptive_runner.status.report import info_text, summary_html
+from adaptive_runner.status.snapshot import StatusSnapshot
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+
+    from adaptive_runner.schedulers.base import Scheduler
+    from adaptive_runner.state.database import LearnerRow, TaskRow
+    from adaptive_runner.status.queue import Looks
+    from adaptive_runner.status.report import InfoText
+    from adaptive_runner.status.snapshot import View
+
+log = structlog.get_logger("adaptive_runner.run")
+
+# adaptive.Runner's goal arguments (goals.runner_goal) -> adaptive.runner.auto_goal's.
+_AUTO_GOAL_ARGS = {"loss_goal": "loss", "npoints_goal": "npoints", "end_time_goal": "end_time"}
+
+
+class Run:
+    """A run directory: its state, jobs and logs, readable without the learners' code.
+
+    Nothing here unpickles a learner except :meth:`load_learners` (and
+    :meth:`complete_reached`), so status, cancel, retry and the logs work where the modules
+    of the learners' functions cannot be imported: a login node, the command line.
+
+    Parameters
+    ----------
+    run_dir
+        The run directory, as given to ``RunManager(run_dir=...)``.
+
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = RunDir(run_dir)
+        self._log_parser: LogParser | None = None
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.run_dir.path)!r})"
+
+    def info(self, *, format: Literal["text"] = "text") -> InfoText:  # noqa: A002 - as RunManager
+        """The run's state, counts per state and totals as text (see ``RunManager.info``).
+
+        This handle serves no managers, so whether some process serves the run is not known
+        here: an unfinished run is "unfinished". The panel needs a RunManager
+        (``RunManager.open(run_dir).info()``).
+        """
+        if format != "text":
+            raise ConfigError(
+                f"Run.info gives format='text' only, got {format!r}: for the panel use "
+                "RunManager.open(run_dir).info()"
+            )
+        return info_text(self.snapshot())
+
+    def _repr_html_(self) -> str:
+        """The run's summary in a notebook: state, counts, totals, problems."""
+        return summary_html(self.snapshot())
+
+    def snapshot(self, view: View | None = None, *, looks: Looks | None = None) -> StatusSnapshot:
+        """The run as the panel shows it, as plain data (see :class:`StatusSnapshot`)."""
+        self._check_database()
+        return StatusSnapshot.take(self.run_dir, view, looks=looks, **self._managers())
+
+    def _managers(self) -> dict[str, Any]:
+        """What the snapshot says of the run's managers: unknown, as this handle serves none."""
+        return {"managers_running": None}
+
+    def config(self) -> RunConfig:
+        """What run.json says; ConfigError if this is not a run directory."""
+        config = self.run_dir.read_config()
+        self._check_database()
+        return config
+
+    def _check_database(self) -> None:
+        if self.run_dir.database.exists():
+            return
+        if self.run_dir.exists():  # run.json without state.sqlite: the run lost its state
+            raise damaged(self.run_dir.database, "is missing (deleted?)")
+        raise ConfigError(f"{self.run_dir.path} is not a run directory (no state.sqlite)")
+
+    @contextmanager
+    def _open(self, *, write: bool = False) -> Iterator[Database]:
+        """The run's database, only read unless ``write``; a damaged file is a ConfigError."""
+        self._check_database()
+        with Database.open(self.run_dir.database, read_only=not write) as db:
+            try:
+                yield db
+            except sqlite3.DatabaseError as e:  # a page sqlite reads only now is damaged
+                problem = as_damage(self.run_dir.database, e)
+                if problem is None:
+                    raise
+                raise problem from e
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, int]:
+        """Learners per state, from state.sqlite."""
+        with self._open() as db:
+            return db.counts()
+
+    def problems(self) -> list[str]:
+        """Why jobs do not start or submissions fail now, in words ([] when all is well).
+
+        The failed learners' own reasons are in :meth:`learners` (``error``).
+        """
+        with self._open() as db:
+            return [message for state in db.group_states() for message in state.messages()]
+
+    def finished(self) -> bool:
+        """Whether no learner is waiting or running any more."""
+        counts = self.status()
+        return counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0
+
+    def learners(self) -> list[LearnerRow]:
+        """One row per learner, by index: state, task, npoints, loss, attempts, error, ..."""
+        with self._open() as db:
+            return db.learners()
+
+    def tasks(self) -> list[TaskRow]:
+        """Every hold of a learner by an array task, in the order they started."""
+        with self._open() as db:
+            return db.tasks()
+
+    def parse_logs(self) -> LogRecords:
+        """One record per array task from the job logs: latest status, outcome, errors.
+
+        Each call reads only what the logs gained since the previous call on this handle
+        (see log_parser.py); ``.to_dataframe()`` turns the result into a pandas DataFrame.
+        """
+        if self._log_parser is None:
+            self._log_parser = LogParser(self.run_dir)
+        return self._log_parser.parse()
+
+    def load_learners(self) -> list[Any]:
+        """The learners, unpickled now, with the data their jobs saved so far.
+
+        Unpickling runs the learners' code: their functions' modules must be importable.
+        """
+        with self._open() as db:
+            fnames = db.fnames()
+        return [self._loaded(i, Path(fname)) for i, fname in enumerate(fnames)]
+
+    def load_learner(self, index: int) -> Any:
+        """Learner ``index`` alone, unpickled now, with the data its jobs saved so far."""
+        return self._loaded(index, self.data_file(index))
+
+    def data_file(self, index: int) -> Path:
+        """Where learner ``index`` saves its data (it may not exist yet)."""
+        with self._open() as db:
+            return Path(db.fname(index))
+
+    def _loaded(self, index: int, data_file: Path) -> Any:
+        learner = cloudpickle.loads(self.run_dir.read_learner(index))
+        if data_file.exists():
+            load_data(learner, data_file)
+        return learner
+
+    def load_dataframes(self) -> Any:
+        """One pandas DataFrame of the DataFrame files that ``save_dataframe=True`` writes.
+
+        Columns ``learner`` (the index) and ``fname`` (the data file) come first, then the
+        learner's own. Learners with no file yet (not saved since the option was on) are left
+        out and listed in the result's ``attrs["skipped"]``. Needs no learner's code; a run
+        without ``save_dataframe`` is a ConfigError.
+        """
+        config = self.config()
+        if not config.save_dataframe:
+            raise ConfigError(
+                f"the run in {self.run_dir.path} saves no DataFrames: start it with "
+                "save_dataframe=True, or use load_learners() and each learner's to_dataframe()"
+            )
+        with self._open() as db:
+            fnames = db.fnames()
+        return read_dataframes(fnames, DataFrameFormat(config.dataframe_format))
+
+    # -- steering --------------------------------------------------------------------------
+
+    def cancel(self, learners: Collection[int] | None = None) -> None:
+        """Cancel learners (default: the whole run) and kill the jobs that hold them.
+
+        Cancelled learners are never resubmitted; their saved data stays on disk. The jobs
+        are cancelled through the schedulers that run.json names.
+        """
+        schedulers = self.bound_schedulers()
+        by_group: dict[int, list[str]] = {}
+        with self._open(write=True) as db:
+            holders = db.running_tasks()
+            tasks = db.cancel(None if learners is None else list(learners), now=time.time())
+            if learners is None:  # whole arrays: their pending tasks go too
+                by_group = {g: db.active_arrays(g) for g in range(len(schedulers))}
+            else:
+                groups = db.learner_groups()
+                # A packed worker is not cancelled with its allocation's others: its next
+                # heartbeat (within log_interval) finds the learner gone, and it goes on
+                # with the next one.
+                for task in tasks:
+                    if task_of(task) == task:
+                        by_group.setdefault(groups[holders[task]], []).append(task)
+        for group, ids in by_group.items():
+            if ids:
+                schedulers[group].cancel(ids)
+
+    def active_tasks(self) -> list[str]:
+        """The run's array tasks that are queued or running (one queue call per group).
+
+        Asks about every array the run ever submitted: a task whose learner is finished may
+        still be exiting.
+        """
+        schedulers = self.bound_schedulers()
+        by_group: dict[int, list[str]] = {}
+        with self._open() as db:
+            for array_id, group in db.array_groups().items():
+                by_group.setdefault(group, []).append(array_id)
+        active: list[str] = []
+        for group, arrays in by_group.items():
+            queue = schedulers[group].queue_states(arrays)
+            active += sorted(task for task, state in queue.items() if state.active)
+        return active
+
+    def bound_schedulers(self) -> list[Scheduler]:
+        """The schedulers of the run's groups, as run.json describes them, bound to the run."""
+        return bound_schedulers(self.config().groups, self.run_dir.jobs_dir)
+
+    def retry(
+        self, learners: Collection[int] | None = None, *, cancelled: bool = False
+    ) -> list[int]:
+        """Put failed learners (and with ``cancelled`` cancelled ones) back to waiting.
+
+        Attempts, failures and the error restart from nothing; the history stays. Dependents
+        that failed or were cancelled with them come back too. The learners run when a
+        manager serves the run (``RunManager.resume`` or ``adaptive-runner serve``); their
+        data files are kept, so they resume from their points.
+
+        Parameters
+        ----------
+        learners
+            Which learners (default: all failed ones); others are left alone. An unknown
+            index, or a learner whose dependency stays failed or cancelled, is a ConfigError.
+        cancelled
+            Whether cancelled learners come back too.
+
+        Returns
+        -------
+        list[int]
+            The learners put back.
+
+        """
+        with self._open(write=True) as db:
+            put_back = db.retry(learners, cancelled=cancelled, now=time.time())
+        log.info("learners retried", learners=len(put_back), run_dir=str(self.run_dir.path))
+        return put_back
+
+    def remove_data(self) -> list[Path]:
+        """Delete the learners' data files, so that they start again from no points.
+
+        The data files are the user's: neither a rerun nor ``overwrite=True`` touches them;
+        this does, on request only. Refused while a learner is running. Returns the files
+        deleted.
+        """
+        with self._open() as db:
+            fnames = [row.fname for row in db.learners()]
+        return remove_files(fnames, running=self.status()[LearnerState.RUNNING])
+
+    def complete_reached(self, goal: goals.Goal, *, progress_every: int = 1000) -> list[int]:
+        """Mark done, without a job, the waiting learners whose saved data meets ``goal``.
+
+        Costs one load per waiting learner with a data file, as its job would do it:
+        unpickle, load the data, then adaptive's own goal check (``auto_goal`` with the
+        arguments the worker gives ``adaptive.Runner``). A run-time goal (timedelta) says
+        nothing about saved data, so nothing is loaded then. A learner whose data cannot
+        be loaded stays waiting (logged): its job reports the error. Progress is logged
+        every ``progress_every`` learners. Returns the learners marked done.
+        """
+        goal = goals.check_goal(goal)
+        if isinstance(goal, timedelta):
+            return []
+        with self._open() as db:
+            waiting = [(i, Path(f)) for i, f in db.learners_in(LearnerState.WAITING)]
+        saved = [(i, path) for i, path in waiting if path.exists()]
+        reached: dict[int, tuple[int, float | None]] = {}
+        started = time.monotonic()
+        for k, (index, path) in enumerate(saved, 1):
+            found = self._reached(index, path, goal)
+            if found is not None:
+                reached[index] = found
+            if k % progress_every == 0 or k == len(saved):
+                log.info("checked saved data against the goal", checked=k, of=len(saved))
+        with self._open(write=True) as db:
+            done = db.complete(reached, detail="its data file meets the goal", now=time.time())
+        if saved:
+            log.info(
+                "learners done at start",
+                learners=len(done),
+                checked=len(saved),
+                seconds=round(time.monotonic() - started, 3),
+            )
+        return done
+
+    def _reached(self, index: int, path: Path, goal: goals.Goal) -> tuple[int, float | None] | None:
+        """(npoints, loss) of learner ``index`` if its data at ``path`` meets ``goal``."""
+        try:
+            learner = cloudpickle.loads(self.run_dir.read_learner(index))
+            load_data(learner, path)
+            if not goal_check(goal, learner)(learner):
+                return None
+            loss = float(learner.loss())
+        except Exception as e:  # noqa: BLE001 - any bad file leaves the learner to its job
+            log.warning("cannot check saved data", learner=index, fname=str(path), error=repr(e))
+            return None
+        return int(learner.npoints), loss if math.isfinite(loss) else None
+
+
+def goal_check(goal: goals.Goal, learner: Any) -> Callable[[Any], bool]:
+    """``goal`` as the callable ``adaptive.Runner`` makes of it for ``learner``."""
+    from adaptive.runner import auto_goal  # noqa: PLC0415 - adaptive only when checking
+
+    kwargs = goals.runner_goal(goal)
+    if "goal" in kwargs:
+        check: Callable[[Any], bool] = kwargs["goal"]
+        return check
+    named = {_AUTO_GOAL_ARGS[key]: value for key, value in kwargs.items()}
+    result: Callable[[Any], bool] = auto_goal(learner=learner, **named)
+    return result
+
+
+def remove_files(fnames: Iterable[str], *, running: int) -> list[Path]:
+    """Delete the data files in ``fnames`` that exist; refused while ``running`` > 0."""
+    if running:
+        raise ConfigError(
+            f"{running} learners are running and would save again: cancel or stop the run "
+            "(and wait for its jobs) before removing data files"
+        )
+    removed = []
+    for fname in fnames:
+        path = Path(fname)
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def read_dataframes(fnames: Sequence[str], fmt: DataFrameFormat) -> Any:
+    """One DataFrame of the learners whose DataFrame file exists, with ``learner`` and ``fname``.
+
+    ``learner`` (the index) and ``fname`` (the data file) come first. Learners without a file
+    yet are left out, and their indices listed in the result's ``attrs["skipped"]``. Like the
+    data files, the files are the run's own: a pickle runs code when it is read.
+    """
+    import pandas as pd  # noqa: PLC0415 - on demand: pandas costs a second to import
+
+    read = pd.read_parquet if fmt is DataFrameFormat.PARQUET else pd.read_pickle
+    frames = []
+    skipped = []
+    for index, fname in enumerate(fnames):
+        path = dataframe_path(fname, fmt)
+        if not path.exists():
+            skipped.append(index)
+            continue
+        frame = read(path)
+        frame.insert(0, "learner", index)
+        frame.insert(1, "fname", fname)
+        frames.append(frame)
+    result = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["learner", "fname"])
+    )
+    result.attrs["skipped"] = skipped
+    return result

@@ -1,0 +1,100 @@
+"""What a RunManager writes into its run directory: pickles, goal, keys, state.sqlite, run.json.
+
+The pickles are the learners, the goal, the runner kwargs and the initializers
+(``RunSpec.write_pickles``).
+
+A new run is staged beside its target and renamed into place (:func:`create_run`); a run
+continued with new code gets new pickles, goal and run.json (:func:`rewrite_run`). The
+manager decides which (``RunManager.start``) and holds the lock meanwhile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from adaptive_runner.common.auth import create_keys
+from adaptive_runner.common.run_dir import GroupConfig, RunConfig, RunDir, config_changes
+from adaptive_runner.errors import ConfigError
+from adaptive_runner.schedulers import from_config, scheduler_options
+from adaptive_runner.state.database import Database
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from adaptive_runner.manager.spec import RunSpec
+
+
+def create_run(run_dir: RunDir, spec: RunSpec, *, replace: bool) -> None:
+    """Write a new run directory for ``spec`` (staged beside its target, then renamed)."""
+    blobs = pickle_learners(spec.learners)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+
+    def populate(staging: RunDir) -> None:
+        staging.write_learners(blobs)
+        spec.write_pickles(staging)
+        create_keys(staging.keys_dir)
+        Database.create(
+            staging.database,
+            spec.fnames,
+            dependencies=spec.dependencies,
+            max_fails=spec.max_fails,
+            groups=spec.learner_groups,
+        ).close()
+        name = run_dir.path.name
+        staging.write_config(spec.to_config(name=name, created=created, digest=spec.digest))
+
+    run_dir.create(populate, replace=replace)
+
+
+def rewrite_run(run_dir: RunDir, spec: RunSpec, existing: RunConfig) -> dict[str, list[Any]]:
+    """Give an existing run ``spec``'s pickles, goal and settings; return what changed.
+
+    What changed is run.json's fields; new runner kwargs or initializers are written too.
+
+    Every pack is rewritten with the new pickles, done learners' too: those never run
+    again, and one rewrite per pack is simpler and cheaper than splicing old entries in;
+    ``load_learners`` then gives every learner the current code.
+    """
+    run_dir.write_learners(pickle_learners(spec.learners))
+    spec.write_pickles(run_dir)
+    config = spec.to_config(
+        name=existing.name, created=existing.created, digest=existing.config_hash
+    )
+    changed = config_changes(in_current_names(existing), config)
+    run_dir.write_config(config)
+    return changed
+
+
+def in_current_names(config: RunConfig) -> RunConfig:
+    """``config`` with its groups' options as this version writes them (``partition`` -> ``queue``).
+
+    So a run.json of an earlier release, rewritten by a rerun, shows no change where the
+    options only changed names. A group this version cannot make is left as written.
+    """
+    groups = []
+    for group in config.groups:
+        try:
+            scheduler = from_config(group)
+        except (ConfigError, KeyError, TypeError):  # an unknown scheduler or option
+            groups.append(group)
+        else:
+            groups.append(GroupConfig(group.scheduler, scheduler_options(scheduler)))
+    return dataclasses.replace(config, groups=groups)
+
+
+def pickle_learners(learners: Sequence[Any]) -> list[bytes]:
+    """Each learner cloudpickled; one that cannot be is a ConfigError naming it."""
+    blobs = []
+    for index, learner in enumerate(learners):
+        try:
+            blobs.append(cloudpickle.dumps(learner))
+        except Exception as e:  # any pickling failure becomes one clear error
+            raise ConfigError(
+                f"learner {index} cannot be pickled ({type(e).__name__}: {e}); define its "
+                "function at module level or make what it captures picklable"
+            ) from e
+    return blobs

@@ -1,0 +1,603 @@
+"""The run's sqlite state (learners, dependencies, arrays, tasks, events) and state machine."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from adaptive_runner.common.vocabulary import POINTS_IN_EVALUATION, Outcome
+from adaptive_runner.errors import ConfigError
+from adaptive_runner.state.file import StateFile, check_existing, create_file, read_meta
+from adaptive_runner.state.queries import Queries
+from adaptive_runner.state.schema import (
+    CLAIM,
+    DROP,
+    SORT_KEYS,
+    ClaimRow,
+    GroupState,
+    LearnerRow,
+    LearnerState,
+    TaskRow,
+    add_event,
+    as_index,
+    complete,
+    connect,
+    count_done,
+    finish_task,
+    mark_dependents,
+    put_back_learners,
+    repeated,
+    retry_set,
+    validate_dependencies,
+    validate_fnames,
+)
+
+if TYPE_CHECKING:
+    import os
+    import sqlite3
+    from collections.abc import Collection, Iterator, Mapping, Sequence
+    from types import TracebackType
+
+__all__ = [
+    "SORT_KEYS",
+    "ClaimRow",
+    "Database",
+    "GroupState",
+    "LearnerRow",
+    "LearnerState",
+    "TaskRow",
+]
+
+
+class Database(Queries):
+    """The run's sqlite state. Make one with :meth:`create` or :meth:`open`.
+
+    Every method is one transaction, committed before it returns. Inside ``with db.batch():``
+    the methods share one transaction (one commit for many requests), each under its own
+    savepoint, so a method that raises undoes only its own changes.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, max_fails: int, file: StateFile) -> None:
+        self._conn = conn
+        self.file = file  # the state file, to check it is still the one opened
+        self._max_fails = max_fails
+        self._in_batch = False
+        # learner -> its latest heartbeat row values, written with the next transaction.
+        self._heartbeats: dict[int, tuple[int, float | None, float, int, float, int, str]] = {}
+        # Holds this connection ended (done, released, failed, lost): a change the job
+        # manager acts on at once (the run may be over, a learner needs a new job).
+        self.holds_ended = 0
+        # Dependencies are fixed at creation; without any, done has no dependents to update.
+        self._has_dependencies = (
+            conn.execute("SELECT 1 FROM dependencies LIMIT 1").fetchone() is not None
+        )
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        fnames: Sequence[str],
+        *,
+        dependencies: Mapping[int, Sequence[int]],
+        max_fails: int,
+        groups: Sequence[int] | None = None,
+    ) -> Database:
+        """Create the database file of a new run; all learners start ``waiting``.
+
+        Parameters
+        ----------
+        path
+            The new file; it must not exist yet.
+        fnames
+            One data file per learner; learner ``i`` saves to ``fnames[i]``.
+        dependencies
+            ``{learner: [learners it waits for]}``: a learner is claimable only when those
+            are done. A learner whose dependency fails or is cancelled fails or is cancelled.
+        max_fails
+            A learner is marked failed when its failures (crashes, lost jobs, expired leases,
+            fail messages) reach this number.
+        groups
+            The resource group of each learner (default: all in group 0); only tasks of
+            that group's arrays claim it.
+
+        """
+        names = validate_fnames(fnames)
+        grps = [0] * len(names) if groups is None else list(groups)
+        if len(grps) != len(names) or any(type(g) is not int or g < 0 for g in grps):
+            raise ConfigError("groups must give a non-negative int group for every learner")
+        graph = validate_dependencies(dependencies, len(names))
+        if type(max_fails) is not int or max_fails < 1:
+            raise ConfigError(f"max_fails={max_fails!r}: must be an int >= 1")
+        target = Path(path)
+        conn = create_file(target, names, grps, graph, max_fails=max_fails)
+        return cls(conn, max_fails=max_fails, file=StateFile(target, target.stat()))
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, auto_checkpoint: bool = True, read_only: bool = False
+    ) -> Database:
+        """Open the database of an existing run; ConfigError if missing, RunStateError if not ours.
+
+        Nothing is created, and a file that is no run's state (empty, another sqlite file,
+        damaged) is refused before anything could write to it.
+
+        Parameters
+        ----------
+        path
+            The run's state.sqlite.
+        auto_checkpoint
+            Whether commits on this connection copy the WAL into the file when it has grown
+            (sqlite's default, which now and then makes one commit wait for an fsync). The
+            database manager turns it off and calls :meth:`checkpoint` from another thread.
+        read_only
+            Only read (status, the CLI, the panel): the file is never written, and one of an
+            older schema is refused, not migrated under a manager that may still use it.
+
+        """
+        target = Path(path)
+        check_existing(target)
+        conn = connect(target, mode="ro" if read_only else "rw")
+        try:
+            if not auto_checkpoint:
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+            max_fails = read_meta(conn, target, upgrade=not read_only)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, max_fails=max_fails, file=StateFile(target, target.stat()))
+
+    def check_file(self) -> None:
+        """StateFileError if the file was deleted, replaced or damaged (``StateFile.check``)."""
+        self.file.check()
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL content into the database file, without waiting for writers."""
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def close(self) -> None:
+        """Write buffered heartbeats and close the connection."""
+        self.flush_heartbeats()
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run the enclosed method calls in one transaction: one commit for all of them."""
+        if self._in_batch:
+            raise RuntimeError("Database.batch() does not nest")
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._write_heartbeats(self._conn)
+        self._in_batch = True
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._in_batch = False
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A transaction of its own, or a savepoint inside :meth:`batch`."""
+        conn = self._conn
+        if self._in_batch:
+            conn.execute("SAVEPOINT step")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK TO step")
+                conn.execute("RELEASE step")
+                raise
+            conn.execute("RELEASE step")
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._write_heartbeats(conn)
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # --- transitions driven by workers (through the database manager) ---
+
+    def claim(
+        self, task: str, *, host: str, pid: int, now: float, group: int = 0, array: str = ""
+    ) -> ClaimRow | None:
+        """Give ``task`` the first claimable learner (the same one again on a repeat).
+
+        Every claim, with work or without, counts for ``array`` (the task's array): its
+        tasks reached the database manager, so it is no start failure, and the group's start
+        failures in a row end.
+        """
+        with self._transaction() as c:
+            if array:
+                c.execute("UPDATE arrays SET claims = claims + 1 WHERE array_id = ?", (array,))
+                c.execute(
+                    "UPDATE groups SET start_failures = 0, start_error = NULL"
+                    " WHERE grp = ? AND start_failures > 0",
+                    (group,),
+                )
+            held = c.execute(
+                "SELECT idx, fname FROM learners WHERE task = ? AND state = 'running'", (task,)
+            ).fetchone()
+            if held is not None:
+                return ClaimRow(*held)
+            row = c.execute(CLAIM, (task, host, pid, now, now, group)).fetchone()
+            if row is None:
+                return None
+            idx, fname, attempt, npoints = row
+            c.execute(
+                "INSERT INTO tasks (task, learner, attempt, host, pid, started, npoints_start)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (task, idx, attempt, host, pid, now, npoints),
+            )
+            return ClaimRow(idx, fname)
+
+    def heartbeat(
+        self,
+        task: str,
+        learner: int,
+        *,
+        npoints: int,
+        loss: float | None,
+        cpu: float,
+        memory: int,
+        now: float,
+    ) -> bool:
+        """Record progress and renew the lease; False if ``task`` no longer holds ``learner``.
+
+        A heartbeat is no state transition, so it costs no commit of its own: the row is
+        written with the next transaction or :meth:`flush_heartbeats` (the database manager
+        flushes at least once a second). A crash loses at most that second of progress
+        figures; the leases it would have renewed are counted from the new manager's start.
+        """
+        held = self._conn.execute(
+            "SELECT 1 FROM learners WHERE idx = ? AND task = ? AND state = 'running'",
+            (learner, task),
+        ).fetchone()
+        if held is None:
+            return False
+        self._heartbeats[learner] = (npoints, loss, cpu, memory, now, learner, task)
+        return True
+
+    def _drop_heartbeat(self, task: str, learner: int) -> None:
+        """Forget ``task``'s buffered heartbeat for ``learner``: it is about to stop running."""
+        buffered = self._heartbeats.get(learner)
+        if buffered is not None and buffered[-1] == task:
+            del self._heartbeats[learner]
+
+    def flush_heartbeats(self) -> None:
+        """Write the buffered heartbeats now (one transaction), if there are any."""
+        if self._heartbeats and not self._in_batch:
+            with self._transaction():
+                pass  # _transaction writes them first
+
+    def _write_heartbeats(self, conn: sqlite3.Connection) -> None:
+        """Apply buffered heartbeats to the learners their tasks still hold."""
+        if self._heartbeats:
+            conn.executemany(
+                "UPDATE learners SET npoints = ?, loss = ?, cpu = ?, memory = ?,"
+                " last_heartbeat = ? WHERE idx = ? AND task = ? AND state = 'running'",
+                self._heartbeats.values(),
+            )
+            self._heartbeats.clear()
+
+    def done(
+        self, task: str, learner: int, *, npoints: int, loss: float | None, now: float
+    ) -> bool:
+        """Mark ``learner`` done; False if ``task`` does not hold it (and did not finish it)."""
+        self._drop_heartbeat(task, learner)  # done records the final npoints and loss itself
+        with self._transaction() as c:
+            cur = c.execute(
+                "UPDATE learners SET state = 'done', npoints = ?, loss = ?, finished = ?"
+                " WHERE idx = ? AND task = ? AND state = 'running'",
+                (npoints, loss, now, learner, task),
+            )
+            if cur.rowcount == 0:
+                return repeated(c, task, learner, Outcome.DONE)
+            if self._has_dependencies:
+                count_done(c, learner)
+            finish_task(c, task, learner, Outcome.DONE, now)
+            self.holds_ended += 1
+            return True
+
+    def release(
+        self, task: str, learner: int, *, reason: str, now: float, npoints: int | None = None
+    ) -> bool:
+        """Return ``learner`` to waiting after an orderly stop (a time limit, a cancel).
+
+        Not a failure, unless the job added no point (``npoints``, its count at the stop, is
+        no more than when it claimed) while a point was in evaluation (the reason names it):
+        a point that hangs would otherwise take one allocation per time limit forever. Such
+        a release counts as a failure, and the learner fails at max_fails with a reason that
+        says so. A job stopped before its first point (cancelled while it started) is none.
+        """
+        with self._transaction() as c:
+            start = c.execute(
+                "SELECT npoints_start FROM tasks WHERE task = ? AND learner = ?"
+                " AND finished IS NULL",
+                (task, learner),
+            ).fetchone()
+            stalled = (
+                npoints is not None
+                and start is not None
+                and npoints <= (start[0] or 0)
+                and POINTS_IN_EVALUATION in reason
+            )
+            if npoints is not None:
+                c.execute(
+                    "UPDATE learners SET npoints = ? WHERE idx = ? AND task = ?",
+                    (npoints, learner, task),
+                )
+            detail = (
+                f"no progress: the job ended with {npoints} points, no more than when it "
+                f"started ({reason})"
+                if stalled
+                else reason
+            )
+            return self._drop(
+                c, task, learner, now=now, outcome=Outcome.RELEASED, detail=detail, failure=stalled
+            ) or repeated(c, task, learner, Outcome.RELEASED)
+
+    def fail(self, task: str, learner: int, *, error: str, now: float) -> bool:
+        """Count a failure of ``learner`` (its traceback is ``error``); failed at max_fails."""
+        with self._transaction() as c:
+            return self._drop(
+                c, task, learner, now=now, outcome=Outcome.FAILED, detail=error, failure=True
+            ) or repeated(c, task, learner, Outcome.FAILED)
+
+    # --- used by the job manager and the run manager ---
+
+    def mark_lost(self, task_ids: Collection[str], *, reason: str, now: float) -> list[int]:
+        """Count a failure for the learners held by vanished tasks; return those learners."""
+        details = {task: f"job {task} was lost: {reason}" for task in task_ids}
+        return list(self._fail_holders(details, outcome=Outcome.LOST, now=now).values())
+
+    def kill(self, task: str, *, reason: str, now: float) -> int | None:
+        """Count a failure for the learner ``task`` holds, its job being killed for ``reason``.
+
+        Returns the learner (None if the task holds none); its ``error`` becomes ``reason``.
+        """
+        return self._fail_holders({task: reason}, outcome=Outcome.KILLED, now=now).get(task)
+
+    def _fail_holders(
+        self, details: Mapping[str, str], *, outcome: Outcome, now: float
+    ) -> dict[str, int]:
+        """Count a failure (with its detail) for the learner each task holds, if any."""
+        held: dict[str, int] = {}
+        with self._transaction() as c:
+            for task, detail in details.items():
+                row = c.execute(
+                    "SELECT idx FROM learners WHERE task = ? AND state = 'running'", (task,)
+                ).fetchone()
+                if row is not None:
+                    self._drop(
+                        c, task, row[0], now=now, outcome=outcome, detail=detail, failure=True
+                    )
+                    held[task] = int(row[0])
+        return held
+
+    def expire_leases(self, *, lease_timeout_s: float, now: float) -> list[tuple[str, int]]:
+        """Count a failure for running learners without a heartbeat for ``lease_timeout_s``."""
+        with self._transaction() as c:
+            expired = c.execute(
+                "SELECT task, idx FROM learners WHERE state = 'running' AND last_heartbeat < ?",
+                (now - lease_timeout_s,),
+            ).fetchall()
+            for task, idx in expired:
+                detail = f"no heartbeat from job {task} for {lease_timeout_s:g} s (lease expired)"
+                self._drop(
+                    c, task, idx, now=now, outcome=Outcome.EXPIRED, detail=detail, failure=True
+                )
+        return [(task, idx) for task, idx in expired]
+
+    def cancel(self, learners: Collection[int] | None, *, now: float) -> list[str]:
+        """Cancel waiting and running learners (all if None); return the tasks that held them.
+
+        Learners waiting on a cancelled one are cancelled too; done and failed ones stay.
+        """
+        with self._transaction() as c:
+            if learners is None:
+                rows = c.execute(
+                    "SELECT idx, task FROM learners WHERE state IN ('waiting', 'running')"
+                ).fetchall()
+            else:
+                n = self._count(c)
+                rows = []
+                for value in learners:
+                    idx = as_index(value, n, "cancel")
+                    rows += c.execute(
+                        "SELECT idx, task FROM learners WHERE idx = ?"
+                        " AND state IN ('waiting', 'running')",
+                        (idx,),
+                    ).fetchall()
+            c.executemany(
+                "UPDATE learners SET state = 'cancelled', finished = ?, task = NULL, host = NULL,"
+                " pid = NULL WHERE idx = ?",
+                ((now, idx) for idx, _ in rows),
+            )
+            tasks = [task for _, task in rows if task is not None]
+            for idx, task in rows:
+                if task is not None:
+                    finish_task(c, task, idx, Outcome.CANCELLED, now)
+                add_event(c, now, idx, task, kind=Outcome.CANCELLED, detail="cancelled by the user")
+                mark_dependents(c, idx, LearnerState.CANCELLED, now)
+        return tasks
+
+    def retry(
+        self, learners: Collection[int] | None = None, *, cancelled: bool = False, now: float
+    ) -> list[int]:
+        """Put failed (with ``cancelled``, also cancelled) learners back to ``waiting``.
+
+        Attempts and failures restart at 0, the error goes, the history stays (+ a ``retried``
+        event), and so do their groups' start failures in a row. Dependents that failed or were
+        cancelled with them come back; one whose
+        dependency stays failed or cancelled stays too. ``learners`` (default: all) in other
+        states are left alone; an unknown index or a requested learner that must stay is a
+        ConfigError (nothing changes). Returns the learners put back.
+        """
+        states = ("failed", "cancelled") if cancelled else ("failed",)
+        with self._transaction() as c:
+            n = self._count(c)
+            seed = None if learners is None else {as_index(x, n, "retry") for x in learners}
+            put_back, blocked = retry_set(c, seed, states)
+            refused = sorted(blocked.keys() & (seed or set()))
+            if refused:
+                raise ConfigError(
+                    f"retry: learner {refused[0]} waits on learner {blocked[refused[0]]}, "
+                    "which stays failed or cancelled: retry that one too (its dependents "
+                    "come back with it)"
+                )
+            put_back_learners(c, put_back, now)
+            # Their groups' jobs get a fresh start: the user fixed what kept them from starting.
+            c.execute(
+                "UPDATE groups SET start_failures = 0, start_error = NULL WHERE grp IN"
+                " (SELECT DISTINCT grp FROM learners WHERE state = 'waiting')"
+            )
+        return list(put_back)
+
+    def complete(
+        self, reached: Mapping[int, tuple[int, float | None]], *, detail: str, now: float
+    ) -> list[int]:
+        """Mark waiting learners done without a job (their data meets the goal already).
+
+        ``reached``: ``{learner: (npoints, loss)}``, those not waiting left alone; ``detail``
+        goes in each ``done`` event. Returns the learners marked done.
+        """
+        with self._transaction() as c:
+            return [idx for idx, row in reached.items() if complete(c, idx, row, detail, now)]
+
+    def record_array(
+        self,
+        array_id: str,
+        *,
+        n_tasks: int,
+        script: str,
+        now: float,
+        group: int = 0,
+        tag: str | None = None,
+    ) -> None:
+        """Remember a job array submitted for ``group`` (under ``tag``) until it finishes."""
+        with self._transaction() as c:
+            c.execute(
+                "INSERT INTO arrays (array_id, grp, n_tasks, script, submitted, tag)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (array_id, group, n_tasks, script, now, tag),
+            )
+            c.execute("UPDATE groups SET submit_error = NULL WHERE grp = ?", (group,))
+
+    def finish_array(self, array_id: str, *, now: float | None = None) -> int | None:
+        """Mark an array as finished (none of its tasks will run any more).
+
+        Returns how many claims its tasks made, or None if it was finished already.
+        """
+        with self._transaction() as c:
+            row = c.execute(
+                "SELECT finished, claims FROM arrays WHERE array_id = ?", (array_id,)
+            ).fetchone()
+            if row is None:
+                raise ValueError(f"finish_array: no array {array_id!r} was recorded")
+            if row[0] is not None:
+                return None
+            c.execute(
+                "UPDATE arrays SET finished = ? WHERE array_id = ?",
+                (time.time() if now is None else now, array_id),
+            )
+            return int(row[1])
+
+    # --- start failures and submission errors, per resource group ---
+
+    def record_start_failure(self, group: int, *, reason: str) -> int:
+        """Count one more array of ``group`` whose tasks never claimed; the count in a row."""
+        with self._transaction() as c:
+            c.execute("INSERT OR IGNORE INTO groups (grp) VALUES (?)", (group,))
+            (n,) = c.execute(
+                "UPDATE groups SET start_failures = start_failures + 1, start_error = ?"
+                " WHERE grp = ? RETURNING start_failures",
+                (reason, group),
+            ).fetchone()
+            return int(n)
+
+    def record_submit_error(self, group: int, *, error: str) -> None:
+        """Remember why the last submission for ``group`` failed (cleared by the next array)."""
+        with self._transaction() as c:
+            c.execute("INSERT OR IGNORE INTO groups (grp) VALUES (?)", (group,))
+            c.execute("UPDATE groups SET submit_error = ? WHERE grp = ?", (error, group))
+
+    def record_queue_error(self, group: int, error: str | None) -> None:
+        """Remember why ``group``'s tasks may never leave the queue (None: they may again)."""
+        with self._transaction() as c:
+            c.execute("INSERT OR IGNORE INTO groups (grp) VALUES (?)", (group,))
+            c.execute("UPDATE groups SET queue_error = ? WHERE grp = ?", (error, group))
+
+    def fail_waiting(self, group: int, *, reason: str, now: float) -> list[int]:
+        """Fail every waiting learner of ``group`` with ``reason``: its jobs cannot start.
+
+        Learners depending on them fail too. Returns the learners failed here directly.
+        """
+        with self._transaction() as c:
+            rows = c.execute(
+                "UPDATE learners SET state = 'failed', error = ?, finished = ?"
+                " WHERE grp = ? AND state = 'waiting' RETURNING idx",
+                (reason, now, group),
+            ).fetchall()
+            failed = sorted(idx for (idx,) in rows)
+            for idx in failed:
+                add_event(c, now, idx, None, kind=LearnerState.FAILED, detail=reason)
+                mark_dependents(c, idx, LearnerState.FAILED, now)
+        return failed
+
+    def _drop(
+        self,
+        c: sqlite3.Connection,
+        task: str,
+        learner: int,
+        *,
+        now: float,
+        outcome: Outcome,
+        detail: str,
+        failure: bool,
+    ) -> bool:
+        """Take ``learner`` from ``task`` (waiting, or failed at max_fails); False if not held."""
+        params: dict[str, Any] = {
+            "failure": int(failure),
+            "max_fails": self._max_fails,
+            "detail": detail,
+            "now": now,
+            "idx": learner,
+            "task": task,
+        }
+        rows = c.execute(DROP, params).fetchall()
+        if not rows:
+            return False
+        ((state, failures),) = rows
+        self.holds_ended += 1
+        finish_task(c, task, learner, outcome, now)
+        add_event(c, now, learner, task, kind=outcome, detail=detail)
+        if state == LearnerState.FAILED:
+            add_event(
+                c,
+                now,
+                learner,
+                task,
+                kind=LearnerState.FAILED,
+                detail=f"gave up after {failures} failures",
+            )
+            mark_dependents(c, learner, LearnerState.FAILED, now)
+        return True

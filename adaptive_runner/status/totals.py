@@ -1,0 +1,190 @@
+"""The totals row of the status panel: time, CPU-hours, CPU %, memory, data on disk, queue wait.
+
+Plain data read from state.sqlite (and one ``stat`` per data file), shown by the panel, by
+``info(format="text")`` and by the ``_repr_html_`` of RunManager and Run. What each figure
+is made of, and what it cannot know:
+
+- **elapsed**: from the run's first array submission to now; once no learner is waiting or
+  running, to the last learner's end.
+- **CPU-hours**: state.sqlite keeps each learner's latest CPU sample only (its last
+  heartbeat: percent of one core, summed over the worker and its pool processes), so each
+  hold of a learner by a task (the tasks table: claim to end, an open one to now) counts
+  its duration times that learner's latest sample. An estimate: a hold before a later sample
+  counts with the later one, a learner that never sent a heartbeat counts nothing. The
+  hours held (the durations alone) are shown beside it.
+- **mean CPU %** and **memory**: the running learners' latest samples; memory is their sum
+  (the resident memory of the run's workers now), not a mean.
+- **median queue wait**: per task that claimed, its first claim minus its array's submission
+  (a packed allocation counts once, by its first worker); tasks still pending are not in it.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import statistics
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from adaptive_runner.common.task_identity import task_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from adaptive_runner.schedulers.base import Scheduler
+    from adaptive_runner.state.queries import Queries
+
+
+@dataclass(frozen=True, slots=True)
+class DataSize:
+    """The learners' data files on disk: bytes summed over the files that exist."""
+
+    n_bytes: int
+    n_files: int
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """The run's totals at one moment; see the module docstring for how each is made."""
+
+    elapsed_s: float | None  # None before the first array was submitted
+    held_hours: float
+    cpu_hours: float
+    mean_cpu_percent: float | None  # of one core; None while no running learner has a sample
+    n_sampled: int  # running learners with a sample
+    memory_bytes: int  # summed over the running learners' workers
+    data: DataSize
+    median_wait_s: float | None  # None while no task has claimed
+    n_waits: int
+
+
+def read_totals(
+    db: Queries,
+    *,
+    now: float,
+    finished: bool,
+    waits: Sequence[float],
+    data: DataSize,
+) -> Totals:
+    """The totals from the run's open database, as of ``now``.
+
+    Parameters
+    ----------
+    db
+        The run's database (read only).
+    now
+        Wall clock: open holds last until then.
+    finished
+        Whether no learner waits or runs: the elapsed time then ends at the last learner.
+    waits
+        The tasks' queue waits (:func:`queue_waits`, or cached ones).
+    data
+        The data files' size (:func:`data_size`, or a cached one).
+
+    """
+    usage = db.usage(now)
+    end = usage.last_finished if finished and usage.last_finished is not None else now
+    return Totals(
+        elapsed_s=None if usage.first_submitted is None else max(0.0, end - usage.first_submitted),
+        held_hours=usage.held_s / 3600,
+        cpu_hours=usage.cpu_s / 3600,
+        mean_cpu_percent=usage.mean_cpu_percent,
+        n_sampled=usage.n_sampled,
+        memory_bytes=usage.memory_bytes,
+        data=data,
+        median_wait_s=statistics.median(waits) if waits else None,
+        n_waits=len(waits),
+    )
+
+
+def queue_waits(
+    first_claims: Mapping[str, float],
+    submitted: Mapping[str, float],
+    schedulers: Sequence[Scheduler],
+) -> list[float]:
+    """Seconds each task waited in the queue: its first claim minus its array's submission.
+
+    ``first_claims`` is keyed by worker id: the workers of a packed allocation (``task@rank``)
+    count once, by the first of them. A task of no recorded array is left out.
+    """
+    firsts: dict[str, float] = {}
+    for worker, claimed in first_claims.items():
+        task = task_of(worker)
+        firsts[task] = min(claimed, firsts.get(task, math.inf))
+    readers = list({type(s): s for s in schedulers}.values())  # array_of is per backend
+    waits = []
+    for task, claimed in firsts.items():
+        for scheduler in readers:
+            array = scheduler.array_of(task)
+            if array in submitted:
+                waits.append(max(0.0, claimed - submitted[array]))
+                break
+    return waits
+
+
+def data_size(fnames: Iterable[str]) -> DataSize:
+    """The summed size of the files in ``fnames`` that exist (one ``stat`` each)."""
+    n_bytes = n_files = 0
+    for fname in fnames:
+        try:
+            n_bytes += os.stat(fname).st_size  # noqa: PTH116 - a Path per file costs more
+        except FileNotFoundError:
+            continue  # not saved yet
+        n_files += 1
+    return DataSize(n_bytes, n_files)
+
+
+# --- words --------------------------------------------------------------------------------
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min``, ``2.0 h``, ``1.5 d``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def size(n_bytes: float) -> str:
+    """``512 B``, ``1.5 MB`` (powers of 1000)."""
+    value = float(n_bytes)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000:  # noqa: PLR2004 - the next unit
+            return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def totals_items(totals: Totals) -> list[tuple[str, str]]:
+    """The totals as (label, value) pairs: the panel's row and the text info say the same."""
+    cpu = (
+        "none (no running worker has reported)"
+        if totals.mean_cpu_percent is None
+        else f"{totals.mean_cpu_percent:.0f} % of a core ({totals.n_sampled} running)"
+    )
+    wait = (
+        "none (no task has claimed yet)"
+        if totals.median_wait_s is None
+        else f"{duration(totals.median_wait_s)} ({totals.n_waits} tasks)"
+    )
+    elapsed = (
+        "none (no job submitted yet)" if totals.elapsed_s is None else duration(totals.elapsed_s)
+    )
+    return [
+        ("elapsed", elapsed),
+        ("CPU-hours", f"{totals.cpu_hours:.3g} (estimate; {totals.held_hours:.3g} h held)"),
+        ("mean CPU", cpu),
+        ("memory", f"{size(totals.memory_bytes)} (sum over running workers)"),
+        ("data on disk", f"{size(totals.data.n_bytes)} in {totals.data.n_files} files"),
+        ("median queue wait", wait),
+    ]
+
+
+def totals_html(totals: Totals) -> str:
+    """The totals as one row of labelled values."""
+    items = " · ".join(
+        f'<span class="ar-total"><b>{html.escape(label)}</b> {html.escape(value)}</span>'
+        for label, value in totals_items(totals)
+    )
+    return f'<div class="ar-totals-row" style="font-size:12px">{items}</div>'

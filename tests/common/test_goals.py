@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import adaptive
+import numpy as np
+import pytest
+
+from adaptive_runner.common.goals import check_goal, check_learners_end, describe_goal, runner_goal
+from adaptive_runner.errors import ConfigError
+
+
+def _stop_at_ten(learner: adaptive.Learner1D) -> bool:
+    return bool(learner.npoints >= 10)
+
+
+def _learner() -> adaptive.Learner1D:
+    return adaptive.Learner1D(np.sin, bounds=(0, 3))
+
+
+@pytest.mark.parametrize(
+    ("goal", "expected"),
+    [
+        (5, 5),
+        (np.int64(7), 7),
+        (0.01, 0.01),
+        (np.float64(0.5), 0.5),
+        (timedelta(minutes=3), timedelta(minutes=3)),
+        (_stop_at_ten, _stop_at_ten),
+    ],
+)
+def test_valid_goals_are_canonical(goal: object, expected: object) -> None:
+    checked = check_goal(goal)
+    assert checked == expected
+    assert type(checked) is type(expected)
+
+
+def test_aware_datetime_is_accepted() -> None:
+    end = datetime.now(UTC) + timedelta(hours=1)
+    assert check_goal(end) == end
+
+
+@pytest.mark.parametrize(
+    ("goal", "fragment"),
+    [
+        (True, "True is not a valid goal"),
+        (False, "False is not a valid goal"),
+        (0, "must be >= 1"),
+        (-3, "must be >= 1"),
+        (0.0, "finite float > 0"),
+        (-0.1, "finite float > 0"),
+        (float("nan"), "finite float > 0"),
+        (float("inf"), "finite float > 0"),
+        (timedelta(0), "must be positive"),
+        (timedelta(seconds=-1), "must be positive"),
+        (datetime(2030, 1, 1, 12, 0), "naive datetime"),  # noqa: DTZ001 - the point of the test
+        ("100", "not a valid goal"),
+        ([100], "not a valid goal"),
+    ],
+)
+def test_bad_goals_name_the_value_and_the_kinds(goal: object, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_goal(goal)
+    message = str(info.value)
+    assert fragment in message
+    assert f"goal={goal!r}" in message
+
+
+def test_wrong_type_lists_accepted_kinds() -> None:
+    with pytest.raises(ConfigError, match=r"callable.*int.*float.*timedelta.*datetime"):
+        check_goal("lots")
+
+
+def test_none_is_until_the_learner_is_done() -> None:
+    assert check_goal(None) is None
+    assert runner_goal(None) == {}
+    assert describe_goal(None) == "until the learner is done"
+    learner = adaptive.SequenceLearner(np.sin, np.linspace(0, 1, 7))
+    adaptive.runner.simple(learner, **runner_goal(None))
+    assert learner.done()
+    assert learner.npoints == 7
+
+
+def _sequence() -> adaptive.SequenceLearner:
+    return adaptive.SequenceLearner(np.sin, [0.0, 1.0])
+
+
+def test_none_is_for_learners_that_end_by_themselves() -> None:
+    balanced = adaptive.BalancingLearner([_sequence(), _sequence()])
+    check_learners_end(None, [_sequence(), balanced])
+    check_learners_end(10, [_learner()])  # any learner with a goal
+    with pytest.raises(ConfigError) as info:
+        check_learners_end(None, [_sequence(), _learner(), _learner()])
+    assert "learners[1] is a Learner1D: give a goal" in str(info.value)
+    balanced_1d = adaptive.BalancingLearner([_learner(), _learner()])
+    with pytest.raises(ConfigError, match=r"\[0\] is a BalancingLearner whose learners\[0\] is a"):
+        check_learners_end(None, [balanced_1d])
+
+
+def test_runner_arguments() -> None:
+    assert runner_goal(12) == {"npoints_goal": 12}
+    assert runner_goal(0.25) == {"loss_goal": 0.25}
+    assert runner_goal(timedelta(seconds=9)) == {"duration_goal": timedelta(seconds=9)}
+    assert runner_goal(_stop_at_ten) == {"goal": _stop_at_ten}
+
+
+def test_end_time_becomes_local_naive_time_of_the_same_instant() -> None:
+    end = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=-5)))
+    (key, value), *_ = runner_goal(end).items()
+    assert key == "end_time_goal"
+    assert value.tzinfo is None
+    assert value.astimezone() == end
+
+
+@pytest.mark.parametrize("goal", [15, 0.05, _stop_at_ten])
+def test_adaptive_runner_reaches_the_goal(goal: object) -> None:
+    learner = _learner()
+    adaptive.runner.simple(learner, **runner_goal(check_goal(goal)))
+    if isinstance(goal, int):
+        assert learner.npoints == goal
+    elif isinstance(goal, float):
+        assert learner.loss() <= goal
+    else:
+        assert learner.npoints == 10
+
+
+def test_time_goals_stop_an_adaptive_runner() -> None:
+    # Termination is the assertion; how many points fit in the time is not checked.
+    for goal in (timedelta(milliseconds=50), datetime.now(UTC) + timedelta(milliseconds=50)):
+        adaptive.runner.simple(_learner(), **runner_goal(goal))
+
+
+def test_end_time_in_the_past_evaluates_nothing() -> None:
+    learner = _learner()
+    adaptive.runner.simple(learner, **runner_goal(datetime.now(UTC) - timedelta(seconds=1)))
+    assert learner.npoints == 0
+
+
+def test_describe() -> None:
+    assert describe_goal(10) == "npoints >= 10"
+    assert describe_goal(0.5) == "loss <= 0.5"
+    assert describe_goal(timedelta(hours=2)) == "for 2:00:00 per job"
+    assert "_stop_at_ten" in describe_goal(_stop_at_ten)
+    end = datetime(2030, 1, 1, tzinfo=UTC)
+    assert describe_goal(end) == "until 2030-01-01T00:00:00+00:00"
