@@ -73,20 +73,13 @@ ENV = {
 LEFTOVER_WAIT_S = 60.0  # kill_grace_s (5 s), a wrapper's second, and a loaded machine
 
 
-def answers(host: str) -> bool:
-    command = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", host, "true"]
-    return subprocess.run(command, capture_output=True, timeout=60, check=False).returncode == 0
-
-
 @pytest.fixture(scope="module")
-def hosts_up() -> Iterator[None]:
-    """node1 and node2 answer (else skip; in CI fail); their connections closed at the end."""
-    down = [host for host in HOSTS if not answers(host)]
-    if down:
-        message = f"ssh {', '.join(down)} does not answer: run ci/ssh/start.sh (as root)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+def connections_closed() -> Iterator[None]:
+    """The shared ssh connections of the tests over ssh are closed at the end.
+
+    Those tests are marked ``ssh``: skipped where node1 and node2 do not answer, failed in CI
+    (conftest.py).
+    """
     yield
     for host in ALIASES:  # the ControlMaster processes would outlive the session by a minute
         subprocess.run(
@@ -204,7 +197,8 @@ def all_held(rm: RunManager, n: int) -> dict[int, str] | None:
 # -- over ssh ----------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("hosts_up")
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
 def test_a_run_over_both_hosts_reaches_its_goal(
     tmp_path: Path, start_run: Callable[..., RunManager]
 ) -> None:
@@ -221,7 +215,8 @@ def test_a_run_over_both_hosts_reaches_its_goal(
         assert learner.npoints >= 20
 
 
-@pytest.mark.usefixtures("hosts_up")
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
 def test_a_worker_killed_with_sigkill_is_resumed_from_its_save(
     start_run: Callable[..., RunManager],
 ) -> None:
@@ -246,7 +241,8 @@ def test_a_worker_killed_with_sigkill_is_resumed_from_its_save(
     assert later[-1].resumed_npoints
 
 
-@pytest.mark.usefixtures("hosts_up")
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
 def test_a_host_that_goes_down_leaves_its_learners_to_the_other(
     start_run: Callable[..., RunManager],
 ) -> None:
@@ -276,7 +272,8 @@ def test_a_host_that_goes_down_leaves_its_learners_to_the_other(
         assert host_of(jobs, rows[learner].task or "") == "node1", rows[learner]
 
 
-@pytest.mark.usefixtures("hosts_up")
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
 def test_cancel_ends_every_process_on_both_hosts(
     tmp_path: Path, start_run: Callable[..., RunManager]
 ) -> None:
@@ -292,7 +289,8 @@ def test_cancel_ends_every_process_on_both_hosts(
     assert {states[task] for task in held.values()} == {JobState.CANCELLED}
 
 
-@pytest.mark.usefixtures("hosts_up")
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
 def test_a_cancel_reaches_a_host_that_ssh_cannot(
     tmp_path: Path, start_run: Callable[..., RunManager]
 ) -> None:
@@ -307,7 +305,8 @@ def test_a_cancel_reaches_a_host_that_ssh_cannot(
         subprocess.run(["bash", str(CI_SSH / "start.sh")], check=True, timeout=300)
 
 
-@pytest.mark.usefixtures("hosts_up")
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
 def test_slots_hold_across_arrays_and_cancel_ends_waiting_and_running_tasks(
     tmp_path: Path,
 ) -> None:
@@ -341,7 +340,8 @@ def test_slots_hold_across_arrays_and_cancel_ends_waiting_and_running_tasks(
     assert ends[runs].signal == signal.SIGTERM
 
 
-@pytest.mark.usefixtures("hosts_up")
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
 @pytest.mark.parametrize(
     ("hosts", "python", "refusal"),
     [
