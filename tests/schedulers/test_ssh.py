@@ -4,7 +4,8 @@ The hosts node1 and node2 are this machine, so their tasks are processes here: a
 a host down by stopping its sshd (ci/ssh/stop.sh) and killing what runs there. Tasks started
 through sshd are not pytest's descendants; they carry the session marker (conftest.py) only
 once their job script has exported ``env``, so every test also checks that no process whose
-command line names its directory outlives it.
+command line names its directory outlives it. The scenarios every backend shares (goal,
+kill -9, cancel) are tests/e2e/test_scenarios.py.
 """
 
 from __future__ import annotations
@@ -213,32 +214,6 @@ def test_a_run_over_both_hosts_reaches_its_goal(
     assert {host_of(jobs, task) for task in tasks} == {"node1", "node2"}
     for learner in rm.load_learners():
         assert learner.npoints >= 20
-
-
-@pytest.mark.ssh
-@pytest.mark.usefixtures("connections_closed")
-def test_a_worker_killed_with_sigkill_is_resumed_from_its_save(
-    start_run: Callable[..., RunManager],
-) -> None:
-    rm = start_run(make_learners(2, delay=0.2), goal=40, hosts={"node1": 1, "node2": 1})
-    jobs = rm.run_dir.jobs_dir
-
-    def saved_on_node1() -> Any:
-        for record in rm.parse_logs():
-            if host_of(jobs, record.task) == "node1" and record.saves and record.outcome is None:
-                return record
-        return None
-
-    record = wait_for(saved_on_node1, "a learner on node1 that saved", timeout_s=180)
-    os.kill(recorded_pid(jobs, record.task, "job"), signal.SIGKILL)
-    assert rm.wait(timeout=240)
-    run = Run(rm.run_dir.path)
-    (killed,) = [t for t in run.tasks() if t.task == record.task and t.learner == record.learner]
-    assert killed.outcome == "lost"
-    assert "killed by signal 9 (SIGKILL)" in (run.learners()[record.learner].error or "")
-    later = [r for r in rm.parse_logs() if r.learner == record.learner and r.task != record.task]
-    assert later
-    assert later[-1].resumed_npoints
 
 
 @pytest.mark.ssh
