@@ -273,7 +273,7 @@ def test_learners_reach_their_goal_through_one_array(backend: Backend) -> None:
 def test_a_worker_killed_with_sigkill_is_resumed_from_its_save(backend: Backend) -> None:
     """SIGKILL after a save: the learner is lost (a failure counted, with how the job died),
     resubmitted, resumed from its data file (its first points kept), and the run finishes."""
-    rm = backend.start(make_learners(2, delay=0.05), goal=100)
+    rm = backend.start(make_learners(2, delay=0.05), goal=60)
     run_dir = rm.run_dir.path
     ((victim, first_xs),) = wait_for(
         lambda: running_with_saves(rm, 1),
