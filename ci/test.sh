@@ -30,7 +30,7 @@ elif [ -n "${CI:-}" ]; then
   echo "ci/test.sh: the SSH test hosts could not be started, and CI must run the ssh tests" >&2
   exit 1
 else
-  echo "the SSH test hosts could not be started: tests/schedulers/test_ssh.py skips its ssh tests" >&2
+  echo "the SSH test hosts could not be started: tests marked ssh will be skipped" >&2
 fi
 
 echo "== ruff"

@@ -1,4 +1,5 @@
-"""Shared hooks: `slurm` tests are skipped without sbatch; the session leaves nothing running.
+"""Shared hooks: `slurm` and `ssh` tests skip where their service is absent (fail in CI);
+the session leaves nothing running.
 
 Every process the suite starts inherits ``ADAPTIVE_RUNNER_TEST_SESSION`` (set once per
 session) and pytest's ``PYTEST_CURRENT_TEST``. The Local scheduler's supervisors and tasks run
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -21,9 +23,10 @@ import pytest
 import structlog
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 SESSION_MARKER = "ADAPTIVE_RUNNER_TEST_SESSION"
+SSH_HOSTS = ("node1", "node2")  # ci/ssh/start.sh
 LEFTOVER_GRACE_S = 10.0  # cancelled tasks get time to save, release and exit
 # Helpers that multiprocessing and loky start once per interpreter (the process-pool and
 # loky executor tests start them in pytest itself); they end when pytest ends.
@@ -40,15 +43,43 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[SESSION_MARKER] = f"{os.getpid()}-{uuid.uuid4().hex}"
 
 
+def _ssh_hosts_answer() -> bool:
+    """Whether the SSH test hosts of ci/ssh/start.sh (node1, node2) answer."""
+    command = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+    try:
+        return all(
+            subprocess.run(
+                [*command, host, "true"], capture_output=True, timeout=60, check=False
+            ).returncode
+            == 0
+            for host in SSH_HOSTS
+        )
+    except (OSError, subprocess.TimeoutExpired):  # no ssh client, or a host that hangs
+        return False
+
+
+# marker -> whether its service runs here (asked only when a collected test has the marker),
+# and how to start it.
+SERVICES: dict[str, tuple[Callable[[], bool], str]] = {
+    "slurm": (
+        lambda: shutil.which("sbatch") is not None,
+        "no sbatch on PATH: start SLURM with ci/slurm/start.sh",
+    ),
+    "ssh": (_ssh_hosts_answer, "ssh node1/node2 do not answer: start them with ci/ssh/start.sh"),
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip `slurm` tests where no SLURM runs, unless CI is set (then they must run)."""
+    """Skip `slurm` and `ssh` tests where their service does not run, unless CI is set (then
+    they must run: they fail)."""
     del config
-    if shutil.which("sbatch") or os.environ.get("CI"):
+    if os.environ.get("CI"):
         return
-    skip = pytest.mark.skip(reason="no sbatch on PATH: start SLURM with ci/slurm/start.sh")
-    for item in items:
-        if "slurm" in item.keywords:
-            item.add_marker(skip)
+    for marker, (available, start) in SERVICES.items():
+        marked = [item for item in items if item.get_closest_marker(marker) is not None]
+        if marked and not available():
+            for item in marked:
+                item.add_marker(pytest.mark.skip(reason=start))
 
 
 def _started_by_session() -> list[psutil.Process]:

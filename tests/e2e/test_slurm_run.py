@@ -1,4 +1,7 @@
-"""Whole runs on the real one-node SLURM (ci/slurm/start.sh): arrays, scancel, USR1, mpi4py."""
+"""Whole runs on the real one-node SLURM (ci/slurm/start.sh): arrays, scancel, USR1, mpi4py.
+
+The scenarios every backend shares (goal, kill -9, cancel) are tests/e2e/test_scenarios.py.
+"""
 
 from __future__ import annotations
 
@@ -178,29 +181,6 @@ def test_usr1_saves_and_releases_at_once(run: Callable[..., ar.RunManager]) -> N
     assert rm.wait(timeout=PATIENCE_S)
     resumed_with_data(run_dir, learner, after=task)
     no_overlaps(run_dir)
-
-
-def test_cancel_leaves_nothing_in_squeue(run: Callable[..., ar.RunManager]) -> None:
-    rm = run(make_learners(6, delay=0.05), goal=100_000)
-    run_dir = rm.run_dir.path
-    wait_for(
-        lambda: sum(r["finished"] is None for r in task_rows(run_dir)) >= 3,
-        timeout_s=PATIENCE_S,
-        what="three tasks holding learners",
-    )
-    rm.cancel()
-    assert not rm.wait(timeout=PATIENCE_S)  # finished, but not done
-    assert rm.status()["cancelled"] == 6
-    wait_for(
-        lambda: not any(state.active for state in queue(run_dir).values()),
-        timeout_s=PATIENCE_S,
-        what="the run's tasks to leave squeue",
-    )
-    arrays = set(run_arrays(run_dir))
-    out = subprocess.run(
-        ["squeue", "--me", "-h", "-o", "%F"], capture_output=True, text=True, check=True
-    ).stdout
-    assert not arrays & set(out.split())
 
 
 def test_mpi4py_job_with_two_cores(run: Callable[..., ar.RunManager], tmp_path: Path) -> None:

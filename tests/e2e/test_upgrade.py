@@ -11,7 +11,7 @@ from pathlib import Path
 import adaptive_runner as ar
 
 FIXTURE = Path(__file__).parents[1] / "data" / "run_before_layout"
-MADE_AT = "/tmp/oldrun/fixture"  # noqa: S108 - where the fixture's run was made, see its README
+MADE_AT = "/tmp/oldrun/fixture"  # where the fixture's run was made, see its README
 
 
 def test_a_run_made_before_the_package_move_resumes_from_its_data(tmp_path: Path) -> None:

@@ -1,11 +1,12 @@
-"""End-to-end runs on the Local scheduler: real workers, real ZeroMQ, real sqlite."""
+"""End-to-end runs on the Local scheduler: real workers, real ZeroMQ, real sqlite.
+
+The scenarios every backend shares (goal, kill -9, cancel) are tests/e2e/test_scenarios.py.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -82,34 +83,6 @@ def test_same_config_continues_and_finished_resume_reports_done(tmp_path: Path) 
     assert again.job_manager is None  # nothing left to do: no managers started
     assert again.finished()
     assert again.status()["done"] == 2
-
-
-def test_kill_9_worker_resumes_from_its_save(tmp_path: Path) -> None:
-    rm = make_rm(tmp_path, make_learners(2, delay=0.02), goal=120, max_fails=3).start()
-    run_dir = tmp_path / "run"
-    fname = tmp_path / "data" / "l0.pickle"
-
-    def victim() -> sqlite3.Row | None:
-        rows = [r for r in task_rows(run_dir) if r["learner"] == 0 and r["finished"] is None]
-        return rows[0] if rows and fname.exists() else None
-
-    row = wait_for(victim, what="learner 0 running with a save on disk")
-    os.kill(row["pid"], signal.SIGKILL)
-    assert rm.wait(timeout=180)
-    rows = [r for r in task_rows(run_dir) if r["learner"] == 0]
-    assert len(rows) >= 2
-    with Database.open(run_dir / "state.sqlite") as db:
-        first = db.learners()[0]
-    assert first.failures == 1
-    assert first.attempts >= 2
-    assert "was lost: job vanished from the queue (scheduler: killed by signal 9 (SIGKILL))" in (
-        first.error or ""
-    )
-    log = (run_dir / "logs" / f"{rows[-1]['task']}.log").read_text()
-    resumed = [line for line in log.splitlines() if '"resumed"' in line]
-    assert resumed, "the second task did not resume from the save"
-    assert '"npoints": 0' not in resumed[0]
-    no_overlaps(run_dir)
 
 
 def test_failing_learner_ends_failed_with_traceback(tmp_path: Path) -> None:

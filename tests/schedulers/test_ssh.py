@@ -4,7 +4,8 @@ The hosts node1 and node2 are this machine, so their tasks are processes here: a
 a host down by stopping its sshd (ci/ssh/stop.sh) and killing what runs there. Tasks started
 through sshd are not pytest's descendants; they carry the session marker (conftest.py) only
 once their job script has exported ``env``, so every test also checks that no process whose
-command line names its directory outlives it.
+command line names its directory outlives it. The scenarios every backend shares (goal,
+kill -9, cancel) are tests/e2e/test_scenarios.py.
 """
 
 from __future__ import annotations
@@ -73,20 +74,13 @@ ENV = {
 LEFTOVER_WAIT_S = 60.0  # kill_grace_s (5 s), a wrapper's second, and a loaded machine
 
 
-def answers(host: str) -> bool:
-    command = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", host, "true"]
-    return subprocess.run(command, capture_output=True, timeout=60, check=False).returncode == 0
-
-
 @pytest.fixture(scope="module")
-def hosts_up() -> Iterator[None]:
-    """node1 and node2 answer (else skip; in CI fail); their connections closed at the end."""
-    down = [host for host in HOSTS if not answers(host)]
-    if down:
-        message = f"ssh {', '.join(down)} does not answer: run ci/ssh/start.sh (as root)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+def connections_closed() -> Iterator[None]:
+    """The shared ssh connections of the tests over ssh are closed at the end.
+
+    Those tests are marked ``ssh``: skipped where node1 and node2 do not answer, failed in CI
+    (conftest.py).
+    """
     yield
     for host in ALIASES:  # the ControlMaster processes would outlive the session by a minute
         subprocess.run(
@@ -204,7 +198,8 @@ def all_held(rm: RunManager, n: int) -> dict[int, str] | None:
 # -- over ssh ----------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("hosts_up")
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
 def test_a_run_over_both_hosts_reaches_its_goal(
     tmp_path: Path, start_run: Callable[..., RunManager]
 ) -> None:
@@ -221,32 +216,8 @@ def test_a_run_over_both_hosts_reaches_its_goal(
         assert learner.npoints >= 20
 
 
-@pytest.mark.usefixtures("hosts_up")
-def test_a_worker_killed_with_sigkill_is_resumed_from_its_save(
-    start_run: Callable[..., RunManager],
-) -> None:
-    rm = start_run(make_learners(2, delay=0.2), goal=40, hosts={"node1": 1, "node2": 1})
-    jobs = rm.run_dir.jobs_dir
-
-    def saved_on_node1() -> Any:
-        for record in rm.parse_logs():
-            if host_of(jobs, record.task) == "node1" and record.saves and record.outcome is None:
-                return record
-        return None
-
-    record = wait_for(saved_on_node1, "a learner on node1 that saved", timeout_s=180)
-    os.kill(recorded_pid(jobs, record.task, "job"), signal.SIGKILL)
-    assert rm.wait(timeout=240)
-    run = Run(rm.run_dir.path)
-    (killed,) = [t for t in run.tasks() if t.task == record.task and t.learner == record.learner]
-    assert killed.outcome == "lost"
-    assert "killed by signal 9 (SIGKILL)" in (run.learners()[record.learner].error or "")
-    later = [r for r in rm.parse_logs() if r.learner == record.learner and r.task != record.task]
-    assert later
-    assert later[-1].resumed_npoints
-
-
-@pytest.mark.usefixtures("hosts_up")
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
 def test_a_host_that_goes_down_leaves_its_learners_to_the_other(
     start_run: Callable[..., RunManager],
 ) -> None:
@@ -276,7 +247,8 @@ def test_a_host_that_goes_down_leaves_its_learners_to_the_other(
         assert host_of(jobs, rows[learner].task or "") == "node1", rows[learner]
 
 
-@pytest.mark.usefixtures("hosts_up")
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
 def test_cancel_ends_every_process_on_both_hosts(
     tmp_path: Path, start_run: Callable[..., RunManager]
 ) -> None:
@@ -292,7 +264,8 @@ def test_cancel_ends_every_process_on_both_hosts(
     assert {states[task] for task in held.values()} == {JobState.CANCELLED}
 
 
-@pytest.mark.usefixtures("hosts_up")
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
 def test_a_cancel_reaches_a_host_that_ssh_cannot(
     tmp_path: Path, start_run: Callable[..., RunManager]
 ) -> None:
@@ -307,7 +280,8 @@ def test_a_cancel_reaches_a_host_that_ssh_cannot(
         subprocess.run(["bash", str(CI_SSH / "start.sh")], check=True, timeout=300)
 
 
-@pytest.mark.usefixtures("hosts_up")
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
 def test_slots_hold_across_arrays_and_cancel_ends_waiting_and_running_tasks(
     tmp_path: Path,
 ) -> None:
@@ -341,7 +315,8 @@ def test_slots_hold_across_arrays_and_cancel_ends_waiting_and_running_tasks(
     assert ends[runs].signal == signal.SIGTERM
 
 
-@pytest.mark.usefixtures("hosts_up")
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
 @pytest.mark.parametrize(
     ("hosts", "python", "refusal"),
     [
