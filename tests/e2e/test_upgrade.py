@@ -20,7 +20,11 @@ def test_a_run_made_before_the_package_move_resumes_from_its_data(tmp_path: Path
     shutil.copytree(FIXTURE / "data", tmp_path / "data")
     for empty in ("jobs", "logs"):
         (run_dir / empty).mkdir()
+    # git keeps no modes but the executable bit: give back those a run directory has.
     run_dir.chmod(0o700)
+    (run_dir / "keys").chmod(0o700)
+    for secret in (run_dir / "keys").glob("*_secret"):
+        secret.chmod(0o600)
     # The machine that made it had other paths: its data files and its python.
     conn = sqlite3.connect(run_dir / "state.sqlite")
     with conn:
