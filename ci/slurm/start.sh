@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# Start a one-node SLURM with accounting (munge, MariaDB, slurmdbd, slurmctld, slurmd) on a
-# Debian machine without systemd.
+# Start a three-node SLURM with accounting (munge, MariaDB, slurmdbd, slurmctld and one slurmd
+# per node: n1, n2, n3) on one Debian machine without systemd.
 #
 # Idempotent: installs slurm-wlm, munge, slurmdbd and mariadb-server if missing, creates the
 # munge key if there is none, creates the accounting database, its user and the cluster if
 # missing, (re)writes /etc/slurm/slurmdbd.conf and slurm.conf from their .in files, starts only
-# the daemons that are not running (restarts a daemon whose config changed) and waits, bounded,
-# until `sacct` and `sinfo` answer. Exits non-zero with the daemons' logs on failure. Needs root.
+# the daemons that are not running (restarts a daemon whose config changed; a one-node
+# configuration of an earlier version is replaced, its slurmd stopped) and waits, bounded,
+# until `sacct` answers and every node is idle. Exits non-zero with the daemons' logs on
+# failure. Needs root.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 conf=/etc/slurm/slurm.conf
 dbd_conf=/etc/slurm/slurmdbd.conf
 cluster="$(sed -n -e 's/^ClusterName=//p' "$here/slurm.conf.in")"
+nodes=(n1 n2 n3)
 wait_s="${SLURM_START_WAIT_S:-60}"
 
 die() {
     echo "ci/slurm/start.sh: $*" >&2
     for log in /var/log/munge/munged.log /var/log/mysql/error.log /var/log/slurm/slurmdbd.log \
-        /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log; do
+        /var/log/slurm/slurmctld.log /var/log/slurm/slurmd-n{1,2,3}.log; do
         if [[ -f "$log" ]]; then
             echo "----- last lines of $log -----" >&2
             tail -n 40 "$log" >&2
@@ -110,19 +113,24 @@ if ! running slurmdbd /run/slurmdbd.pid; then
 fi
 
 # --- slurm.conf ----------------------------------------------------------------------------
-node="$(hostname -s)"
+host="$(hostname -s)"
 cpus="$(nproc)"
 cpus=$((cpus < 4 ? 4 : cpus))  # see SlurmdParameters in slurm.conf.in
 mem_kb="$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
 memory_mb=$((mem_kb / 1024 * 95 / 100))  # below what slurmd measures, or the node drains
-mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
-new_conf="$(sed -e "s/@NODE@/$node/g" -e "s/@CPUS@/$cpus/g" -e "s/@MEMORY_MB@/$memory_mb/g" \
+mkdir -p /etc/slurm /var/spool/slurmctld /var/log/slurm
+for node in "${nodes[@]}"; do mkdir -p "/var/spool/slurmd/$node"; done
+new_conf="$(sed -e "s/@HOST@/$host/g" -e "s/@CPUS@/$cpus/g" -e "s/@MEMORY_MB@/$memory_mb/g" \
     "$here/slurm.conf.in")"
 if [[ ! -f "$conf" ]] || [[ "$(cat "$conf")" != "$new_conf" ]]; then
+    old_nodes="$(grep '^NodeName=' "$conf" 2>/dev/null || true)"
+    echo "slurm.conf changed: restarting the SLURM daemons that run"
+    "$here/stop.sh" --slurm-only  # harmless when none runs
     printf '%s\n' "$new_conf" >"$conf"
-    if running slurmctld /run/slurmctld.pid || running slurmd /run/slurmd.pid; then
-        echo "slurm.conf changed: restarting the SLURM daemons"
-        "$here/stop.sh" --slurm-only
+    if [[ "$old_nodes" != "$(grep '^NodeName=' "$conf")" ]]; then
+        # The saved state names jobs on nodes that are gone (the one-node cluster of an
+        # earlier version): slurmctld starts from no jobs.
+        rm -rf /var/spool/slurmctld/*
     fi
 fi
 
@@ -145,30 +153,38 @@ start_daemons() {  # start whichever SLURM daemon is not running
         rm -f /run/slurmctld.pid
         slurmctld || die "slurmctld did not start"
     fi
-    if ! running slurmd /run/slurmd.pid; then
-        rm -f /run/slurmd.pid
-        slurmd -N "$node" || die "slurmd did not start"
-    fi
+    for node in "${nodes[@]}"; do
+        if ! running slurmd "/run/slurmd-$node.pid"; then
+            rm -f "/run/slurmd-$node.pid"
+            slurmd -N "$node" || die "slurmd of node $node did not start"
+        fi
+    done
 }
 start_daemons
 
-# --- wait until the node takes jobs ----------------------------------------------------------
+# --- wait until every node takes jobs ------------------------------------------------------
+up() {  # up STATE: whether a node in STATE takes jobs
+    case "$1" in idle | mixed | allocated) return 0 ;; *) return 1 ;; esac
+}
 deadline=$((SECONDS + wait_s))
-state=""
+states=""
 while ((SECONDS < deadline)); do
     start_daemons  # one that died since (bad state files, a port still taken) gets another go
-    state="$(sinfo -h -N -n "$node" -o '%T' 2>/dev/null || true)"
-    case "$state" in
-        idle | mixed | allocated) break ;;
-        down* | drain*)  # left over from an earlier run: ask slurmctld to take it back
-            scontrol update nodename="$node" state=resume 2>/dev/null || true ;;
-    esac
+    states=""
+    all_up=1
+    for node in "${nodes[@]}"; do
+        state="$(sinfo -h -N -n "$node" -o '%T' 2>/dev/null | head -n 1 || true)"
+        states+="$node=${state:-?} "
+        up "$state" || all_up=0
+        case "$state" in
+            down* | drain* | fail*)  # left over from an earlier run (a test's lost node)
+                scontrol update nodename="$node" state=resume 2>/dev/null || true ;;
+        esac
+    done
+    ((all_up)) && break
     sleep 1
 done
-case "$state" in
-    idle | mixed | allocated) ;;
-    *) die "node $node not up after ${wait_s} s (sinfo state: '${state:-no answer}')" ;;
-esac
+((all_up)) || die "not every node is up after ${wait_s} s (sinfo: ${states:-no answer})"
 sacct -n -X -j 1 >/dev/null || die "sacct does not answer: accounting is not working"
-echo "SLURM is up with accounting: node $node is $state"
+echo "SLURM is up with accounting: ${states% }"
 sinfo

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stop the one-node SLURM of ci/slurm/start.sh: slurmd, slurmctld and (unless --slurm-only)
-# slurmdbd, MariaDB and munged.
+# Stop the SLURM of ci/slurm/start.sh: the slurmd of each node, slurmctld and (unless
+# --slurm-only) slurmdbd, MariaDB and munged.
 #
 # Each daemon is stopped by the pid in its pid file, checked against /proc (SIGTERM, then a
 # bounded wait); a daemon that is not running is skipped, so running this twice is harmless.
@@ -28,7 +28,10 @@ stop() {  # stop NAME PIDFILE
     exit 1
 }
 
-stop slurmd /run/slurmd.pid
+stop slurmd /run/slurmd.pid  # the one-node cluster of an earlier version
+for node in n1 n2 n3; do
+    stop slurmd "/run/slurmd-$node.pid"
+done
 stop slurmctld /run/slurmctld.pid
 if [[ "${1:-}" != "--slurm-only" ]]; then
     stop slurmdbd /run/slurmdbd.pid
