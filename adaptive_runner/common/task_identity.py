@@ -25,6 +25,7 @@ worker id back to the task it runs in with :func:`task_of`.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -146,6 +147,16 @@ def task_identity(scheduler: str, environ: Mapping[str, str]) -> TaskIdentity:
     if not rank.isdigit():
         raise ConfigError(f"{RANK_VAR}={rank!r} is not a worker rank (0, 1, ...)")
     return replace(task, task_id=f"{task.task_id}{RANK_SEPARATOR}{int(rank)}", rank=int(rank))
+
+
+def node_name(environ: Mapping[str, str]) -> str:
+    """The node this process runs on, by the name its scheduler gives it.
+
+    SLURM names nodes in ``SLURMD_NODENAME``: usually the host name, but not always (nodes
+    that share a host, node names that are not host names). Elsewhere the host name is the
+    node's name.
+    """
+    return environ.get("SLURMD_NODENAME") or os.uname().nodename
 
 
 def task_of(worker: str) -> str:

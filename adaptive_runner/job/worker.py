@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from adaptive_runner.common.run_dir import RunDir
-from adaptive_runner.common.task_identity import task_identity
+from adaptive_runner.common.task_identity import node_name, task_identity
 from adaptive_runner.common.vocabulary import STOP_SIGNALS, DataFrameFormat, Event
 from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError, UnknownTaskError
 from adaptive_runner.job.client import Client
@@ -137,12 +137,14 @@ class _Task:
     def run_learners(self) -> int:
         """Claim and run learners until none is left, a stop or a failure; the exit code."""
         group = self.config.groups[self.group_index]
-        host, pid = os.uname().nodename, os.getpid()
+        # The node by its scheduler's name goes to the database (status, panel); the log
+        # has the host name beside it.
+        node, host, pid = node_name(os.environ), os.uname().nodename, os.getpid()
         finished = 0
         while self.stop.reason is None:
             claim_sent = time.monotonic()  # the claim's reply acknowledges us as the holder
             assignment = self.client.claim(
-                host=host,
+                host=node,
                 pid=pid,
                 group=self.group_index,
                 array=self.identity.array_id,
@@ -160,6 +162,7 @@ class _Task:
             self.log.info(
                 Event.STARTED,
                 host=host,
+                node=node,
                 pid=pid,
                 array=self.identity.array_id,
                 index=self.identity.task_index,

@@ -171,6 +171,7 @@ class TaskRecord:
     task: str
     learner: int | None = None
     host: str | None = None
+    node: str | None = None  # the scheduler's name of the node (SLURMD_NODENAME), else host
     pid: int | None = None
     array: str | None = None
     index: int | None = None  # the task's index in its array
@@ -275,6 +276,7 @@ class _TaskState:
             task=self.task,
             learner=_int(started.get("learner")),
             host=_str(started.get("host")),
+            node=_str(started.get("node", started.get("host"))),
             pid=_int(started.get("pid")),
             array=_str(started.get("array")),
             index=_int(started.get("index")),
