@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import re
+import shlex
 import signal as signals
+import tempfile
 from dataclasses import InitVar, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from adaptive_runner.common.validation import positive_int
 from adaptive_runner.common.vocabulary import STOP_SIGNALS, ExecutorName
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
-from adaptive_runner.schedulers.base import JobState, QueuedTask, TaskEnd, run_command
+from adaptive_runner.schedulers.base import (
+    JobState,
+    QueuedTask,
+    ScriptContext,
+    TaskEnd,
+    run_command,
+)
 from adaptive_runner.schedulers.cluster import ClusterScheduler, plain_word
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
     from datetime import timedelta
-    from pathlib import Path
 
 # squeue: array job id | array task id or pending expression (e.g. "8-11%8") | long state name
 # | why it waits ("Priority", "JobHeldUser"; "None" once it runs) | job name (last: a name may
@@ -429,16 +437,91 @@ class SLURM(ClusterScheduler):
         return None if self.signal is None else self.signal.upper().removeprefix("SIG")
 
     def check(self) -> None:
-        """Check that SLURM answers and that the partition (``queue``) exists: one ``sinfo``."""
-        out = run_command(["sinfo", "-h", "-o", "%R"], missing_hint=self.missing_hint)
-        partitions = sorted({line.strip() for line in out.splitlines() if line.strip()})
+        """Check, before anything is queued, that SLURM would take this run's tasks.
+
+        One ``sinfo`` (the partition exists; its nodes and CPUs) and one
+        ``sbatch --test-only`` of the job script with this scheduler's real directives: a bad
+        account, QOS, constraint, node count or memory request is refused now, in SLURM's own
+        words, with what the partition has when the request is larger.
+        """
+        out = run_command(["sinfo", "-h", "-o", "%P|%D|%c|%m"], missing_hint=self.missing_hint)
+        partitions = parse_partitions(out)
         if not partitions:
             raise ConfigError("sinfo lists no partitions: this SLURM cannot run jobs")
         if self.queue is not None and self.queue not in partitions:
             raise ConfigError(
                 f"queue={self.queue!r} is no partition of this cluster; it has: "
-                f"{', '.join(partitions)}"
+                f"{', '.join(sorted(partitions))}"
             )
+        self._check_mpi_plugin()
+        default = next((p for p in partitions.values() if p.default), None)
+        partition = partitions[self.queue] if self.queue is not None else default
+        try:
+            self._test_submission()
+        except SchedulerCommandError as e:
+            said = (e.stderr or e.stdout).strip() or f"exit code {e.returncode}"
+            hint = "" if partition is None else self._larger_than(partition)
+            raise ConfigError(
+                f"SLURM refuses this run's job script (sbatch --test-only, nothing was "
+                f"queued): {said}{hint}"
+            ) from e
+
+    def _check_mpi_plugin(self) -> None:
+        """An ``srun --mpi=NAME`` launcher names a plugin this SLURM has (``srun --mpi=list``).
+
+        A missing plugin fails every task at its start; refused here in one line instead.
+        """
+        if self.executor != ExecutorName.MPI4PY:
+            return
+        words = shlex.split(self.mpi_launcher)
+        wanted = next((w.removeprefix("--mpi=") for w in words if w.startswith("--mpi=")), None)
+        if words[0] != "srun" or wanted is None:
+            return
+        out = run_command(["srun", "--mpi=list"], missing_hint=self.missing_hint)
+        plugins = parse_mpi_plugins(out)
+        if wanted not in plugins:
+            raise ConfigError(
+                f"mpi_launcher={self.mpi_launcher!r}: this SLURM has no MPI plugin {wanted!r} "
+                f"(srun --mpi=list: {', '.join(sorted(plugins))})"
+            )
+
+    def _test_submission(self) -> None:
+        """``sbatch --test-only`` of a one-task array of this scheduler's job script."""
+        with tempfile.TemporaryDirectory(prefix="adaptive-runner-check-") as tmp:
+            script = Path(tmp) / "check.sh"
+            context = ScriptContext(
+                job_name="adaptive-runner-check",
+                run_dir=Path(tmp),
+                log_dir=Path(tmp),
+                n_tasks=1,
+                max_running=1,
+                worker_args=["-m", "adaptive_runner.worker", tmp, "0"],
+            )
+            script.write_text(self.render(context))
+            command = ["sbatch", "--test-only", "--array=0-0", str(script)]
+            run_command(command, retries=1, missing_hint=self.missing_hint)
+
+    def _larger_than(self, partition: Partition) -> str:
+        """Why a refused request does not fit ``partition``, where its size says so."""
+        if self.node_count > partition.nodes:
+            return (
+                f". This run asks for {self.node_count} nodes per task (nodes=), but partition "
+                f"{partition.name} has {partition.nodes}"
+            )
+        if partition.cpus is not None and self.node_cores > partition.cpus:
+            return (
+                f". This run asks for {self.node_cores} cores on each node, but the nodes of "
+                f"partition {partition.name} have {partition.cpus} CPUs"
+            )
+        size = self.memory_size()
+        if size is not None and partition.memory_mb is not None:
+            asked_mb = size[0] * _MB_PER_UNIT[size[1]]
+            if asked_mb > partition.memory_mb:
+                return (
+                    f". This run asks for memory={self.memory!r}, but the nodes of partition "
+                    f"{partition.name} have {partition.memory_mb} MB"
+                )
+        return ""
 
     def max_array_size(self) -> int:
         """The most tasks one array may have (SLURM's ``MaxArraySize``; indices start at 0)."""
@@ -514,3 +597,62 @@ class SLURM(ClusterScheduler):
             raise ConfigError(f"cannot cancel {bad}: SLURM ids look like '123' or '123_4'")
         if ids:
             run_command(["scancel", *ids], missing_hint=self.missing_hint)
+
+
+# sbatch's --mem units in MB (a number without a unit is MB).
+_MB_PER_UNIT = {"": 1, "B": 1 / 2**20, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2}
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """A partition as ``sinfo -o '%P|%D|%c|%m'`` shows it: its nodes, their CPUs and memory."""
+
+    name: str
+    nodes: int
+    cpus: int | None  # CPUs of its largest node; None when sinfo did not say
+    memory_mb: int | None  # memory of its largest node
+    default: bool
+
+
+def parse_partitions(out: str) -> dict[str, Partition]:
+    """Partitions by name from ``sinfo -h -o '%P|%D|%c|%m'`` (one line per node group).
+
+    ``%P`` marks the default partition with ``*``; ``%c`` and ``%m`` are ``4`` or ``4+``
+    (nodes of several sizes: the smallest, then ``+``).
+    """
+    found: dict[str, Partition] = {}
+    for line in out.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 4 or not fields[0]:  # noqa: PLR2004 - the format's fields
+            continue
+        name = fields[0].rstrip("*")
+        count, cpus, memory = (_number(f) for f in fields[1:])
+        before = found.get(name)
+        if before is not None:
+            count = (count or 0) + before.nodes
+            cpus = _largest(cpus, before.cpus)
+            memory = _largest(memory, before.memory_mb)
+        found[name] = Partition(name, count or 0, cpus, memory, fields[0].endswith("*"))
+    return found
+
+
+def _number(field: str) -> int | None:
+    digits = field.rstrip("+")
+    return int(digits) if digits.isdigit() else None
+
+
+def _largest(a: int | None, b: int | None) -> int | None:
+    return max((x for x in (a, b) if x is not None), default=None)
+
+
+def parse_mpi_plugins(out: str) -> set[str]:
+    """The MPI plugin names ``srun --mpi=list`` prints (indented, below a heading).
+
+    SLURM 22.05 prints ``MPI plugin types are...`` then one indented name per line, and may
+    end with ``specific pmix plugin versions available: pmix_v4``, whose versions count too.
+    """
+    plugins = {line.strip() for line in out.splitlines() if line[:1].isspace() and line.strip()}
+    for line in out.splitlines():
+        if "versions available:" in line:
+            plugins.update(v.strip() for v in line.split(":", 1)[1].split(",") if v.strip())
+    return plugins

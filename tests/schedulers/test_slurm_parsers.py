@@ -20,10 +20,13 @@ from adaptive_runner.schedulers.base import (
 )
 from adaptive_runner.schedulers.slurm import (
     SLURM,
+    Partition,
     accounting_disabled,
     format_time,
     parse_array_tasks,
     parse_max_array_size,
+    parse_mpi_plugins,
+    parse_partitions,
     parse_sacct,
     parse_sbatch,
     parse_squeue,
@@ -403,6 +406,7 @@ def test_rendered_script_options_and_syntax(tmp_path: Path) -> None:
         "--job-name='run '\"'\"'one'\"'\"''",
         "--output=" + shlex.quote(str(ctx.log_dir).replace("%", "%%") + "/%A_%a.log"),
         "--open-mode=append",
+        "--no-requeue",
         "--ntasks=1",
         "--cpus-per-task=4",
         "--time=1-00:00:00",
@@ -493,3 +497,19 @@ def test_parse_squeue_names_finds_arrays_by_tag() -> None:
     assert parse_squeue_names(text, []) == {}
     with pytest.raises(SchedulerCommandError, match=re.escape("want '%F|%j'")):
         parse_squeue_names("67 run-ab12cd34\n", ["run-ab12cd34"])
+
+
+def test_partitions_from_sinfo_add_up_node_groups_and_mark_the_default() -> None:
+    out = "debug*|2|4|1000\ndebug*|1|8+|4000+\nlong|12|64|256000\nbroken|||\nshort|1|2\n"
+    partitions = parse_partitions(out)
+    assert partitions == {
+        "debug": Partition("debug", 3, 8, 4000, default=True),
+        "long": Partition("long", 12, 64, 256000, default=False),
+        "broken": Partition("broken", 0, None, None, default=False),
+    }
+
+
+def test_mpi_plugins_from_srun_mpi_list() -> None:
+    # Recorded on the CI SLURM 22.05 (ci/slurm/start.sh).
+    out = (DATA / "srun_mpi_list.txt").read_text()
+    assert parse_mpi_plugins(out) == {"pmix", "none", "cray_shasta", "pmi2", "pmix_v4"}
