@@ -13,7 +13,7 @@ if [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
-echo "== starting the one-node SLURM"
+echo "== starting the three-node SLURM"
 if bash ci/slurm/start.sh; then
   echo "SLURM is up"
 elif [ -n "${CI:-}" ]; then

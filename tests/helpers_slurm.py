@@ -7,15 +7,18 @@ import shlex
 import shutil
 import sqlite3
 import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from helpers_run import no_overlaps, task_rows
 
 import adaptive_runner as ar
+from adaptive_runner.state.database import Database
+from adaptive_runner.status.log_parser import split_event
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
     import adaptive
 
@@ -37,7 +40,10 @@ def wrap_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then: str) -> P
     calls.touch()
     wrapper = bin_dir / "sbatch"
     wrapper.write_text(
-        f'#!/bin/sh\nREAL={shlex.quote(real)}\necho "$*" >> {shlex.quote(str(calls))}\n{then}\n'
+        f"#!/bin/sh\nREAL={shlex.quote(real)}\n"
+        # The dry run at start (sbatch --test-only) queues nothing: not a submission.
+        f'case "$*" in *--test-only*) exec "$REAL" "$@";; esac\n'
+        f'echo "$*" >> {shlex.quote(str(calls))}\n{then}\n'
     )
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -85,3 +91,48 @@ def run(tmp_path: Path) -> Iterator[Callable[..., ar.RunManager]]:
         arrays = run_arrays(rm.run_dir.path)
         if arrays:
             subprocess.run(["scancel", *arrays], check=True)
+
+
+def running_with_save(run_dir: Path, fnames: list[str], n: int) -> list[sqlite3.Row] | None:
+    """``n`` tasks that hold a learner and have saved some of its data, or None."""
+    rows = [
+        row
+        for row in task_rows(run_dir)
+        if row["finished"] is None and Path(fnames[row["learner"]]).exists()
+    ]
+    return rows[:n] if len(rows) >= n else None
+
+
+def log_events(run_dir: Path, task: str) -> list[dict[str, object]]:
+    """The worker's events in a task's log; its other lines are the task's own output."""
+    path = run_dir / "logs" / f"{task}.log"
+    events = (split_event(line)[1] for line in path.read_bytes().splitlines())
+    return [event for event in events if event is not None]
+
+
+def resumed_with_data(run_dir: Path, learner: int, after: str) -> None:
+    """A later task than ``after`` held ``learner`` and resumed it from a non-empty save."""
+    later = [r for r in task_rows(run_dir) if r["learner"] == learner and r["task"] != after]
+    assert later, f"learner {learner} was not resubmitted"
+    resumed = [e for e in log_events(run_dir, later[0]["task"]) if e["event"] == "resumed"]
+    assert resumed, f"task {later[0]['task']} did not resume learner {learner}"
+    assert isinstance(resumed[0]["npoints"], int)
+    assert resumed[0]["npoints"] > 0
+
+
+def all_released_and_resumed(rm: ar.RunManager, victims: list[sqlite3.Row]) -> None:
+    """After a scancel of the victims' jobs: the run ends with every learner done, and each
+    victim had saved and released (scancel sends SIGTERM first: no failure counted), its
+    learner resumed from that save in a later job."""
+    run_dir = rm.run_dir.path
+    assert rm.wait(timeout=PATIENCE_S)
+    assert rm.status()["done"] == len(rm.fnames)
+    with Database.open(run_dir / "state.sqlite") as db:
+        learners = db.learners()
+    for row in victims:
+        (first,) = [r for r in task_rows(run_dir) if r["task"] == row["task"]]
+        assert first["outcome"] == "released"
+        assert learners[row["learner"]].failures == 0
+        assert learners[row["learner"]].attempts >= 2
+        resumed_with_data(run_dir, row["learner"], after=row["task"])
+    no_overlaps(run_dir)

@@ -145,7 +145,7 @@ class PBSBackend(Backend):
 
 
 class SlurmBackend(Backend):
-    """The real one-node SLURM of ci/slurm/start.sh, in its partition."""
+    """The real SLURM of ci/slurm/start.sh (three nodes), in its partition."""
 
     # Or squeue's state: for a moment after the array's own job record (the task started
     # last) ends, sacct shows it as "A|FAILED|0:9", without its index, and parse_sacct skips

@@ -1,4 +1,4 @@
-"""Day-2 failures on the real one-node SLURM: jobs that cannot start, a submit that fails late."""
+"""Day-2 failures on the real SLURM: jobs that cannot start, a submit that fails late."""
 
 from __future__ import annotations
 

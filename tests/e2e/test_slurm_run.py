@@ -1,4 +1,4 @@
-"""Whole runs on the real one-node SLURM (ci/slurm/start.sh): arrays, scancel, USR1, mpi4py.
+"""Whole runs on the real SLURM (ci/slurm/start.sh): arrays, scancel, USR1, mpi4py.
 
 The scenarios every backend shares (goal, kill -9, cancel) are tests/e2e/test_scenarios.py.
 """
@@ -20,17 +20,25 @@ import adaptive
 import cloudpickle
 import pytest
 from helpers_run import make_learners, no_overlaps, task_rows, wait_for
-from helpers_slurm import PATIENCE_S, run, run_arrays, sbatch_calls
+from helpers_slurm import (
+    PATIENCE_S,
+    all_released_and_resumed,
+    log_events,
+    resumed_with_data,
+    run,
+    run_arrays,
+    running_with_save,
+    sbatch_calls,
+)
 
 import adaptive_runner as ar
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.manager.run_setup import create_run
 from adaptive_runner.schedulers.base import JobState
 from adaptive_runner.state.database import Database
-from adaptive_runner.status.log_parser import split_event
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 
 # Learner functions travel by value: the workers cannot import the tests.
@@ -51,51 +59,6 @@ def square_in(x: float, pid_dir: str) -> float:
 def queue(run_dir: Path) -> dict[str, JobState]:
     """The run's tasks as squeue shows them (finished ones too, for MinJobAge)."""
     return ar.SLURM().queue_states(run_arrays(run_dir))
-
-
-def running_with_save(run_dir: Path, fnames: list[str], n: int) -> list[sqlite3.Row] | None:
-    """``n`` tasks that hold a learner and have saved some of its data, or None."""
-    rows = [
-        row
-        for row in task_rows(run_dir)
-        if row["finished"] is None and Path(fnames[row["learner"]]).exists()
-    ]
-    return rows[:n] if len(rows) >= n else None
-
-
-def log_events(run_dir: Path, task: str) -> list[dict[str, object]]:
-    """The worker's events in a task's log; its other lines are the task's own output."""
-    path = run_dir / "logs" / f"{task}.log"
-    events = (split_event(line)[1] for line in path.read_bytes().splitlines())
-    return [event for event in events if event is not None]
-
-
-def resumed_with_data(run_dir: Path, learner: int, after: str) -> None:
-    """A later task than ``after`` held ``learner`` and resumed it from a non-empty save."""
-    later = [r for r in task_rows(run_dir) if r["learner"] == learner and r["task"] != after]
-    assert later, f"learner {learner} was not resubmitted"
-    resumed = [e for e in log_events(run_dir, later[0]["task"]) if e["event"] == "resumed"]
-    assert resumed, f"task {later[0]['task']} did not resume learner {learner}"
-    assert isinstance(resumed[0]["npoints"], int)
-    assert resumed[0]["npoints"] > 0
-
-
-def all_released_and_resumed(rm: ar.RunManager, victims: list[sqlite3.Row]) -> None:
-    """After a scancel of the victims' jobs: the run ends with every learner done, and each
-    victim had saved and released (scancel sends SIGTERM first: no failure counted), its
-    learner resumed from that save in a later job."""
-    run_dir = rm.run_dir.path
-    assert rm.wait(timeout=PATIENCE_S)
-    assert rm.status()["done"] == len(rm.fnames)
-    with Database.open(run_dir / "state.sqlite") as db:
-        learners = db.learners()
-    for row in victims:
-        (first,) = [r for r in task_rows(run_dir) if r["task"] == row["task"]]
-        assert first["outcome"] == "released"
-        assert learners[row["learner"]].failures == 0
-        assert learners[row["learner"]].attempts >= 2
-        resumed_with_data(run_dir, row["learner"], after=row["task"])
-    no_overlaps(run_dir)
 
 
 def test_learners_reach_goal_through_one_array(
@@ -345,12 +308,30 @@ def test_a_killed_packed_worker_loses_only_its_learner(
     no_overlaps(run_dir)
 
 
+@pytest.fixture
+def partition_limits() -> Iterator[None]:
+    """Give the partition back its limits after a test that lowered them."""
+    yield
+    subprocess.run(["scontrol", "update", "PartitionName=debug", "MaxNodes=UNLIMITED"], check=True)
+
+
 def test_a_job_the_partition_cannot_hold_is_a_problem_not_a_silent_wait(
-    run: Callable[..., ar.RunManager],
+    run: Callable[..., ar.RunManager], partition_limits: None
 ) -> None:
-    # Two nodes on a one-node cluster: SLURM queues it, pending for PartitionConfig (then, at
-    # its next scheduling pass, PartitionNodeLimit).
-    rm = run(make_learners(2), scheduler=ar.SLURM(workers_per_node=1, nodes=2))
+    # The dry run at start refuses what the partition cannot hold; a limit lowered afterwards
+    # (here MaxNodes=1 under two-node allocations) leaves the next allocation pending for
+    # PartitionNodeLimit, a reason no other job's end lifts.
+    del partition_limits
+    scheduler = ar.SLURM(workers_per_node=1, nodes=2)
+    rm = run(make_learners(2, delay=0.05), goal=100, scheduler=scheduler, max_simultaneous_jobs=1)
+    victims = wait_for(
+        partial(running_with_save, rm.run_dir.path, rm.fnames, 2),
+        timeout_s=PATIENCE_S,
+        what="two workers holding learners with a save on disk",
+    )
+    subprocess.run(["scontrol", "update", "PartitionName=debug", "MaxNodes=1"], check=True)
+    (allocation,) = {row["task"].partition("@")[0] for row in victims}
+    subprocess.run(["scancel", allocation], check=True)
     (problem,) = wait_for(rm.problems, timeout_s=PATIENCE_S, what="a problem in the run")
     assert "1 task(s) of group 0" in problem
     assert re.search(r"wait in the queue with reason Partition(Config|NodeLimit): it asks", problem)
