@@ -337,7 +337,8 @@ def test_sigterm_saves_and_releases_then_a_new_job_resumes(make: Any) -> None:
     row = run.row()
     assert row.state == LearnerState.WAITING
     assert row.failures == 0
-    names = _names(run.events(0))
+    # The heartbeat thread may write a status line between the save and the release.
+    names = [name for name in _names(run.events(0)) if name != "status"]
     assert names[-2:] == ["saved", "released"]
     # With the point being evaluated, unless the signal came between two points.
     assert run.events(0)[-1]["reason"].startswith("SIGTERM")
