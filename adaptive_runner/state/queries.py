@@ -245,6 +245,21 @@ class Queries:
             last_finished=last,
         )
 
+    def allocation_spans(self, now: float) -> dict[str, tuple[float, float]]:
+        """Packed allocation (task id) -> (span, held) in seconds, up to ``now``.
+
+        The span is from its workers' first claim to their last hold's end; held sums their
+        holds. Tasks of one worker (no ``@rank``) are left out.
+        """
+        rows = self._conn.execute(
+            "SELECT substr(task, 1, instr(task, '@') - 1) AS allocation,"
+            " max(coalesce(finished, :now)) - min(started),"
+            " sum(coalesce(finished, :now) - started)"
+            " FROM tasks WHERE instr(task, '@') > 0 GROUP BY allocation",
+            {"now": now},
+        )
+        return {allocation: (float(span), float(held)) for allocation, span, held in rows}
+
     def first_claims(self) -> dict[str, float]:
         """Task (or packed worker) id -> when it first claimed a learner."""
         return dict(self._conn.execute("SELECT task, min(started) FROM tasks GROUP BY task"))

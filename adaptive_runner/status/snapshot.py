@@ -22,6 +22,7 @@ from adaptive_runner.status.totals import (
     Totals,
     data_size,
     duration,
+    idle_core_hours,
     queue_waits,
     read_totals,
 )
@@ -168,6 +169,9 @@ class StatusSnapshot:
                 finished=finished,
                 waits=waits() if cached is None else cached.queue_waits(waits),
                 data=data_size(db.fnames()) if cached is None else cached.data_size(db.fnames),
+                idle_core_hours=idle_core_hours(
+                    db.allocation_spans(now), db.array_groups(), schedulers
+                ),
             )
             if looks is not None:
                 arrays = {g: db.active_arrays(g) for g in range(len(schedulers))}

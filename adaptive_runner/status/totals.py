@@ -16,6 +16,11 @@ is made of, and what it cannot know:
   (the resident memory of the run's workers now), not a mean.
 - **median queue wait**: per task that claimed, its first claim minus its array's submission
   (a packed allocation counts once, by its first worker); tasks still pending are not in it.
+- **idle in allocations** (packed allocations only): the core-hours an allocation held no
+  learner with: from its workers' first claim to their last hold's end, times its cores,
+  minus what its workers held (times a worker's cores). A lower bound: the start-up before
+  the first claim and the wait for the last worker after the last hold are not in it. Nodes
+  whose workers all ended stay allocated until the allocation ends (none is handed back).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class Totals:
     data: DataSize
     median_wait_s: float | None  # None while no task has claimed
     n_waits: int
+    idle_core_hours: float | None = None  # None: the run has no packed allocation
 
 
 def read_totals(
@@ -66,6 +72,7 @@ def read_totals(
     finished: bool,
     waits: Sequence[float],
     data: DataSize,
+    idle_core_hours: float | None = None,
 ) -> Totals:
     """The totals from the run's open database, as of ``now``.
 
@@ -81,6 +88,8 @@ def read_totals(
         The tasks' queue waits (:func:`queue_waits`, or cached ones).
     data
         The data files' size (:func:`data_size`, or a cached one).
+    idle_core_hours
+        What packed allocations held idle (:func:`idle_core_hours`); None without any.
 
     """
     usage = db.usage(now)
@@ -95,7 +104,32 @@ def read_totals(
         data=data,
         median_wait_s=statistics.median(waits) if waits else None,
         n_waits=len(waits),
+        idle_core_hours=idle_core_hours,
     )
+
+
+def idle_core_hours(
+    spans: Mapping[str, tuple[float, float]],
+    array_groups: Mapping[str, int],
+    schedulers: Sequence[Scheduler],
+) -> float | None:
+    """Core-hours the run's packed allocations held without a learner (module docstring).
+
+    ``spans`` is :meth:`Queries.allocation_spans`; an allocation's array gives its group,
+    whose scheduler says how many workers it has and how many cores each. None when the run
+    has no packed allocation.
+    """
+    readers = list({type(s): s for s in schedulers}.values())  # array_of is per backend
+    idle_s = None
+    for allocation, (span_s, held_s) in spans.items():
+        arrays = (reader.array_of(allocation) for reader in readers)
+        group = next((array_groups[a] for a in arrays if a in array_groups), None)
+        if group is None or schedulers[group].packed is None:
+            continue
+        scheduler = schedulers[group]
+        workers = scheduler.packed or 0
+        idle_s = (idle_s or 0.0) + max(0.0, span_s * workers - held_s) * scheduler.cores
+    return None if idle_s is None else idle_s / 3600
 
 
 def queue_waits(
@@ -171,6 +205,11 @@ def totals_items(totals: Totals) -> list[tuple[str, str]]:
     elapsed = (
         "none (no job submitted yet)" if totals.elapsed_s is None else duration(totals.elapsed_s)
     )
+    idle = (
+        []
+        if totals.idle_core_hours is None
+        else [("idle in allocations", f"{totals.idle_core_hours:.3g} core-hours (at least)")]
+    )
     return [
         ("elapsed", elapsed),
         ("CPU-hours", f"{totals.cpu_hours:.3g} (estimate; {totals.held_hours:.3g} h held)"),
@@ -178,6 +217,7 @@ def totals_items(totals: Totals) -> list[tuple[str, str]]:
         ("memory", f"{size(totals.memory_bytes)} (sum over running workers)"),
         ("data on disk", f"{size(totals.data.n_bytes)} in {totals.data.n_files} files"),
         ("median queue wait", wait),
+        *idle,
     ]
 
 

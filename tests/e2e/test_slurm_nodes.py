@@ -118,8 +118,13 @@ def test_a_two_node_allocation_runs_workers_on_both_nodes_and_names_them(
     assert set().union(*started.values()) == set(nodes)
     records = rm.parse_logs()
     assert {r.node for r in records if r.task in workers} == set(nodes)
-    hosts_shown = {row.host for row in rm.snapshot().rows}
-    assert hosts_shown == set(nodes)
+    snapshot = rm.snapshot()
+    assert {row.host for row in snapshot.rows} == set(nodes)
+    # Workers that found no more work left their cores idle until the allocation ended.
+    idle = snapshot.totals.idle_core_hours
+    print(f"idle in the allocation: {idle} core-hours, held {snapshot.totals.held_hours} h")
+    assert idle is not None
+    assert idle >= 0
     # The CLI shows a worker's log with its node.
     worker = min(workers)
     shown = subprocess.run(
