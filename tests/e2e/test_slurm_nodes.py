@@ -25,7 +25,6 @@ from helpers_slurm import (
     log_events,
     resumed_with_data,
     run,
-    run_arrays,
     running_with_save,
 )
 
@@ -34,6 +33,7 @@ from adaptive_runner.errors import ConfigError
 from adaptive_runner.state.database import Database
 
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Callable, Iterator
 
 # Learner functions travel by value: the workers cannot import the tests.
@@ -139,10 +139,11 @@ def test_a_two_node_allocation_runs_workers_on_both_nodes_and_names_them(
     no_overlaps(run_dir)
 
 
-def test_scancel_of_a_two_node_allocation_releases_every_learner(
+def _busy_allocation(
     run: Callable[..., ar.RunManager],
-) -> None:
-    rm = run(make_learners(4, delay=0.05), goal=100, scheduler=TWO_NODES, max_simultaneous_jobs=1)
+) -> tuple[ar.RunManager, list[sqlite3.Row], str]:
+    """A run whose one two-node allocation has four workers holding learners with saves."""
+    rm = run(make_learners(4, delay=0.05), goal=150, scheduler=TWO_NODES, max_simultaneous_jobs=1)
     victims = wait_for(
         partial(running_with_save, rm.run_dir.path, rm.fnames, 4),
         timeout_s=PATIENCE_S,
@@ -150,6 +151,39 @@ def test_scancel_of_a_two_node_allocation_releases_every_learner(
     )
     assert len({row["host"] for row in victims}) == 2
     (allocation,) = {row["task"].partition("@")[0] for row in victims}
+    return rm, victims, allocation
+
+
+def _set_down(node: str, reason: str) -> None:
+    subprocess.run(
+        ["scontrol", "update", f"nodename={node}", "state=down", f"reason={reason}"], check=True
+    )
+
+
+def _first_holds_ended(
+    rm: ar.RunManager, victims: list[sqlite3.Row]
+) -> dict[int, tuple[str, str, int]]:
+    """Learner -> (node, how the victim's hold ended, failures), once the run is done; each
+    learner whose first hold did not finish it resumed from its save in a later task."""
+    run_dir = rm.run_dir.path
+    assert rm.wait(timeout=PATIENCE_S)
+    assert rm.status()["done"] == len(rm.fnames)
+    with Database.open(run_dir / "state.sqlite") as db:
+        learners = db.learners()
+    ended = {}
+    for row in victims:
+        (first,) = [r for r in task_rows(run_dir) if r["task"] == row["task"]]
+        ended[row["learner"]] = (row["host"], first["outcome"], learners[row["learner"]].failures)
+        if first["outcome"] != "done":
+            resumed_with_data(run_dir, row["learner"], after=row["task"])
+    no_overlaps(run_dir)
+    return ended
+
+
+def test_scancel_of_a_two_node_allocation_releases_every_learner(
+    run: Callable[..., ar.RunManager],
+) -> None:
+    rm, victims, allocation = _busy_allocation(run)
     subprocess.run(["scancel", allocation], check=True)
     all_released_and_resumed(rm, victims)  # every worker on both nodes got the SIGTERM
 
@@ -157,46 +191,18 @@ def test_scancel_of_a_two_node_allocation_releases_every_learner(
 def test_a_node_set_down_under_a_running_allocation(
     run: Callable[..., ar.RunManager], node_back: list[str]
 ) -> None:
-    rm = run(make_learners(4, delay=0.05), goal=100, scheduler=TWO_NODES, max_simultaneous_jobs=1)
-    run_dir = rm.run_dir.path
-    victims = wait_for(
-        partial(running_with_save, run_dir, rm.fnames, 4),
-        timeout_s=PATIENCE_S,
-        what="four workers on two nodes holding learners with a save on disk",
-    )
-    (allocation,) = {row["task"].partition("@")[0] for row in victims}
-    lost_node = victims[0]["host"]
-    node_back.append(lost_node)
-    subprocess.run(
-        [
-            "scontrol",
-            "update",
-            f"nodename={lost_node}",
-            "state=down",
-            "reason=adaptive_runner test",
-        ],
-        check=True,
-    )
-    assert rm.wait(timeout=PATIENCE_S)
-    assert rm.status()["done"] == 4
-    # --no-requeue: SLURM ended the allocation; the job manager gave its learners back and
-    # submitted for them. Each resumed from its save; none was held twice at once.
-    with Database.open(run_dir / "state.sqlite") as db:
-        learners = db.learners()
-    outcomes = {}
-    for row in victims:
-        (first,) = [r for r in task_rows(run_dir) if r["task"] == row["task"]]
-        outcomes[row["learner"]] = (
-            row["host"],
-            first["outcome"],
-            learners[row["learner"]].failures,
-        )
-        resumed_with_data(run_dir, row["learner"], after=row["task"])
-    print(f"node {lost_node} set down under {allocation}: {json.dumps(outcomes)}")
-    assert all(outcome in {"released", "lost"} for _, outcome, _ in outcomes.values())
-    assert all(failures <= 1 for _, _, failures in outcomes.values())
-    no_overlaps(run_dir)
-    assert allocation.partition("_")[0] in run_arrays(run_dir)
+    """An operator sets a node DOWN (its slurmd alive): SLURM ends the allocation on both."""
+    rm, victims, allocation = _busy_allocation(run)
+    node_back.append(victims[0]["host"])
+    _set_down(victims[0]["host"], "adaptive_runner test")
+    ended = _first_holds_ended(rm, victims)
+    print(f"node {victims[0]['host']} set down under {allocation}: {json.dumps(ended)}")
+    # --no-requeue: every worker got SIGTERM, saved and released; the job manager submitted
+    # for the learners, which resumed from their saves.
+    assert {(outcome, failures) for _, outcome, failures in ended.values()} <= {
+        ("released", 0),
+        ("done", 0),
+    }
 
 
 def _parent(pid: int) -> int:
@@ -213,13 +219,7 @@ def test_a_node_that_dies_under_a_running_allocation(
 ) -> None:
     """The allocation's processes on one node die at once and the node goes DOWN: a lost
     machine, as slurmctld and the job manager see it (its slurmd stays, to be resumed)."""
-    rm = run(make_learners(4, delay=0.05), goal=150, scheduler=TWO_NODES, max_simultaneous_jobs=1)
-    run_dir = rm.run_dir.path
-    victims = wait_for(
-        partial(running_with_save, run_dir, rm.fnames, 4),
-        timeout_s=PATIENCE_S,
-        what="four workers on two nodes holding learners with a save on disk",
-    )
+    rm, victims, _ = _busy_allocation(run)
     lost_node = victims[0]["host"]
     node_back.append(lost_node)
     # Everything of the allocation on that node: its workers, their packer, its slurmstepd.
@@ -234,30 +234,16 @@ def test_a_node_that_dies_under_a_running_allocation(
         os.kill(pid, 9)
     # A dead slurmd is taken for DOWN only after minutes here (measured: ~3 min with
     # SlurmdTimeout=10); an operator or a node health check marks it at once, as here.
-    subprocess.run(
-        ["scontrol", "update", f"nodename={lost_node}", "state=down", "reason=node died"],
-        check=True,
-    )
-    assert rm.wait(timeout=PATIENCE_S)
-    assert rm.status()["done"] == 4
-    with Database.open(run_dir / "state.sqlite") as db:
-        learners = db.learners()
-    outcomes = {}
-    for row in victims:
-        (first,) = [r for r in task_rows(run_dir) if r["task"] == row["task"]]
-        failures = learners[row["learner"]].failures
-        outcomes[row["learner"]] = (row["host"], first["outcome"], failures)
-        if first["outcome"] != "done":
-            resumed_with_data(run_dir, row["learner"], after=row["task"])
-    print(f"node {lost_node} died: {json.dumps(outcomes)}")
+    _set_down(lost_node, "node died")
+    ended = _first_holds_ended(rm, victims)
+    print(f"node {lost_node} died: {json.dumps(ended)}")
     # Its learners are lost (one failure each) and resume from their saves; the other node's
     # workers save and release when SLURM ends the allocation (or finish their learners).
-    for host, outcome, failures in outcomes.values():
+    for host, outcome, failures in ended.values():
         if host == lost_node:
             assert (outcome, failures) == ("lost", 1)
         else:
             assert (outcome, failures) in {("released", 0), ("done", 0)}
-    no_overlaps(run_dir)
 
 
 def test_an_mpi_learner_runs_its_points_on_two_nodes(
