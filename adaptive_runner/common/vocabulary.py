@@ -8,6 +8,7 @@ runs would no longer read.
 
 from __future__ import annotations
 
+import re
 import signal
 from enum import StrEnum
 
@@ -145,3 +146,19 @@ def read_worker_ended(line: str, rank: int) -> str | None:
 
 def _worker_ended(rank: int) -> str:
     return f"{_PACKER_PREFIX}worker {rank} ended with "
+
+
+_NODE_IDLE = re.compile(
+    re.escape(_PACKER_PREFIX) + r"node (\S+) idle: no learner left for its workers"
+)
+
+
+def node_idle_line(node: str) -> str:
+    """The line a packer writes when all the workers of its ``node`` found no learner left."""
+    return f"{_PACKER_PREFIX}node {node} idle: no learner left for its workers"
+
+
+def read_node_idle(line: str) -> str | None:
+    """The node named by a :func:`node_idle_line`, else None."""
+    match = _NODE_IDLE.fullmatch(line.strip())
+    return None if match is None else match[1]

@@ -7,7 +7,9 @@ job script itself on one node; ``srun``/``pbsdsh -u`` on several) and starts K c
 ``task_identity.py``). The stop signals it receives are passed on to every worker still
 running, so a cancel or the time-limit warning reaches them all (each saves and releases);
 a worker that dies (kill -9) ends alone while the others go on. It exits when the last one
-has, with 0 if all ended with 0, else the first failing worker's code.
+has, with 0 if all ended with 0, else the first failing worker's code. When all ended with 0
+and no stop signal came, no learner was left for them: it says so (``node_idle_line``), and
+the job manager may hand the node back to the scheduler before the allocation ends.
 
 Stdlib only: it starts before any worker, once per node.
 """
@@ -22,8 +24,8 @@ import sys
 from functools import partial
 from typing import TYPE_CHECKING
 
-from adaptive_runner.common.task_identity import RANK_VAR
-from adaptive_runner.common.vocabulary import STOP_SIGNALS, worker_ended_line
+from adaptive_runner.common.task_identity import RANK_VAR, node_name
+from adaptive_runner.common.vocabulary import STOP_SIGNALS, node_idle_line, worker_ended_line
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -67,6 +69,8 @@ def run_workers(per_node: int, command: Sequence[str], environ: Mapping[str, str
     for rank, code in enumerate(codes, start=first):
         if code != 0:
             print(worker_ended_line(rank, code), flush=True)
+    if not received and not any(codes):
+        print(node_idle_line(node_name(environ)), flush=True)
     return next((_exit_code(code) for code in codes if code != 0), 0)
 
 

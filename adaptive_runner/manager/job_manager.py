@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING
 import structlog
 
 from adaptive_runner.common.task_identity import RANK_SEPARATOR, task_of, worker_ids
-from adaptive_runner.errors import StateFileError
+from adaptive_runner.errors import SchedulerCommandError, StateFileError
 from adaptive_runner.manager.error_watch import ErrorWatch
+from adaptive_runner.manager.idle_nodes import IdleNodes
 from adaptive_runner.manager.logs import log_exception
 from adaptive_runner.manager.reasons import (
     output_errors,
@@ -174,6 +175,7 @@ class JobManager:
         self.url = url
         self.clock = clock
         self.error_watch = ErrorWatch(run_dir.logs_dir, kill_on_error) if kill_on_error else None
+        self.idle_nodes = IdleNodes(run_dir.logs_dir)
         self.error: BaseException | None = None  # of the last round, if it failed
         self.died: BaseException | None = None  # what ended the thread, if not stop or finish
         self.memory = Memory()
@@ -302,6 +304,7 @@ class JobManager:
         snap = self._look(db, self.clock())
         memory, adopted = self._adopt(db, snap, self.memory)
         killed = self._kill_on_error(db, snap)
+        self._release_idle_nodes(snap)
         lost = self._reclaim(db, snap)
         memory, timed_out = self._claim_timeouts(db, snap, memory)
         memory = self._cancel_lost(snap, memory, killed | lost | timed_out)
@@ -393,6 +396,25 @@ class JobManager:
             learners = [db.kill(w, reason=reason, now=snap.now) for w in snap.holding(task)]
             log.warning("killed a job on error", task=task, learners=learners, reason=reason)
         return {task for task in matched if task in active}
+
+    def _release_idle_nodes(self, snap: Snapshot) -> None:
+        """Hand back the nodes of running allocations whose workers found no learner left."""
+        running = [
+            task
+            for group, queue in enumerate(snap.queues)
+            if (self.schedulers[group].packed or 0) > 1
+            for task, state in queue.items()
+            if state is JobState.RUNNING
+        ]
+        for task, node in self.idle_nodes.scan(running):
+            scheduler = self.schedulers[snap.active()[task]]
+            try:
+                released = scheduler.release_node(task, node)
+            except SchedulerCommandError as e:
+                log.warning("could not hand an idle node back", task=task, node=node, error=str(e))
+                continue
+            if released:
+                log.info("idle node handed back", task=task, node=node)
 
     def _reclaim(self, db: Database, snap: Snapshot) -> set[str]:
         """Take learners back from vanished tasks and expired leases; the tasks to cancel."""

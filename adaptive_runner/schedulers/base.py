@@ -258,6 +258,16 @@ class Scheduler(ABC):
         """Workers per array task in a packed allocation (each its own id); None: one task, one."""
         return None
 
+    def release_node(self, task: str, node: str) -> bool:
+        """Hand ``node`` of the running allocation ``task`` back before the allocation ends.
+
+        Called when the packer of that node said its workers found no learner left. True if
+        the scheduler took it; False where it cannot (this backend, the node that runs the
+        job script, the last node). Raises SchedulerCommandError when asking failed.
+        """
+        del task, node
+        return False
+
     @property
     def walltime_s(self) -> int | None:
         """``walltime`` in seconds, or None without a limit."""

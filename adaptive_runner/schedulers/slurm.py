@@ -523,6 +523,29 @@ class SLURM(ClusterScheduler):
                 )
         return ""
 
+    def release_node(self, task: str, node: str) -> bool:
+        """Shrink the running job ``task`` to its other nodes (``scontrol update NodeList=``).
+
+        SLURM frees the node at once; the srun step goes on on the others (checked on 22.05).
+        The batch host, which runs the job script, is never released.
+        """
+        shown = run_command(["scontrol", "show", "job", task], missing_hint=self.missing_hint)
+        batch_host, node_list = parse_job_nodes(shown)
+        if node_list is None or node == batch_host:
+            return False
+        names = run_command(
+            ["scontrol", "show", "hostnames", node_list], missing_hint=self.missing_hint
+        ).split()
+        if node not in names or len(names) < 2:  # noqa: PLR2004 - a node to keep, one to free
+            return False
+        keep = ",".join(n for n in names if n != node)
+        run_command(
+            ["scontrol", "update", f"JobId={task}", f"NodeList={keep}"],
+            retries=1,
+            missing_hint=self.missing_hint,
+        )
+        return True
+
     def max_array_size(self) -> int:
         """The most tasks one array may have (SLURM's ``MaxArraySize``; indices start at 0)."""
         out = run_command(["scontrol", "show", "config"], missing_hint=self.missing_hint)
@@ -656,3 +679,11 @@ def parse_mpi_plugins(out: str) -> set[str]:
         if "versions available:" in line:
             plugins.update(v.strip() for v in line.split(":", 1)[1].split(",") if v.strip())
     return plugins
+
+
+def parse_job_nodes(shown: str) -> tuple[str | None, str | None]:
+    """(BatchHost, NodeList) from ``scontrol show job``; None for what it does not show."""
+    batch = re.search(r"(?:^|\s)BatchHost=(\S+)", shown)
+    nodes = re.search(r"(?:^|\s)NodeList=(\S+)", shown)
+    node_list = None if nodes is None or nodes[1] == "(null)" else nodes[1]
+    return (None if batch is None else batch[1]), node_list

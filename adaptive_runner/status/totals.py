@@ -19,8 +19,8 @@ is made of, and what it cannot know:
 - **idle in allocations** (packed allocations only): the core-hours an allocation held no
   learner with: from its workers' first claim to their last hold's end, times its cores,
   minus what its workers held (times a worker's cores). A lower bound: the start-up before
-  the first claim and the wait for the last worker after the last hold are not in it. Nodes
-  whose workers all ended stay allocated until the allocation ends (none is handed back).
+  the first claim and the wait for the last worker after the last hold are not in it, and it
+  counts every slot to the end, as if no idle node had been handed back (SLURM's are).
 """
 
 from __future__ import annotations

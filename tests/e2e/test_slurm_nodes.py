@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import adaptive
 import cloudpickle
 import pytest
-from helpers_run import make_learners, no_overlaps, task_rows, wait_for
+from helpers_run import make_learners, no_overlaps, slow_square, task_rows, wait_for
 from helpers_slurm import (
     PATIENCE_S,
     all_released_and_resumed,
@@ -304,3 +304,41 @@ def test_an_srun_mpi_plugin_that_slurm_lacks_is_refused_at_start(tmp_path: Path)
     ):
         rm.start()
     assert not (tmp_path / "run").exists()
+
+
+def test_a_node_whose_workers_found_no_learner_left_is_handed_back(
+    run: Callable[..., ar.RunManager],
+) -> None:
+    """Three nodes of two workers, one long learner among seven: once the short ones are
+    done, at least one node that does not run the job script has only idle workers."""
+    learners = [
+        adaptive.Learner1D(
+            partial(slow_square, a=a, delay=0.25 if a == 0 else 0.01), bounds=(-1, 1)
+        )
+        for a in range(7)
+    ]
+    three_nodes = ar.SLURM(workers_per_node=2, nodes=3, cores=1)
+    rm = run(learners, goal=60, scheduler=three_nodes, max_simultaneous_jobs=1)
+    run_dir = rm.run_dir.path
+    allocation = wait_for(
+        lambda: next((r["task"].partition("@")[0] for r in task_rows(run_dir)), None),
+        timeout_s=PATIENCE_S,
+        what="the allocation's first claim",
+    )
+    seen = _allocation_nodes(allocation)
+    assert len(seen) == 3
+
+    def fewer_nodes() -> list[str] | None:
+        nodes = _allocation_nodes(allocation)
+        return nodes if 0 < len(nodes) < len(seen) else None
+
+    shrunk = wait_for(fewer_nodes, timeout_s=PATIENCE_S, what="the allocation handing a node back")
+    print(f"allocation {allocation}: nodes {sorted(seen)} -> {shrunk} while learner 0 ran")
+    assert rm.wait(timeout=PATIENCE_S)
+    assert rm.status()["done"] == 7
+    assert {row["outcome"] for row in task_rows(run_dir)} == {"done"}  # no worker was killed
+    # The packer of each handed-back node said so first; the job script's node stayed.
+    output = (run_dir / "logs" / f"{allocation}.log").read_text()
+    for node in set(seen) - set(shrunk):
+        assert f"node {node} idle: no learner left for its workers" in output
+    assert seen[0] in shrunk

@@ -24,6 +24,7 @@ from adaptive_runner.schedulers.slurm import (
     accounting_disabled,
     format_time,
     parse_array_tasks,
+    parse_job_nodes,
     parse_max_array_size,
     parse_mpi_plugins,
     parse_partitions,
@@ -513,3 +514,14 @@ def test_mpi_plugins_from_srun_mpi_list() -> None:
     # Recorded on the CI SLURM 22.05 (ci/slurm/start.sh).
     out = (DATA / "srun_mpi_list.txt").read_text()
     assert parse_mpi_plugins(out) == {"pmix", "none", "cray_shasta", "pmi2", "pmix_v4"}
+
+
+def test_the_batch_host_and_node_list_of_a_running_job() -> None:
+    shown = (
+        "JobId=452 ArrayJobId=452 ArrayTaskId=0 JobName=run-eb5b7871\n"
+        "   ReqNodeList=(null) ExcNodeList=(null)\n"
+        "   NodeList=n[1-2]\n"
+        "   BatchHost=n1\n"
+    )
+    assert parse_job_nodes(shown) == ("n1", "n[1-2]")
+    assert parse_job_nodes("JobId=9 JobState=PENDING\n   NodeList=(null)\n") == (None, None)
