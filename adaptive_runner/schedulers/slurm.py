@@ -527,8 +527,11 @@ class SLURM(ClusterScheduler):
         """Shrink the running job ``task`` to its other nodes (``scontrol update NodeList=``).
 
         SLURM frees the node at once; the srun step goes on on the others (checked on 22.05).
-        The batch host, which runs the job script, is never released.
+        The batch host, which runs the job script, is never released; an allocation of one
+        node has nothing else to keep, so SLURM is not asked.
         """
+        if self.node_count < 2:  # noqa: PLR2004 - a node to keep, one to free
+            return False
         shown = run_command(["scontrol", "show", "job", task], missing_hint=self.missing_hint)
         batch_host, node_list = parse_job_nodes(shown)
         if node_list is None or node == batch_host:

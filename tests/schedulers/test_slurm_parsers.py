@@ -525,3 +525,10 @@ def test_the_batch_host_and_node_list_of_a_running_job() -> None:
     )
     assert parse_job_nodes(shown) == ("n1", "n[1-2]")
     assert parse_job_nodes("JobId=9 JobState=PENDING\n   NodeList=(null)\n") == (None, None)
+
+
+def test_a_one_node_allocation_hands_no_node_back_without_asking_slurm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no scontrol: asking would raise
+    assert SLURM(workers_per_node=4).release_node("12_0", "n1") is False
