@@ -35,6 +35,11 @@ DEFAULT_KILL_PATTERNS: tuple[str, ...] = (
     "oom-kill",  # slurmstepd: error: Detected 1 oom-kill event(s)
     "Out of memory",  # the kernel's OOM killer (dmesg style), or a CUDA/MPI allocator
 )
+# srun's report that SLURM lost or downed a node under the step: not the job's fault. SLURM
+# ends the allocation itself; its workers elsewhere get SIGTERM and release their learners, and
+# the queue poll gives back those of the lost node. Matching it would charge every learner of
+# the allocation a failure.
+_NODE_FAILURE = b"srun: error: Node failure on "
 # Looked for before parsing a line: a "started" event names the learner of the lines after it.
 _STARTED = f'"{Event.STARTED}"'.encode()
 
@@ -123,7 +128,7 @@ class ErrorWatch:
 
     def _match(self, line: bytes) -> str | None:
         """The reason if the output part of ``line`` holds a pattern (events are not output)."""
-        if not any(encoded in line for _, encoded in self._encoded):
+        if not any(encoded in line for _, encoded in self._encoded) or _NODE_FAILURE in line:
             return None  # most lines: no JSON parsed
         output, _ = split_event(line)
         for pattern, encoded in self._encoded:

@@ -54,6 +54,16 @@ def test_matches_are_plain_and_case_sensitive(tmp_path: Path) -> None:
     assert "'(y)'" in ErrorWatch(tmp_path, ["MemoryError", "(y)"]).scan(["a"], {})["a"]
 
 
+def test_a_node_failure_is_not_the_jobs_error(tmp_path: Path) -> None:
+    """SLURM ends an allocation that lost a node; the queue poll, not kill_on_error, handles it."""
+    (tmp_path / "9_0.log").write_text("srun: error: Node failure on n2\n")
+    watch = ErrorWatch(tmp_path, DEFAULT_KILL_PATTERNS)
+    assert watch.scan(["9_0"], {}) == {}
+    with (tmp_path / "9_0.log").open("a") as f:
+        f.write("srun: error: n1: task 0: Exited with exit code 1\n")
+    assert "Exited with exit code 1" in watch.scan(["9_0"], {})["9_0"]
+
+
 def started(learner: int) -> str:
     return json.dumps({"event": "started", "learner": learner, "level": "info"}) + "\n"
 
