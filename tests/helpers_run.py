@@ -78,6 +78,7 @@ def downgrade_to_schema_1(path: Path) -> None:
     conn.executescript(
         "DROP TABLE groups; ALTER TABLE arrays DROP COLUMN tag;"
         " ALTER TABLE arrays DROP COLUMN claims; ALTER TABLE tasks DROP COLUMN npoints_start;"
+        " ALTER TABLE learners DROP COLUMN paused;"
         " UPDATE meta SET value = 1 WHERE key = 'schema';"
     )
     conn.close()

@@ -14,14 +14,16 @@ A goal is one of
   of them (:func:`check_learners_end` refuses the others).
 
 The run manager validates the goal once (:func:`check_goal`) and pickles it; each worker
-turns it into Runner arguments (:func:`runner_goal`). Only :func:`check_learners_end`
-imports adaptive (the manager calls it; the learners are adaptive's anyway).
+turns it into the callable adaptive's runners call (:func:`goal_check`), and so does the
+manager to check saved data. Only :func:`goal_check` and :func:`check_learners_end` import
+adaptive (the learners are adaptive's anyway).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
@@ -121,24 +123,62 @@ def _check_number(goal: numbers.Real) -> int | float:
     return loss
 
 
-def runner_goal(goal: Goal) -> dict[str, Any]:
-    """The keyword arguments of ``adaptive.Runner`` that express ``goal``.
+def goal_check(
+    goal: object, learner: Any, *, started: float | None = None
+) -> Callable[[Any], bool]:
+    """``goal`` as the callable adaptive's runners make of it for ``learner``.
 
-    A datetime becomes a naive local time of this machine, which is what adaptive compares
-    with ``datetime.now()``; call this on the machine that runs the learner.
+    A datetime is compared as a naive local time of this machine (what adaptive compares
+    with ``datetime.now()``): call this on the machine that runs the learner. A run time
+    (timedelta) counts from ``started`` (``time.monotonic()``; default: now), so a goal
+    changed during a job keeps that job's clock.
     """
+    from adaptive.runner import auto_goal  # noqa: PLC0415 - adaptive only when checking
+
     goal = check_goal(goal)
-    if goal is None:
-        return {}  # adaptive's runners then stop at learner.done()
-    if isinstance(goal, int):
-        return {"npoints_goal": goal}
-    if isinstance(goal, float):
-        return {"loss_goal": goal}
-    if isinstance(goal, datetime):
-        return {"end_time_goal": goal.astimezone().replace(tzinfo=None)}
+    check: Callable[[Any], bool]
     if isinstance(goal, timedelta):
-        return {"duration_goal": goal}
-    return {"goal": goal}
+        deadline = (time.monotonic() if started is None else started) + goal.total_seconds()
+        check = _RunTime(deadline)
+    elif isinstance(goal, datetime):
+        check = auto_goal(end_time=goal.astimezone().replace(tzinfo=None), learner=learner)
+    elif isinstance(goal, int):
+        check = auto_goal(npoints=goal, learner=learner)
+    elif isinstance(goal, float):
+        check = auto_goal(loss=goal, learner=learner)
+    elif goal is None:  # learner.done() of a SequenceLearner (or a BalancingLearner of them)
+        check = auto_goal(learner=learner)
+    else:
+        check = goal
+    return check
+
+
+class _RunTime:
+    """A run-time goal: reached at ``deadline`` (``time.monotonic()``), whatever the learner."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, _: Any) -> bool:
+        return time.monotonic() >= self.deadline
+
+
+def may_need_more(old: object, new: Goal) -> bool:
+    """Whether learners done at ``old`` might not meet ``new`` (a rerun changed the goal).
+
+    False when ``new`` is provably no stricter: fewer or as many points, a larger or equal
+    loss, an earlier or equal end time. A run time (timedelta) bounds one job, so nothing
+    done is ever run again for it. Anything else (a callable, another kind) may need more.
+    """
+    if isinstance(new, timedelta):
+        return False
+    if type(old) is int and type(new) is int:
+        return new > old
+    if isinstance(old, datetime) and isinstance(new, datetime):
+        return new > old
+    if type(old) is float and type(new) is float:
+        return new < old
+    return not (old is None and new is None)
 
 
 def describe_goal(goal: Goal) -> str:

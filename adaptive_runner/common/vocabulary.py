@@ -24,6 +24,7 @@ class Event(StrEnum):
     SAVE_FENCED = "save_fenced"  # no heartbeat acknowledged within the lease: not saved
     DATAFRAME_FAILED = "dataframe_failed"  # save_dataframe: not written this save; data saved
     DONE = "done"  # the learner reached its goal
+    GOAL_CHANGED = "goal_changed"  # a rerun wrote another goal: checked from the next point on
     RELEASED = "released"  # stopped in an orderly way; the learner waits for another task
     FAILED = "failed"  # the learner raised (or could not be saved, or the manager went away)
     STOPPED = "stopped"  # a stop signal between learners: the task exits

@@ -47,6 +47,7 @@ from adaptive_runner.common.vocabulary import STOP_SIGNALS, DataFrameFormat, Eve
 from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError, UnknownTaskError
 from adaptive_runner.job.client import Client
 from adaptive_runner.job.dataframes import DataFrameFile
+from adaptive_runner.job.goal_watch import FollowedGoal
 from adaptive_runner.job.task_log import JobLog, open_job_stream
 from adaptive_runner.job.task_setup import TaskExecutor, TaskSetup
 
@@ -221,7 +222,7 @@ class _Hold:
         """Load, run and report; return the process exit code."""
         try:
             runner_kwargs = self.setup.prepare()  # the initializers, before the first learner
-            runner_kwargs |= self._load()
+            goal = self._load()
             if self.stop.reason is not None:
                 return self._report(_Outcome(_End.STOPPED, self.stop.reason))
             executor = self.executor.get()
@@ -229,7 +230,7 @@ class _Hold:
             return self._report(_Outcome(_End.FAILED, traceback.format_exc()))
         loop = asyncio.new_event_loop()
         try:
-            outcome = loop.run_until_complete(self._supervise(executor, runner_kwargs))
+            outcome = loop.run_until_complete(self._supervise(executor, runner_kwargs, goal))
             loop.run_until_complete(loop.shutdown_default_executor())
         except Exception:  # noqa: BLE001 - e.g. adaptive.Runner refusing the learner
             outcome = _Outcome(_End.FAILED, traceback.format_exc())
@@ -245,17 +246,17 @@ class _Hold:
         self.taken = outcome.kind == _End.NOT_OWNER
         return code
 
-    def _load(self) -> dict[str, Any]:
-        """Unpickle the learner and the goal (as Runner arguments); load the saved data."""
+    def _load(self) -> FollowedGoal:
+        """Unpickle the learner and the goal; load the saved data."""
         import pickle  # noqa: PLC0415
 
-        from adaptive_runner.common.goals import check_goal, runner_goal  # noqa: PLC0415
         from adaptive_runner.common.saving import load_data  # noqa: PLC0415
 
-        # Both pickles were written by this run's manager (cloudpickle; pickle reads them).
+        # The pickles were written by this run's manager (cloudpickle; pickle reads them).
         blob = self.run_dir.read_learner(self.assignment.learner)
         self.learner = pickle.loads(blob)  # noqa: S301
-        goal_kwargs = runner_goal(check_goal(pickle.loads(self.run_dir.goal_file.read_bytes())))  # noqa: S301
+        goal = FollowedGoal(self.run_dir.goal_file, self.learner)
+        goal.load()
         if self.fname.exists():
             started = time.monotonic()
             load_data(self.learner, self.fname)
@@ -266,27 +267,31 @@ class _Hold:
                 seconds=round(time.monotonic() - started, 3),
             )
         self._state = (self.learner.npoints, None)
-        return goal_kwargs
+        return goal
 
     async def _supervise(
-        self, executor: tuple[Executor, int] | None, runner_kwargs: dict[str, Any]
+        self,
+        executor: tuple[Executor, int] | None,
+        runner_kwargs: dict[str, Any],
+        goal: FollowedGoal,
     ) -> _Outcome:
         """Run the learner until the goal, a stop signal, lost ownership or an error."""
         from adaptive_runner.job.learner_runs import start_run, with_points  # noqa: PLC0415 - adaptive
 
         stopped = self.stop.attach(asyncio.get_running_loop())
-        run = self._run = start_run(self.learner, runner_kwargs, executor)
+        run = self._run = start_run(self.learner, runner_kwargs | {"goal": goal}, executor)
         heartbeats = asyncio.create_task(self._heartbeats())
         saves = asyncio.create_task(self._periodic_saves())
+        following = asyncio.create_task(self._follow_goal(goal))
         stop_wait = asyncio.create_task(stopped.wait())
         ends: set[asyncio.Future[Any]] = {run.finished, heartbeats, stop_wait}
         await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
         outcome = self._outcome(run.finished, heartbeats)
         if outcome.kind == _End.STOPPED:  # say what it was computing, in case it never ends
             outcome = _Outcome(outcome.kind, with_points(outcome.detail, run.pending_points()))
-        for task in (saves, stop_wait):
+        for task in (saves, following, stop_wait):
             task.cancel()
-        await asyncio.wait({saves, stop_wait})
+        await asyncio.wait({saves, following, stop_wait})
         await run.stop()
         if outcome.kind == _End.NOT_OWNER:
             self._state = await self._read(_npoints_and_loss)
@@ -380,6 +385,20 @@ class _Hold:
             error = finished.exception()
             return _Outcome(_End.DONE) if error is None else _Outcome(_End.FAILED, _format(error))
         return _Outcome(_End.STOPPED, self.stop.reason or "stop requested")
+
+    async def _follow_goal(self, goal: FollowedGoal) -> None:
+        """Take up the goal a rerun writes, every log interval (a ``stat``, in a thread).
+
+        Not part of the heartbeat: a rerun restarts the managers, and the heartbeats wait
+        for the new one meanwhile, while the goal file is already there to read.
+        """
+        while True:
+            await asyncio.sleep(self.config.log_interval_s)
+            try:
+                if await asyncio.to_thread(goal.follow):
+                    self.log.info(Event.GOAL_CHANGED, goal=goal.description)
+            except Exception as e:  # noqa: BLE001 - keep the goal we have; try again next time
+                self.log.warning(Event.GOAL_CHANGED, error=_format(e), goal=goal.description)
 
     async def _heartbeats(self) -> bool:
         """Log status and heartbeat every log_interval_s; False once we lost the learner."""

@@ -508,7 +508,8 @@ class JobManager:
                 message = (
                     f"{len(tasks)} task(s) of group {group} (e.g. {tasks[0]}) wait in the queue "
                     f"with reason {reason}: {stuck[reason]}. They may never start; cancel "
-                    "(rm.cancel()), change the scheduler's options and start the run again"
+                    "the run (rm.cancel()), change the scheduler's options and run the cell "
+                    "again: the run continues from its saves"
                 )
             if message != recorded.get(group):
                 db.record_queue_error(group, message)

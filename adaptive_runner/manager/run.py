@@ -28,7 +28,7 @@ from adaptive_runner.status.snapshot import StatusSnapshot
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+    from collections.abc import Collection, Iterable, Iterator, Sequence
 
     from adaptive_runner.schedulers.base import Scheduler
     from adaptive_runner.state.database import LearnerRow, TaskRow
@@ -37,9 +37,6 @@ if TYPE_CHECKING:
     from adaptive_runner.status.snapshot import View
 
 log = structlog.get_logger("adaptive_runner.run")
-
-# adaptive.Runner's goal arguments (goals.runner_goal) -> adaptive.runner.auto_goal's.
-_AUTO_GOAL_ARGS = {"loss_goal": "loss", "npoints_goal": "npoints", "end_time_goal": "end_time"}
 
 
 class Run:
@@ -203,17 +200,19 @@ class Run:
     def cancel(self, learners: Collection[int] | None = None) -> None:
         """Cancel learners (default: the whole run) and kill the jobs that hold them.
 
-        Cancelled learners are never resubmitted; their saved data stays on disk. The jobs
-        are cancelled through the schedulers that run.json names.
+        The saved data stays on disk. Learners cancelled by index stay cancelled (until
+        ``retry(cancelled=True)``); cancelling the whole run pauses it: running the cell
+        again (or ``start()``, ``RunManager.resume``) continues it. The jobs are cancelled
+        through the schedulers that run.json names.
         """
         schedulers = self.bound_schedulers()
         by_group: dict[int, list[str]] = {}
         with self._open(write=True) as db:
             holders = db.running_tasks()
-            tasks = db.cancel(None if learners is None else list(learners), now=time.time())
             if learners is None:  # whole arrays: their pending tasks go too
                 by_group = {g: db.active_arrays(g) for g in range(len(schedulers))}
-            else:
+            tasks = db.cancel(None if learners is None else list(learners), now=time.time())
+            if learners is not None:
                 groups = db.learner_groups()
                 # A packed worker is not cancelled with its allocation's others: its next
                 # heartbeat (within log_interval) finds the learner gone, and it goes on
@@ -275,6 +274,17 @@ class Run:
         log.info("learners retried", learners=len(put_back), run_dir=str(self.run_dir.path))
         return put_back
 
+    def resume_paused(self) -> list[int]:
+        """Put the learners of a cancelled run back to waiting (a rerun or resume does this).
+
+        Only those cancelled with the whole run (``cancel()``); those cancelled by index stay.
+        """
+        with self._open(write=True) as db:
+            put_back = db.resume_paused(now=time.time())
+        if put_back:
+            log.info("the cancelled run continues", learners=len(put_back))
+        return put_back
+
     def remove_data(self) -> list[Path]:
         """Delete the learners' data files, so that they start again from no points.
 
@@ -290,18 +300,55 @@ class Run:
         """Mark done, without a job, the waiting learners whose saved data meets ``goal``.
 
         Costs one load per waiting learner with a data file, as its job would do it:
-        unpickle, load the data, then adaptive's own goal check (``auto_goal`` with the
-        arguments the worker gives ``adaptive.Runner``). A run-time goal (timedelta) says
-        nothing about saved data, so nothing is loaded then. A learner whose data cannot
-        be loaded stays waiting (logged): its job reports the error. Progress is logged
-        every ``progress_every`` learners. Returns the learners marked done.
+        unpickle, load the data, then adaptive's own goal check (:func:`goals.goal_check`).
+        A run-time goal (timedelta) says nothing about saved data, so nothing is loaded
+        then. A learner whose data cannot be loaded stays waiting (logged): its job reports
+        the error. Progress is logged every ``progress_every`` learners. Returns the learners
+        marked done.
         """
         goal = goals.check_goal(goal)
         if isinstance(goal, timedelta):
             return []
         with self._open() as db:
-            waiting = [(i, Path(f)) for i, f in db.learners_in(LearnerState.WAITING)]
-        saved = [(i, path) for i, path in waiting if path.exists()]
+            waiting = db.learners_in(LearnerState.WAITING)
+        reached = self._check_saved(waiting, goal, progress_every)
+        with self._open(write=True) as db:
+            done = db.complete(reached, detail="its data file meets the goal", now=time.time())
+        if reached:
+            log.info("learners done at start", learners=len(done))
+        return done
+
+    def reopen_unreached(
+        self, goal: goals.Goal, *, check: bool = True, progress_every: int = 1000
+    ) -> list[int]:
+        """Put back to waiting the done learners that do not meet ``goal`` (a raised goal).
+
+        With ``check`` (``check_goal_on_start``), each done learner's saved data is loaded
+        and checked as :meth:`complete_reached` does, and those that meet ``goal`` stay
+        done; without it, every done learner goes back to its job. Returns those put back.
+        """
+        goal = goals.check_goal(goal)
+        with self._open() as db:
+            done = db.learners_in(LearnerState.DONE)
+        stay = self._check_saved(done, goal, progress_every) if check else {}
+        detail = f"the goal changed to {goals.describe_goal(goal)}"
+        with self._open(write=True) as db:
+            reopened = db.reopen(
+                [i for i, _ in done if i not in stay], detail=detail, now=time.time()
+            )
+        log.info(
+            "the goal changed: done learners short of it are waiting again",
+            goal=goals.describe_goal(goal),
+            reopened=len(reopened),
+            still_done=len(done) - len(reopened),
+        )
+        return reopened
+
+    def _check_saved(
+        self, learners: Sequence[tuple[int, str]], goal: goals.Goal, progress_every: int
+    ) -> dict[int, tuple[int, float | None]]:
+        """``{learner: (npoints, loss)}`` of ``learners`` whose saved data meets ``goal``."""
+        saved = [(i, Path(f)) for i, f in learners if Path(f).exists()]
         reached: dict[int, tuple[int, float | None]] = {}
         started = time.monotonic()
         for k, (index, path) in enumerate(saved, 1):
@@ -310,42 +357,27 @@ class Run:
                 reached[index] = found
             if k % progress_every == 0 or k == len(saved):
                 log.info("checked saved data against the goal", checked=k, of=len(saved))
-        with self._open(write=True) as db:
-            done = db.complete(reached, detail="its data file meets the goal", now=time.time())
         if saved:
             log.info(
-                "learners done at start",
-                learners=len(done),
+                "saved data checked",
+                meet_the_goal=len(reached),
                 checked=len(saved),
                 seconds=round(time.monotonic() - started, 3),
             )
-        return done
+        return reached
 
     def _reached(self, index: int, path: Path, goal: goals.Goal) -> tuple[int, float | None] | None:
         """(npoints, loss) of learner ``index`` if its data at ``path`` meets ``goal``."""
         try:
             learner = cloudpickle.loads(self.run_dir.read_learner(index))
             load_data(learner, path)
-            if not goal_check(goal, learner)(learner):
+            if not goals.goal_check(goal, learner)(learner):
                 return None
             loss = float(learner.loss())
         except Exception as e:  # noqa: BLE001 - any bad file leaves the learner to its job
             log.warning("cannot check saved data", learner=index, fname=str(path), error=repr(e))
             return None
         return int(learner.npoints), loss if math.isfinite(loss) else None
-
-
-def goal_check(goal: goals.Goal, learner: Any) -> Callable[[Any], bool]:
-    """``goal`` as the callable ``adaptive.Runner`` makes of it for ``learner``."""
-    from adaptive.runner import auto_goal  # noqa: PLC0415 - adaptive only when checking
-
-    kwargs = goals.runner_goal(goal)
-    if "goal" in kwargs:
-        check: Callable[[Any], bool] = kwargs["goal"]
-        return check
-    named = {_AUTO_GOAL_ARGS[key]: value for key, value in kwargs.items()}
-    result: Callable[[Any], bool] = auto_goal(learner=learner, **named)
-    return result
 
 
 def remove_files(fnames: Iterable[str], *, running: int) -> list[Path]:

@@ -9,6 +9,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
+import cloudpickle
 import structlog
 
 from adaptive_runner.common import goals
@@ -325,12 +326,20 @@ class RunManager(Run):
         """Continue an existing run with this call's learners, goal and settings.
 
         The pickles, goal and run.json are rewritten (see :func:`run_setup.rewrite_run`), so
-        :meth:`load_learners` gives every learner the current code.
+        :meth:`load_learners` gives every learner the current code, and running jobs follow
+        the new goal from their next heartbeat. A goal that may ask for more than the old one
+        puts the done learners short of it back to waiting (:meth:`Run.reopen_unreached`).
         """
+        old_goal = self.run_dir.goal_file.read_bytes()
         changed = rewrite_run(self.run_dir, self.spec, existing)
         # What changed since the last session (goal, options, intervals), when anything did.
         details = {"changed": changed} if changed else {}
         log.info("run continued with new code", run_dir=str(self.run_dir.path), **details)
+        if old_goal != self.run_dir.goal_file.read_bytes() and goals.may_need_more(
+            _unpickled_goal(old_goal), self.spec.goal
+        ):
+            self.reopen_unreached(self.spec.goal, check=self.check_goal_on_start)
+        self.resume_paused()  # a whole-run cancel was a pause
         if self.retry_failed:
             put_back = Run.retry(self)  # the managers start after this
             if put_back:
@@ -408,10 +417,13 @@ class RunManager(Run):
         """Continue the run in ``run_dir`` (e.g. after a kernel restart) and return it started.
 
         Jobs still running keep their learners; they reconnect to the new database manager.
-        On a finished run this only reports that everything is done.
+        A run cancelled as a whole continues; on a finished run this only reports that
+        everything is done.
         """
         self = cls.open(run_dir)
+        self._locked(self.resume_paused)  # a whole-run cancel was a pause
         if self.finished():
+            self.stop()  # the lock
             return self
         for group, scheduler in enumerate(self.schedulers):
             scheduler.check()
@@ -527,7 +539,9 @@ class RunManager(Run):
     def cancel(self, learners: Collection[int] | None = None) -> None:
         """Cancel learners (default: the whole run) and kill the jobs that hold them.
 
-        Cancelled learners are never resubmitted; their saved data stays on disk.
+        The saved data stays on disk. A whole-run cancel is a pause that running the cell
+        again (or :meth:`resume`) ends; learners cancelled by index stay cancelled until
+        ``retry(cancelled=True)``.
         """
         if self.job_manager is None:
             super().cancel(learners)
@@ -569,3 +583,14 @@ class RunManager(Run):
             self.database_manager.stop()
         stop_logging_managers_to(self.run_dir.path / "manager.log")
         self._lock.release()
+
+
+def _unpickled_goal(blob: bytes) -> object:
+    """The goal a run had (cloudpickled by an earlier start); ``...`` if it cannot be loaded.
+
+    Its callable may live in a module that is gone: then the goal counts as changed.
+    """
+    try:
+        return cloudpickle.loads(blob)
+    except Exception:  # noqa: BLE001 - any failure: unknown, so it may need more
+        return ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from adaptive_runner.common.vocabulary import POINTS_IN_EVALUATION, Outcome
 from adaptive_runner.errors import ConfigError
@@ -32,6 +32,7 @@ from adaptive_runner.state.transitions import (
     finish_task,
     mark_dependents,
     put_back_learners,
+    reopen,
     repeated,
     retry_set,
 )
@@ -413,12 +414,16 @@ class Database(Queries):
         """Cancel waiting and running learners (all if None); return the tasks that held them.
 
         Learners waiting on a cancelled one are cancelled too; done and failed ones stay.
+        Cancelling the whole run pauses it: its arrays end here (their tasks are being
+        cancelled: none of them is a start failure) and :meth:`resume_paused` brings its
+        learners back when the run starts again; learners cancelled alone stay cancelled.
         """
         with self._transaction() as c:
             if learners is None:
                 rows = c.execute(
                     "SELECT idx, task FROM learners WHERE state IN ('waiting', 'running')"
                 ).fetchall()
+                c.execute("UPDATE arrays SET finished = ? WHERE finished IS NULL", (now,))
             else:
                 n = self._count(c)
                 rows = []
@@ -431,16 +436,32 @@ class Database(Queries):
                     ).fetchall()
             c.executemany(
                 "UPDATE learners SET state = 'cancelled', finished = ?, task = NULL, host = NULL,"
-                " pid = NULL WHERE idx = ?",
-                ((now, idx) for idx, _ in rows),
+                " pid = NULL, paused = ? WHERE idx = ?",
+                ((now, learners is None, idx) for idx, _ in rows),
             )
             tasks = [task for _, task in rows if task is not None]
+            detail = "cancelled with the run" if learners is None else "cancelled by the user"
             for idx, task in rows:
                 if task is not None:
                     finish_task(c, task, idx, Outcome.CANCELLED, now)
-                add_event(c, now, idx, task, kind=Outcome.CANCELLED, detail="cancelled by the user")
+                add_event(c, now, idx, task, kind=Outcome.CANCELLED, detail=detail)
                 mark_dependents(c, idx, LearnerState.CANCELLED, now)
         return tasks
+
+    def resume_paused(self, *, now: float) -> list[int]:
+        """Put the learners cancelled with the whole run back to waiting; return them.
+
+        As :meth:`retry` with ``cancelled`` does, but only for those, and without refusing:
+        one whose dependency stays failed or cancelled stays cancelled.
+        """
+        with self._transaction() as c:
+            seed = {idx for (idx,) in c.execute(_PAUSED)}
+            if not seed:
+                return []
+            put_back, _ = retry_set(c, seed, ("cancelled",))
+            put_back_learners(c, put_back, now)
+            _fresh_start(c)
+        return list(put_back)
 
     def retry(
         self, learners: Collection[int] | None = None, *, cancelled: bool = False, now: float
@@ -467,11 +488,7 @@ class Database(Queries):
                     "come back with it)"
                 )
             put_back_learners(c, put_back, now)
-            # Their groups' jobs get a fresh start: the user fixed what kept them from starting.
-            c.execute(
-                "UPDATE groups SET start_failures = 0, start_error = NULL WHERE grp IN"
-                " (SELECT DISTINCT grp FROM learners WHERE state = 'waiting')"
-            )
+            _fresh_start(c)
         return list(put_back)
 
     def complete(
@@ -484,6 +501,14 @@ class Database(Queries):
         """
         with self._transaction() as c:
             return [idx for idx, row in reached.items() if complete(c, idx, row, detail, now)]
+
+    def reopen(self, learners: Collection[int], *, detail: str, now: float) -> list[int]:
+        """Put done ``learners`` back to waiting (the goal became stricter); others stay.
+
+        ``detail`` goes in each ``reopened`` event. Returns the learners put back.
+        """
+        with self._transaction() as c:
+            return [idx for idx in learners if reopen(c, idx, detail, now)]
 
     def record_array(
         self,
@@ -603,3 +628,14 @@ class Database(Queries):
             )
             mark_dependents(c, learner, LearnerState.FAILED, now)
         return True
+
+
+_PAUSED: Final = "SELECT idx FROM learners WHERE state = 'cancelled' AND paused = 1"
+
+
+def _fresh_start(c: sqlite3.Connection) -> None:
+    """The groups of waiting learners start anew: the user fixed what kept their jobs back."""
+    c.execute(
+        "UPDATE groups SET start_failures = 0, start_error = NULL WHERE grp IN"
+        " (SELECT DISTINCT grp FROM learners WHERE state = 'waiting')"
+    )

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 _BUSY_TIMEOUT_S: Final = 60.0
 
 
@@ -31,7 +31,8 @@ class LearnerState(StrEnum):
     FAILED = "failed"
     """Failed ``max_fails`` times (or could not start); final until ``retry``."""
     CANCELLED = "cancelled"
-    """Cancelled by the user; final until ``retry(cancelled=True)``, its data kept."""
+    """Cancelled by the user, its data kept. Cancelled alone: final until
+    ``retry(cancelled=True)``; with the whole run (``paused``): until the run starts again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +188,8 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     ),
     # Schema 3: why a group's tasks may never leave the queue (a scheduler's pending reason).
     2: ("ALTER TABLE groups ADD COLUMN queue_error TEXT",),
+    # Schema 4: cancelled with the whole run (a pause that a rerun or resume ends), not alone.
+    3: ("ALTER TABLE learners ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",),
 }
 
 

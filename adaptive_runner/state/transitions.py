@@ -44,7 +44,7 @@ WHERE idx = :idx AND task = :task AND state = 'running' RETURNING state, failure
 
 RETRY: Final = """
 UPDATE learners SET state = 'waiting', attempts = 0, failures = 0, error = NULL,
-    finished = NULL, task = NULL, host = NULL, pid = NULL
+    finished = NULL, task = NULL, host = NULL, pid = NULL, paused = 0
 WHERE idx = ?
 """
 
@@ -129,6 +129,27 @@ def complete(
         return False
     count_done(c, learner)
     add_event(c, now, learner, None, kind="done", detail=detail)
+    return True
+
+
+def reopen(c: sqlite3.Connection, learner: int, detail: str, now: float) -> bool:
+    """Put a done ``learner`` back to waiting (a stricter goal); whether it was done.
+
+    Its dependents wait on it again; attempts and failures restart at 0, as on a retry.
+    """
+    cur = c.execute(
+        "UPDATE learners SET state = 'waiting', attempts = 0, failures = 0, error = NULL,"
+        " finished = NULL, task = NULL, host = NULL, pid = NULL WHERE idx = ? AND state = 'done'",
+        (learner,),
+    )
+    if cur.rowcount == 0:
+        return False
+    c.execute(
+        "UPDATE learners SET unfinished_deps = unfinished_deps + 1 WHERE idx IN"
+        " (SELECT learner FROM dependencies WHERE depends_on = ?)",
+        (learner,),
+    )
+    add_event(c, now, learner, None, kind="reopened", detail=detail)
     return True
 
 

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import adaptive
 import numpy as np
 import pytest
 
-from adaptive_runner.common.goals import check_goal, check_learners_end, describe_goal, runner_goal
+from adaptive_runner.common.goals import (
+    check_goal,
+    check_learners_end,
+    describe_goal,
+    goal_check,
+    may_need_more,
+)
 from adaptive_runner.errors import ConfigError
 
 
@@ -73,10 +80,9 @@ def test_wrong_type_lists_accepted_kinds() -> None:
 
 def test_none_is_until_the_learner_is_done() -> None:
     assert check_goal(None) is None
-    assert runner_goal(None) == {}
     assert describe_goal(None) == "until the learner is done"
     learner = adaptive.SequenceLearner(np.sin, np.linspace(0, 1, 7))
-    adaptive.runner.simple(learner, **runner_goal(None))
+    adaptive.runner.simple(learner, goal=goal_check(None, learner))
     assert learner.done()
     assert learner.npoints == 7
 
@@ -97,25 +103,55 @@ def test_none_is_for_learners_that_end_by_themselves() -> None:
         check_learners_end(None, [balanced_1d])
 
 
-def test_runner_arguments() -> None:
-    assert runner_goal(12) == {"npoints_goal": 12}
-    assert runner_goal(0.25) == {"loss_goal": 0.25}
-    assert runner_goal(timedelta(seconds=9)) == {"duration_goal": timedelta(seconds=9)}
-    assert runner_goal(_stop_at_ten) == {"goal": _stop_at_ten}
+def test_goal_checks() -> None:
+    learner = _learner()
+    adaptive.runner.simple(learner, npoints_goal=12)
+    assert goal_check(12, learner)(learner)
+    assert not goal_check(13, learner)(learner)
+    assert goal_check(learner.loss(), learner)(learner)
+    assert not goal_check(learner.loss() / 2, learner)(learner)
+    assert goal_check(_stop_at_ten, learner) is _stop_at_ten
 
 
-def test_end_time_becomes_local_naive_time_of_the_same_instant() -> None:
-    end = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=-5)))
-    (key, value), *_ = runner_goal(end).items()
-    assert key == "end_time_goal"
-    assert value.tzinfo is None
-    assert value.astimezone() == end
+def test_a_run_time_counts_from_its_start() -> None:
+    learner = _learner()
+    assert goal_check(timedelta(seconds=9), learner, started=time.monotonic() - 10)(learner)
+    assert not goal_check(timedelta(seconds=9), learner)(learner)
+
+
+def test_end_time_is_the_same_instant_in_any_time_zone() -> None:
+    learner = _learner()
+    soon = datetime.now(timezone(timedelta(hours=-5))) + timedelta(seconds=30)
+    assert not goal_check(soon, learner)(learner)
+    assert goal_check(soon - timedelta(seconds=60), learner)(learner)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "more"),
+    [
+        (50, 200, True),
+        (200, 50, False),
+        (50, 50, False),
+        (0.1, 0.01, True),
+        (0.01, 0.1, False),
+        (50, 0.01, True),  # another kind: checked
+        (_stop_at_ten, _stop_at_ten, True),  # a callable: nothing says it asks no more
+        (None, None, False),
+        (None, 10, True),
+        (10, timedelta(hours=1), False),  # a run time bounds a job: nothing done runs again
+        (datetime(2030, 1, 1, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC), True),
+        (datetime(2031, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC), False),
+        (..., 10, True),  # the old goal could not be loaded
+    ],
+)
+def test_may_need_more(old: object, new: object, more: bool) -> None:  # noqa: FBT001
+    assert may_need_more(old, check_goal(new)) is more
 
 
 @pytest.mark.parametrize("goal", [15, 0.05, _stop_at_ten])
 def test_adaptive_runner_reaches_the_goal(goal: object) -> None:
     learner = _learner()
-    adaptive.runner.simple(learner, **runner_goal(check_goal(goal)))
+    adaptive.runner.simple(learner, goal=goal_check(goal, learner))
     if isinstance(goal, int):
         assert learner.npoints == goal
     elif isinstance(goal, float):
@@ -127,12 +163,15 @@ def test_adaptive_runner_reaches_the_goal(goal: object) -> None:
 def test_time_goals_stop_an_adaptive_runner() -> None:
     # Termination is the assertion; how many points fit in the time is not checked.
     for goal in (timedelta(milliseconds=50), datetime.now(UTC) + timedelta(milliseconds=50)):
-        adaptive.runner.simple(_learner(), **runner_goal(goal))
+        learner = _learner()
+        adaptive.runner.simple(learner, goal=goal_check(goal, learner))
 
 
 def test_end_time_in_the_past_evaluates_nothing() -> None:
     learner = _learner()
-    adaptive.runner.simple(learner, **runner_goal(datetime.now(UTC) - timedelta(seconds=1)))
+    adaptive.runner.simple(
+        learner, goal=goal_check(datetime.now(UTC) - timedelta(seconds=1), learner)
+    )
     assert learner.npoints == 0
 
 

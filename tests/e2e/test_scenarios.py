@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import adaptive
 import psutil
 import pytest
 from helpers_run import make_learners, no_overlaps, wait_for
@@ -323,3 +324,69 @@ def test_cancel_leaves_nothing_behind_but_the_data(backend: Backend) -> None:
     backend.assert_nothing_left(rm)
     for row, xs in saved:
         assert xs <= saved_xs(rm, row.index), f"learner {row.index} lost points"
+
+
+def test_a_raised_goal_on_a_rerun_brings_done_learners_back(backend: Backend) -> None:
+    """The cell again with goal 20 -> 40: done learners short of 40 run on from their saves;
+    one whose data file is already at 40 stays done, without a job."""
+    rm = backend.start(make_learners(3), goal=20)
+    assert rm.wait(timeout=PATIENCE_S)
+    run = Run(rm.run_dir.path)
+    ahead = run.load_learner(2)  # taken further by hand, e.g. in the notebook
+    adaptive.runner.simple(ahead, npoints_goal=50)
+    ahead.save(rm.fnames[2])
+    holds_before = len(run.tasks())
+
+    again = backend.start(make_learners(3), goal=40)
+    assert again.wait(timeout=PATIENCE_S)
+    assert [row.state for row in run.learners()] == ["done"] * 3
+    assert [learner.npoints for learner in again.load_learners()][:2] == [40, 40]
+    later = run.tasks()[holds_before:]
+    assert sorted(row.learner for row in later) == [0, 1]  # learner 2 met 40 on disk
+    for row in later:  # each resumed from its 20 points
+        assert resumed_npoints(rm.run_dir.path, row.task, row.learner)[0] >= 20
+    backend.assert_nothing_left(again)
+
+
+def test_a_lowered_goal_reaches_the_learners_in_jobs(backend: Backend) -> None:
+    """The cell again with goal 100000 -> 60 while every learner runs: the jobs holding them
+    take the new goal at their next heartbeat and finish there, saved and done."""
+    rm = backend.start(make_learners(2, delay=0.1), goal=100_000)
+    wait_for(lambda: running_with_saves(rm, 2), what="both learners saving", timeout_s=PATIENCE_S)
+    holders = {row.index: row.task for row in Run(rm.run_dir.path).learners()}
+
+    again = backend.start(make_learners(2, delay=0.1), goal=60)
+    assert again.wait(timeout=PATIENCE_S)
+    run = Run(rm.run_dir.path)
+    rows = run.learners()
+    assert [row.state for row in rows] == ["done", "done"]
+    for row in rows:
+        assert row.task == holders[row.index]  # the job that held it finished it
+        assert 60 <= len(saved_xs(again, row.index)) < 100  # saved at the new goal
+        log = (rm.run_dir.path / "logs" / f"{row.task}.log").read_text()
+        assert '"goal_changed"' in log
+        assert "npoints >= 60" in log
+    backend.assert_nothing_left(again)
+
+
+def test_cancel_change_options_and_run_again_continues_the_run(backend: Backend) -> None:
+    """The advice of our "may never start" warning, followed: ``rm.cancel()``, the cell again
+    with other options. The whole-run cancel was a pause: the learners resume from their
+    saves, and nothing the user cancelled counts as a start failure. A learner cancelled on
+    its own stays cancelled."""
+    rm = backend.start(make_learners(3, delay=0.05), goal=60)
+    wait_for(lambda: running_with_saves(rm, 2), what="learners saving", timeout_s=PATIENCE_S)
+    rm.cancel([2])
+    rm.cancel()
+    assert not rm.wait(timeout=PATIENCE_S)
+    assert rm.status()["cancelled"] == 3
+    saved = {i: saved_xs(rm, i) for i in range(2)}
+    backend.assert_nothing_left(rm)
+
+    again = backend.start(make_learners(3, delay=0.05), goal=60, save_interval=0.5)
+    assert not again.wait(timeout=PATIENCE_S)  # learner 2 stays cancelled
+    assert [row.state for row in Run(rm.run_dir.path).learners()] == ["done", "done", "cancelled"]
+    assert again.problems() == []
+    for i, xs in saved.items():
+        assert xs <= saved_xs(again, i)
+    backend.assert_nothing_left(again)

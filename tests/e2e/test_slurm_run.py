@@ -335,9 +335,15 @@ def test_a_job_the_partition_cannot_hold_is_a_problem_not_a_silent_wait(
     (problem,) = wait_for(rm.problems, timeout_s=PATIENCE_S, what="a problem in the run")
     assert "1 task(s) of group 0" in problem
     assert re.search(r"wait in the queue with reason Partition(Config|NodeLimit): it asks", problem)
-    assert "They may never start; cancel (rm.cancel())" in problem
+    assert "They may never start; cancel the run (rm.cancel())" in problem
     assert rm.status()["waiting"] == 2  # nothing cancelled: the user decides
+    # The advice, followed: cancel, change the scheduler's options, run the cell again.
     rm.cancel()
+    again = run(make_learners(2, delay=0.05), goal=100, scheduler=ar.SLURM(workers_per_node=1))
+    assert again.wait(timeout=PATIENCE_S)
+    assert again.problems() == []
+    for row in victims:
+        resumed_with_data(rm.run_dir.path, row["learner"], after=row["task"])
 
 
 def test_a_packed_worker_whose_learner_is_cancelled_goes_on_with_the_next(

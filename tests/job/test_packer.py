@@ -32,7 +32,8 @@ def stop(signum, frame):
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop)
 signal.signal(signal.SIGUSR1, stop)
-(out / f"pid-{rank}").write_text(str(os.getpid()))
+(out / f".pid-{rank}").write_text(str(os.getpid()))
+os.rename(out / f".pid-{rank}", out / f"pid-{rank}")  # whole: the test may read it at once
 while True:
     time.sleep(0.05)
 """

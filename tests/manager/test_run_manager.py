@@ -309,8 +309,17 @@ def test_one_manager_per_run(tmp_path: Path) -> None:
         assert sum(ar.RunManager.open(tmp_path / "run").status().values()) == 2  # watching: fine
     finally:
         stop_and_cancel(rm)
-    again = ar.RunManager.resume(tmp_path / "run")  # the lock went with stop()
-    assert again.finished()
+    # The lock went with stop(); the run was cancelled as a whole, so it continues.
+    again = ar.RunManager.resume(tmp_path / "run")
+    try:
+        assert again.status()["cancelled"] == 0
+        assert again.job_manager is not None
+    finally:
+        stop_and_cancel(again)
+    run = ar.Run(tmp_path / "run")
+    assert run.resume_paused() == [0, 1]
+    run.cancel([0, 1])  # cancelled one by one: they stay cancelled
+    assert ar.RunManager.resume(tmp_path / "run").finished()
 
 
 # -- fix and rerun, retry, overwrite -----------------------------------------------------------

@@ -285,6 +285,34 @@ def test_cancel(db: Database) -> None:
         db.cancel([7], now=T0)
 
 
+def test_a_whole_run_cancel_is_a_pause(tmp_path: Path) -> None:
+    with make(tmp_path, 4, dependencies={3: [2]}) as db:
+        db.record_array("11", n_tasks=2, script="a.sh", now=T0)
+        db.claim("11_0", host="h", pid=1, now=T0, array="11")
+        db.cancel([1], now=T0)  # cancelled on its own: stays cancelled
+        assert db.cancel(None, now=T0) == ["11_0"]
+        assert db.active_arrays() == []  # ended by the user: none is a start failure
+        assert db.resume_paused(now=T0) == [0, 2, 3]
+        assert [r.state for r in db.learners()] == ["waiting", "cancelled", "waiting", "waiting"]
+        assert db.n_claimable() == 2  # 3 waits on 2 again
+        assert db.resume_paused(now=T0) == []
+        db.retry([1], cancelled=True, now=T0)
+        db.cancel(None, now=T0)
+        db.cancel([0], now=T0)  # no change: cancelled already, and paused
+        assert db.resume_paused(now=T0) == [0, 1, 2, 3]
+
+
+def test_reopen_puts_done_learners_back_and_their_dependents_wait(tmp_path: Path) -> None:
+    with make(tmp_path, 3, dependencies={1: [0]}) as db:
+        db.claim("a", host="h", pid=1, now=T0)
+        db.done("a", 0, npoints=5, loss=None, now=T0)
+        assert db.n_claimable() == 2
+        assert db.reopen([0, 2], detail="goal raised", now=T0) == [0]  # 2 was not done
+        assert [r.state for r in db.learners()] == ["waiting"] * 3
+        assert db.n_claimable() == 2  # 0 and 2; 1 waits on 0 again
+        assert db.claim("b", host="h", pid=1, now=T0) == ClaimRow(0, "f0")
+
+
 def test_arrays(db: Database) -> None:
     db.record_array("11", n_tasks=4, script="a.sh", now=T0)
     db.record_array("12", n_tasks=2, script="b.sh", now=T0 + 1)
@@ -418,8 +446,10 @@ def test_a_schema_1_file_is_migrated_to_the_latest_on_open(tmp_path: Path) -> No
         assert db.record_start_failure(0, reason="why") == 1
         db.record_queue_error(0, "stuck")  # schema 3's column
         assert [s.queue_error for s in db.group_states()] == ["stuck"]
+        db.cancel(None, now=4.0)  # schema 4's column: a whole-run cancel pauses
+        assert db.resume_paused(now=5.0) == [0, 1]
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (3,)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (4,)
     conn.close()
 
 
