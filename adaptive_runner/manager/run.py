@@ -14,8 +14,9 @@ import cloudpickle
 import structlog
 
 from adaptive_runner.common import goals
+from adaptive_runner.common.dataframes import dataframe_path
 from adaptive_runner.common.run_dir import RunConfig, RunDir
-from adaptive_runner.common.saving import dataframe_path, load_data
+from adaptive_runner.common.saving import load_data
 from adaptive_runner.common.task_identity import task_of
 from adaptive_runner.common.vocabulary import DataFrameFormat
 from adaptive_runner.errors import ConfigError

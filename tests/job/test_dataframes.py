@@ -16,7 +16,7 @@ import pytest
 from helpers_run import make_learners, make_rm, slow_square, stop_and_cancel, wait_for
 
 import adaptive_runner as ar
-from adaptive_runner.common.saving import dataframe_path
+from adaptive_runner.common.dataframes import dataframe_path
 from adaptive_runner.common.vocabulary import DataFrameFormat, Event
 
 # Workers cannot import this file: the learner class below travels by value.

@@ -1,4 +1,4 @@
-"""``save_dataframe``: each learner's DataFrame written beside its data file.
+"""``save_dataframe``: each learner's DataFrame file beside its data file; its name and writer.
 
 With ``save_dataframe=True`` every save of a learner's data (saving.py) also writes its
 ``learner.to_dataframe()`` to ``<fname>.dataframe.parquet`` (or ``.dataframe.pickle``): the
@@ -7,7 +7,8 @@ learners share one. The DataFrame is a convenience for analysis; the data file i
 learner resumes from, so a DataFrame that cannot be made or written is a warning in the
 task's log and the run goes on.
 
-Stdlib only at import (the worker imports it): pandas and pyarrow come with the frames
+In common/ because both sides name the file (spec.py checks that no data file takes its
+place). Stdlib only at import (the worker imports it): pandas and pyarrow come with the frames
 (adaptive's ``to_dataframe``, pandas' ``to_parquet``). The option is checked in spec.py;
 ``Run.load_dataframes`` reads the files back.
 """
@@ -15,16 +16,19 @@ Stdlib only at import (the worker imports it): pandas and pyarrow come with the 
 from __future__ import annotations
 
 import io
+import os
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from adaptive_runner.common.files import atomic_write
-from adaptive_runner.common.saving import dataframe_path
 from adaptive_runner.common.vocabulary import DataFrameFormat
 
-if TYPE_CHECKING:
-    from pathlib import Path
+
+def dataframe_path(fname: str | os.PathLike[str], fmt: DataFrameFormat) -> Path:
+    """Where the DataFrame of the learner whose data file is ``fname`` goes (save_dataframe)."""
+    return Path(f"{os.fspath(fname)}.dataframe.{fmt}")
 
 
 @dataclass(frozen=True, slots=True)
