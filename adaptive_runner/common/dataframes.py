@@ -4,13 +4,18 @@ With ``save_dataframe=True`` every save of a learner's data (saving.py) also wri
 ``learner.to_dataframe()`` to ``<fname>.dataframe.parquet`` (or ``.dataframe.pickle``): the
 data file's whole name with a suffix appended, so it never replaces a data file and no two
 learners share one. The DataFrame is a convenience for analysis; the data file is what a
-learner resumes from, so a DataFrame that cannot be made or written is a warning in the
-task's log and the run goes on.
+learner resumes from, so a DataFrame that cannot be made or written is a warning and the run
+goes on.
 
-In common/ because both sides name the file (spec.py checks that no data file takes its
-place). Stdlib only at import (the worker imports it): pandas and pyarrow come with the frames
-(adaptive's ``to_dataframe``, pandas' ``to_parquet``). The option is checked in spec.py;
-``Run.load_dataframes`` reads the files back.
+Both sides write these files with :class:`DataFrameFile`: the worker after each save (the
+file written after the data file, so it is never older than the data it holds), and the login
+side for learners whose data was saved without a DataFrame (``Run.load_dataframes``'s
+``compute_missing``, ``RunManager.start``; see manager/dataframes.py), stamping the file with
+its data file's modification time. A file older than its data file therefore holds fewer
+points than the data file.
+
+Stdlib only at import (the worker imports it): pandas and pyarrow come with the frames
+(adaptive's ``to_dataframe``, pandas' ``to_parquet``). The option is checked in spec.py.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ class TakenFrame:
 class DataFrameFile:
     """One learner's DataFrame file: taken where the save reads the learner, written after."""
 
-    def __init__(self, fname: Path, fmt: DataFrameFormat) -> None:
+    def __init__(self, fname: str | os.PathLike[str], fmt: DataFrameFormat) -> None:
         self.path = dataframe_path(fname, fmt)
         self.fmt = fmt
 
@@ -54,8 +59,12 @@ class DataFrameFile:
         except Exception:  # noqa: BLE001 - any error of the learner's own method is reported
             return TakenFrame(error=traceback.format_exc())
 
-    def write(self, taken: TakenFrame) -> str | None:
-        """Write ``taken`` atomically: None, or why no new file is written (the old one stays)."""
+    def write(self, taken: TakenFrame, *, mtime_ns: int | None = None) -> str | None:
+        """Write ``taken`` atomically: None, or why no new file is written (the old one stays).
+
+        ``mtime_ns`` stamps the file with that modification time (the login side gives its
+        data file's, read before loading the data; default: now).
+        """
         if taken.error is not None:
             return taken.error
         try:
@@ -65,7 +74,7 @@ class DataFrameFile:
                 buffer = io.BytesIO()
                 taken.frame.to_pickle(buffer)
                 data = buffer.getvalue()
-            atomic_write(self.path, data)
+            atomic_write(self.path, data, mtime_ns=mtime_ns)
         except Exception:  # noqa: BLE001 - a full disk, a column pyarrow cannot store, ...
             return traceback.format_exc()
         return None
