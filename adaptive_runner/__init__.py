@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from adaptive_runner.common.vocabulary import Event, Outcome
     from adaptive_runner.errors import AdaptiveRunnerError, ConfigError, RunStateError
     from adaptive_runner.fnames import fname_from_params
+    from adaptive_runner.manager.dataframes import DataFrameWarning
     from adaptive_runner.manager.error_watch import DEFAULT_KILL_PATTERNS
     from adaptive_runner.manager.logs import configure_manager_logging, in_jupyter_kernel
     from adaptive_runner.manager.run import Run
@@ -35,6 +36,7 @@ _PUBLIC = {
     "AdaptiveRunnerError": "adaptive_runner.errors",
     "ConfigError": "adaptive_runner.errors",
     "RunStateError": "adaptive_runner.errors",
+    "DataFrameWarning": "adaptive_runner.manager.dataframes",
     "parse_logs": "adaptive_runner.status.log_parser",
     "fname_from_params": "adaptive_runner.fnames",
     "split_sequence_learner": "adaptive_runner.sequence_parts",
@@ -56,6 +58,7 @@ __all__ = [
     "SSH",
     "AdaptiveRunnerError",
     "ConfigError",
+    "DataFrameWarning",
     "Event",
     "Local",
     "Outcome",

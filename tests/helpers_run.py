@@ -124,6 +124,18 @@ def always_fails(x: float) -> float:
     raise ZeroDivisionError(f"cannot evaluate at {x}")
 
 
+def broken(x: float) -> float:
+    """A bug between 0.5 and 0.75: the learner saves its points so far, then fails."""
+    if 0.5 < x < 0.75:
+        raise ValueError(f"bug at {x}")
+    return x**2
+
+
+def fixed(x: float) -> float:
+    """``broken``, fixed: what a rerun brings (the fix-and-rerun loop)."""
+    return x**2
+
+
 def make_learners(n: int, delay: float = 0.0) -> list[adaptive.Learner1D]:
     return [
         adaptive.Learner1D(partial(slow_square, a=a, delay=delay), bounds=(-1, 1)) for a in range(n)

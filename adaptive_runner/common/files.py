@@ -7,7 +7,13 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
+def atomic_write(
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    mode: int | None = None,
+    mtime_ns: int | None = None,
+) -> None:
     """Write ``data`` to ``path`` atomically and durably.
 
     The bytes go to a temporary file in the same directory, which is fsynced and renamed over
@@ -22,6 +28,9 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
         The complete new content.
     mode
         Permission bits for the new file (e.g. ``0o600`` for secrets); default keeps umask.
+    mtime_ns
+        The new file's modification time (access time too), in nanoseconds since the epoch;
+        default: when it is written. Set before the rename, so the file never shows another.
 
     """
     target = Path(path)
@@ -31,6 +40,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            if mtime_ns is not None:
+                os.utime(f.fileno(), ns=(mtime_ns, mtime_ns))
             os.fsync(f.fileno())
         if mode is not None:
             Path(tmp).chmod(mode)

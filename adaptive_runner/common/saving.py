@@ -9,9 +9,7 @@ corrupt file loaded as "no data", would lose work without a word.
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -19,7 +17,7 @@ import cloudpickle
 from adaptive_runner.common.files import atomic_write
 
 if TYPE_CHECKING:
-    from adaptive_runner.common.vocabulary import DataFrameFormat
+    from pathlib import Path
 
 # zlib's default level: nearly the size of level 9 (adaptive's) at a fraction of the time,
 # which matters for a large learner saved every few minutes. Any level reads back the same.
@@ -51,8 +49,3 @@ def load_data(learner: Any, path: Path) -> None:
     """
     data = cloudpickle.loads(gzip.decompress(path.read_bytes()))
     learner._set_data(data)  # noqa: SLF001 - adaptive's data API
-
-
-def dataframe_path(fname: str | os.PathLike[str], fmt: DataFrameFormat) -> Path:
-    """Where the DataFrame of the learner whose data file is ``fname`` goes (save_dataframe)."""
-    return Path(f"{os.fspath(fname)}.dataframe.{fmt}")

@@ -41,12 +41,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from adaptive_runner.common.dataframes import DataFrameFile
 from adaptive_runner.common.run_dir import RunDir
 from adaptive_runner.common.task_identity import node_name, task_identity
 from adaptive_runner.common.vocabulary import STOP_SIGNALS, DataFrameFormat, Event
 from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError, UnknownTaskError
 from adaptive_runner.job.client import Client
-from adaptive_runner.job.dataframes import DataFrameFile
 from adaptive_runner.job.goal_watch import FollowedGoal
 from adaptive_runner.job.task_log import JobLog, open_job_stream
 from adaptive_runner.job.task_setup import TaskExecutor, TaskSetup

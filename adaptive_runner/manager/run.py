@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
+import warnings
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -15,10 +16,17 @@ import structlog
 
 from adaptive_runner.common import goals
 from adaptive_runner.common.run_dir import RunConfig, RunDir
-from adaptive_runner.common.saving import dataframe_path, load_data
+from adaptive_runner.common.saving import load_data
 from adaptive_runner.common.task_identity import task_of
 from adaptive_runner.common.vocabulary import DataFrameFormat
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.manager.dataframes import (
+    DataFrameWarning,
+    left_out,
+    read_dataframes,
+    table_state,
+    write_tables,
+)
 from adaptive_runner.schedulers import bound_schedulers
 from adaptive_runner.state.database import Database, LearnerState
 from adaptive_runner.state.schema import as_damage, damaged
@@ -43,7 +51,8 @@ class Run:
     """A run directory: its state, jobs and logs, readable without the learners' code.
 
     Nothing here unpickles a learner except :meth:`load_learners` (and
-    :meth:`complete_reached`), so status, cancel, retry and the logs work where the modules
+    :meth:`complete_reached`, ``load_dataframes(compute_missing=True)``), so status, cancel,
+    retry, the logs and the DataFrame files work where the modules
     of the learners' functions cannot be imported: a login node, the command line.
 
     Parameters
@@ -177,13 +186,25 @@ class Run:
             load_data(learner, data_file)
         return learner
 
-    def load_dataframes(self) -> Any:
+    def load_dataframes(self, *, compute_missing: bool = False) -> Any:
         """One pandas DataFrame of the DataFrame files that ``save_dataframe=True`` writes.
 
         Columns ``learner`` (the index) and ``fname`` (the data file) come first, then the
-        learner's own. Learners with no file yet (not saved since the option was on) are left
-        out and listed in the result's ``attrs["skipped"]``. Needs no learner's code; a run
-        without ``save_dataframe`` is a ConfigError.
+        learner's own. Learners without a DataFrame file (saved before the option was on, or
+        their DataFrame could not be written) or without a data file are left out and
+        listed in the result's ``attrs["skipped"]`` (``attrs["missing"]``: those with a data
+        file); a file older than its data file is read and listed in ``attrs["stale"]``. A
+        ``adaptive_runner.DataFrameWarning`` says how many of each and why, so an empty or
+        partial table never comes back silently. Without ``compute_missing`` this needs no
+        learner's code. A run without ``save_dataframe`` is a ConfigError.
+
+        Parameters
+        ----------
+        compute_missing
+            First write the missing and stale files from the data files, as the jobs would
+            have (learners a job holds now are left to it). This unpickles those learners:
+            their code must be importable. Progress is in the log.
+
         """
         config = self.config()
         if not config.save_dataframe:
@@ -191,9 +212,33 @@ class Run:
                 f"the run in {self.run_dir.path} saves no DataFrames: start it with "
                 "save_dataframe=True, or use load_learners() and each learner's to_dataframe()"
             )
+        fmt = DataFrameFormat(config.dataframe_format)
+        if compute_missing:
+            self._write_missing_dataframes()
         with self._open() as db:
-            fnames = db.fnames()
-        return read_dataframes(fnames, DataFrameFormat(config.dataframe_format))
+            rows = db.learners()
+        fnames = [row.fname for row in rows]
+        states = [table_state(fname, fmt) for fname in fnames]
+        running = {row.index for row in rows if row.state is LearnerState.RUNNING}
+        message = left_out(states, running, computed=compute_missing)
+        if message is not None:
+            warnings.warn(message, DataFrameWarning, stacklevel=2)
+        return read_dataframes(fnames, fmt, states)
+
+    def _write_missing_dataframes(self) -> list[int]:
+        """Write the missing and stale DataFrame files of the learners no job holds now.
+
+        From their data files (see :func:`write_tables`); returns the learners written.
+        """
+        fmt = DataFrameFormat(self.config().dataframe_format)
+        with self._open() as db:
+            rows = db.learners()
+        behind = [
+            (row.index, row.fname)
+            for row in rows
+            if row.state is not LearnerState.RUNNING and table_state(row.fname, fmt).writable
+        ]
+        return write_tables(behind, fmt, self._loaded)
 
     # -- steering --------------------------------------------------------------------------
 
@@ -394,33 +439,3 @@ def remove_files(fnames: Iterable[str], *, running: int) -> list[Path]:
             path.unlink()
             removed.append(path)
     return removed
-
-
-def read_dataframes(fnames: Sequence[str], fmt: DataFrameFormat) -> Any:
-    """One DataFrame of the learners whose DataFrame file exists, with ``learner`` and ``fname``.
-
-    ``learner`` (the index) and ``fname`` (the data file) come first. Learners without a file
-    yet are left out, and their indices listed in the result's ``attrs["skipped"]``. Like the
-    data files, the files are the run's own: a pickle runs code when it is read.
-    """
-    import pandas as pd  # noqa: PLC0415 - on demand: pandas costs a second to import
-
-    read = pd.read_parquet if fmt is DataFrameFormat.PARQUET else pd.read_pickle
-    frames = []
-    skipped = []
-    for index, fname in enumerate(fnames):
-        path = dataframe_path(fname, fmt)
-        if not path.exists():
-            skipped.append(index)
-            continue
-        frame = read(path)
-        frame.insert(0, "learner", index)
-        frame.insert(1, "fname", fname)
-        frames.append(frame)
-    result = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=["learner", "fname"])
-    )
-    result.attrs["skipped"] = skipped
-    return result

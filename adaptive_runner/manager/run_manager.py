@@ -129,6 +129,10 @@ class RunManager(Run):
         Each save of a learner's data also writes its ``to_dataframe()`` beside the data
         file, as ``<fname>.dataframe.parquet`` (or ``.pickle``); :meth:`load_dataframes`
         reads them all. Off by default: it costs each save a copy of the learner's data.
+        Switched on for learners that saved data before (a rerun, or data files that exist),
+        :meth:`start` first writes each missing DataFrame file (and each one older than its
+        data file) from the data file, for every learner no job holds: no point is computed
+        again (one load per such learner, progress in the log).
     dataframe_format
         ``"parquet"`` (needs pyarrow) or ``"pickle"`` (pandas' ``to_pickle``).
 
@@ -265,6 +269,8 @@ class RunManager(Run):
             create_run(self.run_dir, self.spec, replace=False)
         if self.check_goal_on_start:
             self._locked(lambda: self.complete_reached(self.goal))
+        if self.spec.save_dataframe:  # after complete_reached: the learners it just finished
+            self._locked(self._write_missing_dataframes)
         self._start_managers(url_host)
         return self
 

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 import cloudpickle
 
 from adaptive_runner.common import goals
+from adaptive_runner.common.dataframes import dataframe_path
 from adaptive_runner.common.files import atomic_write
 from adaptive_runner.common.run_dir import GroupConfig, RunConfig, RunDir, config_hash
-from adaptive_runner.common.saving import dataframe_path
 from adaptive_runner.common.validation import callable_name, positive_int, positive_seconds
 from adaptive_runner.common.vocabulary import DataFrameFormat
 from adaptive_runner.errors import ConfigError

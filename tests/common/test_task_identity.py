@@ -82,7 +82,7 @@ def test_the_worker_imports_only_the_job_side_and_common() -> None:
     # itself is imported only after a learner was claimed (a task with no work exits fast).
     # The worker's modules for save_dataframe import pandas and pyarrow only with the frames.
     code = (
-        "import sys, json, adaptive_runner.worker, adaptive_runner.job.dataframes; "
+        "import sys, json, adaptive_runner.worker, adaptive_runner.common.dataframes; "
         "print(json.dumps(sorted(sys.modules)))"
     )
     proc = subprocess.run(

@@ -36,4 +36,7 @@ def test_the_adaptive_scheduler_example_runs(
     assert rm.status()["done"] == 20
     names = sorted(p.name for p in (tmp_path / "data").iterdir())
     assert names[0] == "a_0.1__pow_0.pickle"
-    assert all(learner.npoints > 200 for learner in rm.load_learners())
+    learners = rm.load_learners()
+    assert all(learner.npoints > 200 for learner in learners)
+    df = rm.load_dataframes()  # save_dataframe=True, as adaptive-scheduler's default
+    assert len(df) == sum(learner.npoints for learner in learners)

@@ -22,6 +22,8 @@ import cloudpickle
 import pytest
 from helpers_run import (
     always_fails,
+    broken,
+    fixed,
     make_learners,
     make_rm,
     no_overlaps,
@@ -323,19 +325,6 @@ def test_one_manager_per_run(tmp_path: Path) -> None:
 
 
 # -- fix and rerun, retry, overwrite -----------------------------------------------------------
-# The broken and fixed functions travel by value, as a notebook's would.
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def broken(x: float) -> float:
-    """A bug between 0.5 and 0.75: the learner saves its points so far, then fails."""
-    if 0.5 < x < 0.75:
-        raise ValueError(f"bug at {x}")
-    return x**2
-
-
-def fixed(x: float) -> float:
-    return x**2
 
 
 def saved_xs(fname: Path) -> set[float]:

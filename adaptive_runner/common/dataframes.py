@@ -1,30 +1,39 @@
-"""``save_dataframe``: each learner's DataFrame written beside its data file.
+"""``save_dataframe``: each learner's DataFrame file beside its data file; its name and writer.
 
 With ``save_dataframe=True`` every save of a learner's data (saving.py) also writes its
 ``learner.to_dataframe()`` to ``<fname>.dataframe.parquet`` (or ``.dataframe.pickle``): the
 data file's whole name with a suffix appended, so it never replaces a data file and no two
 learners share one. The DataFrame is a convenience for analysis; the data file is what a
-learner resumes from, so a DataFrame that cannot be made or written is a warning in the
-task's log and the run goes on.
+learner resumes from, so a DataFrame that cannot be made or written is a warning and the run
+goes on.
+
+Both sides write these files with :class:`DataFrameFile`: the worker after each save (the
+file written after the data file, so it is never older than the data it holds), and the login
+side for learners whose data was saved without a DataFrame (``Run.load_dataframes``'s
+``compute_missing``, ``RunManager.start``; see manager/dataframes.py), stamping the file with
+its data file's modification time. A file older than its data file therefore holds fewer
+points than the data file.
 
 Stdlib only at import (the worker imports it): pandas and pyarrow come with the frames
-(adaptive's ``to_dataframe``, pandas' ``to_parquet``). The option is checked in spec.py;
-``Run.load_dataframes`` reads the files back.
+(adaptive's ``to_dataframe``, pandas' ``to_parquet``). The option is checked in spec.py.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from adaptive_runner.common.files import atomic_write
-from adaptive_runner.common.saving import dataframe_path
 from adaptive_runner.common.vocabulary import DataFrameFormat
 
-if TYPE_CHECKING:
-    from pathlib import Path
+
+def dataframe_path(fname: str | os.PathLike[str], fmt: DataFrameFormat) -> Path:
+    """Where the DataFrame of the learner whose data file is ``fname`` goes (save_dataframe)."""
+    return Path(f"{os.fspath(fname)}.dataframe.{fmt}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +47,7 @@ class TakenFrame:
 class DataFrameFile:
     """One learner's DataFrame file: taken where the save reads the learner, written after."""
 
-    def __init__(self, fname: Path, fmt: DataFrameFormat) -> None:
+    def __init__(self, fname: str | os.PathLike[str], fmt: DataFrameFormat) -> None:
         self.path = dataframe_path(fname, fmt)
         self.fmt = fmt
 
@@ -50,8 +59,12 @@ class DataFrameFile:
         except Exception:  # noqa: BLE001 - any error of the learner's own method is reported
             return TakenFrame(error=traceback.format_exc())
 
-    def write(self, taken: TakenFrame) -> str | None:
-        """Write ``taken`` atomically: None, or why no new file is written (the old one stays)."""
+    def write(self, taken: TakenFrame, *, mtime_ns: int | None = None) -> str | None:
+        """Write ``taken`` atomically: None, or why no new file is written (the old one stays).
+
+        ``mtime_ns`` stamps the file with that modification time (the login side gives its
+        data file's, read before loading the data; default: now).
+        """
         if taken.error is not None:
             return taken.error
         try:
@@ -61,7 +74,7 @@ class DataFrameFile:
                 buffer = io.BytesIO()
                 taken.frame.to_pickle(buffer)
                 data = buffer.getvalue()
-            atomic_write(self.path, data)
+            atomic_write(self.path, data, mtime_ns=mtime_ns)
         except Exception:  # noqa: BLE001 - a full disk, a column pyarrow cannot store, ...
             return traceback.format_exc()
         return None
