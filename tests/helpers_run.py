@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import sqlite3
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import adaptive
 import cloudpickle
+import numpy as np
 import pytest
 
 from adaptive_runner.common.auth import create_keys
@@ -121,6 +123,36 @@ def slow_square(x: float, a: float, delay: float) -> float:
 def always_fails(x: float) -> float:
     print(f"solver error: giving up at {x}", file=sys.stderr, flush=True)  # into the task's log
     raise ZeroDivisionError(f"cannot evaluate at {x}")
+
+
+class CountedUnpickles:
+    """Captured by a learner's function: each unpickling appends its process id to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __getstate__(self) -> str:
+        return self.path
+
+    def __setstate__(self, path: str) -> None:
+        self.path = path
+        with open(path, "a") as f:  # noqa: PTH123 - runs in the worker, pickled by value
+            f.write(f"{os.getpid()}\n")
+
+
+def big_closure(
+    offset: float, nbytes: int, counted: CountedUnpickles, delay: float = 0.0
+) -> Callable[[Any], float]:
+    """A function closing over ``nbytes`` of random data: ``sum(x) + offset`` (any point)."""
+    data = np.random.default_rng(int(offset)).random(nbytes // 8)
+    data[0] = offset
+
+    def f(x: Any) -> float:
+        assert counted is not None  # captured, so unpickled with the function
+        time.sleep(delay)
+        return float(np.sum(x)) + float(data[0])
+
+    return f
 
 
 def make_learners(n: int, delay: float = 0.0) -> list[adaptive.Learner1D]:
