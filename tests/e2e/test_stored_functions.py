@@ -82,7 +82,6 @@ def test_six_learners_sharing_a_big_closure_store_it_once_run_and_resume(tmp_pat
     assert run_size(run_dir) < 12 * MB
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["loky", "process-pool", "mpi4py"])
 def test_each_pool_process_unpickles_the_function_once(tmp_path: Path, executor: str) -> None:
     # Two learners, two functions, one task: the task moves on to the second learner (a new
@@ -105,7 +104,6 @@ def test_each_pool_process_unpickles_the_function_once(tmp_path: Path, executor:
         assert len(pids) <= 1 + 2 + 1, pids
 
 
-@pytest.mark.slow
 def test_a_rerun_removes_a_function_no_learner_names_unless_a_task_runs(tmp_path: Path) -> None:
     def learners(offset: float, delay: float) -> list[Any]:
         f = big_closure(offset, 2 * MB, CountedUnpickles(str(tmp_path / "unpickles")), delay)
