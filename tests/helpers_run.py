@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import sqlite3
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import adaptive
 import cloudpickle
+import numpy as np
 import pytest
 
 from adaptive_runner.common.auth import create_keys
@@ -136,6 +138,36 @@ def fixed(x: float) -> float:
     return x**2
 
 
+class CountedUnpickles:
+    """Captured by a learner's function: each unpickling appends its process id to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __getstate__(self) -> str:
+        return self.path
+
+    def __setstate__(self, path: str) -> None:
+        self.path = path
+        with open(path, "a") as f:  # noqa: PTH123 - runs in the worker, pickled by value
+            f.write(f"{os.getpid()}\n")
+
+
+def big_closure(
+    offset: float, nbytes: int, counted: CountedUnpickles, delay: float = 0.0
+) -> Callable[[Any], float]:
+    """A function closing over ``nbytes`` of random data: ``sum(x) + offset`` (any point)."""
+    data = np.random.default_rng(int(offset)).random(nbytes // 8)
+    data[0] = offset
+
+    def f(x: Any) -> float:
+        assert counted is not None  # captured, so unpickled with the function
+        time.sleep(delay)
+        return float(np.sum(x)) + float(data[0])
+
+    return f
+
+
 def make_learners(n: int, delay: float = 0.0) -> list[adaptive.Learner1D]:
     return [
         adaptive.Learner1D(partial(slow_square, a=a, delay=delay), bounds=(-1, 1)) for a in range(n)
@@ -177,9 +209,9 @@ def stop_and_cancel(rm: RunManager) -> None:
     kills it ``kill_grace_s`` after the cancel.
     """
     rm.stop()
-    rm.cancel()
     with Database.open(rm.run_dir.database) as db:
-        arrays = db.active_arrays()
+        arrays = db.active_arrays()  # before the cancel, which ends them in the database
+    rm.cancel()
     local = Local().bind(rm.run_dir.jobs_dir)
     wait_for(
         lambda: not any(s.active for s in local.queue_states(arrays).values()),

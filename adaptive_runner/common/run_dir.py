@@ -8,6 +8,8 @@ Layout::
     runner_kwargs.pickle     more arguments of adaptive's Runner (task_setup.py), cloudpickled
     initializers.pickle      callables each job and pool process runs first, cloudpickled
     learners/pack-<k>.bin    the learners, each cloudpickled once, 1024 to a pack file
+    functions/<sha256>.pickle  each big learner function once, however many learners share it
+                             (function_store.py); the learners' pickles name it
     logs/<task_id>.log       one per task: the worker's JSON lines and the task's stdout/stderr
     jobs/                    rendered job scripts (and the local scheduler's pid files)
     keys/                    ZMQ CURVE certificates (mode 0700, secrets 0600)
@@ -42,11 +44,12 @@ from adaptive_runner.common.files import atomic_write, fsync_dir
 from adaptive_runner.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
 
 CONFIG_VERSION = 1
 PACK_SIZE = 1024  # learners per pack file in learners/
 PACK_MAGIC = b"ARLPACK1"
+FUNCTION_SUFFIX = ".pickle"  # functions/<sha256 of the function's pickle>.pickle
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,11 @@ class RunDir:
         return self.path / "learners"
 
     @property
+    def functions_dir(self) -> Path:
+        """functions/."""
+        return self.path / "functions"
+
+    @property
     def logs_dir(self) -> Path:
         """logs/."""
         return self.path / "logs"
@@ -208,6 +216,33 @@ class RunDir:
             start, end = struct.unpack("<2Q", f.read(16))
             f.seek(len(head) + 8 * (count + 1) + start)
             return f.read(end - start)
+
+    def write_functions(self, functions: Mapping[str, bytes]) -> None:
+        """Store the learners' functions, ``{sha256: pickle}`` (atomic; a file there is kept).
+
+        A function's file is named by its pickle's digest, so a file of that name holds it
+        already.
+        """
+        for digest, blob in functions.items():
+            path = self.function_file(digest)
+            if not path.exists():
+                atomic_write(path, blob)
+
+    def function_file(self, digest: str) -> Path:
+        """The file of the stored function whose pickle has the sha256 ``digest``."""
+        return self.functions_dir / f"{digest}{FUNCTION_SUFFIX}"
+
+    def function_digests(self) -> set[str]:
+        """The digests of the stored functions (none in a run made before functions/)."""
+        return {
+            path.name.removesuffix(FUNCTION_SUFFIX)
+            for path in self.functions_dir.glob(f"*{FUNCTION_SUFFIX}")
+        }
+
+    def remove_functions(self, digests: Collection[str]) -> None:
+        """Remove the files of the stored functions ``digests``."""
+        for digest in digests:
+            self.function_file(digest).unlink(missing_ok=True)
 
     def read_runner_kwargs(self) -> dict[str, Any]:
         """The extra Runner arguments of runner_kwargs.pickle ({} in a run made before it)."""

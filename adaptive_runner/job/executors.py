@@ -15,18 +15,28 @@ for loky's workers or MPI's initialisation.
   notebook work). In a job the worker runs under
   ``mpiexec -n CORES python -m mpi4py.futures -m adaptive_runner.worker RUN_DIR``: rank 0 is
   the worker and the other CORES - 1 ranks evaluate points.
+
+adaptive's Runner submits ``learner.function`` with every point, and a pool pickles it each
+time. A learner whose function holds stored functions (``common.function_store``: a closure
+over a big array) runs on a :class:`StoredFunctionPool` instead: it submits a small pickle
+naming them, and each pool process reads them from the run directory once.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Executor, ProcessPoolExecutor
-from typing import TYPE_CHECKING
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from adaptive_runner.common.vocabulary import EXECUTORS, ExecutorName
 from adaptive_runner.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from adaptive_runner.common.function_store import StoredFunctions
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # Pools a task shuts down and makes again between learners, to free the processes still
 # evaluating points of the finished one. mpi4py's pool is the job's MPI world (mpiexec
@@ -121,3 +131,23 @@ def shutdown_executor(executor: Executor, *, now: bool) -> None:
             process.join()
         return
     executor.shutdown(wait=False)  # nothing left queued: the runner cancelled it
+
+
+class StoredFunctionPool(Executor):
+    """``pool``, sent the functions it is given as :meth:`StoredFunctions.call` makes them.
+
+    The last function's stand-in is kept: adaptive submits the same ``learner.function``
+    with every point, so it is pickled (small) once per learner here.
+    """
+
+    def __init__(self, pool: Executor, stored: StoredFunctions) -> None:
+        self.pool = pool
+        self._stored = stored
+        self._last: tuple[Callable[..., Any], Callable[..., Any]] | None = None
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Submit ``fn(*args, **kwargs)`` to the pool, ``fn`` by reference where it can be."""
+        if self._last is None or self._last[0] is not fn:
+            self._last = (fn, self._stored.call(fn))
+        future: Future[T] = self.pool.submit(self._last[1], *args, **kwargs)
+        return future

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from concurrent.futures import Executor
 
+    from adaptive_runner.common.function_store import StoredFunctions
     from adaptive_runner.common.run_dir import GroupConfig, RunDir
 
 
@@ -84,18 +85,26 @@ class TaskExecutor:
         self.setup = setup
         self._made: tuple[Executor, int] | None = None  # None too for sequential
 
-    def get(self) -> tuple[Executor, int] | None:
+    def get(self, stored: StoredFunctions) -> tuple[Executor, int] | None:
         """The pool and how many points it evaluates at once; None for ``sequential``.
 
-        Call after ``setup.prepare()``: each pool process runs the initializers first.
+        The pool gets the learner's stored functions by reference (``StoredFunctionPool``):
+        ``stored`` loaded that learner. Call after ``setup.prepare()``: each pool process
+        runs the initializers first.
         """
-        if self._made is None:
-            from adaptive_runner.job.executors import make_executor  # noqa: PLC0415
+        from adaptive_runner.job.executors import (  # noqa: PLC0415
+            StoredFunctionPool,
+            make_executor,
+        )
 
+        if self._made is None:
             self._made = make_executor(
                 self.group.executor, self.group.cores, initializer=self.setup.pool_initializer
             )
-        return self._made
+        if self._made is None:
+            return None
+        pool, ntasks = self._made
+        return StoredFunctionPool(pool, stored), ntasks
 
     def shutdown(self) -> None:
         """Stop it and the points it still evaluates (their learner is saved or given up)."""

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from concurrent.futures import Executor
 
+    from adaptive_runner.common.function_store import StoredFunctions
     from adaptive_runner.common.protocol import Assignment
     from adaptive_runner.common.run_dir import RunConfig
     from adaptive_runner.common.task_identity import TaskIdentity
@@ -134,6 +135,9 @@ class _Task:
     executor: TaskExecutor
     stop: _StopRequest
     log: Any
+    # The learners' stored functions, kept from one learner to the next that shares them;
+    # made with the first learner (importing cloudpickle: not before a claim).
+    stored: StoredFunctions | None = None
 
     def run_learners(self) -> int:
         """Claim and run learners until none is left, a stop or a failure; the exit code."""
@@ -194,6 +198,7 @@ class _Hold:
     def __init__(self, task: _Task, assignment: Assignment, *, acked: float) -> None:
         self.run_dir = task.run_dir
         self.config = task.config
+        self.task = task
         self.setup = task.setup
         self.executor = task.executor
         self.assignment = assignment
@@ -222,10 +227,11 @@ class _Hold:
         """Load, run and report; return the process exit code."""
         try:
             runner_kwargs = self.setup.prepare()  # the initializers, before the first learner
-            goal = self._load()
+            stored = self._stored()
+            goal = self._load(stored)
             if self.stop.reason is not None:
                 return self._report(_Outcome(_End.STOPPED, self.stop.reason))
-            executor = self.executor.get()
+            executor = self.executor.get(stored)
         except Exception:  # noqa: BLE001 - any error while loading is the learner's failure
             return self._report(_Outcome(_End.FAILED, traceback.format_exc()))
         loop = asyncio.new_event_loop()
@@ -246,15 +252,21 @@ class _Hold:
         self.taken = outcome.kind == _End.NOT_OWNER
         return code
 
-    def _load(self) -> FollowedGoal:
-        """Unpickle the learner and the goal; load the saved data."""
-        import pickle  # noqa: PLC0415
+    def _stored(self) -> StoredFunctions:
+        """The task's reader of learners and their stored functions."""
+        from adaptive_runner.common.function_store import StoredFunctions  # noqa: PLC0415
 
+        if self.task.stored is None:
+            self.task.stored = StoredFunctions(self.run_dir)
+        return self.task.stored
+
+    def _load(self, stored: StoredFunctions) -> FollowedGoal:
+        """Unpickle the learner and the goal; load the saved data."""
         from adaptive_runner.common.saving import load_data  # noqa: PLC0415
 
         # The pickles were written by this run's manager (cloudpickle; pickle reads them).
-        blob = self.run_dir.read_learner(self.assignment.learner)
-        self.learner = pickle.loads(blob)  # noqa: S301
+        self.learner = stored.learner(self.assignment.learner)
+        stored.keep_last()  # a function the last learner had and this one lacks goes
         goal = FollowedGoal(self.run_dir.goal_file, self.learner)
         goal.load()
         if self.fname.exists():

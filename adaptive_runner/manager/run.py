@@ -8,13 +8,14 @@ import time
 import warnings
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import cloudpickle
 import structlog
 
 from adaptive_runner.common import goals
+from adaptive_runner.common.function_store import StoredFunctions
 from adaptive_runner.common.run_dir import RunConfig, RunDir
 from adaptive_runner.common.saving import load_data
 from adaptive_runner.common.task_identity import task_of
@@ -166,22 +167,24 @@ class Run:
         """The learners, unpickled now, with the data their jobs saved so far.
 
         Unpickling runs the learners' code: their functions' modules must be importable.
+        Learners whose function was one object share one object again.
         """
         with self._open() as db:
             fnames = db.fnames()
-        return [self._loaded(i, Path(fname)) for i, fname in enumerate(fnames)]
+        stored = StoredFunctions(self.run_dir)
+        return [self._loaded(stored, i, Path(fname)) for i, fname in enumerate(fnames)]
 
     def load_learner(self, index: int) -> Any:
         """Learner ``index`` alone, unpickled now, with the data its jobs saved so far."""
-        return self._loaded(index, self.data_file(index))
+        return self._loaded(StoredFunctions(self.run_dir), index, self.data_file(index))
 
     def data_file(self, index: int) -> Path:
         """Where learner ``index`` saves its data (it may not exist yet)."""
         with self._open() as db:
             return Path(db.fname(index))
 
-    def _loaded(self, index: int, data_file: Path) -> Any:
-        learner = cloudpickle.loads(self.run_dir.read_learner(index))
+    def _loaded(self, stored: StoredFunctions, index: int, data_file: Path) -> Any:
+        learner = stored.learner(index)
         if data_file.exists():
             load_data(learner, data_file)
         return learner
@@ -238,7 +241,8 @@ class Run:
             for row in rows
             if row.state is not LearnerState.RUNNING and table_state(row.fname, fmt).writable
         ]
-        return write_tables(behind, fmt, self._loaded)
+        stored = StoredFunctions(self.run_dir)  # a function file read once for its learners
+        return write_tables(behind, fmt, partial(self._loaded, stored))
 
     # -- steering --------------------------------------------------------------------------
 
@@ -396,8 +400,9 @@ class Run:
         saved = [(i, Path(f)) for i, f in learners if Path(f).exists()]
         reached: dict[int, tuple[int, float | None]] = {}
         started = time.monotonic()
+        stored = StoredFunctions(self.run_dir)  # a function file read once for its learners
         for k, (index, path) in enumerate(saved, 1):
-            found = self._reached(index, path, goal)
+            found = self._reached(stored, index, path, goal)
             if found is not None:
                 reached[index] = found
             if k % progress_every == 0 or k == len(saved):
@@ -411,10 +416,13 @@ class Run:
             )
         return reached
 
-    def _reached(self, index: int, path: Path, goal: goals.Goal) -> tuple[int, float | None] | None:
+    def _reached(
+        self, stored: StoredFunctions, index: int, path: Path, goal: goals.Goal
+    ) -> tuple[int, float | None] | None:
         """(npoints, loss) of learner ``index`` if its data at ``path`` meets ``goal``."""
         try:
-            learner = cloudpickle.loads(self.run_dir.read_learner(index))
+            learner = stored.learner(index)
+            stored.keep_last()  # the functions of learners checked before it may go
             load_data(learner, path)
             if not goals.goal_check(goal, learner)(learner):
                 return None

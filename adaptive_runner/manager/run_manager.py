@@ -337,7 +337,7 @@ class RunManager(Run):
         puts the done learners short of it back to waiting (:meth:`Run.reopen_unreached`).
         """
         old_goal = self.run_dir.goal_file.read_bytes()
-        changed = rewrite_run(self.run_dir, self.spec, existing)
+        changed = rewrite_run(self.run_dir, self.spec, existing, may_prune=self._no_task_active)
         # What changed since the last session (goal, options, intervals), when anything did.
         details = {"changed": changed} if changed else {}
         log.info("run continued with new code", run_dir=str(self.run_dir.path), **details)
@@ -350,6 +350,17 @@ class RunManager(Run):
             put_back = Run.retry(self)  # the managers start after this
             if put_back:
                 log.info("failed learners back to waiting", learners=len(put_back))
+
+    def _no_task_active(self) -> bool:
+        """Whether no task of the run is queued or running (function files may go then)."""
+        active = self.active_tasks()
+        if active:
+            log.info(
+                "function files no learner names any more kept: tasks of the run are active "
+                "(a later rerun removes them)",
+                tasks=len(active),
+            )
+        return not active
 
     def _start_managers(self, url_host: str) -> None:
         self._lock.acquire()

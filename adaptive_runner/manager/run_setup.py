@@ -1,6 +1,7 @@
 """What a RunManager writes into its run directory: pickles, goal, keys, state.sqlite, run.json.
 
-The pickles are the learners, the goal, the runner kwargs and the initializers
+The pickles are the learners (their big functions stored once apart, in functions/: see
+``common.function_store``), the goal, the runner kwargs and the initializers
 (``RunSpec.write_pickles``).
 
 A new run is staged beside its target and renamed into place (:func:`create_run`); a run
@@ -14,26 +15,26 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
 from adaptive_runner.common.auth import create_keys
+from adaptive_runner.common.function_store import LearnerPickles
 from adaptive_runner.common.run_dir import GroupConfig, RunConfig, RunDir, config_changes
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.schedulers import from_config, scheduler_options
 from adaptive_runner.state.database import Database
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from adaptive_runner.manager.spec import RunSpec
 
 
 def create_run(run_dir: RunDir, spec: RunSpec, *, replace: bool) -> None:
     """Write a new run directory for ``spec`` (staged beside its target, then renamed)."""
-    blobs = pickle_learners(spec.learners)
+    blobs, functions = pickle_learners(spec.learners)
     created = datetime.now(UTC).isoformat(timespec="seconds")
 
     def populate(staging: RunDir) -> None:
+        staging.write_functions(functions)
         staging.write_learners(blobs)
         spec.write_pickles(staging)
         create_keys(staging.keys_dir)
@@ -50,16 +51,26 @@ def create_run(run_dir: RunDir, spec: RunSpec, *, replace: bool) -> None:
     run_dir.create(populate, replace=replace)
 
 
-def rewrite_run(run_dir: RunDir, spec: RunSpec, existing: RunConfig) -> dict[str, list[Any]]:
+def rewrite_run(
+    run_dir: RunDir, spec: RunSpec, existing: RunConfig, *, may_prune: Callable[[], bool]
+) -> dict[str, list[Any]]:
     """Give an existing run ``spec``'s pickles, goal and settings; return what changed.
 
     What changed is run.json's fields; new runner kwargs or initializers are written too.
 
     Every pack is rewritten with the new pickles, done learners' too: those never run
     again, and one rewrite per pack is simpler and cheaper than splicing old entries in;
-    ``load_learners`` then gives every learner the current code.
+    ``load_learners`` then gives every learner the current code. The new functions are
+    written before the packs that name them; the function files no pack names any more are
+    removed when ``may_prune()`` says so (asked only then): a task still running from before
+    reads the files of the learner it holds (its pool processes, a new one among them).
     """
-    run_dir.write_learners(pickle_learners(spec.learners))
+    blobs, functions = pickle_learners(spec.learners)
+    run_dir.write_functions(functions)
+    run_dir.write_learners(blobs)
+    unused = run_dir.function_digests() - functions.keys()
+    if unused and may_prune():
+        run_dir.remove_functions(unused)
     spec.write_pickles(run_dir)
     config = spec.to_config(
         name=existing.name, created=existing.created, digest=existing.config_hash
@@ -86,15 +97,19 @@ def in_current_names(config: RunConfig) -> RunConfig:
     return dataclasses.replace(config, groups=groups)
 
 
-def pickle_learners(learners: Sequence[Any]) -> list[bytes]:
-    """Each learner cloudpickled; one that cannot be is a ConfigError naming it."""
+def pickle_learners(learners: Sequence[Any]) -> tuple[list[bytes], dict[str, bytes]]:
+    """Each learner cloudpickled, and the big functions they name, ``{sha256: pickle}``.
+
+    One that cannot be pickled is a ConfigError naming it.
+    """
+    pickles = LearnerPickles()
     blobs = []
     for index, learner in enumerate(learners):
         try:
-            blobs.append(cloudpickle.dumps(learner))
+            blobs.append(pickles.dumps(learner))
         except Exception as e:  # any pickling failure becomes one clear error
             raise ConfigError(
                 f"learner {index} cannot be pickled ({type(e).__name__}: {e}); define its "
                 "function at module level or make what it captures picklable"
             ) from e
-    return blobs
+    return blobs, pickles.functions

@@ -24,6 +24,7 @@ import cloudpickle
 from adaptive_runner.common import goals
 from adaptive_runner.common.dataframes import dataframe_path
 from adaptive_runner.common.files import atomic_write
+from adaptive_runner.common.function_store import StoredFunctions
 from adaptive_runner.common.run_dir import GroupConfig, RunConfig, RunDir, config_hash
 from adaptive_runner.common.validation import callable_name, positive_int, positive_seconds
 from adaptive_runner.common.vocabulary import DataFrameFormat
@@ -246,8 +247,9 @@ class RunSpec:
         are the caller's to read.
         """
         initializers = run_dir.read_initializers()
+        stored = StoredFunctions(run_dir)  # learners that shared a function share it again
         return cls(
-            learners=tuple(cloudpickle.loads(run_dir.read_learner(i)) for i in range(len(fnames))),
+            learners=tuple(stored.learner(i) for i in range(len(fnames))),
             fnames=tuple(fnames),
             schedulers=tuple(from_config(g) for g in config.groups),
             learner_groups=tuple(learner_groups),
