@@ -123,6 +123,13 @@ def always_fails(x: float) -> float:
     raise ZeroDivisionError(f"cannot evaluate at {x}")
 
 
+def fails_slowly(x: float, delay: float) -> float:
+    """Print an error line, then fail ``delay`` seconds later: its job stays open meanwhile."""
+    print(f"solver error: giving up at {x} in {delay} s", file=sys.stderr, flush=True)
+    time.sleep(delay)
+    raise ZeroDivisionError(f"cannot evaluate at {x}")
+
+
 def make_learners(n: int, delay: float = 0.0) -> list[adaptive.Learner1D]:
     return [
         adaptive.Learner1D(partial(slow_square, a=a, delay=delay), bounds=(-1, 1)) for a in range(n)
