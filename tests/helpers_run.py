@@ -168,6 +168,13 @@ def big_closure(
     return f
 
 
+def fails_slowly(x: float, delay: float) -> float:
+    """Print an error line, then fail ``delay`` seconds later: its job stays open meanwhile."""
+    print(f"solver error: giving up at {x} in {delay} s", file=sys.stderr, flush=True)
+    time.sleep(delay)
+    raise ZeroDivisionError(f"cannot evaluate at {x}")
+
+
 def make_learners(n: int, delay: float = 0.0) -> list[adaptive.Learner1D]:
     return [
         adaptive.Learner1D(partial(slow_square, a=a, delay=delay), bounds=(-1, 1)) for a in range(n)

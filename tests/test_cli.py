@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import signal
+import subprocess
+import sys
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import adaptive
 import helpers_run
 import pytest
-from helpers_run import always_fails, make_learners
+from helpers_run import always_fails, fails_slowly, make_learners, make_run
 
+import adaptive_runner as ar
 from adaptive_runner import cli
 from adaptive_runner.cli import main
 from adaptive_runner.errors import RunStateError, StateFileError
 from adaptive_runner.state.database import Database
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    import adaptive_runner as ar
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_rm(tmp_path: Path, learners: list[adaptive.Learner1D], **kwargs: Any) -> ar.RunManager:
@@ -38,6 +43,33 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rm = make_rm(tmp_path, learners, max_fails=1).start()
     assert not rm.wait(timeout=120)
     return tmp_path / "run"
+
+
+@pytest.fixture(scope="module")
+def one_task_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Learners 0 and 1 done, then 2 failed, one after another in one task (one at a time)."""
+    tmp_path = tmp_path_factory.mktemp("one_task")
+    learners = [*slow(2, delay=0.0), adaptive.Learner1D(always_fails, bounds=(0, 1))]
+    rm = make_rm(tmp_path, learners, max_fails=1, max_simultaneous_jobs=1).start()
+    assert not rm.wait(timeout=120)
+    with Database.open(tmp_path / "run" / "state.sqlite") as db:
+        assert [(t.task, t.learner) for t in db.tasks()] == [("L1_0", 0), ("L1_0", 1), ("L1_0", 2)]
+    return tmp_path / "run"
+
+
+def events(out: str) -> list[list[str]]:
+    """The event lines of `logs`, split: time, task, level, event, key=value, ..."""
+    return [line.split() for line in out.splitlines() if line and not line.startswith(" ")]
+
+
+def learners_named(out: str) -> set[int]:
+    """The learners the event lines of `logs` name (learner=N)."""
+    return {
+        int(word.removeprefix("learner="))
+        for fields in events(out)
+        for word in fields[4:]
+        if word.startswith("learner=")
+    }
 
 
 def test_status_table(finished_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -238,3 +270,238 @@ def test_retry_puts_failed_learners_back(
     assert "adaptive-runner serve RUN_DIR" in out
     with Database.open(tmp_path / "run" / "state.sqlite") as db:
         assert (db.learners()[1].state, db.learners()[1].attempts) == ("waiting", 0)
+
+
+def test_status_lists_the_failed_learners(
+    finished_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", str(finished_run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("failed learners (1):")
+    assert lines[start + 1].split() == ["LEARNER", "LAST", "TASK", "FNAME", "REASON"]
+    index, task, fname, *reason = lines[start + 2].split()
+    with Database.open(finished_run / "state.sqlite") as db:
+        (failed,) = [t for t in db.tasks() if t.outcome == "failed"]
+        assert (int(index), task, fname) == (2, failed.task, db.fname(2))
+    assert " ".join(reason).startswith("ZeroDivisionError: cannot evaluate at ")
+    assert len(lines) == start + 3
+
+
+@pytest.mark.parametrize(
+    ("state", "listed"), [("done", [0, 1]), ("failed", [2]), ("cancelled", [])]
+)
+def test_status_of_one_state(
+    finished_run: Path, capsys: pytest.CaptureFixture[str], state: str, listed: list[int]
+) -> None:
+    assert main(["status", str(finished_run), "--state", state]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    if listed:
+        assert lines[0].split()[:2] == ["LEARNER", "STATE"]
+        rows = [line.split() for line in lines[1 : 1 + len(listed)]]
+        assert [(int(r[0]), r[1]) for r in rows] == [(i, state) for i in listed]
+        summary = lines[1 + len(listed)]
+    else:
+        assert lines[0] == f"no learner is {state}"
+        summary = lines[1]
+    assert summary == "3 learners: 0 waiting, 0 running, 2 done, 1 failed, 0 cancelled"
+    assert ("failed learners (1):" in lines) == (state == "failed")
+
+
+def test_status_refuses_an_unknown_state(
+    finished_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["status", str(finished_run), "--state", "fialed"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "adaptive-runner status: error: argument --state: 'fialed' is not a learner state: "
+        "use one of waiting, running, done, failed, cancelled"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--state", "done", "--format", "tsv"], "status --state goes with the table"),
+        (["--watch", "--format", "info"], "status --watch goes with the table"),
+        (["--watch", "1", "--state", "done"], "status --watch lists the running and failed"),
+    ],
+)
+def test_status_options_that_do_not_go_together(
+    finished_run: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(["status", str(finished_run), *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"adaptive-runner: {message}")
+
+
+def test_logs_of_one_learner_of_a_task_that_ran_several(
+    one_task_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["logs", str(one_task_run)]) == 0
+    assert learners_named(capsys.readouterr().out) == {0, 1, 2}  # one log, three learners
+    assert main(["logs", str(one_task_run), "--learner", "1"]) == 0
+    out = capsys.readouterr().out
+    assert learners_named(out) == {1}
+    assert [f[3] for f in events(out) if f[3] in ("started", "done", "failed")] == [
+        "started",
+        "done",
+    ]
+    assert "solver error" not in out  # learner 2's output, further down the same log
+    assert main(["logs", str(one_task_run), "--learner", "0", "2"]) == 0
+    assert learners_named(capsys.readouterr().out) == {0, 2}
+
+
+def test_logs_of_the_failed_learners(
+    one_task_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["logs", str(one_task_run), "--failed"]) == 0
+    out = capsys.readouterr().out
+    assert learners_named(out) == {2}
+    assert "solver error: giving up at" in out  # its function's stderr, in its part of the log
+    assert "    ZeroDivisionError: cannot evaluate at" in out
+    assert main(["logs", str(one_task_run), "--failed", "--task", "L1_0", "--learner", "2"]) == 0
+    assert capsys.readouterr().out == out
+    assert main(["logs", str(one_task_run), "--failed", "--learner", "0", "1"]) == 1
+    assert capsys.readouterr().err == (
+        "adaptive-runner: nothing to show: no failed, lost, expired or killed job of "
+        "learners 0, 1 in any task\n"
+    )
+    assert main(["logs", str(one_task_run), "--learner", "3"]) == 2
+    assert "logs --learner: 3 is not a learner index (0..2)" in capsys.readouterr().err
+
+
+def test_logs_follow_the_failed_learners_until_the_run_ends(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failing job prints, then fails 3 s later: --follow shows its lines once it failed."""
+    failing = adaptive.Learner1D(partial(fails_slowly, delay=3.0), bounds=(0, 1))
+    rm = make_rm(tmp_path, [*slow(1), failing], max_fails=1, max_simultaneous_jobs=1).start()
+    try:
+        assert main(["logs", str(tmp_path / "run"), "--failed", "--follow"]) == 0
+    finally:
+        assert not rm.wait(timeout=120)
+    out = capsys.readouterr().out
+    assert learners_named(out) == {1}
+    assert "solver error: giving up at 0.0 in 3.0 s" in out
+    assert [f[3] for f in events(out) if f[3] in ("started", "failed")] == ["started", "failed"]
+
+
+def test_retry_says_which_learners_it_left_alone_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = str(make_run(tmp_path / "run", 4).path)
+    ar.Run(run_dir).cancel()
+    assert main(["retry", run_dir, "--learner", "0", "2", "3"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "back to waiting: none; 0 waiting, 0 running, 0 done, 0 failed, 4 cancelled",
+        "left alone: learners 0, 2, 3 are cancelled: add --cancelled to retry them",
+    ]
+    assert main(["retry", run_dir]) == 0  # no failed one: the cancelled ones are named
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "left alone: learners 0-3 are cancelled: add --cancelled to retry them"
+    ]
+    assert main(["retry", run_dir, "--learner", "0", "--cancelled"]) == 0
+    assert capsys.readouterr().out.startswith("back to waiting: 0; 1 waiting, ")
+    assert main(["retry", run_dir, "--learner", "0", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "left alone: learner 0 is waiting",
+        "left alone: learner 1 is cancelled: add --cancelled to retry it",
+    ]
+
+
+def frames(out: str) -> list[str]:
+    """The frames `status --watch` printed one below the other (stdout no terminal)."""
+    return ["run: " + frame for frame in ("\n" + out).split("\nrun: ")[1:]]
+
+
+def test_watch_ends_by_itself_when_the_run_finishes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rm = make_rm(tmp_path, slow(2, delay=0.1)).start()  # 30 points each: some seconds
+    try:
+        assert main(["status", str(tmp_path / "run"), "--watch", "0.2"]) == 0
+    finally:
+        assert rm.wait(timeout=120)  # all done
+    *earlier, last = frames(capsys.readouterr().out)
+    assert last.splitlines()[0].startswith("run: run finished · ")
+    assert "learners: waiting 0, running 0, done 2, failed 0, cancelled 0; total 2" in last
+    assert "running learners: none" in last
+    assert "failed learners: none" in last
+    assert last.rstrip().endswith("the run has finished")
+    assert earlier, "one frame at least while the run was going"
+    assert all("again every 0.2 s; Ctrl-C ends" in frame for frame in earlier)
+    running = [frame for frame in earlier if "running learners (" in frame]
+    assert running, "a frame lists the running learners"
+    table = running[-1].split("running learners (")[1].splitlines()
+    assert table[1].split()[:2] == ["LEARNER", "STATE"]
+    assert table[2].split()[1] == "running"
+
+
+def watch(run_dir: Path, *args: str, stdout: int) -> subprocess.Popen[bytes]:
+    """`adaptive-runner status RUN_DIR --watch ARGS` in a process of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "adaptive_runner.cli", "status", str(run_dir), "--watch", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100", "LINES": "30"},
+    )
+
+
+def read_terminal(master: int) -> bytes:
+    """Everything written to a pseudo-terminal until its last writer closed it."""
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side is closed
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_watch_on_a_terminal_draws_in_place(finished_run: Path) -> None:
+    master, slave = pty.openpty()
+    try:
+        process = watch(finished_run, stdout=slave)
+        os.close(slave)
+        out = read_terminal(master).decode()
+        _, err = process.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert (process.returncode, err) == (0, b"")
+    assert out.startswith("\x1b[2J\x1b[H")  # cleared once, then drawn from the top left
+    assert out.rstrip().endswith("\x1b[J")  # and below the frame cleared
+    lines = out.removeprefix("\x1b[2J\x1b[H").split("\x1b[K\r\n")
+    assert lines[0].startswith("run: run finished · ")
+    assert lines[1] == "learners: waiting 0, running 0, done 2, failed 1, cancelled 0; total 3"
+    assert "failed learners (1):" in lines
+    assert all(len(line) < 100 for line in lines)  # cut to the window: no line wraps
+
+
+def test_watch_ends_on_ctrl_c(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", 3).path  # no manager serves it: it never finishes
+    process = watch(run_dir, "0.2", stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    seen: list[bytes] = []
+    while not seen or b"Ctrl-C ends" not in seen[-1]:
+        line = process.stdout.readline()
+        assert line, b"".join(seen)
+        seen.append(line)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert b"Traceback" not in err
+    assert b"learners: waiting 3, running 0, done 0, failed 0, cancelled 0; total 3" in b"".join(
+        seen
+    )
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "soon", "inf"])
+def test_watch_refuses_a_bad_interval(
+    finished_run: Path, capsys: pytest.CaptureFixture[str], seconds: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["status", str(finished_run), "--watch", seconds])
+    assert exit_.value.code == 2
+    assert f"{seconds!r} is not a number of seconds above 0" in capsys.readouterr().err

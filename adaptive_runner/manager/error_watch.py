@@ -19,9 +19,14 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from adaptive_runner.common.vocabulary import Event
 from adaptive_runner.errors import ConfigError
-from adaptive_runner.status.log_parser import LOG_SUFFIX, MAX_LINE_CHARS, LineReader, split_event
+from adaptive_runner.status.log_parser import (
+    LOG_SUFFIX,
+    MAX_LINE_CHARS,
+    LineReader,
+    split_event,
+    started_learner,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -40,8 +45,6 @@ DEFAULT_KILL_PATTERNS: tuple[str, ...] = (
 # the queue poll gives back those of the lost node. Matching it would charge every learner of
 # the allocation a failure.
 _NODE_FAILURE = b"srun: error: Node failure on "
-# Looked for before parsing a line: a "started" event names the learner of the lines after it.
-_STARTED = f'"{Event.STARTED}"'.encode()
 
 
 def check_patterns(patterns: Sequence[str] | None) -> tuple[str, ...]:
@@ -99,8 +102,9 @@ class ErrorWatch:
             if new is None:
                 continue  # not started yet (no file), or a binary file (warned once)
             for line in new.lines:
-                if _STARTED in line:
-                    self._follow_learner(task, line)
+                learner = started_learner(line)  # the learner of the lines after it
+                if learner is not None:
+                    self._learner[task] = learner
                 if task in found:
                     continue  # read on only for the learner of each line
                 reason = self._match(line)
@@ -114,14 +118,6 @@ class ErrorWatch:
         self._learner = {task: i for task, i in self._learner.items() if task in active}
         self._reported = (self._reported & active) | found.keys()
         return found
-
-    def _follow_learner(self, task: str, line: bytes) -> None:
-        """Note the learner of a ``started`` event: the task's next lines are about it."""
-        _, event = split_event(line)
-        if event is not None and event.get("event") == Event.STARTED:
-            learner = event.get("learner")
-            if isinstance(learner, int):
-                self._learner[task] = learner
 
     def _log_file(self, task: str) -> str:
         return f"{self._logs_dir}/{task}{LOG_SUFFIX}"  # str, not Path: 10,000 per round

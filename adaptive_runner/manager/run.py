@@ -30,14 +30,14 @@ from adaptive_runner.manager.dataframes import (
 )
 from adaptive_runner.schedulers import bound_schedulers
 from adaptive_runner.state.database import Database, LearnerState
-from adaptive_runner.state.schema import as_damage, damaged
+from adaptive_runner.state.schema import as_damage, as_state, damaged
 from adaptive_runner.status.log_parser import LogParser, LogRecords
 from adaptive_runner.status.report import info_text, summary_html
-from adaptive_runner.status.snapshot import StatusSnapshot
+from adaptive_runner.status.snapshot import StatusSnapshot, learners_text
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Collection, Iterable, Iterator, Sequence
+    from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
     from adaptive_runner.schedulers.base import Scheduler
     from adaptive_runner.state.database import LearnerRow, TaskRow
@@ -46,6 +46,36 @@ if TYPE_CHECKING:
     from adaptive_runner.status.snapshot import View
 
 log = structlog.get_logger("adaptive_runner.run")
+
+
+class RetryWarning(UserWarning):
+    """:meth:`Run.retry` left cancelled learners alone: ``cancelled=True`` brings them back."""
+
+
+class Retried(list[int]):
+    """The learners :meth:`Run.retry` put back, with those it left alone.
+
+    A list, as ``retry`` always returned; ``left_alone`` maps a state to the learners asked
+    for that stay in it (without a selection: the cancelled ones, when nothing was put back).
+    """
+
+    def __init__(self, put_back: Iterable[int], left_alone: Mapping[str, list[int]]) -> None:
+        super().__init__(put_back)
+        self.left_alone = dict(left_alone)
+
+    def left_alone_text(self, state: str, how: str) -> str | None:
+        """``learners 0, 6, 7 are cancelled: <how> to retry them`` (``learner 3 is done``).
+
+        None if no learner was left alone in ``state``; ``how`` is said of cancelled ones only.
+        """
+        learners = self.left_alone.get(state)
+        if not learners:
+            return None
+        one = len(learners) == 1
+        text = f"{learners_text(learners)} {'is' if one else 'are'} {state}"
+        if state == LearnerState.CANCELLED:
+            text += f": {how} to retry {'it' if one else 'them'}"
+        return text
 
 
 class Run:
@@ -143,10 +173,30 @@ class Run:
         counts = self.status()
         return counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0
 
-    def learners(self) -> list[LearnerRow]:
-        """One row per learner, by index: state, task, npoints, loss, attempts, error, ..."""
+    def learners(
+        self, state: LearnerState | str | None = None, *, limit: int | None = None
+    ) -> list[LearnerRow]:
+        """One row per learner, by index: state, task, npoints, loss, attempts, error, ...
+
+        Parameters
+        ----------
+        state
+            Only the learners in this state (``"failed"``, ...); None: all.
+        limit
+            At most this many rows (the first by index); None: all.
+
+        """
         with self._open() as db:
-            return db.learners()
+            return db.learners(None if state is None else as_state(state), limit)
+
+    def last_tasks(self, learners: Collection[int] | None = None) -> dict[int, str]:
+        """Learner -> the task that held it last, also once it failed or waits again.
+
+        ``learners``: only these (None: every learner a task has claimed). A learner no task
+        has claimed is left out.
+        """
+        with self._open() as db:
+            return db.last_tasks(learners)
 
     def tasks(self) -> list[TaskRow]:
         """Every hold of a learner by an array task, in the order they started."""
@@ -294,9 +344,7 @@ class Run:
         """The schedulers of the run's groups, as run.json describes them, bound to the run."""
         return bound_schedulers(self.config().groups, self.run_dir.jobs_dir)
 
-    def retry(
-        self, learners: Collection[int] | None = None, *, cancelled: bool = False
-    ) -> list[int]:
+    def retry(self, learners: Collection[int] | None = None, *, cancelled: bool = False) -> Retried:
         """Put failed learners (and with ``cancelled`` cancelled ones) back to waiting.
 
         Attempts, failures and the error restart from nothing; the history stays. Dependents
@@ -314,14 +362,31 @@ class Run:
 
         Returns
         -------
-        list[int]
-            The learners put back.
+        Retried
+            The learners put back (a list), with ``left_alone``: by state, the learners
+            asked for that stay as they are (without ``learners``: the cancelled ones, when
+            nothing was put back). Cancelled learners asked for by index and left alone
+            are also a :class:`RetryWarning` that names them.
 
         """
+        alone: dict[str, list[int]] = {}
         with self._open(write=True) as db:
             put_back = db.retry(learners, cancelled=cancelled, now=time.time())
+            if learners is not None:  # those asked for that stay, by state
+                for index, state in db.states_of(
+                    {int(i) for i in learners} - set(put_back)
+                ).items():
+                    alone.setdefault(state, []).append(index)
+            elif not put_back and not cancelled:  # nothing failed: say so of the cancelled ones
+                alone[LearnerState.CANCELLED] = [
+                    i for i, _ in db.learners_in(LearnerState.CANCELLED)
+                ]
         log.info("learners retried", learners=len(put_back), run_dir=str(self.run_dir.path))
-        return put_back
+        result = Retried(put_back, {state: ids for state, ids in alone.items() if ids})
+        hint = result.left_alone_text(LearnerState.CANCELLED, "pass cancelled=True")
+        if hint is not None and learners is not None:  # asked for by name
+            warnings.warn(f"retry: {hint}", RetryWarning, stacklevel=2)
+        return result
 
     def resume_paused(self) -> list[int]:
         """Put the learners of a cancelled run back to waiting (a rerun or resume does this).

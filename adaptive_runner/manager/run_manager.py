@@ -19,7 +19,7 @@ from adaptive_runner.errors import ConfigError, ManagerDiedError
 from adaptive_runner.manager.database_manager import DatabaseManager, interface_address
 from adaptive_runner.manager.job_manager import JobManager
 from adaptive_runner.manager.logs import log_managers_to, stop_logging_managers_to
-from adaptive_runner.manager.run import Run, remove_files
+from adaptive_runner.manager.run import Retried, Run, remove_files
 from adaptive_runner.manager.run_setup import create_run, rewrite_run
 from adaptive_runner.manager.spec import Group, RunOptions, RunSpec
 from adaptive_runner.state.database import Database, LearnerState
@@ -566,15 +566,13 @@ class RunManager(Run):
         with self.job_manager.round_lock:  # an array being submitted now is cancelled too
             super().cancel(learners)
 
-    def retry(
-        self, learners: Collection[int] | None = None, *, cancelled: bool = False
-    ) -> list[int]:
+    def retry(self, learners: Collection[int] | None = None, *, cancelled: bool = False) -> Retried:
         """Put failed learners (with ``cancelled``, cancelled ones too) back to waiting.
 
         Attempts, failures and the error restart from nothing, the history stays, and
         dependents that failed with them come back (see :meth:`Run.retry`). If this object
         started the run and its job manager has finished, the managers start again so the
-        learners run. Returns the learners put back.
+        learners run. Returns the learners put back, with those left alone (``Retried``).
         """
         put_back = super().retry(learners, cancelled=cancelled)
         if put_back and self.job_manager is not None and not self.job_manager.running:

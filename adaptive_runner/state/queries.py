@@ -146,10 +146,15 @@ class Queries:
         found = dict(rows)
         return {state.value: int(found[state.value]) for state in LearnerState}
 
-    def learners(self) -> list[LearnerRow]:
-        """Every learner, by index."""
-        query = f"SELECT {ROW_COLUMNS} FROM learners ORDER BY idx"  # noqa: S608 - constants only
-        rows = self._conn.execute(query).fetchall()
+    def learners(
+        self, state: LearnerState | None = None, limit: int | None = None
+    ) -> list[LearnerRow]:
+        """Every learner (of ``state``; the first ``limit`` of them), by index."""
+        where, params = ("WHERE state = ?", [LearnerState(state).value]) if state else ("", [])
+        query = f"SELECT {ROW_COLUMNS} FROM learners {where} ORDER BY idx"  # noqa: S608 - constants only
+        if limit is not None:
+            query = f"{query} LIMIT {int(limit)}"
+        rows = self._conn.execute(query, params).fetchall()
         return [LearnerRow(r[0], r[1], LearnerState(r[2]), *r[3:]) for r in rows]
 
     def learner_page(
@@ -184,6 +189,38 @@ class Queries:
             "SELECT task FROM tasks WHERE learner = ? ORDER BY started DESC LIMIT 1", (idx,)
         ).fetchone()
         return None if row is None else str(row[0])
+
+    def last_tasks(self, learners: Collection[int] | None = None) -> dict[int, str]:
+        """Learner -> the task that held it most recently (of ``learners``; None: all).
+
+        A failed or waiting learner no longer names its task (``LearnerRow.task``); this
+        still does. Learners no task has claimed are left out. One pass over the tasks table
+        (per 500 learners asked for).
+        """
+        # sqlite takes the bare column `task` from the row that has the max(started).
+        query = "SELECT learner, task, max(started) FROM tasks {} GROUP BY learner"
+        if learners is None:
+            rows = self._conn.execute(query.format("")).fetchall()
+        else:
+            rows = [
+                row
+                for chunk in _chunks(learners)
+                for row in self._conn.execute(
+                    query.format(f"WHERE learner IN ({','.join('?' * len(chunk))})"), chunk
+                )
+            ]
+        return {int(learner): str(task) for learner, task, _ in rows}
+
+    def states_of(self, learners: Collection[int]) -> dict[int, LearnerState]:
+        """Learner -> its state, for ``learners`` (indices the run does not have left out)."""
+        found: dict[int, LearnerState] = {}
+        for chunk in _chunks(learners):
+            rows = self._conn.execute(
+                f"SELECT idx, state FROM learners WHERE idx IN ({','.join('?' * len(chunk))})",  # noqa: S608 - placeholders only
+                chunk,
+            )
+            found.update((int(idx), LearnerState(state)) for idx, state in rows)
+        return found
 
     def tasks(self) -> list[TaskRow]:
         """Every hold of a learner by a task, in the order they started."""
@@ -281,3 +318,9 @@ class Queries:
     def _count(self, c: sqlite3.Connection) -> int:
         (n,) = c.execute("SELECT sum(n) FROM state_counts").fetchone()
         return int(n)
+
+
+def _chunks(values: Collection[int], size: int = 500) -> list[list[int]]:
+    """``values`` (sorted, once each) in lists of ``size``: sqlite caps a query's parameters."""
+    ordered = sorted(set(values))
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]

@@ -331,6 +331,16 @@ def as_index(value: object, n: int, what: str) -> int:
     raise ConfigError(f"{what}: {value!r} is not a learner index (0..{n - 1})")
 
 
+def as_state(value: str) -> LearnerState:
+    """``value`` (``"failed"``, ...) as a LearnerState, else a ConfigError listing the states."""
+    try:
+        return LearnerState(value)
+    except ValueError:
+        raise ConfigError(
+            f"{value!r} is not a learner state: use one of {', '.join(LearnerState)}"
+        ) from None
+
+
 def validate_fnames(fnames: Sequence[str]) -> list[str]:
     """The file names as a list: at least one, each a non-empty str, no two alike."""
     names = list(fnames)

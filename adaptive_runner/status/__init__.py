@@ -3,5 +3,6 @@
 ``snapshot`` reads ``state.sqlite``, ``totals`` and ``queue`` add the figures and the queue
 view, ``report`` writes text and HTML, ``log_parser`` reads the task logs incrementally.
 Imports the schedulers, the state and ``adaptive_runner.common``, never the managers or
-ipywidgets (``.importlinter``, layer "status").
+ipywidgets (``.importlinter``, layer "status"). ``log_filter`` keeps the parts of the task
+logs that chosen learners, or the jobs that failed, wrote.
 """

@@ -51,6 +51,7 @@ CHUNK_BYTES = 1 << 22  # files are read in pieces of this size, never whole
 MAX_PENDING_BYTES = 1 << 20  # a "line" this long without a newline is taken as it is
 BINARY_PROBE_BYTES = 8000  # a NUL byte among a file's first bytes makes it binary (as git does)
 MAX_SPLIT_TRIES = 8  # '{"' positions tried per line when looking for an event after output
+_STARTED = f'"{Event.STARTED}"'.encode()  # in every line that may be a started event
 
 
 class LogParseWarning(UserWarning):
@@ -422,6 +423,20 @@ def split_event(line: bytes) -> tuple[bytes, dict[str, Any] | None]:
             return line[:start], obj
         start += 2
     return line, None
+
+
+def started_learner(line: bytes) -> int | None:
+    """The learner a ``started`` event on ``line`` names; None for any other line.
+
+    A task runs its learners one after another: each ``started`` names the learner of the
+    lines after it, until the next. Other lines cost a substring search, no JSON parse.
+    """
+    if _STARTED not in line:
+        return None
+    _, event = split_event(line)
+    if event is None or event.get("event") != Event.STARTED:
+        return None
+    return _int(event.get("learner"))
 
 
 def parse_logs(run_dir: RunDir | str | os.PathLike[str]) -> LogRecords:

@@ -210,15 +210,20 @@ def _ask(scheduler: Scheduler, group: int, array_ids: Sequence[str]) -> GroupQue
         return str(e)
 
 
-def queue_html(view: QueueView, max_rows: int = QUEUE_ROWS) -> str:
-    """A summary line (counts, pending reasons, age of the answer) and the first tasks."""
-    e = html.escape
-    reasons = ", ".join(f"{e(reason)} {n}" for reason, n in view.reasons().most_common())
-    line = (
-        f"<b>queue</b>: running {view.n_running} · pending {view.n_pending}"
+def queue_summary(view: QueueView) -> str:
+    """``running 3 · pending 5 (Priority 4, Resources 1) · asked 2 s ago``, as text."""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in view.reasons().most_common())
+    return (
+        f"running {view.n_running} · pending {view.n_pending}"
         + (f" ({reasons})" if reasons else "")
         + f" · asked {duration(view.age_s)} ago"
     )
+
+
+def queue_html(view: QueueView, max_rows: int = QUEUE_ROWS) -> str:
+    """A summary line (counts, pending reasons, age of the answer) and the first tasks."""
+    e = html.escape
+    line = f"<b>queue</b>: {e(queue_summary(view))}"
     for error in view.errors:
         line += f'<br><span style="color:#d62728">cannot read the queue of {e(error)}</span>'
     rows = view.rows(max_rows)

@@ -29,7 +29,7 @@ from adaptive_runner.status.totals import (
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Iterable, Sequence
 
     from adaptive_runner.status.queue import Looks, QueueView
 
@@ -237,6 +237,37 @@ def parse_selection(text: str, n_learners: int) -> list[int]:
     return list(picked)
 
 
+def format_selection(indices: Iterable[int]) -> str:
+    """``0-2, 6, 7`` for 0, 1, 2, 6, 7: what :func:`parse_selection` reads.
+
+    Runs of three or more become a range, so 10,000 learners in a row stay one item.
+    """
+    ordered = sorted(set(indices))
+    parts: list[str] = []
+    start = 0
+    for end, index in enumerate(ordered):
+        if end + 1 < len(ordered) and ordered[end + 1] == index + 1:
+            continue  # the run goes on
+        first = ordered[start]
+        if index - first >= 2:  # noqa: PLR2004 - three or more in a row
+            parts.append(f"{first}-{index}")
+        else:
+            parts += map(str, ordered[start : end + 1])
+        start = end + 1
+    return ", ".join(parts)
+
+
+def learners_text(indices: Collection[int]) -> str:
+    """``learner 3`` or ``learners 0-2, 6, 7``."""
+    return f"learner{'s' if len(indices) != 1 else ''} {format_selection(indices)}"
+
+
+def last_line(error: str | None) -> str:
+    """The line of a reason or traceback that says what went wrong (its last non-blank one)."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no reason recorded)"
+
+
 def tail(path: Path, max_bytes: int = 8192) -> str:
     """The last ``max_bytes`` of a text file (from a line start), or a note that it is missing."""
     try:
@@ -311,8 +342,7 @@ def status_html(snapshot: StatusSnapshot) -> str:
 def _error_cell(error: str | None) -> str:
     if not error:
         return ""
-    lines = [line for line in error.strip().splitlines() if line.strip()]
-    short = lines[-1] if lines else error
+    short = last_line(error)
     short = short if len(short) <= _ERROR_CHARS else short[: _ERROR_CHARS - 1] + "…"
     return f'<span title="{_e(error[-2000:])}">{_e(short)}</span>'
 

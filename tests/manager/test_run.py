@@ -12,10 +12,11 @@ from pathlib import Path
 import adaptive
 import cloudpickle
 import pytest
-from helpers_run import make_learners, make_rm, wait_for
+from helpers_run import make_learners, make_rm, make_run, wait_for
 
 import adaptive_runner as ar
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.manager.run import RetryWarning
 
 REPO = Path(__file__).resolve().parents[2]
 # Learners carry this module's functions by value: workers cannot import it.
@@ -108,6 +109,23 @@ def test_a_crash_by_signal_is_explained(tmp_path: Path) -> None:
     assert "killed by signal 6 (SIGABRT)" in row.error
     (record,) = run.parse_logs()
     assert "Fatal Python error: Aborted" in record.output_errors
+
+
+def test_retry_names_the_cancelled_learners_it_left_alone(tmp_path: Path) -> None:
+    run = ar.Run(make_run(tmp_path / "run", 4).path)
+    run.cancel([0, 1, 2])
+    hint = "retry: learners 0, 1 are cancelled: pass cancelled=True to retry them"
+    with pytest.warns(RetryWarning, match=f"^{hint}$"):
+        put_back = run.retry([0, 1, 3])
+    assert put_back == []
+    assert put_back.left_alone == {"cancelled": [0, 1], "waiting": [3]}
+    assert run.retry([0], cancelled=True) == [0]  # no warning: pytest makes one an error
+    assert run.retry() == []  # every failed one: none, and no learner named
+    assert run.retry().left_alone == {"cancelled": [1, 2]}
+    assert [r.index for r in run.learners("cancelled")] == [1, 2]
+    assert [r.index for r in run.learners("waiting", limit=1)] == [0]
+    with pytest.raises(ConfigError, match="'stopped' is not a learner state: use one of waiting"):
+        run.learners("stopped")
 
 
 def test_run_of_no_run_directory(tmp_path: Path) -> None:
