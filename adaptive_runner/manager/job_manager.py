@@ -4,9 +4,9 @@ Once per interval it asks the scheduler for the run's queue (one call per resour
 returns the learners of vanished jobs to ``waiting``, expires silent leases, and submits, per
 group, a single array sized to the claimable learners that no queued task will pick up,
 throttled to ``max_simultaneous_jobs`` for the whole run. It stops when no learner is waiting
-or running. A packed allocation is one task of the queue whose workers hold learners under
-ids of their own (``<task>@<rank>``, see task_identity.py); it is counted as one task and
-sized in workers.
+or running and the run's tasks have ended (by themselves, see ``_wind_down``). A packed
+allocation is one task of the queue whose workers hold learners under ids of their own
+(``<task>@<rank>``, see task_identity.py); it is counted as one task and sized in workers.
 
 Each round reads a :class:`Snapshot` (queue and database, at one time) and hands the next
 round a :class:`Memory` value: what it cannot read back from the queue or the database.
@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("adaptive_runner.job_manager")
 _PACKER_TAIL_BYTES = 65_536  # where a packer's last lines are, in its allocation's output
+# At the run's end, how long running tasks may take to end by themselves (each worker claims,
+# hears "no more work" and exits), and how often the queue is asked meanwhile.
+FINISH_GRACE_S = 30.0
+FINISH_POLL_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,7 @@ class Memory:
     last: Snapshot | None = None  # the last poll's snapshot, for rounds between polls
     quick_top_up: bool = False  # a round between polls submitted already since the last poll
     stale: bool = False  # the last poll submitted after it looked: its queue lacks that array
+    ending_since: float | None = None  # no learner left to run since: tasks end by themselves
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +272,8 @@ class JobManager:
                 if finished:
                     self._finished.set()
                     return
+            if self.memory.ending_since is not None:  # tasks ending by themselves: look soon
+                next_poll = min(next_poll, time.monotonic() + FINISH_POLL_S)
             self._wake.wait(max(0.0, next_poll - time.monotonic()))
 
     # -- one round -------------------------------------------------------------------------
@@ -312,20 +319,44 @@ class JobManager:
         self._report_stuck(db, snap)
         counts = db.counts()
         if counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0:
-            # Every task left can only find no work: pending ones once they start, running
-            # ones at their next claim, which the managers, stopped now, would never answer
-            # (the worker would hold its allocation for its claim patience). A worker told
-            # to stop between learners holds nothing and exits at once.
-            self._cancel(snap, set(snap.active()))
-            for array_id in db.active_arrays():
-                db.finish_array(array_id, now=snap.now)
-            log.info("run finished", **counts)
+            memory, finished = self._wind_down(db, snap, memory)
             self.memory = memory
-            return True
-        memory = replace(memory, last=snap, quick_top_up=False)
+            if finished:
+                log.info("run finished", **counts)
+            return finished
+        memory = replace(memory, last=snap, quick_top_up=False, ending_since=None)
         memory = self._top_up(db, snap, memory, adopted)
         self.memory = replace(memory, stale=frozenset(db.recorded_arrays()) != snap.recorded)
         return False
+
+    def _wind_down(self, db: Database, snap: Snapshot, memory: Memory) -> tuple[Memory, bool]:
+        """No learner is waiting or running: end the run once its tasks have ended (True).
+
+        Every task left can only find no work. Pending ones are cancelled now (they would
+        start for nothing). Running ones end by themselves: each worker's next claim is
+        answered "no more work" and it exits 0, so the task ends as completed. Cancelled, it
+        would end CANCELLED, with the scheduler's and srun's error lines in its log. The
+        managers answer those claims until the tasks are gone, for ``FINISH_GRACE_S`` at
+        most: what runs then is cancelled (a worker that never claims would hold its
+        allocation, and the stopped managers would never answer it).
+        """
+        active = snap.active()
+        since = snap.now if memory.ending_since is None else memory.ending_since
+        pending = {t for t, g in active.items() if snap.queues[g][t] == JobState.PENDING}
+        running = active.keys() - pending
+        if not running or snap.now - since >= FINISH_GRACE_S:
+            self._cancel(snap, set(active))
+            running = set()
+        else:
+            self._cancel(snap, pending)
+        # Arrays cancelled before they ran are finished now: no start failure of their group.
+        ending = {self.schedulers[active[t]].array_of(t) for t in running}
+        for array_id in db.active_arrays():
+            if array_id not in ending:
+                db.finish_array(array_id, now=snap.now)
+        if running:
+            return replace(memory, ending_since=since), False
+        return replace(memory, ending_since=None), True
 
     def _look(self, db: Database, now: float) -> Snapshot:
         """Ask each group's scheduler (once) about the run's arrays, then read the holders.

@@ -23,6 +23,7 @@ from helpers_run import make_learners, no_overlaps, task_rows, wait_for
 from helpers_slurm import (
     PATIENCE_S,
     all_released_and_resumed,
+    ended_clean,
     log_events,
     resumed_with_data,
     run,
@@ -249,6 +250,8 @@ def test_a_packed_allocation_runs_four_workers_through_twelve_learners(
     assert {r["task"] for r in rows} <= {f"{array_id}_0@{rank}" for rank in range(4)}
     assert len({r["pid"] for r in rows}) == len({r["task"] for r in rows}) > 1
     no_overlaps(rm.run_dir.path)
+    # Its workers found no learner left and exited 0: the allocation was not cancelled.
+    ended_clean(rm.run_dir.path, array_id)
 
 
 def test_scancel_of_a_packed_allocation_releases_and_resumes_all_its_learners(

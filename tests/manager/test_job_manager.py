@@ -13,7 +13,7 @@ import pytest
 from helpers_run import make_run
 from structlog.testing import capture_logs
 
-from adaptive_runner.manager.job_manager import JobManager, split_foreign
+from adaptive_runner.manager.job_manager import FINISH_GRACE_S, JobManager, split_foreign
 from adaptive_runner.schedulers.base import JobState, QueuedTask, Scheduler
 from adaptive_runner.state.database import Database
 from adaptive_runner.testing import MemoryScheduler
@@ -352,9 +352,14 @@ def test_a_round_between_polls_asks_the_scheduler_nothing(
     for i in (1, 2):  # the last learners done: the round between polls ends the run
         db.done(f"{array_id}_{i}", i, npoints=5, loss=None, now=clock.now)
     (new_array,) = [a for a in db.active_arrays() if a != array_id]
+    scheduler.arrays[new_array][f"{new_array}_0"] = JobState.RUNNING
     db.claim(f"{new_array}_0", host="n", pid=1, now=clock.now, array=new_array)
     db.done(f"{new_array}_0", 0, npoints=9, loss=None, now=clock.now)
+    assert jm.quick_round(db) is False  # its tasks run: they end by themselves
+    for array in (array_id, new_array):
+        scheduler.set_all(array, JobState.COMPLETED)
     assert jm.quick_round(db) is True
+    assert not [c for c in scheduler.calls if c[0] == "cancel"]
 
 
 def test_a_round_between_polls_counts_the_array_submitted_after_the_polls_look(
@@ -378,23 +383,58 @@ def test_a_round_between_polls_counts_the_array_submitted_after_the_polls_look(
     assert scheduler.submitted() == [2]
 
 
-def test_the_run_ends_by_cancelling_the_tasks_still_there(
-    run: RunDir, db: Database, clock: Clock
-) -> None:
-    # A task that reported its learner done goes on to claim another: once the managers
-    # stop, nobody would answer it, and it would hold its allocation for the claim patience.
-    scheduler = MemoryScheduler()
-    jm = manager(run, scheduler, clock, max_simultaneous_jobs=2)
-    jm.round(db)
+def _all_done_by_the_first_task(db: Database, scheduler: MemoryScheduler) -> list[str]:
+    """The run's two tasks run; the first does all three learners, the second none."""
     (ours,) = db.active_arrays()
     tasks = sorted(scheduler.arrays[ours])
     for task in tasks:
         scheduler.arrays[ours][task] = JobState.RUNNING
-    for _ in range(3):  # the first task does three learners, the second none
-        assignment = db.claim(tasks[0], host="n", pid=1, now=clock.now, array=ours)
+    for _ in range(3):
+        assignment = db.claim(tasks[0], host="n", pid=1, now=1.0, array=ours)
         assert assignment is not None
-        db.done(tasks[0], assignment.learner, npoints=10, loss=None, now=clock.now)
+        db.done(tasks[0], assignment.learner, npoints=10, loss=None, now=1.0)
+    return tasks
+
+
+def test_the_run_ends_when_its_tasks_have_ended_by_themselves(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    # Each worker's next claim is answered "no more work" and it exits 0: its task ends
+    # COMPLETED. Cancelled, it would end CANCELLED with error lines in its log.
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock, max_simultaneous_jobs=2)
+    jm.round(db)
+    tasks = _all_done_by_the_first_task(db, scheduler)
+    stray = scheduler.submit(run.path, n_tasks=1, max_running=1)  # pending: it would start late
+    db.record_array(stray, n_tasks=1, script="", now=clock.now)
     clock.now += 10
+    assert jm.round(db) is False
+    assert scheduler.calls[-1] == ("cancel", [f"{stray}_0"])  # the pending one at once
+    clock.now += 1
+    scheduler.arrays[db.active_arrays()[0]][tasks[0]] = JobState.COMPLETED
+    assert jm.round(db) is False  # the other still ends
+    scheduler.arrays[db.active_arrays()[0]][tasks[1]] = JobState.COMPLETED
+    assert jm.round(db) is True
+    assert [c for c in scheduler.calls if c[0] == "cancel"] == [("cancel", [f"{stray}_0"])]
+    assert db.active_arrays() == []
+    assert db.group_states() == []  # the array cancelled before it ran is no start failure
+
+
+def test_tasks_that_do_not_end_by_themselves_are_cancelled_after_the_grace(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    # A worker that never claims (stuck before Python starts) would hold its allocation; the
+    # stopped managers would never answer one that does.
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock, max_simultaneous_jobs=2)
+    jm.round(db)
+    tasks = _all_done_by_the_first_task(db, scheduler)
+    clock.now += 10
+    assert jm.round(db) is False
+    clock.now += FINISH_GRACE_S - 1
+    assert jm.round(db) is False
+    assert not [c for c in scheduler.calls if c[0] == "cancel"]
+    clock.now += 1
     assert jm.round(db) is True
     assert ("cancel", tasks) in scheduler.calls
 
