@@ -60,6 +60,11 @@ _PACKER_TAIL_BYTES = 65_536  # where a packer's last lines are, in its allocatio
 # hears "no more work" and exits), and how often the queue is asked meanwhile.
 FINISH_GRACE_S = 30.0
 FINISH_POLL_S = 0.25
+# How a run whose jobs wait for good gets other options (tests/e2e/test_slurm_run.py does it).
+CHANGE_OPTIONS = (
+    "rm.cancel(), then start a RunManager with the new options on the same run_dir and call "
+    "its retry(cancelled=True)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,7 @@ class Memory:
     quick_top_up: bool = False  # a round between polls submitted already since the last poll
     stale: bool = False  # the last poll submitted after it looked: its queue lacks that array
     ending_since: float | None = None  # no learner left to run since: tasks end by themselves
+    stuck_since: float | None = None  # every task waits for good since (see none_can_start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +229,14 @@ class JobManager:
         self._ended.wait(timeout_s)
         return self._finished.is_set()
 
+    def stuck_for(self) -> float | None:
+        """Seconds every task has waited for good, none running; None: not at the last poll.
+
+        See :func:`none_can_start`; counted from the first poll that found it so.
+        """
+        since = self.memory.stuck_since
+        return None if since is None else self.clock() - since
+
     @property
     def finished(self) -> bool:
         """Whether every learner is done, failed or cancelled."""
@@ -324,7 +338,12 @@ class JobManager:
             if finished:
                 log.info("run finished", **counts)
             return finished
-        memory = replace(memory, last=snap, quick_top_up=False, ending_since=None)
+        stuck_since = None  # every task waits for good: since when (wait() gives up after)
+        if none_can_start(snap, self.schedulers):
+            stuck_since = snap.now if memory.stuck_since is None else memory.stuck_since
+        memory = replace(
+            memory, last=snap, quick_top_up=False, ending_since=None, stuck_since=stuck_since
+        )
         memory = self._top_up(db, snap, memory, adopted)
         self.memory = replace(memory, stale=frozenset(db.recorded_arrays()) != snap.recorded)
         return False
@@ -538,8 +557,8 @@ class JobManager:
                 tasks = sorted(t for t, r in reasons.items() if r == reason)
                 message = (
                     f"{len(tasks)} task(s) of group {group} (e.g. {tasks[0]}) wait in the queue "
-                    f"with reason {reason}: {stuck[reason]}. They may never start; cancel "
-                    "(rm.cancel()), change the scheduler's options and start the run again"
+                    f"with reason {reason}: {stuck[reason]}. They may never start; to change "
+                    f"the scheduler's options: {CHANGE_OPTIONS}"
                 )
             if message != recorded.get(group):
                 db.record_queue_error(group, message)
@@ -597,12 +616,21 @@ class JobManager:
     def _start_failed(
         self, db: Database, snap: Snapshot, group: int, array_id: str, unreachable: str | None
     ) -> None:
-        """Record an array of ``group`` whose tasks never claimed; give up at max_fails."""
+        """Record an array of ``group`` whose tasks never claimed; give up at max_fails.
+
+        An array whose every task was cancelled (by ``rm.cancel()``, the user's ``scancel``)
+        is none: it did not fail to start, it was not let start (such as one pending for
+        good, cancelled to change the run's options). One we cancelled for never claiming
+        (``unreachable``) is.
+        """
         scheduler = self.schedulers[group]
-        tasks = sorted(t for t in snap.queues[group] if scheduler.array_of(t) == array_id)
-        if not tasks:
-            found = scheduler.exit_states([array_id])
-            tasks = sorted(found)
+        ends = {t: s for t, s in snap.queues[group].items() if scheduler.array_of(t) == array_id}
+        if not ends:
+            ends = {t: end.state for t, end in scheduler.exit_states([array_id]).items()}
+        if unreachable is None and ends and set(ends.values()) == {JobState.CANCELLED}:
+            log.info("array cancelled before any task claimed", array=array_id, group=group)
+            return
+        tasks = sorted(ends)
         task = tasks[0] if tasks else None
         end = self._end_states(snap, [task])[task] if task else None
         lines = [unreachable] if unreachable else []
@@ -720,6 +748,33 @@ class JobManager:
         """
         failed, adopted = self.submitter.adopt(db, memory.failed_submissions, now=snap.now)
         return replace(memory, failed_submissions=failed), adopted
+
+
+def none_can_start(snap: Snapshot, schedulers: Sequence[Scheduler]) -> bool:
+    """Whether every task of the run is pending for a reason no other job's end lifts.
+
+    And none runs and no learner is held: nothing the run does will change the queue, so it
+    cannot go on until someone changes the run's options or the cluster (a partition set
+    up again). False while the run has no task in the queue at all.
+
+    Parameters
+    ----------
+    snap
+        The queue and the holders, as a round saw them.
+    schedulers
+        The groups' schedulers, which say which pending reasons no job's end lifts.
+
+    """
+    active = snap.active()
+    if not active or snap.holders:
+        return False
+    for task, group in active.items():
+        reason = snap.reasons[group].get(task) if group < len(snap.reasons) else None
+        if snap.queues[group][task] != JobState.PENDING or reason is None:
+            return False
+        if schedulers[group].stuck(reason) is None:
+            return False
+    return True
 
 
 def split_foreign(

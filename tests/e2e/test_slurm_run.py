@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from helpers_slurm import (
 )
 
 import adaptive_runner as ar
-from adaptive_runner.errors import ConfigError
+from adaptive_runner.errors import ConfigError, RunStuckError
 from adaptive_runner.manager.run_setup import create_run
 from adaptive_runner.schedulers.base import JobState
 from adaptive_runner.state.database import Database
@@ -338,9 +339,59 @@ def test_a_job_the_partition_cannot_hold_is_a_problem_not_a_silent_wait(
     (problem,) = wait_for(rm.problems, timeout_s=PATIENCE_S, what="a problem in the run")
     assert "1 task(s) of group 0" in problem
     assert re.search(r"wait in the queue with reason Partition(Config|NodeLimit): it asks", problem)
-    assert "They may never start; cancel (rm.cancel())" in problem
+    assert "They may never start; to change the scheduler's options: rm.cancel()" in problem
     assert rm.status()["waiting"] == 2  # nothing cancelled: the user decides
     rm.cancel()
+
+
+@pytest.fixture
+def down_partition() -> Iterator[str]:
+    """A partition of node n1 set DOWN: its jobs pend for PartitionDown. Deleted afterwards
+    (once its jobs are gone: SLURM keeps a partition that has jobs)."""
+    name = f"ar-down-{os.getpid()}"
+    create = ["scontrol", "create", f"PartitionName={name}", "Nodes=n1", "State=DOWN"]
+    subprocess.run(create, check=True)
+    yield name
+    subprocess.run(["scancel", f"--partition={name}"], check=True)
+
+    def deleted() -> bool:
+        gone = subprocess.run(["scontrol", "delete", f"PartitionName={name}"], check=False)
+        return gone.returncode == 0
+
+    wait_for(deleted, timeout_s=PATIENCE_S, what=f"partition {name} deleted")
+
+
+def test_wait_gives_up_on_jobs_that_wait_for_good_and_its_advice_works(
+    run: Callable[..., ar.RunManager], down_partition: str
+) -> None:
+    # The dry run at start takes a DOWN partition (SLURM would queue the job); its tasks then
+    # pend for PartitionDown, which no other job's end lifts.
+    rm = run(make_learners(2), scheduler=ar.SLURM(cores=1, queue=down_partition))
+    started = time.monotonic()
+    with pytest.raises(RunStuckError) as raised:
+        rm.wait(timeout=PATIENCE_S, stuck_after=timedelta(seconds=3))
+    print(f"wait() raised after {time.monotonic() - started:.1f} s")  # for the closing note
+    message = str(raised.value)
+    assert re.match(r"every task of the run has waited in the queue for [3-9] s ", message)
+    (problem,) = rm.problems()
+    assert f"- {problem}\n" in message
+    assert "wait in the queue with reason PartitionDown: its partition is down" in problem
+    assert "rm.wait(stuck_after=None) waits on regardless" in message
+    assert rm.status()["waiting"] == 2
+    assert len(queue(rm.run_dir.path)) == 2  # still queued: the user decides
+    # The advice, word for word: rm.cancel(), then start a RunManager with the new options on
+    # the same run_dir and call its retry(cancelled=True).
+    assert "rm.cancel(), then start a RunManager with the new options on the same run_dir " in (
+        problem
+    )
+    rm.cancel()
+    again = run(make_learners(2), scheduler=ar.SLURM(cores=1))  # the same run_dir and fnames
+    assert sorted(again.retry(cancelled=True)) == [0, 1]
+    assert again.wait(timeout=PATIENCE_S)
+    assert again.status()["done"] == 2
+    assert again.problems() == []
+    # The cancelled array never tried to start: no start failure, no probe before a full array.
+    assert "array ended without a claim" not in (rm.run_dir.path / "manager.log").read_text()
 
 
 def test_a_packed_worker_whose_learner_is_cancelled_goes_on_with_the_next(

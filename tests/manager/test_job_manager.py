@@ -7,6 +7,9 @@ database is the real sqlite file.
 
 from __future__ import annotations
 
+import os
+import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,12 +18,12 @@ from structlog.testing import capture_logs
 
 from adaptive_runner.manager.job_manager import FINISH_GRACE_S, JobManager, split_foreign
 from adaptive_runner.schedulers.base import JobState, QueuedTask, Scheduler
+from adaptive_runner.schedulers.slurm import SLURM
 from adaptive_runner.state.database import Database
 from adaptive_runner.testing import MemoryScheduler
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from adaptive_runner.common.run_dir import RunDir
 
@@ -311,6 +314,22 @@ def test_foreign_tasks_are_split_off_unless_the_tag_or_name_is_unknown() -> None
     assert foreign == {"8": "other"}
 
 
+def test_an_array_cancelled_before_it_ran_is_no_start_failure(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    # Cancelled while pending (e.g. pending for good, to change the run's options): its
+    # tasks never tried to start, so the next array is a full one, not a probe.
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock)
+    jm.round(db)
+    (array_id,) = db.active_arrays()
+    scheduler.set_all(array_id, JobState.CANCELLED)
+    clock.now += 10
+    jm.round(db)
+    assert db.group_states() == []
+    assert scheduler.submitted() == [3, 3]
+
+
 def test_no_more_jobs_while_a_live_array_shows_tasks_that_never_claimed(
     run: RunDir, db: Database, clock: Clock
 ) -> None:
@@ -509,6 +528,46 @@ def test_tasks_that_may_never_start_are_a_problem_until_they_may(
     assert state.messages() == [state.queue_error]
     assert [e["event"] for e in logs].count("jobs may never start") == 1  # said once
     assert not [call for call in scheduler.calls if call[0] == "cancel"]  # the user decides
+    assert jm.stuck_for() == 0  # every task, none running: since the first of the two rounds
     scheduler.reasons.clear()  # the nodes came back
     jm.round(db)
     assert db.group_states() == []
+    assert jm.stuck_for() is None
+
+
+@pytest.fixture
+def recorded_squeue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``squeue`` first on PATH that prints what the CI SLURM's printed (record.sh stuck):
+    array 1208's three tasks pending for PartitionDown (their partition was set DOWN) and
+    task 1209_0 of another array running."""
+    recorded = Path(__file__).parents[1] / "data" / "slurm" / "squeue_stuck.txt"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    squeue = bin_dir / "squeue"
+    squeue.write_text(f"#!/bin/sh\ncat {shlex.quote(str(recorded))}\n")
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.usefixtures("recorded_squeue")
+@pytest.mark.parametrize(("arrays", "stuck"), [(["1208"], True), (["1208", "1209"], False)])
+def test_a_run_whose_every_task_waits_for_good_is_stuck_from_the_poll_that_saw_it(
+    run: RunDir, db: Database, clock: Clock, arrays: list[str], *, stuck: bool
+) -> None:
+    for array_id in arrays:  # queued by an earlier session of the run
+        db.record_array(array_id, n_tasks=3, script="", now=clock.now)
+    jm = manager(run, SLURM(), clock)
+    assert jm.stuck_for() is None
+    jm.round(db)
+    clock.now += 45
+    jm.round(db)  # still so: counted from the first poll that saw it
+    clock.now += 15
+    (problem,) = [message for state in db.group_states() for message in state.messages()]
+    assert "3 task(s) of group 0 (e.g. 1208_0) wait in the queue with reason PartitionDown" in (
+        problem
+    )
+    if stuck:
+        assert jm.stuck_for() == 60
+    else:  # a task of the run runs: when it ends, another may start
+        assert jm.stuck_for() is None
+    assert sorted(db.active_arrays()) == arrays  # nothing submitted: its tasks will claim
