@@ -222,7 +222,12 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         with _progress(total=len(rm.fnames), desc="learners finished", unit="learner") as bar:
             # wait() stops the managers when the run ends, and raises if one of them died.
-            while not (all_done := rm.wait(1.0)) and rm.job_manager and rm.job_manager.running:
+            # Jobs that wait for good are a problem in `status`, not an end: serve goes on.
+            while (
+                not (all_done := rm.wait(1.0, stuck_after=None))
+                and rm.job_manager
+                and rm.job_manager.running
+            ):
                 counts = rm.status()
                 bar.update(counts["done"] + counts["failed"] + counts["cancelled"] - bar.n)
     except KeyboardInterrupt:

@@ -114,3 +114,32 @@ class ManagerDiedError(AdaptiveRunnerError):
         self.manager = manager
         self.error = error
         self.summary = f"{manager} stopped: {type(error).__name__}: {error}"  # for status lines
+
+
+class RunStuckError(AdaptiveRunnerError):
+    """``RunManager.wait()`` gave up: every task of the run waits in the queue for good.
+
+    Each has waited ``stuck_after`` for a reason no other job's end lifts (a partition limit,
+    a partition set down, an account or QOS it may not use) and none ran, so the run cannot
+    go on as it is. The jobs stay queued and the managers go on (the reason may pass, e.g. a
+    partition set up again).
+
+    Parameters
+    ----------
+    waited_s
+        How long every task has waited so.
+    problems
+        The run's problems (``rm.problems()``): which tasks wait, why, and how to change the
+        run's options.
+
+    """
+
+    def __init__(self, waited_s: float, problems: Sequence[str]) -> None:
+        lines = "\n".join(f"- {problem}" for problem in problems)
+        super().__init__(
+            f"every task of the run has waited in the queue for {waited_s:.0f} s for a reason "
+            f"no other job's end lifts, and none ran:\n{lines}\nThe jobs stay queued and the "
+            "managers go on; rm.wait(stuck_after=None) waits on regardless."
+        )
+        self.waited_s = waited_s
+        self.problems = list(problems)

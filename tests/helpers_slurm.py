@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from helpers_run import no_overlaps, task_rows
+from helpers_run import no_overlaps, task_rows, wait_for
 
 import adaptive_runner as ar
 from adaptive_runner.state.database import Database
@@ -136,3 +136,32 @@ def all_released_and_resumed(rm: ar.RunManager, victims: list[sqlite3.Row]) -> N
         assert learners[row["learner"]].attempts >= 2
         resumed_with_data(run_dir, row["learner"], after=row["task"])
     no_overlaps(run_dir)
+
+
+# How sacct shows a task that ended; RESIZING is the record SLURM keeps of a job before it
+# was shrunk (a node handed back), beside the job's own.
+_ENDED = {"COMPLETED", "RESIZING", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}
+
+
+def ended_clean(run_dir: Path, array_id: str) -> None:
+    """Every task of ``array_id`` ended COMPLETED in sacct, without an error line in its log.
+
+    sacct is asked until each record has ended (accounting lags a moment behind the queue).
+    """
+
+    def states() -> list[str] | None:
+        out = subprocess.run(
+            ["sacct", "-j", array_id, "-n", "-X", "-P", "-o", "JobID,State"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        found = [line.split("|")[1].split()[0] for line in out.splitlines() if line]
+        return found if found and set(found) <= _ENDED else None
+
+    found = wait_for(states, timeout_s=PATIENCE_S, what=f"sacct's end records of {array_id}")
+    assert set(found) - {"RESIZING"} == {"COMPLETED"}, found
+    for log in (run_dir / "logs").glob(f"{array_id}_*.log"):
+        output = [split_event(line)[0] for line in log.read_bytes().splitlines()]
+        errors = [line for line in output if b"error" in line.lower()]
+        assert not errors, (log.name, errors)

@@ -4,9 +4,9 @@ Once per interval it asks the scheduler for the run's queue (one call per resour
 returns the learners of vanished jobs to ``waiting``, expires silent leases, and submits, per
 group, a single array sized to the claimable learners that no queued task will pick up,
 throttled to ``max_simultaneous_jobs`` for the whole run. It stops when no learner is waiting
-or running. A packed allocation is one task of the queue whose workers hold learners under
-ids of their own (``<task>@<rank>``, see task_identity.py); it is counted as one task and
-sized in workers.
+or running and the run's tasks have ended (by themselves, see ``_wind_down``). A packed
+allocation is one task of the queue whose workers hold learners under ids of their own
+(``<task>@<rank>``, see task_identity.py); it is counted as one task and sized in workers.
 
 Each round reads a :class:`Snapshot` (queue and database, at one time) and hands the next
 round a :class:`Memory` value: what it cannot read back from the queue or the database.
@@ -56,6 +56,15 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("adaptive_runner.job_manager")
 _PACKER_TAIL_BYTES = 65_536  # where a packer's last lines are, in its allocation's output
+# At the run's end, how long running tasks may take to end by themselves (each worker claims,
+# hears "no more work" and exits), and how often the queue is asked meanwhile.
+FINISH_GRACE_S = 30.0
+FINISH_POLL_S = 0.25
+# How a run whose jobs wait for good gets other options (tests/e2e/test_slurm_run.py does it).
+CHANGE_OPTIONS = (
+    "rm.cancel(), then run the cell again with the new options (the same run_dir): the "
+    "cancelled run continues from its saves"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,8 @@ class Memory:
     last: Snapshot | None = None  # the last poll's snapshot, for rounds between polls
     quick_top_up: bool = False  # a round between polls submitted already since the last poll
     stale: bool = False  # the last poll submitted after it looked: its queue lacks that array
+    ending_since: float | None = None  # no learner left to run since: tasks end by themselves
+    stuck_since: float | None = None  # every task waits for good since (see none_can_start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +229,14 @@ class JobManager:
         self._ended.wait(timeout_s)
         return self._finished.is_set()
 
+    def stuck_for(self) -> float | None:
+        """Seconds every task has waited for good, none running; None: not at the last poll.
+
+        See :func:`none_can_start`; counted from the first poll that found it so.
+        """
+        since = self.memory.stuck_since
+        return None if since is None else self.clock() - since
+
     @property
     def finished(self) -> bool:
         """Whether every learner is done, failed or cancelled."""
@@ -267,6 +286,8 @@ class JobManager:
                 if finished:
                     self._finished.set()
                     return
+            if self.memory.ending_since is not None:  # tasks ending by themselves: look soon
+                next_poll = min(next_poll, time.monotonic() + FINISH_POLL_S)
             self._wake.wait(max(0.0, next_poll - time.monotonic()))
 
     # -- one round -------------------------------------------------------------------------
@@ -312,20 +333,49 @@ class JobManager:
         self._report_stuck(db, snap)
         counts = db.counts()
         if counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0:
-            # Every task left can only find no work: pending ones once they start, running
-            # ones at their next claim, which the managers, stopped now, would never answer
-            # (the worker would hold its allocation for its claim patience). A worker told
-            # to stop between learners holds nothing and exits at once.
-            self._cancel(snap, set(snap.active()))
-            for array_id in db.active_arrays():
-                db.finish_array(array_id, now=snap.now)
-            log.info("run finished", **counts)
+            memory, finished = self._wind_down(db, snap, memory)
             self.memory = memory
-            return True
-        memory = replace(memory, last=snap, quick_top_up=False)
+            if finished:
+                log.info("run finished", **counts)
+            return finished
+        stuck_since = None  # every task waits for good: since when (wait() gives up after)
+        if none_can_start(snap, self.schedulers):
+            stuck_since = snap.now if memory.stuck_since is None else memory.stuck_since
+        memory = replace(
+            memory, last=snap, quick_top_up=False, ending_since=None, stuck_since=stuck_since
+        )
         memory = self._top_up(db, snap, memory, adopted)
         self.memory = replace(memory, stale=frozenset(db.recorded_arrays()) != snap.recorded)
         return False
+
+    def _wind_down(self, db: Database, snap: Snapshot, memory: Memory) -> tuple[Memory, bool]:
+        """No learner is waiting or running: end the run once its tasks have ended (True).
+
+        Every task left can only find no work. Pending ones are cancelled now (they would
+        start for nothing). Running ones end by themselves: each worker's next claim is
+        answered "no more work" and it exits 0, so the task ends as completed. Cancelled, it
+        would end CANCELLED, with the scheduler's and srun's error lines in its log. The
+        managers answer those claims until the tasks are gone, for ``FINISH_GRACE_S`` at
+        most: what runs then is cancelled (a worker that never claims would hold its
+        allocation, and the stopped managers would never answer it).
+        """
+        active = snap.active()
+        since = snap.now if memory.ending_since is None else memory.ending_since
+        pending = {t for t, g in active.items() if snap.queues[g][t] == JobState.PENDING}
+        running = active.keys() - pending
+        if not running or snap.now - since >= FINISH_GRACE_S:
+            self._cancel(snap, set(active))
+            running = set()
+        else:
+            self._cancel(snap, pending)
+        # Arrays cancelled before they ran are finished now: no start failure of their group.
+        ending = {self.schedulers[active[t]].array_of(t) for t in running}
+        for array_id in db.active_arrays():
+            if array_id not in ending:
+                db.finish_array(array_id, now=snap.now)
+        if running:
+            return replace(memory, ending_since=since), False
+        return replace(memory, ending_since=None), True
 
     def _look(self, db: Database, now: float) -> Snapshot:
         """Ask each group's scheduler (once) about the run's arrays, then read the holders.
@@ -507,9 +557,8 @@ class JobManager:
                 tasks = sorted(t for t, r in reasons.items() if r == reason)
                 message = (
                     f"{len(tasks)} task(s) of group {group} (e.g. {tasks[0]}) wait in the queue "
-                    f"with reason {reason}: {stuck[reason]}. They may never start; cancel "
-                    "the run (rm.cancel()), change the scheduler's options and run the cell "
-                    "again: the run continues from its saves"
+                    f"with reason {reason}: {stuck[reason]}. They may never start; to change "
+                    f"the scheduler's options: {CHANGE_OPTIONS}"
                 )
             if message != recorded.get(group):
                 db.record_queue_error(group, message)
@@ -567,12 +616,21 @@ class JobManager:
     def _start_failed(
         self, db: Database, snap: Snapshot, group: int, array_id: str, unreachable: str | None
     ) -> None:
-        """Record an array of ``group`` whose tasks never claimed; give up at max_fails."""
+        """Record an array of ``group`` whose tasks never claimed; give up at max_fails.
+
+        An array whose every task was cancelled (by ``rm.cancel()``, the user's ``scancel``)
+        is none: it did not fail to start, it was not let start (such as one pending for
+        good, cancelled to change the run's options). One we cancelled for never claiming
+        (``unreachable``) is.
+        """
         scheduler = self.schedulers[group]
-        tasks = sorted(t for t in snap.queues[group] if scheduler.array_of(t) == array_id)
-        if not tasks:
-            found = scheduler.exit_states([array_id])
-            tasks = sorted(found)
+        ends = {t: s for t, s in snap.queues[group].items() if scheduler.array_of(t) == array_id}
+        if not ends:
+            ends = {t: end.state for t, end in scheduler.exit_states([array_id]).items()}
+        if unreachable is None and ends and set(ends.values()) == {JobState.CANCELLED}:
+            log.info("array cancelled before any task claimed", array=array_id, group=group)
+            return
+        tasks = sorted(ends)
         task = tasks[0] if tasks else None
         end = self._end_states(snap, [task])[task] if task else None
         lines = [unreachable] if unreachable else []
@@ -690,6 +748,33 @@ class JobManager:
         """
         failed, adopted = self.submitter.adopt(db, memory.failed_submissions, now=snap.now)
         return replace(memory, failed_submissions=failed), adopted
+
+
+def none_can_start(snap: Snapshot, schedulers: Sequence[Scheduler]) -> bool:
+    """Whether every task of the run is pending for a reason no other job's end lifts.
+
+    And none runs and no learner is held: nothing the run does will change the queue, so it
+    cannot go on until someone changes the run's options or the cluster (a partition set
+    up again). False while the run has no task in the queue at all.
+
+    Parameters
+    ----------
+    snap
+        The queue and the holders, as a round saw them.
+    schedulers
+        The groups' schedulers, which say which pending reasons no job's end lifts.
+
+    """
+    active = snap.active()
+    if not active or snap.holders:
+        return False
+    for task, group in active.items():
+        reason = snap.reasons[group].get(task) if group < len(snap.reasons) else None
+        if snap.queues[group][task] != JobState.PENDING or reason is None:
+            return False
+        if schedulers[group].stuck(reason) is None:
+            return False
+    return True
 
 
 def split_foreign(

@@ -15,7 +15,7 @@ import structlog
 from adaptive_runner.common import goals
 from adaptive_runner.common.run_dir import RunConfig, RunDir, RunLock
 from adaptive_runner.common.validation import positive_seconds
-from adaptive_runner.errors import ConfigError, ManagerDiedError
+from adaptive_runner.errors import ConfigError, ManagerDiedError, RunStuckError
 from adaptive_runner.manager.database_manager import DatabaseManager, interface_address
 from adaptive_runner.manager.job_manager import JobManager
 from adaptive_runner.manager.logs import log_managers_to, stop_logging_managers_to
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 LOOPBACK = "127.0.0.1"
 REPLACE_WAIT_S = 60.0  # overwrite=True waits this long at most for the old run's jobs to end
 WAIT_SLICE_S = 0.5  # wait() looks this often whether a manager thread ended on an error
+STUCK_AFTER_S = 600.0  # wait() gives up on a run whose every task waited this long for good
 
 # Global state, this module's only: the RunManager of this process that runs each run's
 # managers, by run directory. Running the same notebook cell again makes a new RunManager
@@ -472,16 +473,27 @@ class RunManager(Run):
             if manager is not None and manager.died is not None
         ]
 
-    def wait(self, timeout: float | None = None) -> bool:
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        stuck_after: float | timedelta | None = STUCK_AFTER_S,
+    ) -> bool:
         """Block until every learner is done, failed or cancelled; True if all are done.
 
         Returns False as well when ``timeout`` seconds pass first, or when the managers are
         stopped meanwhile. Raises :class:`~adaptive_runner.errors.ManagerDiedError` as soon as
         a manager thread has ended on an error, instead of waiting for a run that cannot
         finish: the managers are stopped first (jobs keep running), and :meth:`resume`
-        continues the run. Waiting on a RunManager that does not run the run's managers (not
-        started, or refused) is an error.
+        continues the run. Raises :class:`~adaptive_runner.errors.RunStuckError` when every
+        task of the run has waited in the queue for ``stuck_after`` (seconds or a timedelta;
+        default 10 minutes) for a reason no other job's end lifts, none running (the same
+        reasons as :meth:`problems`): the jobs stay queued and the managers go on; the error
+        says how to change the options. ``stuck_after=None`` waits on regardless. Waiting on
+        a RunManager that does not run the run's managers (not started, or refused) is an
+        error.
         """
+        stuck_s = None if stuck_after is None else positive_seconds(stuck_after, "stuck_after")
         if self.job_manager is None and not self.finished():
             raise ConfigError(
                 f"this RunManager does not run the managers of {self.run_dir.path}: call "
@@ -497,6 +509,9 @@ class RunManager(Run):
             if dead := self.dead_managers():
                 self.stop()
                 raise dead[0] from dead[0].error
+            stuck = jm.stuck_for()
+            if stuck_s is not None and stuck is not None and stuck >= stuck_s:
+                raise RunStuckError(stuck, super().problems())
             if not jm.running or (left is not None and left <= WAIT_SLICE_S):
                 return False
         self.stop()

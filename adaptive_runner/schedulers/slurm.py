@@ -46,6 +46,9 @@ _STUCK = {
     "InvalidQOS": "the QOS is not valid: check qos=",
     "AccountNotAllowed": "the account may not use this partition: check account= and queue=",
     "QOSNotAllowed": "the QOS may not be used in this partition: check qos= and queue=",
+    "PartitionDown": "its partition is down (the administrators' setting): another queue, or "
+    "wait until they set it up",
+    "PartitionInactive": "its partition is inactive (the administrators' setting): another queue",
 }
 # A per-job maximum of the QOS or association (QOSMaxCpuPerJobLimit, AssocMaxWallDurationPerJob
 # Limit, ...): the job asks for more than any one job may have.

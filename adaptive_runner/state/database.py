@@ -414,16 +414,14 @@ class Database(Queries):
         """Cancel waiting and running learners (all if None); return the tasks that held them.
 
         Learners waiting on a cancelled one are cancelled too; done and failed ones stay.
-        Cancelling the whole run pauses it: its arrays end here (their tasks are being
-        cancelled: none of them is a start failure) and :meth:`resume_paused` brings its
-        learners back when the run starts again; learners cancelled alone stay cancelled.
+        Cancelling the whole run pauses it: :meth:`resume_paused` brings its learners back
+        when the run starts again; learners cancelled alone stay cancelled.
         """
         with self._transaction() as c:
             if learners is None:
                 rows = c.execute(
                     "SELECT idx, task FROM learners WHERE state IN ('waiting', 'running')"
                 ).fetchall()
-                c.execute("UPDATE arrays SET finished = ? WHERE finished IS NULL", (now,))
             else:
                 n = self._count(c)
                 rows = []

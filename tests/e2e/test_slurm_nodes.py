@@ -22,6 +22,7 @@ from helpers_run import make_learners, no_overlaps, slow_square, task_rows, wait
 from helpers_slurm import (
     PATIENCE_S,
     all_released_and_resumed,
+    ended_clean,
     log_events,
     resumed_with_data,
     run,
@@ -137,6 +138,9 @@ def test_a_two_node_allocation_runs_workers_on_both_nodes_and_names_them(
     assert " started host=" in shown
     assert f" node={node} " in shown
     no_overlaps(run_dir)
+    # Its workers found no learner left and exited 0: the allocation and its srun step ended
+    # by themselves, not cancelled.
+    ended_clean(run_dir, allocation.partition("_")[0])
 
 
 def _busy_allocation(
@@ -343,3 +347,4 @@ def test_a_node_whose_workers_found_no_learner_left_is_handed_back(
     for node in set(seen) - set(shrunk):
         assert f"node {node} idle: no learner left for its workers" in output
     assert seen[0] in shrunk
+    ended_clean(run_dir, allocation.partition("_")[0])  # shrunk, then completed

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from helpers_run import make_learners, no_overlaps, task_rows, wait_for
 from helpers_slurm import (
     PATIENCE_S,
     all_released_and_resumed,
+    ended_clean,
     log_events,
     resumed_with_data,
     run,
@@ -32,7 +34,8 @@ from helpers_slurm import (
 )
 
 import adaptive_runner as ar
-from adaptive_runner.errors import ConfigError
+from adaptive_runner.errors import ConfigError, RunStuckError
+from adaptive_runner.manager.job_manager import CHANGE_OPTIONS
 from adaptive_runner.manager.run_setup import create_run
 from adaptive_runner.schedulers.base import JobState
 from adaptive_runner.state.database import Database
@@ -249,6 +252,8 @@ def test_a_packed_allocation_runs_four_workers_through_twelve_learners(
     assert {r["task"] for r in rows} <= {f"{array_id}_0@{rank}" for rank in range(4)}
     assert len({r["pid"] for r in rows}) == len({r["task"] for r in rows}) > 1
     no_overlaps(rm.run_dir.path)
+    # Its workers found no learner left and exited 0: the allocation was not cancelled.
+    ended_clean(rm.run_dir.path, array_id)
 
 
 def test_scancel_of_a_packed_allocation_releases_and_resumes_all_its_learners(
@@ -335,7 +340,7 @@ def test_a_job_the_partition_cannot_hold_is_a_problem_not_a_silent_wait(
     (problem,) = wait_for(rm.problems, timeout_s=PATIENCE_S, what="a problem in the run")
     assert "1 task(s) of group 0" in problem
     assert re.search(r"wait in the queue with reason Partition(Config|NodeLimit): it asks", problem)
-    assert "They may never start; cancel the run (rm.cancel())" in problem
+    assert f"They may never start; to change the scheduler's options: {CHANGE_OPTIONS}" in problem
     assert rm.status()["waiting"] == 2  # nothing cancelled: the user decides
     # The advice, followed: cancel, change the scheduler's options, run the cell again.
     rm.cancel()
@@ -344,6 +349,52 @@ def test_a_job_the_partition_cannot_hold_is_a_problem_not_a_silent_wait(
     assert again.problems() == []
     for row in victims:
         resumed_with_data(rm.run_dir.path, row["learner"], after=row["task"])
+
+
+@pytest.fixture
+def down_partition() -> Iterator[str]:
+    """A partition of node n1 set DOWN: its jobs pend for PartitionDown. Deleted afterwards
+    (once its jobs are gone: SLURM keeps a partition that has jobs)."""
+    name = f"ar-down-{os.getpid()}"
+    create = ["scontrol", "create", f"PartitionName={name}", "Nodes=n1", "State=DOWN"]
+    subprocess.run(create, check=True)
+    yield name
+    subprocess.run(["scancel", f"--partition={name}"], check=True)
+
+    def deleted() -> bool:
+        gone = subprocess.run(["scontrol", "delete", f"PartitionName={name}"], check=False)
+        return gone.returncode == 0
+
+    wait_for(deleted, timeout_s=PATIENCE_S, what=f"partition {name} deleted")
+
+
+def test_wait_gives_up_on_jobs_that_wait_for_good_and_its_advice_works(
+    run: Callable[..., ar.RunManager], down_partition: str
+) -> None:
+    # The dry run at start takes a DOWN partition (SLURM would queue the job); its tasks then
+    # pend for PartitionDown, which no other job's end lifts.
+    rm = run(make_learners(2), scheduler=ar.SLURM(cores=1, queue=down_partition))
+    started = time.monotonic()
+    with pytest.raises(RunStuckError) as raised:
+        rm.wait(timeout=PATIENCE_S, stuck_after=timedelta(seconds=3))
+    print(f"wait() raised after {time.monotonic() - started:.1f} s")  # for the closing note
+    message = str(raised.value)
+    assert re.match(r"every task of the run has waited in the queue for [3-9] s ", message)
+    (problem,) = rm.problems()
+    assert f"- {problem}\n" in message
+    assert "wait in the queue with reason PartitionDown: its partition is down" in problem
+    assert "rm.wait(stuck_after=None) waits on regardless" in message
+    assert rm.status()["waiting"] == 2
+    assert len(queue(rm.run_dir.path)) == 2  # still queued: the user decides
+    # The advice, word for word: rm.cancel(), then the cell again with the new options.
+    assert CHANGE_OPTIONS in problem
+    rm.cancel()
+    again = run(make_learners(2), scheduler=ar.SLURM(cores=1))  # the same run_dir and fnames
+    assert again.wait(timeout=PATIENCE_S)
+    assert again.status()["done"] == 2
+    assert again.problems() == []
+    # The cancelled array never tried to start: no start failure, no probe before a full array.
+    assert "array ended without a claim" not in (rm.run_dir.path / "manager.log").read_text()
 
 
 def test_a_packed_worker_whose_learner_is_cancelled_goes_on_with_the_next(

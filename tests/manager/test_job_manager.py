@@ -7,20 +7,23 @@ database is the real sqlite file.
 
 from __future__ import annotations
 
+import os
+import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from helpers_run import make_run
 from structlog.testing import capture_logs
 
-from adaptive_runner.manager.job_manager import JobManager, split_foreign
+from adaptive_runner.manager.job_manager import FINISH_GRACE_S, JobManager, split_foreign
 from adaptive_runner.schedulers.base import JobState, QueuedTask, Scheduler
+from adaptive_runner.schedulers.slurm import SLURM
 from adaptive_runner.state.database import Database
 from adaptive_runner.testing import MemoryScheduler
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from adaptive_runner.common.run_dir import RunDir
 
@@ -311,6 +314,22 @@ def test_foreign_tasks_are_split_off_unless_the_tag_or_name_is_unknown() -> None
     assert foreign == {"8": "other"}
 
 
+def test_an_array_cancelled_before_it_ran_is_no_start_failure(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    # Cancelled while pending (e.g. pending for good, to change the run's options): its
+    # tasks never tried to start, so the next array is a full one, not a probe.
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock)
+    jm.round(db)
+    (array_id,) = db.active_arrays()
+    scheduler.set_all(array_id, JobState.CANCELLED)
+    clock.now += 10
+    jm.round(db)
+    assert db.group_states() == []
+    assert scheduler.submitted() == [3, 3]
+
+
 def test_no_more_jobs_while_a_live_array_shows_tasks_that_never_claimed(
     run: RunDir, db: Database, clock: Clock
 ) -> None:
@@ -352,9 +371,14 @@ def test_a_round_between_polls_asks_the_scheduler_nothing(
     for i in (1, 2):  # the last learners done: the round between polls ends the run
         db.done(f"{array_id}_{i}", i, npoints=5, loss=None, now=clock.now)
     (new_array,) = [a for a in db.active_arrays() if a != array_id]
+    scheduler.arrays[new_array][f"{new_array}_0"] = JobState.RUNNING
     db.claim(f"{new_array}_0", host="n", pid=1, now=clock.now, array=new_array)
     db.done(f"{new_array}_0", 0, npoints=9, loss=None, now=clock.now)
+    assert jm.quick_round(db) is False  # its tasks run: they end by themselves
+    for array in (array_id, new_array):
+        scheduler.set_all(array, JobState.COMPLETED)
     assert jm.quick_round(db) is True
+    assert not [c for c in scheduler.calls if c[0] == "cancel"]
 
 
 def test_a_round_between_polls_counts_the_array_submitted_after_the_polls_look(
@@ -378,23 +402,58 @@ def test_a_round_between_polls_counts_the_array_submitted_after_the_polls_look(
     assert scheduler.submitted() == [2]
 
 
-def test_the_run_ends_by_cancelling_the_tasks_still_there(
-    run: RunDir, db: Database, clock: Clock
-) -> None:
-    # A task that reported its learner done goes on to claim another: once the managers
-    # stop, nobody would answer it, and it would hold its allocation for the claim patience.
-    scheduler = MemoryScheduler()
-    jm = manager(run, scheduler, clock, max_simultaneous_jobs=2)
-    jm.round(db)
+def _all_done_by_the_first_task(db: Database, scheduler: MemoryScheduler) -> list[str]:
+    """The run's two tasks run; the first does all three learners, the second none."""
     (ours,) = db.active_arrays()
     tasks = sorted(scheduler.arrays[ours])
     for task in tasks:
         scheduler.arrays[ours][task] = JobState.RUNNING
-    for _ in range(3):  # the first task does three learners, the second none
-        assignment = db.claim(tasks[0], host="n", pid=1, now=clock.now, array=ours)
+    for _ in range(3):
+        assignment = db.claim(tasks[0], host="n", pid=1, now=1.0, array=ours)
         assert assignment is not None
-        db.done(tasks[0], assignment.learner, npoints=10, loss=None, now=clock.now)
+        db.done(tasks[0], assignment.learner, npoints=10, loss=None, now=1.0)
+    return tasks
+
+
+def test_the_run_ends_when_its_tasks_have_ended_by_themselves(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    # Each worker's next claim is answered "no more work" and it exits 0: its task ends
+    # COMPLETED. Cancelled, it would end CANCELLED with error lines in its log.
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock, max_simultaneous_jobs=2)
+    jm.round(db)
+    tasks = _all_done_by_the_first_task(db, scheduler)
+    stray = scheduler.submit(run.path, n_tasks=1, max_running=1)  # pending: it would start late
+    db.record_array(stray, n_tasks=1, script="", now=clock.now)
     clock.now += 10
+    assert jm.round(db) is False
+    assert scheduler.calls[-1] == ("cancel", [f"{stray}_0"])  # the pending one at once
+    clock.now += 1
+    scheduler.arrays[db.active_arrays()[0]][tasks[0]] = JobState.COMPLETED
+    assert jm.round(db) is False  # the other still ends
+    scheduler.arrays[db.active_arrays()[0]][tasks[1]] = JobState.COMPLETED
+    assert jm.round(db) is True
+    assert [c for c in scheduler.calls if c[0] == "cancel"] == [("cancel", [f"{stray}_0"])]
+    assert db.active_arrays() == []
+    assert db.group_states() == []  # the array cancelled before it ran is no start failure
+
+
+def test_tasks_that_do_not_end_by_themselves_are_cancelled_after_the_grace(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    # A worker that never claims (stuck before Python starts) would hold its allocation; the
+    # stopped managers would never answer one that does.
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock, max_simultaneous_jobs=2)
+    jm.round(db)
+    tasks = _all_done_by_the_first_task(db, scheduler)
+    clock.now += 10
+    assert jm.round(db) is False
+    clock.now += FINISH_GRACE_S - 1
+    assert jm.round(db) is False
+    assert not [c for c in scheduler.calls if c[0] == "cancel"]
+    clock.now += 1
     assert jm.round(db) is True
     assert ("cancel", tasks) in scheduler.calls
 
@@ -469,6 +528,46 @@ def test_tasks_that_may_never_start_are_a_problem_until_they_may(
     assert state.messages() == [state.queue_error]
     assert [e["event"] for e in logs].count("jobs may never start") == 1  # said once
     assert not [call for call in scheduler.calls if call[0] == "cancel"]  # the user decides
+    assert jm.stuck_for() == 0  # every task, none running: since the first of the two rounds
     scheduler.reasons.clear()  # the nodes came back
     jm.round(db)
     assert db.group_states() == []
+    assert jm.stuck_for() is None
+
+
+@pytest.fixture
+def recorded_squeue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``squeue`` first on PATH that prints what the CI SLURM's printed (record.sh stuck):
+    array 1208's three tasks pending for PartitionDown (their partition was set DOWN) and
+    task 1209_0 of another array running."""
+    recorded = Path(__file__).parents[1] / "data" / "slurm" / "squeue_stuck.txt"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    squeue = bin_dir / "squeue"
+    squeue.write_text(f"#!/bin/sh\ncat {shlex.quote(str(recorded))}\n")
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.usefixtures("recorded_squeue")
+@pytest.mark.parametrize(("arrays", "stuck"), [(["1208"], True), (["1208", "1209"], False)])
+def test_a_run_whose_every_task_waits_for_good_is_stuck_from_the_poll_that_saw_it(
+    run: RunDir, db: Database, clock: Clock, arrays: list[str], *, stuck: bool
+) -> None:
+    for array_id in arrays:  # queued by an earlier session of the run
+        db.record_array(array_id, n_tasks=3, script="", now=clock.now)
+    jm = manager(run, SLURM(), clock)
+    assert jm.stuck_for() is None
+    jm.round(db)
+    clock.now += 45
+    jm.round(db)  # still so: counted from the first poll that saw it
+    clock.now += 15
+    (problem,) = [message for state in db.group_states() for message in state.messages()]
+    assert "3 task(s) of group 0 (e.g. 1208_0) wait in the queue with reason PartitionDown" in (
+        problem
+    )
+    if stuck:
+        assert jm.stuck_for() == 60
+    else:  # a task of the run runs: when it ends, another may start
+        assert jm.stuck_for() is None
+    assert sorted(db.active_arrays()) == arrays  # nothing submitted: its tasks will claim

@@ -462,6 +462,8 @@ def test_running_the_same_cell_again_takes_the_run_over(tmp_path: Path) -> None:
 
 def test_wait_on_a_run_manager_that_runs_nothing_says_so(tmp_path: Path) -> None:
     rm = make_rm(tmp_path, make_learners(2))
+    with pytest.raises(ConfigError, match=r"stuck_after=0 is not a duration; give a positive"):
+        rm.wait(timeout=1, stuck_after=0)
     rm.run_dir.path.mkdir(parents=True)
     with pytest.raises(ConfigError, match="is not a run directory"):
         rm.wait(timeout=1)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Record real SLURM output for tests/schedulers/test_slurm_parsers.py (run on the ci/slurm one-node SLURM).
 #
-# Usage: tests/data/slurm/record.sh [queue] [sacct]  (as the user the tests run as; writes next
-# to itself; both parts when none is named). `sacct` needs the accounting of ci/slurm/start.sh.
+# Usage: tests/data/slurm/record.sh [queue] [sacct] [stuck]  (as the user the tests run as; writes
+# next to itself; queue and sacct when none is named). `sacct` needs the accounting of
+# ci/slurm/start.sh, `stuck` SLURM's admin rights (it creates a partition and deletes it).
 # The squeue and sacct formats and environment are the ones adaptive_runner.schedulers.slurm uses.
 set -euo pipefail
 out="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -106,10 +107,29 @@ record_sacct() {
     scancel "$held"
 }
 
+record_stuck() {
+    # Tasks pending for a reason no other job's end lifts (their partition is DOWN), beside a
+    # task of another array that runs: what the job manager and wait() tell apart.
+    local down=adaptive-runner-record-down stuck busy
+    scontrol create PartitionName="$down" Nodes=n1 State=DOWN
+    # Whatever happens, the partition goes (once its jobs have).
+    trap 'scancel "${stuck:-0}" "${busy:-0}"; sleep 1; scontrol delete PartitionName="$down"
+        trap - RETURN' RETURN
+    stuck="$(sbatch --parsable --partition="$down" --array=0-2%2 "$sleeper")"
+    busy="$(SLEEP_S=20 sbatch --parsable --array=0 "$sleeper")"
+    for _ in $(seq 1 20); do
+        sleep 1
+        running "$busy" && break
+    done
+    sleep 2  # the scheduler has given the stuck array its reason
+    mine "$stuck" "$busy" >"$out/squeue_stuck.txt"
+}
+
 parts=("$@")
 ((${#parts[@]})) || parts=(queue sacct)
 for part in "${parts[@]}"; do
-    [[ "$part" == queue || "$part" == sacct ]] || { echo "usage: $0 [queue] [sacct]" >&2; exit 2; }
+    [[ "$part" == queue || "$part" == sacct || "$part" == stuck ]] \
+        || { echo "usage: $0 [queue] [sacct] [stuck]" >&2; exit 2; }
     "record_$part"
 done
 rm -r "$work"
