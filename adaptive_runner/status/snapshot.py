@@ -237,21 +237,6 @@ def parse_selection(text: str, n_learners: int) -> list[int]:
     return list(picked)
 
 
-def tail(path: Path, max_bytes: int = 8192) -> str:
-    """The last ``max_bytes`` of a text file (from a line start), or a note that it is missing."""
-    try:
-        with path.open("rb") as f:
-            size = f.seek(0, 2)
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except FileNotFoundError:
-        return f"({path.name} does not exist yet)"
-    text = data.decode("utf-8", errors="replace")
-    if size > max_bytes:
-        text = "…" + text[text.find("\n") + 1 :] if "\n" in text else text
-    return text or f"({path.name} is empty)"
-
-
 # --- HTML -----------------------------------------------------------------------------------
 
 

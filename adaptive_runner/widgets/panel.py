@@ -312,7 +312,7 @@ class StatusPanel:
         """The logs of the selected learners' latest jobs, or of the latest failed jobs.
 
         With "failed jobs only" ticked: the jobs that did not end cleanly, of the selected
-        learners or, with none selected, of the whole run.
+        learners or, with none selected, of the whole run, those whose learner raised first.
         """
         text = self.selection.value.strip()
         picked = self._selected() if text or not self.failed_only.value else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,11 +26,10 @@ from adaptive_runner.status.snapshot import (
     parse_selection,
     status_html,
     table_html,
-    tail,
 )
 from adaptive_runner.status.totals import DataSize, queue_waits, totals_html, totals_items
 from adaptive_runner.widgets import StatusSnapshot, View
-from adaptive_runner.widgets.log_view import log_html, log_sources, matching_lines
+from adaptive_runner.widgets.log_view import LogSource, log_html, log_sources
 from adaptive_runner.widgets.plot import LearnerPlot, learner_png
 
 if TYPE_CHECKING:
@@ -133,19 +133,6 @@ def test_parse_selection() -> None:
             parse_selection(bad, 10)
 
 
-def test_tail(tmp_path: Path) -> None:
-    assert "does not exist" in tail(tmp_path / "missing.log")
-    (tmp_path / "empty.log").write_text("")
-    assert "is empty" in tail(tmp_path / "empty.log")
-    lines = [f"line {i}" for i in range(2000)]
-    (tmp_path / "big.log").write_text("\n".join(lines) + "\n")
-    text = tail(tmp_path / "big.log", max_bytes=100)
-    assert text.startswith("…line ")  # starts at a whole line
-    assert text.endswith("line 1999\n")
-    (tmp_path / "binary.log").write_bytes(b"\xff\xfe ok\n")
-    assert "ok" in tail(tmp_path / "binary.log")
-
-
 def check_table_controls(panel: StatusPanel) -> None:
     """Sorting and filtering take new snapshots; one page, so no paging."""
     panel.sort_by.value = "heartbeat_age"
@@ -167,7 +154,9 @@ def check_show_log(panel: StatusPanel) -> LearnerRow:
     panel.selection.value = str(running.index)
     panel.log_button.click()
     assert f"job {running.task}" in panel.log.value
-    assert "&quot;started&quot;" in panel.log.value  # the worker's JSON log, escaped
+    # The worker's JSON lines as the CLI prints them: time, task, level, event, fields.
+    assert re.search(rf"Z {re.escape(str(running.task))} info +started host=", panel.log.value)
+    assert "{&quot;" not in panel.log.value
     assert panel.log.value.count("<pre") == 1  # one file per task: events and output
     assert panel.hide_log_button.layout.display is None
     panel.hide_log_button.click()
@@ -409,7 +398,6 @@ def test_html_summary_of_a_run_not_started(tmp_path: Path) -> None:
 
 
 def test_log_sources_and_search(finished_run: ar.RunManager) -> None:
-    assert matching_lines("a Solver\nb\nsolver c\n", "SOLVER") == ["a Solver", "solver c"]
     with Database.open(finished_run.run_dir.database, read_only=True) as db:
         failed = log_sources(db, [], failed_only=True)
         assert [(s.learner, s.outcome) for s in failed] == [(3, "failed")]
@@ -421,8 +409,38 @@ def test_log_sources_and_search(finished_run: ar.RunManager) -> None:
     page = log_html(finished_run.run_dir, failed, "SOLVER error")
     assert "(failed)" in page
     assert "<mark>solver error</mark>: giving up at" in page  # as written, any case matched
+    assert "lines with <mark>SOLVER error</mark>: 1" in page
     assert "ZeroDivisionError" not in page.split("</p>", 1)[1]  # only the matching lines
+    # A match in a traceback shows its event with the whole traceback, on lines of its own.
+    page = log_html(finished_run.run_dir, failed, "cannot evaluate")
+    assert "error   failed learner=3" in page
+    assert "\n    Traceback (most recent call last):\n" in page
+    assert "    <mark>ZeroDivisionError</mark>" not in page
+    assert "ZeroDivisionError: <mark>cannot evaluate</mark> at" in page
     assert "no failed jobs" in log_html(finished_run.run_dir, [])
+    missing = log_html(finished_run.run_dir, [LogSource(9, "L9_0", "lost")])
+    assert "L9_0 (lost)" in missing
+    assert "does not exist yet" in missing
+
+
+def test_failed_only_lists_the_learners_own_failures_first(tmp_path: Path) -> None:
+    """A failure of the learner's code comes before newer tasks that were lost or killed."""
+    run_dir = helpers_run.make_run(tmp_path / "run", 4)
+    with Database.open(run_dir.database) as db:
+        db.record_array("L1", n_tasks=4, script="s", now=T0)
+        for i in range(4):
+            assert db.claim(f"L1_{i}", host="h", pid=i, now=T0 + i, array="L1") is not None
+        assert db.fail("L1_0", 0, error="ZeroDivisionError", now=T0 + 10)
+        db.mark_lost(["L1_1"], reason="gone from the queue", now=T0 + 20)
+        assert db.kill("L1_2", reason="oom-kill", now=T0 + 30) is not None
+        assert db.fail("L1_3", 3, error="ValueError", now=T0 + 5)
+        sources = log_sources(db, [], failed_only=True, limit=3)
+        assert [(s.task, s.outcome) for s in sources] == [
+            ("L1_3", "failed"),  # the failures first, the latest hold (by its claim) first
+            ("L1_0", "failed"),
+            ("L1_2", "killed"),  # then the latest of the others
+        ]
+        assert [s.task for s in log_sources(db, [1, 2], failed_only=True)] == ["L1_2", "L1_1"]
 
 
 def test_plot_of_a_learner_with_and_without_data(finished_run: ar.RunManager) -> None:
