@@ -210,7 +210,9 @@ def drive(page: Page, tmp_path: Path) -> None:
     )
     # The slow run's tasks hold its learners: the queue view lists them with their learners.
     expect(slow.locator(".ar-queue")).to_contain_text(re.compile(r"queue: running [1-3]"))
-    expect(slow.locator(".ar-queue-table")).to_contain_text("running")
+    expect(slow.locator(".ar-queue-group summary").first).to_contain_text(
+        re.compile(r"running · [1-3] tasks?")
+    )
 
     example.get_by_placeholder("e.g. 3, 7-9").fill("0")
     # By its text: the icon's glyph is part of the button's accessible name.

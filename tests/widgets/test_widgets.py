@@ -17,10 +17,19 @@ from helpers_run import always_fails, make_learners, stop_and_cancel, wait_for
 import adaptive_runner as ar
 from adaptive_runner.common.run_dir import RunDir
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.schedulers.base import JobState
 from adaptive_runner.schedulers.local import Local
 from adaptive_runner.schedulers.slurm import SLURM, parse_squeue
 from adaptive_runner.state.database import Database, LearnerRow, LearnerState
-from adaptive_runner.status.queue import GroupQueue, Looks, QueueView, held_by_task, queue_html
+from adaptive_runner.status.queue import (
+    GroupQueue,
+    Looks,
+    QueueRow,
+    QueueView,
+    TaskGroup,
+    held_by_task,
+    queue_html,
+)
 from adaptive_runner.status.snapshot import (
     counts_html,
     parse_selection,
@@ -352,13 +361,46 @@ def test_queue_view_shows_slurm_pending_reasons() -> None:
     view = QueueView((group,), held_by_task({"2989_0": 7, "2989_1@0": 8, "2989_1@1": 5}), 2.0)
     assert view.n_running == 8
     assert view.n_pending == 4
-    assert view.reasons() == {"JobArrayTaskLimit": 4}
     assert [row.task for row in view.rows()] == [f"2989_{i}" for i in (0, 1, *range(2, 12))]
     assert view.held == {"2989_0": (7,), "2989_1": (5, 8)}  # packed workers count for their task
-    page = queue_html(view, max_rows=3)
-    assert "running 8 · pending 4 (JobArrayTaskLimit 4) · asked 2 s ago" in page
-    assert '<td style="padding:1px 8px">5, 8</td>' in page
-    assert "… and 9 more tasks" in page
+    assert view.by_reason() == [
+        TaskGroup(JobState.RUNNING, None, tuple(f"2989_{i}" for i in range(8))),
+        TaskGroup(JobState.PENDING, "JobArrayTaskLimit", tuple(f"2989_{i}" for i in range(8, 12))),
+    ]
+    page = queue_html(view, max_tasks=3)
+    assert "running 8 · pending 4 · asked 2 s ago" in page
+    assert page.count("<details") == 2
+    assert "<summary><b>running</b> · 8 tasks</summary>" in page
+    assert "<code>2989_1</code> (learners 5, 8)" in page
+    assert "<code>2989_0</code> (learner 7)" in page
+    assert "… and 5 more" in page  # 8 running, 3 listed
+    assert "<summary><b>pending</b>: JobArrayTaskLimit · 4 tasks</summary>" in page
+
+
+def test_queue_view_names_a_long_reason_once_with_its_tasks_under_it() -> None:
+    """2,000 pending tasks for two reasons: two lines, not 2,000 rows repeating a reason."""
+    long = "ReqNodeNotAvail, UnavailableNodes:n[001-120,200-240]"
+    rows = [
+        QueueRow(f"12_{i}", 0, JobState.PENDING, long if i % 4 else "Priority") for i in range(2000)
+    ]
+    pending = GroupQueue(tuple(rows), 0, 2000)
+    running = GroupQueue((QueueRow("13_0", 1, JobState.RUNNING, None),), 1, 0)
+    view = QueueView((pending, running), {"13_0": (4,)}, 0.0)
+    groups = view.by_reason()
+    assert [(g.state, g.reason, len(g.tasks)) for g in groups] == [
+        (JobState.RUNNING, None, 1),  # running first, then the largest group
+        (JobState.PENDING, long, 1500),
+        (JobState.PENDING, "Priority", 500),
+    ]
+    assert groups[2].tasks[:2] == ("12_0", "12_4")
+    page = queue_html(view)
+    assert page.count("ReqNodeNotAvail") == 1
+    assert f"<b>pending</b>: {long} · 1500 tasks" in page
+    assert "<b>pending</b>: Priority · 500 tasks" in page
+    assert "… and 1300 more" in page  # 200 listed of 1500
+    assert "<code>13_0</code> (learner 4)" in page
+    one = QueueView((GroupQueue((QueueRow("7_0", 0, JobState.PENDING, None),), 0, 1),), {}, 0.0)
+    assert "<summary><b>pending</b> · 1 task</summary>" in queue_html(one)  # no reason given
 
 
 def test_queue_view_says_when_the_scheduler_cannot_be_asked(
