@@ -9,6 +9,7 @@ view shows one line per state and reason with its tasks under it, not one row pe
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 import time
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 QUEUE_INTERVAL_S: Final = 5.0  # a group's scheduler is asked at most this often
-DISK_INTERVAL_S: Final = 30.0  # the data files are stat'ed at most this often
+DISK_INTERVAL_S: Final = 30.0  # the data files are stat'ed at least this often
+DISK_SHARE: Final = 0.05  # of the refresh thread's time, at most, spent stat'ing data files
 QUEUE_TASKS: Final = 200  # listed under one state and reason; the counts cover all
 
 
@@ -132,39 +134,62 @@ class Throttle(Generic[T]):
     Parameters
     ----------
     interval_s
-        The least time between two looks for the same key.
+        The least time between two looks for the same key; with ``share``, the most.
     clock
         Monotonic seconds, injectable for tests.
+    share
+        If given, look again as soon as the last look took at most this share of the time
+        since it (a look of 2 ms at share 0.05: after 40 ms), and no later than after
+        ``interval_s``: a cheap look is always fresh, a costly one stays within its share.
 
     """
 
-    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        share: float | None = None,
+    ) -> None:
         self.interval_s = interval_s
+        self.share = share
         self._clock = clock
-        self._seen: dict[Hashable, tuple[float, T]] = {}
+        self._seen: dict[Hashable, tuple[float, float, T]] = {}  # when, wait after it, answer
 
     def get(self, key: Hashable, look: Callable[[], T]) -> tuple[T, float]:
         """The answer for ``key`` (``look()`` if the last is too old) and its age in seconds."""
         now = self._clock()
         seen = self._seen.get(key)
-        if seen is None or now - seen[0] >= self.interval_s:
-            seen = (now, look())
+        if seen is None or now - seen[0] >= seen[1]:
+            answer = look()
+            wait = self.interval_s
+            if self.share is not None:
+                wait = min(wait, (self._clock() - now) / self.share)
+            seen = (now, wait, answer)
             self._seen[key] = seen
-        return seen[1], now - seen[0]
+        return seen[2], now - seen[0]
 
 
 class Looks:
     """What a panel's refreshes ask beyond state.sqlite, each no more often than its interval.
 
     One per panel: each group's queue (one scheduler call per group) and the data files'
-    size. A failed queue call is kept as its error for the interval too.
+    size. A failed queue call is kept as its error for the interval too. The data files are
+    stat'ed again as soon as the last look took at most ``disk_share`` of the time since
+    (a few thousand files: at every refresh, so the size agrees with a plot drawn from one
+    of them), at the latest after ``disk_interval_s``; the size says how old it is.
 
     Parameters
     ----------
     schedulers
         The run's schedulers by group, bound to its run directory (``Run.schedulers()``).
-    queue_interval_s, disk_interval_s
-        The least time between two calls of one group's scheduler, two looks at the disk.
+    queue_interval_s
+        The least time between two calls of one group's scheduler.
+    disk_interval_s
+        The most time between two looks at the data files.
+    disk_share
+        The most share of the time the looks at the data files may take (None: look every
+        ``disk_interval_s``, however cheap).
     clock
         Monotonic seconds, injectable for tests.
 
@@ -176,12 +201,13 @@ class Looks:
         *,
         queue_interval_s: float = QUEUE_INTERVAL_S,
         disk_interval_s: float = DISK_INTERVAL_S,
+        disk_share: float | None = DISK_SHARE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.schedulers = list(schedulers)
         self._queues: Throttle[GroupQueue | str] = Throttle(queue_interval_s, clock)
         self._waits: Throttle[list[float]] = Throttle(queue_interval_s, clock)
-        self._disk: Throttle[DataSize] = Throttle(disk_interval_s, clock)
+        self._disk: Throttle[DataSize] = Throttle(disk_interval_s, clock, share=disk_share)
 
     def queue(self, arrays: Mapping[int, Sequence[str]], holders: Mapping[str, int]) -> QueueView:
         """The view of the groups' unfinished ``arrays`` (group -> array ids).
@@ -208,8 +234,9 @@ class Looks:
         return self._waits.get("waits", waits)[0]
 
     def data_size(self, fnames: Callable[[], Iterable[str]]) -> DataSize:
-        """The data files' size, stat'ed again only after ``disk_interval_s``."""
-        return self._disk.get("data", lambda: data_size(fnames()))[0]
+        """The data files' size, stat'ed again when due (see above), with its age."""
+        size, age = self._disk.get("data", lambda: data_size(fnames()))
+        return dataclasses.replace(size, age_s=age)
 
 
 def _ask(scheduler: Scheduler, group: int, array_ids: Sequence[str]) -> GroupQueue | str:

@@ -200,7 +200,9 @@ def drive(page: Page, tmp_path: Path) -> None:
     example, slow = panels.nth(0), panels.nth(1)
     expect(example.locator(".ar-counts")).to_contain_text("done 4")
     expect(example.locator(".ar-counts")).to_contain_text("total 4")
-    expect(example).to_contain_text("4 of 4 learners finished")
+    expect(example.locator(".ar-progress-label")).to_have_text(
+        "4 finished: 4 done · 0 failed · 0 cancelled"
+    )
     expect(slow.locator(".ar-counts")).to_contain_text(re.compile(r"running [1-3]"))
     for panel in (example, slow):
         expect(panel.locator(".ar-totals")).to_contain_text("CPU-hours")

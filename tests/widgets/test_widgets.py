@@ -32,17 +32,25 @@ from adaptive_runner.status.queue import (
 )
 from adaptive_runner.status.snapshot import (
     counts_html,
+    finished_text,
     parse_selection,
+    progress_html,
     status_html,
     table_html,
 )
-from adaptive_runner.status.totals import DataSize, queue_waits, totals_html, totals_items
+from adaptive_runner.status.totals import (
+    DataSize,
+    Totals,
+    queue_waits,
+    totals_html,
+    totals_items,
+)
 from adaptive_runner.widgets import StatusSnapshot, View
 from adaptive_runner.widgets.log_view import LogSource, log_html, log_sources
 from adaptive_runner.widgets.plot import LearnerPlot, learner_png
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Callable, Collection
 
     from adaptive_runner.schedulers.base import QueuedTask
     from adaptive_runner.widgets.panel import StatusPanel
@@ -173,6 +181,21 @@ def check_show_log(panel: StatusPanel) -> LearnerRow:
     return running
 
 
+def check_data_size_agrees_with_plot(panel: StatusPanel) -> None:
+    """The data size counts the file a plot reads, though the panel was made (and first
+    looked at the disk) before any learner had saved: no "0 B" beside a plot of points.
+    """
+    panel.selection.value = "0"
+    panel.plot_button.click()
+    wait_for(lambda: panel.plot_image.value, what="the plot of learner 0")
+    assert "points" in panel.plot_note.value
+    panel.hide_plot_button.click()
+    data = panel.refresh().totals.data
+    assert data.n_files >= 1
+    assert data.age_s < 1
+    assert f"in {data.n_files} files</span>" in panel.totals.value  # fresh: no age shown
+
+
 def test_panel_clicks_on_a_live_run(tmp_path: Path) -> None:
     rm = make_rm(
         tmp_path, make_learners(3, delay=0.05), goal=10_000, max_simultaneous_jobs=2
@@ -198,8 +221,9 @@ def test_panel_clicks_on_a_live_run(tmp_path: Path) -> None:
         with panel._lock:  # the snapshot and the widgets of one refresh
             assert panel.snapshot.counts["running"] >= 1
             assert f"running {panel.snapshot.counts['running']}" in panel.counts.value
-        assert panel.progress.max == 3
+        assert "0 of 3 finished: 0 done · 0 failed · 0 cancelled" in panel.progress.value
 
+        check_data_size_agrees_with_plot(panel)
         check_table_controls(panel)
 
         running = check_show_log(panel)
@@ -219,7 +243,10 @@ def test_panel_clicks_on_a_live_run(tmp_path: Path) -> None:
         assert panel.snapshot.counts["cancelled"] == 3
         assert "Cancelled the run: 2 learners cancelled" in panel.message.value
         assert panel.cancel_run_button.disabled
-        assert panel.progress.bar_style == "warning"
+        assert "3 finished: 0 done · 0 failed · 3 cancelled" in panel.progress.value
+        assert 'class="ar-progress-cancelled" title="3 cancelled" style="width:100%' in (
+            panel.progress.value
+        )
 
         panel.load_button.click()
         assert panel.learners is not None
@@ -251,6 +278,23 @@ def test_panel_of_a_run_whose_managers_are_stopped(tmp_path: Path) -> None:
     # A panel made from scratch for the same directory reads the same state.
     snap = StatusSnapshot.take(RunDir(tmp_path / "run"), managers_running=False)
     assert snap.counts["cancelled"] == 2
+
+
+def test_progress_names_done_failed_and_cancelled(finished_run: ar.RunManager) -> None:
+    snap = StatusSnapshot.take(finished_run.run_dir, managers_running=False)
+    assert finished_text(snap) == "4 finished: 3 done · 1 failed · 0 cancelled"
+    bar = progress_html(snap)
+    assert 'class="ar-progress-done" title="3 done" style="width:75%;' in bar
+    assert 'class="ar-progress-failed" title="1 failed" style="width:25%;' in bar
+    assert "ar-progress-cancelled" not in bar  # none: no sliver either
+    counts = {"waiting": 0, "running": 0, "done": 1084, "failed": 0, "cancelled": 916}
+    cancelled = dataclasses.replace(snap, counts=counts)
+    assert finished_text(cancelled) == "2000 finished: 1084 done · 0 failed · 916 cancelled"
+    assert 'title="916 cancelled" style="width:45.8%;' in progress_html(cancelled)
+    counts = {"waiting": 5, "running": 5, "done": 0, "failed": 10, "cancelled": 0}
+    half = dataclasses.replace(snap, counts=counts)
+    assert finished_text(half) == "10 of 20 finished: 0 done · 10 failed · 0 cancelled"
+    assert 'title="10 failed" style="width:50%;' in progress_html(half)  # not a full red bar
 
 
 def test_status_line_names_a_dead_manager(finished_run: ar.RunManager) -> None:
@@ -353,6 +397,40 @@ def test_looks_ask_each_group_at_most_once_per_interval(tmp_path: Path) -> None:
     now[0] = 5.0
     looks.queue({0: ["L1"]}, {})  # group 1 has no unfinished array: not asked
     assert CountingLocal.calls == 3
+
+
+def test_looks_stat_the_data_files_again_as_soon_as_that_is_cheap(tmp_path: Path) -> None:
+    """A look at the disk is due once it took 5 % of the time since, at the latest after 30 s."""
+    now = [0.0]
+    looks = Looks([], disk_interval_s=30.0, clock=lambda: now[0])
+    data = tmp_path / "0.pickle"
+
+    def taking(cost: float) -> Callable[[], list[str]]:
+        def fnames() -> list[str]:
+            now[0] += cost  # the stats that follow take no time on this clock
+            return [str(data)]
+
+        return fnames
+
+    assert looks.data_size(taking(0.001)) == DataSize(0, 0)  # took 1 ms: due after 20 ms
+    data.write_bytes(b"x" * 10)
+    now[0] += 0.01
+    cached = looks.data_size(taking(0.001))
+    assert cached.n_files == 0
+    assert cached.age_s == pytest.approx(0.011)
+    now[0] += 0.01
+    assert looks.data_size(taking(0.001)) == DataSize(10, 1)
+    now[0] += 1.0
+    assert looks.data_size(taking(2.0)) == DataSize(10, 1)  # took 2 s: due after 30 s, not 40
+    data.write_bytes(b"x" * 20)
+    now[0] += 20.0
+    stale = looks.data_size(taking(2.0))
+    assert stale.n_bytes == 10
+    assert stale.age_s == pytest.approx(22.0)
+    totals = Totals(None, 0.0, 0.0, None, 0, 0, stale, None, 0)
+    assert dict(totals_items(totals))["data on disk"] == "10 B in 1 files (22 s ago)"
+    now[0] += 10.0
+    assert looks.data_size(taking(2.0)) == DataSize(20, 1)
 
 
 def test_queue_view_shows_slurm_pending_reasons() -> None:
