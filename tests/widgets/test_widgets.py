@@ -262,11 +262,34 @@ def test_panel_clicks_on_a_live_run(tmp_path: Path) -> None:
         stop_and_cancel(rm)
 
 
+def display_html(obj: object) -> str:
+    """What Jupyter shows of ``obj`` as a cell's last expression: IPython's own formatter."""
+    from IPython.core.formatters import DisplayFormatter  # noqa: PLC0415 - tests only
+
+    data, _ = DisplayFormatter().format(obj)  # type: ignore[no-untyped-call]
+    return str(data["text/html"])
+
+
+def check_display_while_running(rm: ar.RunManager) -> None:
+    """``rm.start()`` as a cell's last line: one line that points to the live panel.
+
+    No counts or totals, which would stand stale above the live panel of ``rm.info()``.
+    """
+    page = display_html(rm)
+    assert "managers running; <code>info()</code> shows the live panel" in page
+    for figure in ("ar-counts-row", "ar-totals-row", "running 2", "CPU-hours"):
+        assert figure not in page
+
+
 def test_panel_of_a_run_whose_managers_are_stopped(tmp_path: Path) -> None:
     rm = make_rm(tmp_path, make_learners(2, delay=0.05), goal=10_000).start()
     try:
         wait_for(lambda: rm.status()["running"] == 2, what="both learners running")
+        check_display_while_running(rm)
         rm.stop()
+        stopped = display_html(rm)
+        assert "managers stopped" in stopped  # a summary again: the managers stopped it
+        assert re.search(r"as of \d\d:\d\d:\d\d", stopped)
         panel = rm.info()
         assert "managers stopped" in panel.status.value
         assert "RunManager.resume(run_dir)" in panel.status.value
