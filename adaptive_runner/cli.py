@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import shutil
 import sys
 import time
 import warnings
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +35,7 @@ if TYPE_CHECKING:
     from adaptive_runner.common.run_dir import RunDir
     from adaptive_runner.manager.run import Run
     from adaptive_runner.state.database import TaskRow
-    from adaptive_runner.status.log_parser import LineReader, TaskRecord
+    from adaptive_runner.status.log_parser import TaskRecord
 
 FOLLOW_INTERVAL_S = 1.0
 WATCH_INTERVAL_S = 2.0  # status --watch without SECONDS
@@ -51,7 +49,6 @@ _CLEAR, _HOME, _CLEAR_LINE, _CLEAR_BELOW = "\x1b[2J", "\x1b[H", "\x1b[K", "\x1b[
 # kill_on_error, C cancelled by the user, E its own output (in its log) holds error lines.
 # The worker's documented exit codes.
 _EXIT_CODES: dict[str, str] = {Outcome.DONE: "0", Outcome.RELEASED: "0", Outcome.FAILED: "1"}
-_MULTILINE_KEYS = ("traceback", "exception")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -412,6 +409,7 @@ def _retry(args: argparse.Namespace) -> int:
 
 def _logs(args: argparse.Namespace) -> int:
     from adaptive_runner.status.log_filter import LogFilter  # noqa: PLC0415 - load only what runs
+    from adaptive_runner.status.log_lines import read_events  # noqa: PLC0415 - load only what runs
 
     run = _open(args.run_dir)
     run_dir = run.run_dir
@@ -426,14 +424,14 @@ def _logs(args: argparse.Namespace) -> int:
         print(f"adaptive-runner: {_nothing_chosen(args)}", file=sys.stderr)
         return 1
     paths = _log_paths(run_dir, args.task)
-    _print_events(_read_events(reader, _progress(iterable=paths, desc="reading logs", unit="log")))
+    _print_events(read_events(reader, _progress(iterable=paths, desc="reading logs", unit="log")))
     if not args.follow:
         return 0
     try:
         while True:
             finished = run.finished()
             reader.select(run.tasks() if reader.choosing else ())  # how the holds ended so far
-            _print_events(_read_events(reader, _log_paths(run_dir, args.task)))
+            _print_events(read_events(reader, _log_paths(run_dir, args.task)))
             if finished:
                 return 0
             time.sleep(FOLLOW_INTERVAL_S)
@@ -474,74 +472,9 @@ def _log_paths(run_dir: RunDir, task: str | None) -> list[Path]:
     return [run_dir.task_log(task), *sorted(workers)]
 
 
-def _read_events(reader: LineReader, paths: Iterable[Path]) -> list[tuple[float, str]]:
-    """(time, formatted line) of every complete line added to ``paths`` since the last read.
-
-    A line of the task's own output takes the time of the event before it in its log (or of
-    the first event after it), so that it stays in place when the logs are merged.
-    """
-    from adaptive_runner.status.log_parser import split_event  # noqa: PLC0415 - see _logs
-
-    events: list[tuple[float, str]] = []
-    for path in paths:
-        new = reader.read(path)
-        if new is None:
-            continue
-        task = path.name.removesuffix(".log")
-        last: float | None = None
-        undated: list[str] = []  # output before the first event of this read
-        for line in new.lines:
-            output, event = split_event(line)
-            if event is None or output.strip():
-                text = f"{'':27} {task} {output.decode('utf-8', 'replace')}\n"
-                if last is None:
-                    undated.append(text)
-                else:
-                    events.append((last, text))
-            if event is not None:
-                stamp = _epoch(event.get("timestamp"))
-                if last is None:
-                    events += [(stamp, text) for text in undated]
-                    undated = []
-                last = stamp
-                events.append((stamp, _format_event(task, event)))
-        events += [(0.0, text) for text in undated]  # no event to date them by: first
-    events.sort(key=lambda e: e[0])  # stable: the lines of one task keep their order
-    return events
-
-
-def _epoch(timestamp: Any) -> float:
-    """An ISO 8601 timestamp as epoch seconds (0 if missing or malformed: sorts first)."""
-    if not isinstance(timestamp, str):
-        return 0.0
-    try:
-        return datetime.fromisoformat(timestamp).timestamp()
-    except ValueError:
-        return 0.0
-
-
 def _print_events(events: list[tuple[float, str]]) -> None:
     sys.stdout.writelines(text for _, text in events)
     sys.stdout.flush()
-
-
-def _format_event(task: str, event: dict[str, Any]) -> str:
-    """``time task level event key=value ...``, a traceback indented below."""
-    head = (
-        f"{event.pop('timestamp', ''):27} {task} {event.pop('level', ''):7} "
-        f"{event.pop('event', '')}"
-    )
-    event.pop("task", None)
-    blocks = [event.pop(key) for key in _MULTILINE_KEYS if isinstance(event.get(key), str)]
-    pairs = "".join(f" {key}={_value(value)}" for key, value in event.items())
-    tail = "".join("\n" + "\n".join("    " + x for x in block.splitlines()) for block in blocks)
-    return head + pairs + tail + "\n"
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, str) and value and not any(c.isspace() for c in value):
-        return value
-    return json.dumps(value)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,13 @@ side, medians over the same repeats, interleaved:
 - **table**: what every refresh paid before the totals: counts, one page of learners, its
   HTML (``Database.counts`` + ``learner_page`` + ``table_html``);
 - **cached**: the panel's refresh (``RunManager.snapshot`` as the panel takes it: totals,
-  the queue view) between two looks: the queue and the data files' size from its throttle;
+  the queue view) between two looks: the queue and the data files' size from its throttle
+  (here the data files are looked at every 30 s, whatever the look costs: see *disk*);
 - **due**: the same when the looks are due (every few seconds): one squeue answer parsed and
   10,000 data files stat'ed.
+- **disk**: the look at the data files alone (every file stat'ed), which a panel repeats as
+  soon as its last look took at most 5 % of the time since (``DISK_SHARE``): the part of a
+  refresh that is due at every refresh of a panel where this look is cheap enough.
 
     python benchmarks/bench_panel_refresh.py           # 10,000 and 100,000 learners; ~5 min
     python benchmarks/bench_panel_refresh.py --quick   # 10,000 learners, fewer repeats; < 1 min
@@ -34,7 +38,7 @@ from adaptive_runner.schedulers.slurm import SLURM, parse_squeue
 from adaptive_runner.state.database import Database
 from adaptive_runner.status.queue import Looks, queue_html
 from adaptive_runner.status.snapshot import counts_html, status_html, table_html
-from adaptive_runner.status.totals import DataSize, Totals, totals_html
+from adaptive_runner.status.totals import DataSize, Totals, data_size, totals_html
 from adaptive_runner.widgets import StatusSnapshot, View
 
 if TYPE_CHECKING:
@@ -120,12 +124,15 @@ def main() -> None:
             run_dir = build(root / "run", n, data_dir=root / "data")
             prepare(run_dir, n)
             schedulers = [RecordedSLURM()]
-            cached = Looks(schedulers)  # the panel's defaults: looks every few seconds
+            cached = Looks(schedulers, disk_share=None)  # the disk: every 30 s, see "disk"
             due = Looks(schedulers, queue_interval_s=0.0, disk_interval_s=0.0)
+            with Database.open(run_dir.database, read_only=True) as db:
+                fnames = db.fnames()
             kinds: dict[str, Callable[[], int]] = {
                 "table": lambda rd=run_dir: table_refresh(rd),
                 "cached": lambda rd=run_dir, looks=cached: panel_refresh(rd, looks),
                 "due": lambda rd=run_dir, looks=due: panel_refresh(rd, looks),
+                "disk": lambda names=fnames: data_size(names).n_files,
             }
             for refresh in kinds.values():
                 refresh()  # warm the page cache and the throttle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import socket
 import time
 import weakref
@@ -563,9 +564,21 @@ class RunManager(Run):
         }
 
     def _repr_html_(self) -> str:
-        """The run's summary in a notebook: state, counts, totals, problems."""
+        """The run in a notebook: its summary, or while its managers run, where to watch it.
+
+        ``rm.start()`` as a cell's last line shows what it returns, this RunManager: a
+        summary taken then would stand in the page, stale, while the run goes on (above the
+        live panel of ``rm.info()``). While the managers run it is one line without figures.
+        """
+        path = html.escape(str(self.run_dir.path))
         if not self.run_dir.exists():
-            return f"RunManager for <code>{self.run_dir.path}</code>: not started"
+            return f"RunManager for <code>{path}</code>: not started"
+        if self._managers()["managers_running"]:
+            return (
+                f'<div class="ar-started">RunManager for <code>{path}</code>: managers '
+                "running; <code>info()</code> shows the live panel, <code>wait()</code> "
+                "waits for the end</div>"
+            )
         return super()._repr_html_()
 
     def cancel(self, learners: Collection[int] | None = None) -> None:

@@ -235,10 +235,14 @@ class Queries:
         learners: Collection[int] | None = None,
         outcomes: Collection[str] | None = None,
         limit: int = 3,
+        *,
+        first: str | None = None,
     ) -> list[TaskRow]:
         """The latest ``limit`` holds (of ``learners``, ending in ``outcomes``; None: any).
 
-        Newest first: the log viewer's "failed jobs only" asks for the NOT_CLEAN outcomes.
+        Newest first, those that ended in ``first`` before the others: the log viewer's
+        "failed jobs only" asks for the NOT_CLEAN outcomes, failed first (the learner's own
+        exception, ahead of tasks lost, expired or killed).
         """
         where, params = [], []
         for column, values in (("learner", learners), ("outcome", outcomes)):
@@ -246,10 +250,11 @@ class Queries:
                 where.append(f"{column} IN ({','.join('?' * len(values))})")
                 params += list(values)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
+        order = "" if first is None else "outcome = ? DESC, "
         rows = self._conn.execute(
             "SELECT task, learner, attempt, host, pid, started, finished, outcome FROM tasks"  # noqa: S608 - placeholders only
-            f" {clause} ORDER BY started DESC, task LIMIT ?",
-            [*params, limit],
+            f" {clause} ORDER BY {order}started DESC, task LIMIT ?",
+            [*params, *([] if first is None else [first]), limit],
         ).fetchall()
         return [TaskRow(*row) for row in rows]
 

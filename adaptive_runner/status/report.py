@@ -149,13 +149,17 @@ def _section(title: str, table: str, n: int, shown: int) -> list[str]:
 
 
 def summary_html(snapshot: StatusSnapshot) -> str:
-    """The same as :func:`info_text`, as HTML: the panel's chips and totals row."""
+    """The same as :func:`info_text`, as HTML: the panel's chips and totals row, and when.
+
+    It stays in the page as it was taken: "as of" says when.
+    """
     problems = "".join(
         f'<div style="color:#d62728">{html.escape(text)}</div>'
         for text in (*snapshot.dead_managers, *snapshot.problems)
     )
+    clock = time.strftime("%H:%M:%S", time.localtime(snapshot.taken_at))
     return (
         f'<div class="ar-summary"><b>{html.escape(snapshot.run_name)}</b> · '
-        f"{run_state(snapshot)}{counts_html(snapshot)}{totals_html(snapshot.totals)}"
-        f"{problems}</div>"
+        f"{run_state(snapshot)} · as of {clock}{counts_html(snapshot)}"
+        f"{totals_html(snapshot.totals)}{problems}</div>"
     )

@@ -127,9 +127,9 @@ class StatusSnapshot:
             (``RunManager.dead_managers()``): the run does not go on until it is resumed.
         looks
             A panel's throttled looks at the schedulers' queues and the data files: with
-            them the snapshot has a queue view, and the data size and queue waits of a
-            run not finished yet may be a few seconds old; without, no queue view and every
-            data file is stat'ed now.
+            them the snapshot has a queue view, and the data size (which says its age) and
+            queue waits of a run not finished yet may be a few seconds old; without, no
+            queue view and every data file is stat'ed now.
         clock
             Wall clock for heartbeat ages, injectable for tests.
 
@@ -268,21 +268,6 @@ def last_line(error: str | None) -> str:
     return lines[-1] if lines else "(no reason recorded)"
 
 
-def tail(path: Path, max_bytes: int = 8192) -> str:
-    """The last ``max_bytes`` of a text file (from a line start), or a note that it is missing."""
-    try:
-        with path.open("rb") as f:
-            size = f.seek(0, 2)
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except FileNotFoundError:
-        return f"({path.name} does not exist yet)"
-    text = data.decode("utf-8", errors="replace")
-    if size > max_bytes:
-        text = "…" + text[text.find("\n") + 1 :] if "\n" in text else text
-    return text or f"({path.name} is empty)"
-
-
 # --- HTML -----------------------------------------------------------------------------------
 
 
@@ -304,6 +289,39 @@ def counts_html(snapshot: StatusSnapshot) -> str:
         _chip(state, f"{state.value} {snapshot.counts[state]}") for state in LearnerState
     )
     return f'<div class="ar-counts-row">{chips} <b>total {snapshot.total}</b></div>'
+
+
+def finished_text(snapshot: StatusSnapshot) -> str:
+    """``1200 of 2000 finished: 1084 done · 0 failed · 116 cancelled`` (all: ``2000 finished``).
+
+    Finished is done, failed or cancelled: each is named, so that a run cancelled half-way
+    never reads as complete.
+    """
+    of = "" if snapshot.finished else f" of {snapshot.total}"
+    parts = " · ".join(f"{snapshot.counts[state]} {state.value}" for state in _FINAL)
+    return f"{snapshot.n_final}{of} finished: {parts}"
+
+
+def progress_html(snapshot: StatusSnapshot) -> str:
+    """A bar with a part per final state in its colour, and :func:`finished_text` beside it.
+
+    Done, failed and cancelled each fill their share: 10 failed of 20 fill half the bar
+    red, not all of it. A state with any learner shows at least a sliver (2 px).
+    """
+    total = max(1, snapshot.total)
+    parts = "".join(
+        f'<div class="ar-progress-{state.value}" title="{snapshot.counts[state]} {state.value}" '
+        f'style="width:{100 * snapshot.counts[state] / total:.4g}%;min-width:2px;'
+        f'background:{STATE_COLORS[state]}"></div>'
+        for state in _FINAL
+        if snapshot.counts[state]
+    )
+    return (
+        '<div class="ar-progress-row" style="display:flex;align-items:center;gap:8px">'
+        '<div class="ar-progress" style="display:flex;width:300px;height:14px;'
+        f'background:#e6e6e6;border-radius:3px;overflow:hidden">{parts}</div>'
+        f'<span class="ar-progress-label">{_e(finished_text(snapshot))}</span></div>'
+    )
 
 
 def run_state(snapshot: StatusSnapshot) -> str:

@@ -47,6 +47,7 @@ class DataSize:
 
     n_bytes: int
     n_files: int
+    age_s: float = 0.0  # how long ago the files were stat'ed (a panel's throttled look)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,16 +216,23 @@ def totals_items(totals: Totals) -> list[tuple[str, str]]:
         ("CPU-hours", f"{totals.cpu_hours:.3g} (estimate; {totals.held_hours:.3g} h held)"),
         ("mean CPU", cpu),
         ("memory", f"{size(totals.memory_bytes)} (sum over running workers)"),
-        ("data on disk", f"{size(totals.data.n_bytes)} in {totals.data.n_files} files"),
+        ("data on disk", _data_on_disk(totals.data)),
         ("median queue wait", wait),
         *idle,
     ]
 
 
+def _data_on_disk(data: DataSize) -> str:
+    """``1.5 MB in 2000 files``, with the look's age once it is a second old or more."""
+    text = f"{size(data.n_bytes)} in {data.n_files} files"
+    return text if data.age_s < 1 else f"{text} ({duration(data.age_s)} ago)"
+
+
 def totals_html(totals: Totals) -> str:
     """The totals as one row of labelled values."""
     items = " · ".join(
-        f'<span class="ar-total"><b>{html.escape(label)}</b> {html.escape(value)}</span>'
+        f'<span class="ar-total" style="white-space:nowrap"><b>{html.escape(label)}</b> '
+        f"{html.escape(value)}</span>"
         for label, value in totals_items(totals)
     )
     return f'<div class="ar-totals-row" style="font-size:12px">{items}</div>'

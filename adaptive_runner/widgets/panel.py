@@ -24,6 +24,7 @@ from adaptive_runner.status.snapshot import (
     View,
     counts_html,
     parse_selection,
+    progress_html,
     status_html,
     table_html,
 )
@@ -90,8 +91,8 @@ class StatusPanel:
         self.totals.add_class("ar-totals")
         self.queue = w.HTML()
         self.queue.add_class("ar-queue")
-        self.progress = w.IntProgress(min=0, max=1, description="progress")
-        self.progress_label = w.Label()
+        self.progress = w.HTML()  # done, failed and cancelled in their colours, and in words
+        self.progress.add_class("ar-progress-box")
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.auto_button = w.ToggleButton(description="Auto-refresh", icon="clock-o")
         self.cancel_run_button = w.Button(description="Cancel run", button_style="danger")
@@ -140,7 +141,7 @@ class StatusPanel:
                 self.status,
                 self.counts,
                 self.totals,
-                w.HBox([self.progress, self.progress_label]),
+                self.progress,
                 self.queue,
                 w.HBox([self.refresh_button, self.auto_button, self.cancel_run_button]),
                 self.confirm_box,
@@ -220,10 +221,7 @@ class StatusPanel:
             self.counts.value = counts_html(snap)
             self.totals.value = totals_html(snap.totals)
             self.queue.value = "" if snap.queue is None else queue_html(snap.queue)
-            self.progress.max = max(1, snap.total)
-            self.progress.value = snap.n_final
-            self.progress.bar_style = _bar_style(snap)
-            self.progress_label.value = f"{snap.n_final} of {snap.total} learners finished"
+            self.progress.value = progress_html(snap)
             self.cancel_run_button.disabled = snap.finished
             self.prev_button.disabled = snap.view.page == 0
             self.next_button.disabled = snap.view.page + 1 >= snap.n_pages
@@ -312,7 +310,7 @@ class StatusPanel:
         """The logs of the selected learners' latest jobs, or of the latest failed jobs.
 
         With "failed jobs only" ticked: the jobs that did not end cleanly, of the selected
-        learners or, with none selected, of the whole run.
+        learners or, with none selected, of the whole run, those whose learner raised first.
         """
         text = self.selection.value.strip()
         picked = self._selected() if text or not self.failed_only.value else []
@@ -379,15 +377,6 @@ class StatusPanel:
             f"Loaded {len(self.learners)} learners ({points} points in all) into "
             "panel.learners, as rm.load_learners() returns them."
         )
-
-
-def _bar_style(snap: StatusSnapshot) -> str:
-    """Red once a learner failed, orange once one was cancelled, green when all are done."""
-    if snap.counts[LearnerState.FAILED]:
-        return "danger"
-    if snap.counts[LearnerState.CANCELLED]:
-        return "warning"
-    return "success" if snap.counts[LearnerState.DONE] == snap.total else ""
 
 
 def _close_all(widget: w.Widget) -> None:

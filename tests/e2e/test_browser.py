@@ -1,9 +1,11 @@
 """The status panel in a real browser: JupyterLab on loopback, Debian's chromium via Playwright.
 
-A copy of example.ipynb, plus one cell that starts a second, slow run and shows its panel, is
-run top to bottom in JupyterLab. The test checks the counts and totals both panels show, the
-slow run's queue view, draws a learner's plot in the finished run's panel, cancels the slow
-run with the panel's button (and its confirmation) and saves screenshots. Playwright drives
+A copy of example.ipynb, plus cells that run a learner that fails and start a second, slow
+run (``slow_rm.start()`` as a cell's last line, then its panel), is run top to bottom in
+JupyterLab. The test checks the counts, progress and totals the panels show, the failed
+learner's log (a multi-line traceback, no line wrapped), what ``start()`` showed, the slow
+run's queue view, draws a learner's plot in the finished run's panel, cancels the slow run
+with the panel's button (and its confirmation) and saves screenshots. Playwright drives
 /usr/bin/chromium; no browser is ever downloaded.
 """
 
@@ -25,14 +27,16 @@ from typing import TYPE_CHECKING
 
 import nbformat
 import pytest
+from helpers_run import wait_for
 from nbformat.v4 import new_code_cell
 
+from adaptive_runner.schedulers.local import Local
 from adaptive_runner.state.database import Database
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from playwright.sync_api import Page
+    from playwright.sync_api import Locator, Page
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -47,6 +51,23 @@ CHROMIUM_ARGS = [
 NOTEBOOK = Path(__file__).parents[2] / "notebooks" / "example.ipynb"
 # Three learners that never reach a goal on their own within the test (at most 3 minutes a
 # job, so nothing outlives a failed test for long).
+# One learner whose function raises: it fails at its first point (max_fails=1).
+FAILING_RUN = """\
+def broken(x: float) -> float:
+    raise ValueError(f"no value at {x}")
+
+
+broken_rm = ar.RunManager(
+    ar.Local(cores=1),
+    [adaptive.Learner1D(broken, bounds=(0, 1))],
+    ["data/broken/0.pickle"],
+    goal=10,
+    run_dir="runs/broken",
+    max_fails=1,
+)
+broken_rm.start().wait(timeout=120)
+broken_panel = broken_rm.info()
+broken_panel"""
 SLOW_RUN = """\
 import time
 from datetime import timedelta
@@ -66,7 +87,8 @@ slow_rm = ar.RunManager(
     save_interval=1,
     log_interval=0.5,
 )
-slow_rm.start()
+slow_rm.start()"""
+SLOW_PANEL = """\
 slow_panel = slow_rm.info(refresh_interval=0.5)
 slow_panel"""
 # JupyterLab settings: no news or update checks (no network), every cell rendered (no
@@ -112,7 +134,9 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "root"
     root.mkdir()
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells.append(new_code_cell(FAILING_RUN, id="failing-run"))
     nb.cells.append(new_code_cell(SLOW_RUN, id="slow-run"))
+    nb.cells.append(new_code_cell(SLOW_PANEL, id="slow-panel"))
     nbformat.write(nb, root / "example.ipynb")
     home = tmp_path / "jupyter"
     for plugin, values in LAB_SETTINGS.items():
@@ -176,8 +200,17 @@ def test_panel_in_jupyterlab(lab: tuple[str, Path], tmp_path: Path) -> None:
                 raise
         finally:
             browser.close()
-    with Database.open(root / "runs" / "slow" / "state.sqlite") as db:
+    slow_run = root / "runs" / "slow"
+    with Database.open(slow_run / "state.sqlite") as db:
         assert db.counts()["cancelled"] == 3
+        arrays = db.recorded_arrays()
+    # The cancelled tasks release their learners to the kernel's database manager: the
+    # kernel must outlive them (the fixture shuts it down), or a release waits for a reply.
+    local = Local().bind(slow_run / "jobs")
+    wait_for(
+        lambda: not any(s.active for s in local.queue_states(arrays).values()),
+        what="the slow run's cancelled tasks to end",
+    )
     screenshots = os.environ.get("AR_SCREENSHOT_DIR")
     if screenshots:  # keep them for a look (CI uploads this directory)
         for png in tmp_path.glob("*.png"):
@@ -196,11 +229,18 @@ def drive(page: Page, tmp_path: Path) -> None:
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
     panels = page.locator(".ar-panel")
-    expect(panels).to_have_count(2)
-    example, slow = panels.nth(0), panels.nth(1)
+    expect(panels).to_have_count(3)
+    example, broken, slow = panels.nth(0), panels.nth(1), panels.nth(2)
     expect(example.locator(".ar-counts")).to_contain_text("done 4")
     expect(example.locator(".ar-counts")).to_contain_text("total 4")
-    expect(example).to_contain_text("4 of 4 learners finished")
+    expect(example.locator(".ar-progress-label")).to_have_text(
+        "4 finished: 4 done · 0 failed · 0 cancelled"
+    )
+    # slow_rm.start() as the cell's last line: a line pointing to the panel, no stale figures.
+    started = page.locator(".ar-started")
+    expect(started).to_have_count(1)
+    expect(started).to_contain_text("managers running; info() shows the live panel")
+    expect(page.locator(".ar-summary")).to_have_count(0)
     expect(slow.locator(".ar-counts")).to_contain_text(re.compile(r"running [1-3]"))
     for panel in (example, slow):
         expect(panel.locator(".ar-totals")).to_contain_text("CPU-hours")
@@ -210,7 +250,11 @@ def drive(page: Page, tmp_path: Path) -> None:
     )
     # The slow run's tasks hold its learners: the queue view lists them with their learners.
     expect(slow.locator(".ar-queue")).to_contain_text(re.compile(r"queue: running [1-3]"))
-    expect(slow.locator(".ar-queue-table")).to_contain_text("running")
+    expect(slow.locator(".ar-queue-group summary").first).to_contain_text(
+        re.compile(r"running · [1-3] tasks?")
+    )
+
+    check_failed_log(broken, tmp_path)
 
     example.get_by_placeholder("e.g. 3, 7-9").fill("0")
     # By its text: the icon's glyph is part of the button's accessible name.
@@ -230,3 +274,43 @@ def drive(page: Page, tmp_path: Path) -> None:
     slow.scroll_into_view_if_needed()
     slow.screenshot(path=tmp_path / "panel_cancelled.png")
     page.screenshot(path=tmp_path / "jupyterlab.png")
+
+
+def check_failed_log(panel: Locator, tmp_path: Path) -> None:
+    """The failed learner's log, shown as the CLI prints it: its traceback on lines of its own."""
+    from playwright.sync_api import expect  # noqa: PLC0415 - slow import
+
+    expect(panel.locator(".ar-progress-label")).to_have_text(
+        "1 finished: 0 done · 1 failed · 0 cancelled"
+    )
+    failed_part = panel.locator(".ar-progress-failed")
+    expect(failed_part).to_have_attribute("style", re.compile(r"width:100%"))
+    panel.get_by_text("failed jobs only").click()
+    panel.get_by_role("button", name="Show log").click()
+    log = panel.locator("pre.ar-log")
+    expect(log).to_be_visible()
+    expect(panel.locator(".ar-log-head")).to_contain_text("learner 0, job ")
+    expect(panel.locator(".ar-log-head")).to_contain_text("(failed)")
+    text = log.inner_text()
+    lines = text.splitlines()
+    assert "    Traceback (most recent call last):" in lines
+    assert any(line.endswith("ValueError: no value at 0.0") for line in lines), text
+    assert "\\n" not in text  # real lines, not the JSON's escaped newlines
+    assert any(re.search(r"Z \S+ error +failed learner=0", line) for line in lines), text
+    traceback = panel.locator(".ar-traceback").first.inner_text()
+    assert len(traceback.splitlines()) >= 4, traceback
+    assert log.evaluate("pre => getComputedStyle(pre).whiteSpace") == "pre"
+    # Each line is one line on the screen: a wrapped span would have several boxes.
+    boxes = log.locator(".ar-log-line").evaluate_all(
+        "spans => spans.map(span => span.getClientRects().length)"
+    )
+    assert boxes, text
+    assert set(boxes) == {1}, boxes
+    # A long log shows its end, where the failure is: its top is scrolled out of the box.
+    box, pre = panel.locator(".ar-log-box").bounding_box(), log.bounding_box()
+    assert box is not None
+    assert pre is not None
+    assert pre["y"] < box["y"] - 10, (pre, box)
+    assert abs((pre["y"] + pre["height"]) - (box["y"] + box["height"])) < 10, (pre, box)
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=tmp_path / "panel_failed_log.png")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -16,24 +17,40 @@ from helpers_run import always_fails, make_learners, stop_and_cancel, wait_for
 import adaptive_runner as ar
 from adaptive_runner.common.run_dir import RunDir
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.schedulers.base import JobState
 from adaptive_runner.schedulers.local import Local
 from adaptive_runner.schedulers.slurm import SLURM, parse_squeue
 from adaptive_runner.state.database import Database, LearnerRow, LearnerState
-from adaptive_runner.status.queue import GroupQueue, Looks, QueueView, held_by_task, queue_html
+from adaptive_runner.status.queue import (
+    GroupQueue,
+    Looks,
+    QueueRow,
+    QueueView,
+    TaskGroup,
+    held_by_task,
+    queue_html,
+)
 from adaptive_runner.status.snapshot import (
     counts_html,
+    finished_text,
     parse_selection,
+    progress_html,
     status_html,
     table_html,
-    tail,
 )
-from adaptive_runner.status.totals import DataSize, queue_waits, totals_html, totals_items
+from adaptive_runner.status.totals import (
+    DataSize,
+    Totals,
+    queue_waits,
+    totals_html,
+    totals_items,
+)
 from adaptive_runner.widgets import StatusSnapshot, View
-from adaptive_runner.widgets.log_view import log_html, log_sources, matching_lines
+from adaptive_runner.widgets.log_view import LogSource, log_html, log_sources
 from adaptive_runner.widgets.plot import LearnerPlot, learner_png
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Callable, Collection
 
     from adaptive_runner.schedulers.base import QueuedTask
     from adaptive_runner.widgets.panel import StatusPanel
@@ -133,19 +150,6 @@ def test_parse_selection() -> None:
             parse_selection(bad, 10)
 
 
-def test_tail(tmp_path: Path) -> None:
-    assert "does not exist" in tail(tmp_path / "missing.log")
-    (tmp_path / "empty.log").write_text("")
-    assert "is empty" in tail(tmp_path / "empty.log")
-    lines = [f"line {i}" for i in range(2000)]
-    (tmp_path / "big.log").write_text("\n".join(lines) + "\n")
-    text = tail(tmp_path / "big.log", max_bytes=100)
-    assert text.startswith("…line ")  # starts at a whole line
-    assert text.endswith("line 1999\n")
-    (tmp_path / "binary.log").write_bytes(b"\xff\xfe ok\n")
-    assert "ok" in tail(tmp_path / "binary.log")
-
-
 def check_table_controls(panel: StatusPanel) -> None:
     """Sorting and filtering take new snapshots; one page, so no paging."""
     panel.sort_by.value = "heartbeat_age"
@@ -167,12 +171,29 @@ def check_show_log(panel: StatusPanel) -> LearnerRow:
     panel.selection.value = str(running.index)
     panel.log_button.click()
     assert f"job {running.task}" in panel.log.value
-    assert "&quot;started&quot;" in panel.log.value  # the worker's JSON log, escaped
+    # The worker's JSON lines as the CLI prints them: time, task, level, event, fields.
+    assert re.search(rf"Z {re.escape(str(running.task))} info +started host=", panel.log.value)
+    assert "{&quot;" not in panel.log.value
     assert panel.log.value.count("<pre") == 1  # one file per task: events and output
     assert panel.hide_log_button.layout.display is None
     panel.hide_log_button.click()
     assert panel.log.value == ""
     return running
+
+
+def check_data_size_agrees_with_plot(panel: StatusPanel) -> None:
+    """The data size counts the file a plot reads, though the panel was made (and first
+    looked at the disk) before any learner had saved: no "0 B" beside a plot of points.
+    """
+    panel.selection.value = "0"
+    panel.plot_button.click()
+    wait_for(lambda: panel.plot_image.value, what="the plot of learner 0")
+    assert "points" in panel.plot_note.value
+    panel.hide_plot_button.click()
+    data = panel.refresh().totals.data
+    assert data.n_files >= 1
+    assert data.age_s < 1
+    assert f"in {data.n_files} files</span>" in panel.totals.value  # fresh: no age shown
 
 
 def test_panel_clicks_on_a_live_run(tmp_path: Path) -> None:
@@ -200,8 +221,9 @@ def test_panel_clicks_on_a_live_run(tmp_path: Path) -> None:
         with panel._lock:  # the snapshot and the widgets of one refresh
             assert panel.snapshot.counts["running"] >= 1
             assert f"running {panel.snapshot.counts['running']}" in panel.counts.value
-        assert panel.progress.max == 3
+        assert "0 of 3 finished: 0 done · 0 failed · 0 cancelled" in panel.progress.value
 
+        check_data_size_agrees_with_plot(panel)
         check_table_controls(panel)
 
         running = check_show_log(panel)
@@ -221,7 +243,10 @@ def test_panel_clicks_on_a_live_run(tmp_path: Path) -> None:
         assert panel.snapshot.counts["cancelled"] == 3
         assert "Cancelled the run: 2 learners cancelled" in panel.message.value
         assert panel.cancel_run_button.disabled
-        assert panel.progress.bar_style == "warning"
+        assert "3 finished: 0 done · 0 failed · 3 cancelled" in panel.progress.value
+        assert 'class="ar-progress-cancelled" title="3 cancelled" style="width:100%' in (
+            panel.progress.value
+        )
 
         panel.load_button.click()
         assert panel.learners is not None
@@ -237,11 +262,34 @@ def test_panel_clicks_on_a_live_run(tmp_path: Path) -> None:
         stop_and_cancel(rm)
 
 
+def display_html(obj: object) -> str:
+    """What Jupyter shows of ``obj`` as a cell's last expression: IPython's own formatter."""
+    from IPython.core.formatters import DisplayFormatter  # noqa: PLC0415 - tests only
+
+    data, _ = DisplayFormatter().format(obj)  # type: ignore[no-untyped-call]
+    return str(data["text/html"])
+
+
+def check_display_while_running(rm: ar.RunManager) -> None:
+    """``rm.start()`` as a cell's last line: one line that points to the live panel.
+
+    No counts or totals, which would stand stale above the live panel of ``rm.info()``.
+    """
+    page = display_html(rm)
+    assert "managers running; <code>info()</code> shows the live panel" in page
+    for figure in ("ar-counts-row", "ar-totals-row", "running 2", "CPU-hours"):
+        assert figure not in page
+
+
 def test_panel_of_a_run_whose_managers_are_stopped(tmp_path: Path) -> None:
     rm = make_rm(tmp_path, make_learners(2, delay=0.05), goal=10_000).start()
     try:
         wait_for(lambda: rm.status()["running"] == 2, what="both learners running")
+        check_display_while_running(rm)
         rm.stop()
+        stopped = display_html(rm)
+        assert "managers stopped" in stopped  # a summary again: the managers stopped it
+        assert re.search(r"as of \d\d:\d\d:\d\d", stopped)
         panel = rm.info()
         assert "managers stopped" in panel.status.value
         assert "RunManager.resume(run_dir)" in panel.status.value
@@ -253,6 +301,23 @@ def test_panel_of_a_run_whose_managers_are_stopped(tmp_path: Path) -> None:
     # A panel made from scratch for the same directory reads the same state.
     snap = StatusSnapshot.take(RunDir(tmp_path / "run"), managers_running=False)
     assert snap.counts["cancelled"] == 2
+
+
+def test_progress_names_done_failed_and_cancelled(finished_run: ar.RunManager) -> None:
+    snap = StatusSnapshot.take(finished_run.run_dir, managers_running=False)
+    assert finished_text(snap) == "4 finished: 3 done · 1 failed · 0 cancelled"
+    bar = progress_html(snap)
+    assert 'class="ar-progress-done" title="3 done" style="width:75%;' in bar
+    assert 'class="ar-progress-failed" title="1 failed" style="width:25%;' in bar
+    assert "ar-progress-cancelled" not in bar  # none: no sliver either
+    counts = {"waiting": 0, "running": 0, "done": 1084, "failed": 0, "cancelled": 916}
+    cancelled = dataclasses.replace(snap, counts=counts)
+    assert finished_text(cancelled) == "2000 finished: 1084 done · 0 failed · 916 cancelled"
+    assert 'title="916 cancelled" style="width:45.8%;' in progress_html(cancelled)
+    counts = {"waiting": 5, "running": 5, "done": 0, "failed": 10, "cancelled": 0}
+    half = dataclasses.replace(snap, counts=counts)
+    assert finished_text(half) == "10 of 20 finished: 0 done · 10 failed · 0 cancelled"
+    assert 'title="10 failed" style="width:50%;' in progress_html(half)  # not a full red bar
 
 
 def test_status_line_names_a_dead_manager(finished_run: ar.RunManager) -> None:
@@ -357,19 +422,86 @@ def test_looks_ask_each_group_at_most_once_per_interval(tmp_path: Path) -> None:
     assert CountingLocal.calls == 3
 
 
+def test_looks_stat_the_data_files_again_as_soon_as_that_is_cheap(tmp_path: Path) -> None:
+    """A look at the disk is due once it took 5 % of the time since, at the latest after 30 s."""
+    now = [0.0]
+    looks = Looks([], disk_interval_s=30.0, clock=lambda: now[0])
+    data = tmp_path / "0.pickle"
+
+    def taking(cost: float) -> Callable[[], list[str]]:
+        def fnames() -> list[str]:
+            now[0] += cost  # the stats that follow take no time on this clock
+            return [str(data)]
+
+        return fnames
+
+    assert looks.data_size(taking(0.001)) == DataSize(0, 0)  # took 1 ms: due after 20 ms
+    data.write_bytes(b"x" * 10)
+    now[0] += 0.01
+    cached = looks.data_size(taking(0.001))
+    assert cached.n_files == 0
+    assert cached.age_s == pytest.approx(0.011)
+    now[0] += 0.01
+    assert looks.data_size(taking(0.001)) == DataSize(10, 1)
+    now[0] += 1.0
+    assert looks.data_size(taking(2.0)) == DataSize(10, 1)  # took 2 s: due after 30 s, not 40
+    data.write_bytes(b"x" * 20)
+    now[0] += 20.0
+    stale = looks.data_size(taking(2.0))
+    assert stale.n_bytes == 10
+    assert stale.age_s == pytest.approx(22.0)
+    totals = Totals(None, 0.0, 0.0, None, 0, 0, stale, None, 0)
+    assert dict(totals_items(totals))["data on disk"] == "10 B in 1 files (22 s ago)"
+    now[0] += 10.0
+    assert looks.data_size(taking(2.0)) == DataSize(20, 1)
+
+
 def test_queue_view_shows_slurm_pending_reasons() -> None:
     text = (Path(__file__).parents[1] / "data" / "slurm" / "squeue_pending_running.txt").read_text()
     group = GroupQueue.of(0, parse_squeue(text, ["2989"]))
     view = QueueView((group,), held_by_task({"2989_0": 7, "2989_1@0": 8, "2989_1@1": 5}), 2.0)
     assert view.n_running == 8
     assert view.n_pending == 4
-    assert view.reasons() == {"JobArrayTaskLimit": 4}
     assert [row.task for row in view.rows()] == [f"2989_{i}" for i in (0, 1, *range(2, 12))]
     assert view.held == {"2989_0": (7,), "2989_1": (5, 8)}  # packed workers count for their task
-    page = queue_html(view, max_rows=3)
-    assert "running 8 · pending 4 (JobArrayTaskLimit 4) · asked 2 s ago" in page
-    assert '<td style="padding:1px 8px">5, 8</td>' in page
-    assert "… and 9 more tasks" in page
+    assert view.by_reason() == [
+        TaskGroup(JobState.RUNNING, None, tuple(f"2989_{i}" for i in range(8))),
+        TaskGroup(JobState.PENDING, "JobArrayTaskLimit", tuple(f"2989_{i}" for i in range(8, 12))),
+    ]
+    page = queue_html(view, max_tasks=3)
+    assert "running 8 · pending 4 · asked 2 s ago" in page
+    assert page.count("<details") == 2
+    assert "<summary><b>running</b> · 8 tasks</summary>" in page
+    assert "<code>2989_1</code> (learners 5, 8)" in page
+    assert "<code>2989_0</code> (learner 7)" in page
+    assert "… and 5 more" in page  # 8 running, 3 listed
+    assert "<summary><b>pending</b>: JobArrayTaskLimit · 4 tasks</summary>" in page
+
+
+def test_queue_view_names_a_long_reason_once_with_its_tasks_under_it() -> None:
+    """2,000 pending tasks for two reasons: two lines, not 2,000 rows repeating a reason."""
+    long = "ReqNodeNotAvail, UnavailableNodes:n[001-120,200-240]"
+    rows = [
+        QueueRow(f"12_{i}", 0, JobState.PENDING, long if i % 4 else "Priority") for i in range(2000)
+    ]
+    pending = GroupQueue(tuple(rows), 0, 2000)
+    running = GroupQueue((QueueRow("13_0", 1, JobState.RUNNING, None),), 1, 0)
+    view = QueueView((pending, running), {"13_0": (4,)}, 0.0)
+    groups = view.by_reason()
+    assert [(g.state, g.reason, len(g.tasks)) for g in groups] == [
+        (JobState.RUNNING, None, 1),  # running first, then the largest group
+        (JobState.PENDING, long, 1500),
+        (JobState.PENDING, "Priority", 500),
+    ]
+    assert groups[2].tasks[:2] == ("12_0", "12_4")
+    page = queue_html(view)
+    assert page.count("ReqNodeNotAvail") == 1
+    assert f"<b>pending</b>: {long} · 1500 tasks" in page
+    assert "<b>pending</b>: Priority · 500 tasks" in page
+    assert "… and 1300 more" in page  # 200 listed of 1500
+    assert "<code>13_0</code> (learner 4)" in page
+    one = QueueView((GroupQueue((QueueRow("7_0", 0, JobState.PENDING, None),), 0, 1),), {}, 0.0)
+    assert "<summary><b>pending</b> · 1 task</summary>" in queue_html(one)  # no reason given
 
 
 def test_queue_view_says_when_the_scheduler_cannot_be_asked(
@@ -409,7 +541,6 @@ def test_html_summary_of_a_run_not_started(tmp_path: Path) -> None:
 
 
 def test_log_sources_and_search(finished_run: ar.RunManager) -> None:
-    assert matching_lines("a Solver\nb\nsolver c\n", "SOLVER") == ["a Solver", "solver c"]
     with Database.open(finished_run.run_dir.database, read_only=True) as db:
         failed = log_sources(db, [], failed_only=True)
         assert [(s.learner, s.outcome) for s in failed] == [(3, "failed")]
@@ -421,8 +552,38 @@ def test_log_sources_and_search(finished_run: ar.RunManager) -> None:
     page = log_html(finished_run.run_dir, failed, "SOLVER error")
     assert "(failed)" in page
     assert "<mark>solver error</mark>: giving up at" in page  # as written, any case matched
+    assert "lines with <mark>SOLVER error</mark>: 1" in page
     assert "ZeroDivisionError" not in page.split("</p>", 1)[1]  # only the matching lines
+    # A match in a traceback shows its event with the whole traceback, on lines of its own.
+    page = log_html(finished_run.run_dir, failed, "cannot evaluate")
+    assert "error   failed learner=3" in page
+    assert "\n    Traceback (most recent call last):\n" in page
+    assert "    <mark>ZeroDivisionError</mark>" not in page
+    assert "ZeroDivisionError: <mark>cannot evaluate</mark> at" in page
     assert "no failed jobs" in log_html(finished_run.run_dir, [])
+    missing = log_html(finished_run.run_dir, [LogSource(9, "L9_0", "lost")])
+    assert "L9_0 (lost)" in missing
+    assert "does not exist yet" in missing
+
+
+def test_failed_only_lists_the_learners_own_failures_first(tmp_path: Path) -> None:
+    """A failure of the learner's code comes before newer tasks that were lost or killed."""
+    run_dir = helpers_run.make_run(tmp_path / "run", 4)
+    with Database.open(run_dir.database) as db:
+        db.record_array("L1", n_tasks=4, script="s", now=T0)
+        for i in range(4):
+            assert db.claim(f"L1_{i}", host="h", pid=i, now=T0 + i, array="L1") is not None
+        assert db.fail("L1_0", 0, error="ZeroDivisionError", now=T0 + 10)
+        db.mark_lost(["L1_1"], reason="gone from the queue", now=T0 + 20)
+        assert db.kill("L1_2", reason="oom-kill", now=T0 + 30) is not None
+        assert db.fail("L1_3", 3, error="ValueError", now=T0 + 5)
+        sources = log_sources(db, [], failed_only=True, limit=3)
+        assert [(s.task, s.outcome) for s in sources] == [
+            ("L1_3", "failed"),  # the failures first, the latest hold (by its claim) first
+            ("L1_0", "failed"),
+            ("L1_2", "killed"),  # then the latest of the others
+        ]
+        assert [s.task for s in log_sources(db, [1, 2], failed_only=True)] == ["L1_2", "L1_1"]
 
 
 def test_plot_of_a_learner_with_and_without_data(finished_run: ar.RunManager) -> None:
