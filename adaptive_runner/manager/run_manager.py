@@ -608,6 +608,15 @@ class RunManager(Run):
             self._start_managers(self._url_host())
         return put_back
 
+    def load_dataframes(self, *, compute_missing: bool = True) -> Any:
+        """:meth:`Run.load_dataframes`, the missing and stale files written first by default.
+
+        A RunManager has its learners' code at hand, so a DataFrame file older than its data
+        file (or none at all) is made again from the data file rather than read stale; pass
+        ``compute_missing=False`` to read what is on disk as it is.
+        """
+        return super().load_dataframes(compute_missing=compute_missing)
+
     def remove_data(self) -> list[Path]:
         """Delete the data files of this object's learners (their saved points), on request.
 

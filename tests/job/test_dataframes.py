@@ -284,7 +284,7 @@ def test_load_dataframes_says_what_it_left_out_and_compute_missing_writes_it(
     assert (df["learner"] == 2).sum() == table_rows  # the stale table, as it is
 
     with pytest.warns(ar.DataFrameWarning) as warned:
-        df = rm.load_dataframes(compute_missing=True)
+        df = rm.load_dataframes()  # a RunManager has the code: compute_missing by default
     (message,) = [str(w.message) for w in warned]
     assert message == "1 of 4 learners left out (attrs['skipped']): 1 without a data file yet."
     assert left_out(df) == ([0], [], [])
