@@ -234,8 +234,17 @@ def _serve(args: argparse.Namespace) -> int:
     except ManagerDiedError as e:
         print(f"adaptive-runner: {e}", file=sys.stderr)
         return 1
-    print(_counts(rm.status()))
-    return 0 if all_done else 1
+    counts = rm.status()
+    print(_counts(counts))
+    if all_done:
+        return 0
+    print(
+        f"adaptive-runner: not every learner is done ({counts['failed']} failed, "
+        f"{counts['cancelled']} cancelled): `adaptive-runner status {args.run_dir} --state "
+        "failed` says why",
+        file=sys.stderr,
+    )
+    return 1
 
 
 # -- status --------------------------------------------------------------------------------

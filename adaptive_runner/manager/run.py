@@ -381,7 +381,8 @@ class Run:
                 alone[LearnerState.CANCELLED] = [
                     i for i, _ in db.learners_in(LearnerState.CANCELLED)
                 ]
-        log.info("learners retried", learners=len(put_back), run_dir=str(self.run_dir.path))
+        if put_back:
+            log.info("learners retried", learners=len(put_back), run_dir=str(self.run_dir.path))
         result = Retried(put_back, {state: ids for state, ids in alone.items() if ids})
         hint = result.left_alone_text(LearnerState.CANCELLED, "pass cancelled=True")
         if hint is not None and learners is not None:  # asked for by name
@@ -410,21 +411,23 @@ class Run:
             fnames = [row.fname for row in db.learners()]
         return remove_files(fnames, running=self.status()[LearnerState.RUNNING])
 
-    def complete_reached(self, goal: goals.Goal, *, progress_every: int = 1000) -> list[int]:
+    def complete_reached(
+        self, goal: goals.Goal, *, skip: Collection[int] = (), progress_every: int = 1000
+    ) -> list[int]:
         """Mark done, without a job, the waiting learners whose saved data meets ``goal``.
 
         Costs one load per waiting learner with a data file, as its job would do it:
         unpickle, load the data, then adaptive's own goal check (:func:`goals.goal_check`).
         A run-time goal (timedelta) says nothing about saved data, so nothing is loaded
         then. A learner whose data cannot be loaded stays waiting (logged): its job reports
-        the error. Progress is logged every ``progress_every`` learners. Returns the learners
-        marked done.
+        the error. Progress is logged every ``progress_every`` learners; ``skip``: learners
+        just found short of ``goal`` (not loaded again). Returns the learners marked done.
         """
         goal = goals.check_goal(goal)
         if isinstance(goal, timedelta):
             return []
         with self._open() as db:
-            waiting = db.learners_in(LearnerState.WAITING)
+            waiting = [row for row in db.learners_in(LearnerState.WAITING) if row[0] not in skip]
         reached = self._check_saved(waiting, goal, progress_every)
         with self._open(write=True) as db:
             done = db.complete(reached, detail="its data file meets the goal", now=time.time())

@@ -6,7 +6,6 @@ import dataclasses
 import html
 import socket
 import time
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
@@ -41,9 +40,10 @@ WAIT_SLICE_S = 0.5  # wait() looks this often whether a manager thread ended on 
 STUCK_AFTER_S = 600.0  # wait() gives up on a run whose every task waited this long for good
 
 # Global state, this module's only: the RunManager of this process that runs each run's
-# managers, by run directory. Running the same notebook cell again makes a new RunManager
-# while the old one (no longer in any variable) still holds the run; the new one stops it.
-_RUNNING: weakref.WeakValueDictionary[Path, RunManager] = weakref.WeakValueDictionary()
+# managers, by run directory, until it stops them. Running the same notebook cell again makes
+# a new RunManager while the old one (no longer in any variable: held here, or its managers
+# would run on with nobody to stop them) still holds the run; the new one stops it.
+_RUNNING: dict[Path, RunManager] = {}
 
 log = structlog.get_logger("adaptive_runner.run_manager")
 
@@ -177,6 +177,7 @@ class RunManager(Run):
         self.overwrite = overwrite
         self.retry_failed = retry_failed
         self.check_goal_on_start = check_goal_on_start
+        self._short_of_goal: frozenset[int] = frozenset()  # checked at this start: not again
         self.database_manager: DatabaseManager | None = None
         self.job_manager: JobManager | None = None
         self._lock = RunLock(self.run_dir)  # manager.lock, held while our managers run
@@ -270,7 +271,7 @@ class RunManager(Run):
         else:
             create_run(self.run_dir, self.spec, replace=False)
         if self.check_goal_on_start:
-            self._locked(lambda: self.complete_reached(self.goal))
+            self._locked(lambda: self.complete_reached(self.goal, skip=self._short_of_goal))
         if self.spec.save_dataframe:  # after complete_reached: the learners it just finished
             self._locked(self._write_missing_dataframes)
         self._start_managers(url_host)
@@ -346,7 +347,8 @@ class RunManager(Run):
         if old_goal != self.run_dir.goal_file.read_bytes() and goals.may_need_more(
             _unpickled_goal(old_goal), self.spec.goal
         ):
-            self.reopen_unreached(self.spec.goal, check=self.check_goal_on_start)
+            reopened = self.reopen_unreached(self.spec.goal, check=self.check_goal_on_start)
+            self._short_of_goal = frozenset(reopened if self.check_goal_on_start else ())
         self.resume_paused()  # a whole-run cancel was a pause
         if self.retry_failed:
             put_back = Run.retry(self)  # the managers start after this
@@ -634,6 +636,8 @@ class RunManager(Run):
         if self.database_manager is not None:
             self.database_manager.stop()
         stop_logging_managers_to(self.run_dir.path / "manager.log")
+        if _RUNNING.get(self.run_dir.path) is self:
+            del _RUNNING[self.run_dir.path]
         self._lock.release()
 
 

@@ -6,6 +6,7 @@ The scenarios every backend shares (goal, kill -9, cancel) are tests/e2e/test_sc
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import sqlite3
 import subprocess
@@ -455,6 +456,19 @@ def test_running_the_same_cell_again_takes_the_run_over(tmp_path: Path) -> None:
     try:
         assert first.job_manager is not None
         assert not first.job_manager.running  # stopped by the second start()
+        assert second.wait(timeout=120)
+    finally:
+        stop_and_cancel(second)
+
+
+def test_the_cell_again_takes_over_from_a_run_manager_no_variable_holds(tmp_path: Path) -> None:
+    """``rm = ar.RunManager(...); rm.start()`` run twice: the first object is in no variable
+    any more (collected, were it not for its running managers); the second start stops it."""
+    make_rm(tmp_path, make_learners(3, delay=0.05), goal=200, kill_grace_s=1).start()
+    gc.collect()
+    second = make_rm(tmp_path, make_learners(3), kill_grace_s=1)
+    second.start()  # was: ConfigError "is managed already"
+    try:
         assert second.wait(timeout=120)
     finally:
         stop_and_cancel(second)
