@@ -174,7 +174,10 @@ def test_a_point_that_hangs_fails_its_learner_instead_of_burning_allocations(
         (row,) = db.learners()
         holds = [t for t in db.tasks() if t.learner == 0]
     assert row.state == "failed"
-    assert len(holds) == 3  # one job with progress (the bounds), two without: max_fails
+    # One job with progress (the bounds), two without: max_fails. A job that starts so late
+    # (a loaded machine) that no point is in evaluation at its warning releases without a
+    # failure, and one more job follows (seen in CI): a few, never an endless series.
+    assert 3 <= len(holds) <= 5
     assert row.error is not None
     assert row.error.startswith("no progress: the job ended with 2 points")
     assert "points in evaluation: 0.0" in row.error
