@@ -1,7 +1,8 @@
 """Test doubles for code built on adaptive_runner: a scheduler that needs no cluster.
 
 ``MemoryScheduler`` keeps its arrays in dicts, records every call and can be told to fail a
-submission before or after queueing it, so ``JobManager.round()`` (and anything that drives
+submission before or after queueing it, or to forget its arrays (and give their ids out
+again), so ``JobManager.round()`` (and anything that drives
 a scheduler) runs in-process, with the real sqlite state and an injected clock.
 """
 
@@ -95,6 +96,12 @@ class MemoryScheduler(Scheduler):
         """Give every task of ``array_id`` the state ``state``."""
         for task in self.arrays[array_id]:
             self.arrays[array_id][task] = state
+
+    def forget(self) -> None:
+        """Lose every record, as a scheduler that lost its state: ids are given out again."""
+        self.arrays.clear()
+        self.tags.clear()
+        self.names.clear()
 
     def submitted(self) -> list[object]:
         """The ``n_tasks`` of each submit call, in order."""

@@ -41,6 +41,7 @@ import zmq
 from adaptive_runner.common.auth import create_keys, load_keys
 from adaptive_runner.common.run_dir import RunDir
 from adaptive_runner.manager.database_manager import DatabaseManager
+from adaptive_runner.schedulers.local import Local
 from adaptive_runner.state.database import Database
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 TARGETS = {"one_client_per_s": 1000, "many_clients_per_s": 2000, "size_ratio": 1.5, "p99_ms": 50}
 CLIENT_PROCESSES = 4
 ARRAY = "1"  # the array the clients' tasks are of, recorded as the job manager does
+TASKS_PER_PROCESS = 1_000_000  # each client process's tasks: ARRAY_<first>, <first + 1>, ...
 HAVE_ADAPTIVE_SCHEDULER = importlib.util.find_spec("adaptive_scheduler") is not None
 
 
@@ -62,7 +64,7 @@ def fnames_of(run_path: str, n: int) -> list[str]:
 def serve(run_path: str) -> None:
     """The real DatabaseManager."""
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-    manager = DatabaseManager(RunDir(run_path))
+    manager = DatabaseManager(RunDir(run_path), schedulers=[Local()])
     print(manager.start(), flush=True)
     sys.stdin.read()
     manager.stop()
@@ -165,7 +167,7 @@ class Lifecycles:
             return False
         self.remaining -= 1
         self.count += 1
-        self.task[socket] = f"{self.tag}_{self.count}"
+        self.task[socket] = f"{ARRAY}_{int(self.tag) + self.count}"  # tag: its first index
         self.started[socket] = time.perf_counter()
         socket.send_multipart([b"", self.first(socket)])
         return True
@@ -327,7 +329,8 @@ def bench_once(
     if kind == "runner":
         fnames = fnames_of(str(run_dir.path), n_learners)
         with Database.create(run_dir.database, fnames, dependencies={}, max_fails=3) as db:
-            db.record_array(ARRAY, n_tasks=n_learners, script="", now=time.time())
+            n_tasks = CLIENT_PROCESSES * TASKS_PER_PROCESS
+            db.record_array(ARRAY, n_tasks=n_tasks, script="", now=time.time())
     server_args = {
         "runner": ["--serve", run_dir.path],
         "bare": ["--serve-bare", run_dir.path],
@@ -346,7 +349,7 @@ def bench_once(
                 url,
                 n_clients // n_procs + (i < n_clients % n_procs),
                 lifecycles // n_procs + (i < lifecycles % n_procs),
-                f"p{i}",
+                i * TASKS_PER_PROCESS,
             )
             for i in range(n_procs)
         ]

@@ -62,6 +62,7 @@ from adaptive_runner.common.auth import create_keys, load_keys
 from adaptive_runner.common.protocol import Claim, Done, Heartbeat, encode_request
 from adaptive_runner.common.run_dir import RunDir
 from adaptive_runner.manager.database_manager import DatabaseManager
+from adaptive_runner.schedulers.local import Local
 from adaptive_runner.state.database import Database
 
 TARGETS = {"cpu_percent": 25.0, "p99_ms": 50.0, "burst_s": 10.0}
@@ -93,7 +94,7 @@ def serve(run_path: str, profile: str) -> None:
                 profiler.dump_stats(profile)
 
         DatabaseManager._serve = profiled  # type: ignore[method-assign]  # noqa: SLF001
-    manager = DatabaseManager(RunDir(run_path))
+    manager = DatabaseManager(RunDir(run_path), schedulers=[Local()])
     print(manager.start(), flush=True)
     print(json.dumps({t.native_id: t.name for t in threading.enumerate()}), flush=True)
     sys.stdin.read()

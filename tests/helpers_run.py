@@ -78,9 +78,23 @@ def downgrade_to_schema_1(path: Path) -> None:
     """Make a new state.sqlite look like one written by schema 1 (before tags and groups)."""
     conn = sqlite3.connect(path)
     conn.executescript(
-        "DROP TABLE groups; ALTER TABLE arrays DROP COLUMN tag;"
-        " ALTER TABLE arrays DROP COLUMN claims; ALTER TABLE tasks DROP COLUMN npoints_start;"
-        " ALTER TABLE learners DROP COLUMN paused;"
+        "DROP TABLE groups; ALTER TABLE learners DROP COLUMN paused;"
+        # Schema 1's tasks: keyed without the submission (a column of schema 5).
+        " ALTER TABLE tasks RENAME TO tasks_5;"
+        " CREATE TABLE tasks (task TEXT NOT NULL, learner INTEGER NOT NULL,"
+        " attempt INTEGER NOT NULL, host TEXT, pid INTEGER, started REAL NOT NULL,"
+        " finished REAL, outcome TEXT, PRIMARY KEY (task, learner, attempt)) WITHOUT ROWID;"
+        " INSERT INTO tasks SELECT task, learner, attempt, host, pid, started, finished,"
+        " outcome FROM tasks_5;"
+        " DROP TABLE tasks_5;"
+        # Schema 1's arrays: one row per id (schema 5 numbers each submission).
+        " ALTER TABLE arrays RENAME TO arrays_5;"
+        " CREATE TABLE arrays (array_id TEXT PRIMARY KEY, grp INTEGER NOT NULL DEFAULT 0,"
+        " n_tasks INTEGER NOT NULL, script TEXT NOT NULL, submitted REAL NOT NULL, finished REAL);"
+        " INSERT INTO arrays SELECT array_id, grp, n_tasks, script, submitted, finished"
+        " FROM arrays_5;"
+        " DROP TABLE arrays_5;"
+        " CREATE INDEX arrays_active ON arrays (grp, submitted) WHERE finished IS NULL;"
         " UPDATE meta SET value = 1 WHERE key = 'schema';"
     )
     conn.close()

@@ -159,6 +159,17 @@ def node_name(environ: Mapping[str, str]) -> str:
     return environ.get("SLURMD_NODENAME") or os.uname().nodename
 
 
+def number_text(text: str) -> int | None:
+    """``text`` as a task index or worker rank, written as ids write them; None otherwise.
+
+    ASCII digits without a leading zero (``"0"``, ``"17"``), so that one task has one id:
+    ``"017"``, ``"+17"`` and other scripts' digits name none.
+    """
+    if text.isascii() and text.isdigit() and (text == "0" or not text.startswith("0")):
+        return int(text)
+    return None
+
+
 def task_of(worker: str) -> str:
     """The array task a worker runs in: ``123_4`` for ``123_4@2``; a task's own id as is."""
     return worker.partition(RANK_SEPARATOR)[0]

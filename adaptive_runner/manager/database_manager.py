@@ -4,11 +4,18 @@ Its threads outlive errors: a request that fails gets an ``internal`` error repl
 that cannot commit answers each of its requests so, heartbeats that cannot be written stay
 buffered, serving or a checkpoint that raises is tried again, and no error handler can raise
 (:func:`~adaptive_runner.manager.logs.log_exception`). What still ends a thread is kept in ``died``.
-Each ``fail`` and ``release`` a job reports is logged with its reason.
+
+A claim is answered only for a task of an unfinished array of the run: one of its
+``n_tasks`` indices, with a worker rank below the group's ``packed`` workers in a packed
+allocation (``123_4@2``). Each ``fail`` and ``release`` of a held learner is logged with
+its reason, cut to ``REASON_CHARS``; a ``fail``, ``release`` or ``done`` about a learner its
+sender does not hold is answered ``not_owner`` and logged at most once a minute per sender
+(:class:`Refusals`), so no client can grow manager.log faster than a bound.
 """
 
 from __future__ import annotations
 
+import math
 import resource
 import socket
 import sqlite3
@@ -39,15 +46,19 @@ from adaptive_runner.common.protocol import (
     decode,
     encode_reply,
 )
+from adaptive_runner.common.task_identity import RANK_SEPARATOR, number_text
 from adaptive_runner.common.vocabulary import ReplyCode
 from adaptive_runner.errors import ConfigError, ProtocolError, StateFileError
 from adaptive_runner.manager.logs import log_exception
+from adaptive_runner.schedulers import from_config
 from adaptive_runner.state.database import Database
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from adaptive_runner.common.run_dir import RunDir
+    from adaptive_runner.schedulers.base import Scheduler
+    from adaptive_runner.state.schema import ArrayRow
 
 log = structlog.get_logger("adaptive_runner.database_manager")
 
@@ -77,6 +88,16 @@ _OTHER_FILES: Final = 256
 _MAX_OPEN_FILES: Final = 1 << 20  # asked for when the hard limit is "unlimited"
 # Larger messages make libzmq drop the connection; those in between get a bad_request reply.
 _MAX_FRAME_BYTES: Final = 2 * MAX_MESSAGE_BYTES
+# What manager.log takes of a reason (a traceback's last line; the whole one is in
+# state.sqlite), and how often refused fail/release/done messages are logged: once per
+# sender per window, and at most REFUSALS_PER_WINDOW lines a window from all senders.
+REASON_CHARS: Final = 300
+REFUSAL_WINDOW_S: Final = 60.0
+REFUSALS_PER_WINDOW: Final = 100
+UNRECORDED_REPORT: Final = (
+    "a job's report changed nothing: it repeats one recorded, or the job does not hold the "
+    "learner (answered not_owner)"
+)
 
 
 class KeyCheck:
@@ -136,6 +157,10 @@ class DatabaseManager:
     expected_jobs
         How many jobs may be connected at once (``max_simultaneous_jobs``): a warning is
         logged if the limit on open files does not leave room for them.
+    schedulers
+        Each resource group's scheduler, which says what its task ids look like and how
+        many workers a packed task runs (the claims are checked against them); default: as
+        run.json describes them, read at :meth:`start`.
 
     Set ``on_change`` to be called, from the serving thread, after a batch in which a learner
     was done or given back: the job manager's wake-up.
@@ -149,11 +174,13 @@ class DatabaseManager:
         bind_host: str = "127.0.0.1",
         url_host: str | None = None,
         expected_jobs: int = 0,
+        schedulers: Sequence[Scheduler] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.bind_host = bind_host
         self.url_host = url_host
         self.expected_jobs = expected_jobs
+        self.schedulers = None if schedulers is None else list(schedulers)
         self.url: str | None = None
         self.error: StateFileError | None = None  # why it stopped serving on its own
         self.died: BaseException | None = None  # what ended a thread, if not stop()
@@ -178,6 +205,9 @@ class DatabaseManager:
                 open_files=open_files,
                 max_simultaneous_jobs=self.expected_jobs,
             )
+        schedulers = self.schedulers
+        if schedulers is None:
+            schedulers = [from_config(group) for group in self.run_dir.read_config().groups]
         db = Database.open(self.run_dir.database, auto_checkpoint=False)
         checkpoints = Database.open(self.run_dir.database)
         self._context = context = zmq.Context(io_threads=_IO_THREADS)
@@ -210,7 +240,7 @@ class DatabaseManager:
         zap.start()
         self._key_check = (key_check, zap)
         work = {
-            "database-manager": partial(self._serve, socket, db),
+            "database-manager": partial(self._serve, socket, Dispatcher(db, schedulers)),
             "database-checkpoints": partial(self._checkpoint, checkpoints),
         }
         self._threads = [
@@ -268,7 +298,7 @@ class DatabaseManager:
         finally:
             db.close()
 
-    def _serve(self, socket: zmq.Socket[bytes], db: Database) -> None:
+    def _serve(self, socket: zmq.Socket[bytes], dispatcher: Dispatcher) -> None:
         """Poll, drain what is waiting, answer it all from one transaction, repeat.
 
         Heartbeats that cannot be written stay buffered and are tried again a second later,
@@ -276,6 +306,7 @@ class DatabaseManager:
         is tried again after a pause; the requests it received go unanswered, so their
         clients retry.
         """
+        db = dispatcher.db
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
         flushed = time.monotonic()
@@ -293,7 +324,7 @@ class DatabaseManager:
                     self._stop.wait(_LINGER_S)
                 ended, before = db.holds_ended, len(peers)
                 if not _attempt(
-                    partial(_answer_waiting, socket, poller, db, peers), "serving failed"
+                    partial(_answer_waiting, socket, poller, dispatcher, peers), "serving failed"
                 ):
                     self._stop.wait(_ERROR_PAUSE_S)
                 batch = len(peers) - before
@@ -355,7 +386,7 @@ def _attempt(step: Callable[[], object], event: str) -> bool:
 
 
 def _answer_waiting(
-    socket: zmq.Socket[bytes], poller: zmq.Poller, db: Database, peers: list[bytes]
+    socket: zmq.Socket[bytes], poller: zmq.Poller, dispatcher: Dispatcher, peers: list[bytes]
 ) -> None:
     """Answer the requests that arrive within one poll (up to a batch), if any.
 
@@ -367,43 +398,248 @@ def _answer_waiting(
     while len(messages) < _MAX_BATCH and int(socket.get(zmq.EVENTS)) & zmq.POLLIN:
         messages.append(socket.recv_multipart())
     peers.extend(frames[0] for frames in messages)
-    for frames in answer(db, messages, now=time.time()):
+    for frames in dispatcher.answer(messages, now=time.time()):
         socket.send_multipart(frames)
 
 
-def answer(db: Database, messages: list[list[bytes]], *, now: float) -> list[list[bytes]]:
-    """The reply to each well-enveloped message, all transitions in one committed transaction.
+class Dispatcher:
+    """Answers requests from the run's database: the serving thread's one object.
 
-    A message is ``[routing frames..., b"", request]`` (what a REQ socket sends). Messages
-    without the empty delimiter frame cannot be answered in kind and are dropped.
+    Parameters
+    ----------
+    db
+        The run's state; every transition is committed before its reply is sent.
+    schedulers
+        Each resource group's scheduler: what its task ids look like, how many workers a
+        packed task runs (see :func:`claim_refusal`).
+    clock
+        Monotonic seconds, for :class:`Refusals` (injectable for tests).
+
     """
-    envelopes: list[list[bytes]] = []
-    bodies: list[list[bytes]] = []
-    for frames in messages:
-        if b"" not in frames:
-            log.warning("dropped a message without an envelope", frames=len(frames))
-            continue
-        split = frames.index(b"") + 1
-        envelopes.append(frames[:split])
-        bodies.append(frames[split:])
-    requests = [_decoded(body) for body in bodies]  # a request, or the reply to a bad one
-    try:
-        if sum(isinstance(r, _TRANSITIONS) for r in requests) <= 1:
-            # Heartbeats and status requests write nothing (heartbeats are written once a
-            # second, in bulk), and a lone transition commits by itself: no shared transaction.
-            replies = [_reply(db, request, now) for request in requests]
-        else:
-            with db.batch():
-                replies = [_reply(db, request, now) for request in requests]
-    except sqlite3.Error as e:  # the batch was rolled back: none of its replies may say ok
-        log_exception(log, "database batch failed; nothing of it recorded")
-        failed = ErrorReply(
-            ReplyCode.INTERNAL, f"database error in {db.file.path}: {e}; nothing recorded"
+
+    def __init__(
+        self,
+        db: Database,
+        schedulers: Sequence[Scheduler],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.schedulers = list(schedulers)
+        self.refusals = Refusals(clock)
+
+    def answer(self, messages: list[list[bytes]], *, now: float) -> list[list[bytes]]:
+        """The reply to each well-enveloped message, all transitions in one committed transaction.
+
+        A message is ``[routing frames..., b"", request]`` (what a REQ socket sends). Messages
+        without the empty delimiter frame cannot be answered in kind and are dropped (counted
+        in the log once a minute, as refusals are).
+        """
+        envelopes: list[list[bytes]] = []
+        bodies: list[list[bytes]] = []
+        for frames in messages:
+            if b"" not in frames:
+                self.refusals.note("dropped a message without an envelope", "", frames=len(frames))
+                continue
+            split = frames.index(b"") + 1
+            envelopes.append(frames[:split])
+            bodies.append(frames[split:])
+        requests = [_decoded(body) for body in bodies]  # a request, or the reply to a bad one
+        db = self.db
+        try:
+            if sum(isinstance(r, _TRANSITIONS) for r in requests) <= 1:
+                # Heartbeats and status requests write nothing (heartbeats are written once a
+                # second, in bulk), and a lone transition commits by itself: no shared
+                # transaction.
+                replies = [self._reply(request, now) for request in requests]
+            else:
+                with db.batch():
+                    replies = [self._reply(request, now) for request in requests]
+        except sqlite3.Error as e:  # the batch was rolled back: none of its replies may say ok
+            log_exception(log, "database batch failed; nothing of it recorded")
+            failed = ErrorReply(
+                ReplyCode.INTERNAL, f"database error in {db.file.path}: {e}; nothing recorded"
+            )
+            replies = [failed] * len(bodies)
+        return [
+            [*envelope, encode_reply(reply)]
+            for envelope, reply in zip(envelopes, replies, strict=True)
+        ]
+
+    def _reply(self, request: Request | ErrorReply, now: float) -> Reply:
+        if isinstance(request, ErrorReply):
+            return request
+        try:
+            return self._dispatch(request, now)
+        except Exception as e:  # one request that breaks must not stop the others or the server
+            if isinstance(e, sqlite3.Error) and not isinstance(e, sqlite3.IntegrityError):
+                # Damaged, full, locked: sqlite may have rolled back the whole transaction, so
+                # every reply of the batch says so (see answer). A constraint is this request's.
+                raise
+            log_exception(log, "request failed", request=repr(request)[:500])
+            return ErrorReply(ReplyCode.INTERNAL, f"{type(e).__name__}: {e}")
+
+    def _dispatch(self, request: Request, now: float) -> Reply:
+        db = self.db
+        ended = db.holds_ended  # a report that ends a hold moves it; a repeat or a refusal not
+        match request:
+            case Claim(task, host, pid, group, array):
+                refusal = claim_refusal(request, db.live_array(array), self.schedulers)
+                if refusal is not None:
+                    return ErrorReply(ReplyCode.UNKNOWN_TASK, refusal)
+                assignment = db.claim(task, group=group, host=host, pid=pid, now=now, array=array)
+                if assignment is None:
+                    return ErrorReply(
+                        ReplyCode.NO_WORK, "no learner is waiting with its dependencies done"
+                    )
+                return Assignment(assignment.learner, assignment.fname)
+            case Heartbeat(task, learner, npoints, loss, cpu, memory):
+                held = db.heartbeat(
+                    task, learner, npoints=npoints, loss=loss, cpu=cpu, memory=memory, now=now
+                )
+            case Done(task, learner, npoints, loss):
+                held = db.done(task, learner, npoints=npoints, loss=loss, now=now)
+                self._log_report(request, held=held, recorded=db.holds_ended != ended)
+            case Release(task, learner, reason, npoints):
+                held = db.release(task, learner, reason=reason, now=now, npoints=npoints)
+                self._log_report(request, held=held, recorded=db.holds_ended != ended)
+            case Fail(task, learner, error):
+                held = db.fail(task, learner, error=error, now=now)
+                self._log_report(request, held=held, recorded=db.holds_ended != ended)
+            case Status():
+                return Counts(db.counts())
+        if held:
+            return Ack()
+        return ErrorReply(
+            ReplyCode.NOT_OWNER,
+            f"task {task} does not hold learner {learner} (its lease expired, the job was taken "
+            "for lost, or the learner was cancelled): stop without saving",
         )
-        replies = [failed] * len(bodies)
-    return [
-        [*envelope, encode_reply(reply)] for envelope, reply in zip(envelopes, replies, strict=True)
-    ]
+
+    def _log_report(self, request: Done | Release | Fail, *, held: bool, recorded: bool) -> None:
+        """Log a ``release`` or ``fail`` that ended a hold; sparingly, a report that did not.
+
+        Not recorded: it repeats one recorded (answered ok, ``held``), or its sender does not
+        hold the learner (answered not_owner).
+        """
+        reason = None
+        if isinstance(request, Release):
+            reason = cut(request.reason)
+        elif isinstance(request, Fail):  # the traceback's last line: what broke
+            reason = cut(request.error.strip().rsplit("\n", 1)[-1])
+        task, learner = request.task, request.learner
+        if not recorded:
+            self.refusals.note(
+                UNRECORDED_REPORT,
+                task,
+                op=request.op,
+                learner=learner,
+                reply="ok" if held else ReplyCode.NOT_OWNER.value,
+                **({} if reason is None else {"reason": reason}),
+            )
+        elif isinstance(request, Release):
+            log.info("job released its learner", task=task, learner=learner, reason=reason)
+        elif isinstance(request, Fail):
+            log.warning("job failed", task=task, learner=learner, reason=reason)
+
+
+def claim_refusal(
+    claim: Claim, array: ArrayRow | None, schedulers: Sequence[Scheduler]
+) -> str | None:
+    """Why ``claim`` comes from no task the run has now; None when it does.
+
+    Such a task is one of the ``n_tasks`` tasks of ``array`` (the unfinished array of the
+    claim's array id) with an id as its group's scheduler forms them, claiming for that
+    group; in a packed allocation one of its workers, ``<task>@<rank>`` with a rank below
+    the scheduler's ``packed``. A refusal is answered ``unknown_task``: the worker asks
+    again for a while (an adopted array is recorded late), then exits holding nothing.
+    """
+    if array is None:
+        return (
+            f"task {claim.task} is of array {claim.array!r}, which this run has not recorded "
+            "or has finished (it may be adopted soon after a failed submission): nothing claimed"
+        )
+    if claim.group != array.group or array.group >= len(schedulers):
+        return (
+            f"task {claim.task} claims for group {claim.group}, but array {claim.array!r} is "
+            f"of group {array.group}: nothing claimed"
+        )
+    scheduler = schedulers[array.group]
+    task, separator, rank = claim.task.partition(RANK_SEPARATOR)
+    index = scheduler.task_index(task) if scheduler.array_of(task) == array.array_id else None
+    workers = scheduler.packed
+    if workers is None:
+        rank_ok = not separator
+    else:
+        number = number_text(rank) if separator else None
+        rank_ok = number is not None and number < workers
+    if index is None or index >= array.n_tasks or not rank_ok:
+        ranks = "" if workers is None else f", each of workers @0..@{workers - 1}"
+        return (
+            f"{claim.task!r} is no task of array {claim.array!r}, whose {array.n_tasks} tasks "
+            f"have indices 0..{array.n_tasks - 1}{ranks}: nothing claimed"
+        )
+    return None
+
+
+def cut(reason: str) -> str:
+    """``reason`` as manager.log takes it: at most REASON_CHARS characters, and how many more."""
+    if len(reason) <= REASON_CHARS:
+        return reason
+    return f"{reason[:REASON_CHARS]} [... {len(reason) - REASON_CHARS} more characters]"
+
+
+class Refusals:
+    """Logs what clients send that changes nothing, sparingly: manager.log stays bounded.
+
+    A ``fail``, ``release`` or ``done`` about a learner its sender does not hold (a worker
+    whose lease expired sends one), a repeated report, a message without an envelope: one
+    such client sends a few, but anyone with the run's client key can send millions, each
+    up to 64 KiB. So each sender (the task the message names) gets one line per
+    ``REFUSAL_WINDOW_S``, counting what it sent since its last line, and all senders
+    together at most ``REFUSALS_PER_WINDOW`` lines per window; what that leaves out is
+    counted in the next line.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        # sender -> (when its last line was logged, its refusals not logged since)
+        self._senders: dict[str, tuple[float, int]] = {}
+        self._window = -math.inf  # when the current window started
+        self._lines = 0  # lines logged in it
+        self._capped = 0  # refusals in no line yet, of senders left out by the cap or forgotten
+
+    def note(self, event: str, sender: str, **fields: object) -> None:
+        """Log ``event`` with ``fields`` for ``sender``, unless its line of this window is out."""
+        now = self._clock()
+        if now - self._window >= REFUSAL_WINDOW_S:
+            self._window, self._lines = now, 0
+            # Senders silent for two windows are forgotten (what they sent meanwhile counts
+            # as others'): at most two windows' lines of them are kept.
+            kept = {}
+            for name, (last, unlogged) in self._senders.items():
+                if now - last < 2 * REFUSAL_WINDOW_S:
+                    kept[name] = (last, unlogged)
+                else:
+                    self._capped += unlogged
+            self._senders = kept
+        last, unlogged = self._senders.get(sender, (-math.inf, 0))
+        if now - last < REFUSAL_WINDOW_S:
+            self._senders[sender] = (last, unlogged + 1)
+            return
+        if self._lines >= REFUSALS_PER_WINDOW:
+            self._capped += 1
+            return
+        self._lines += 1
+        self._senders[sender] = (now, 0)
+        log.warning(
+            event,
+            sender=sender,
+            **fields,
+            unlogged_from_sender=unlogged,
+            unlogged_from_others=self._capped,
+        )
+        self._capped = 0
 
 
 def _decoded(body: list[bytes]) -> Request | ErrorReply:
@@ -414,61 +650,6 @@ def _decoded(body: list[bytes]) -> Request | ErrorReply:
         return decode(body[0])
     except ProtocolError as e:
         return ErrorReply(ReplyCode.BAD_REQUEST, str(e))
-
-
-def _reply(db: Database, request: Request | ErrorReply, now: float) -> Reply:
-    if isinstance(request, ErrorReply):
-        return request
-    try:
-        return _dispatch(db, request, now)
-    except Exception as e:  # one request that breaks must not stop the others or the server
-        if isinstance(e, sqlite3.Error) and not isinstance(e, sqlite3.IntegrityError):
-            # Damaged, full, locked: sqlite may have rolled back the whole transaction, so
-            # every reply of the batch says so (see answer). A constraint is this request's.
-            raise
-        log_exception(log, "request failed", request=repr(request)[:500])
-        return ErrorReply(ReplyCode.INTERNAL, f"{type(e).__name__}: {e}")
-
-
-def _dispatch(db: Database, request: Request, now: float) -> Reply:
-    match request:
-        case Claim(task, host, pid, group, array):
-            if not db.knows_array(array):  # by the array id alone: task ids differ per backend
-                return ErrorReply(
-                    ReplyCode.UNKNOWN_TASK,
-                    f"task {task} is of array {array!r}, which this run has not recorded (it "
-                    "may be adopted soon after a failed submission): nothing claimed",
-                )
-            assignment = db.claim(task, group=group, host=host, pid=pid, now=now, array=array)
-            if assignment is None:
-                return ErrorReply(
-                    ReplyCode.NO_WORK, "no learner is waiting with its dependencies done"
-                )
-            return Assignment(assignment.learner, assignment.fname)
-        case Heartbeat(task, learner, npoints, loss, cpu, memory):
-            held = db.heartbeat(
-                task, learner, npoints=npoints, loss=loss, cpu=cpu, memory=memory, now=now
-            )
-        case Done(task, learner, npoints, loss):
-            held = db.done(task, learner, npoints=npoints, loss=loss, now=now)
-        case Release(task, learner, reason, npoints):
-            held = db.release(task, learner, reason=reason, now=now, npoints=npoints)
-            log.info(
-                "job released its learner", task=task, learner=learner, reason=reason, held=held
-            )
-        case Fail(task, learner, error):
-            held = db.fail(task, learner, error=error, now=now)
-            reason = error.strip().rsplit("\n", 1)[-1]  # the traceback's last line: what broke
-            log.warning("job failed", task=task, learner=learner, reason=reason, held=held)
-        case Status():
-            return Counts(db.counts())
-    if held:
-        return Ack()
-    return ErrorReply(
-        ReplyCode.NOT_OWNER,
-        f"task {task} does not hold learner {learner} (its lease expired, the job was taken "
-        "for lost, or the learner was cancelled): stop without saving",
-    )
 
 
 def check_address(host: str | None, interface: str | None) -> tuple[str | None, str | None]:

@@ -95,13 +95,14 @@ class Submitter:
             array_id = found.get(previous.tag)
             if array_id is None:
                 continue
-            db.record_array(
+            record(
+                db,
                 array_id,
                 n_tasks=previous.n_tasks,
                 script=previous.script,
-                now=now,
                 group=group,
                 tag=previous.tag,
+                now=now,
             )
             del unresolved[group]
             adopted[group] = previous.n_tasks
@@ -149,9 +150,7 @@ class Submitter:
                     error=str(e),
                 )
                 return FailedSubmission(tag, str(script), size, failures, now + delay)
-            db.record_array(
-                array_id, n_tasks=size, script=str(script), now=now, group=group, tag=tag
-            )
+            record(db, array_id, n_tasks=size, script=str(script), group=group, tag=tag, now=now)
             log.info("submitted array", array=array_id, group=group, tasks=size, tag=tag)
         return None
 
@@ -171,3 +170,23 @@ class Submitter:
         script = self.run_dir.jobs_dir / f"{self.run_dir.path.name}-{int(now)}-{number}.sh"
         atomic_write(script, self.schedulers[group].render(ctx).encode(), mode=0o755)
         return tag, script
+
+
+def record(
+    db: Database, array_id: str, *, n_tasks: int, script: str, group: int, tag: str, now: float
+) -> None:
+    """Record a submitted array; an id the run recorded before is a new array all the same.
+
+    A scheduler that lost its state (slurmctld's, a PBS server's) gives ids out again: the
+    earlier array of that id is over (see :meth:`Database.record_array`), said in a warning.
+    """
+    reused = db.knows_array(array_id)
+    lost = db.record_array(array_id, n_tasks=n_tasks, script=script, now=now, group=group, tag=tag)
+    if reused:
+        log.warning(
+            "the scheduler gave out a recorded array id again (it lost its state): recorded "
+            "as a new array, the earlier one of that id as finished",
+            array=array_id,
+            tag=tag,
+            lost_learners=lost,
+        )

@@ -18,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
+from adaptive_runner.common.task_identity import number_text
 from adaptive_runner.common.validation import EnvValue, environment, positive_int
 from adaptive_runner.common.vocabulary import EXECUTORS
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
@@ -353,6 +354,14 @@ class Scheduler(ABC):
     def array_of(self, task_id: str) -> str:
         """The id of the array a task id belongs to (``"123_4"`` -> ``"123"``)."""
         return task_id.rsplit("_", 1)[0]
+
+    def task_index(self, task_id: str) -> int | None:
+        """The index of a task in its array (``"123_4"`` -> 4); None if it names no task.
+
+        Only ids as this scheduler forms them (``"123_04"`` is none), so a task has one id.
+        """
+        _, separator, index = task_id.rpartition("_")
+        return number_text(index) if separator else None
 
 
 def format_hours(seconds: int) -> str:

@@ -27,7 +27,7 @@ import shutil
 from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from adaptive_runner.common.task_identity import PBS_SUBJOB
+from adaptive_runner.common.task_identity import PBS_SUBJOB, number_text
 from adaptive_runner.common.validation import positive_int
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.schedulers.base import QueuedTask, TaskEnd, run_command
@@ -288,6 +288,16 @@ class PBS(ClusterScheduler):
         """``123[4].server`` -> ``123[].server``; a plain PBS Pro job is its own array."""
         match = PBS_SUBJOB.match(task_id)
         return f"{match.group(1)}[]{match.group(3)}" if match else task_id
+
+    def task_index(self, task_id: str) -> int | None:
+        """``123[4].server`` -> 4; a plain PBS Pro job (``123.server``) is task 0 of its own.
+
+        An array's own id (``123[].server``) names no task.
+        """
+        match = PBS_SUBJOB.match(task_id)
+        if match:
+            return number_text(match.group(2))
+        return None if "[" in task_id else 0
 
     def _run_about_jobs(self, cmd: Sequence[str]) -> str:
         """run_command for qstat/qdel on job ids: a definite "no such job" comes back at once.

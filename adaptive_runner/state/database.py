@@ -12,6 +12,7 @@ from adaptive_runner.errors import ConfigError
 from adaptive_runner.state.file import StateFile, check_existing, create_file, read_meta
 from adaptive_runner.state.queries import Queries
 from adaptive_runner.state.schema import (
+    NAMED_ARRAY,
     SORT_KEYS,
     ClaimRow,
     GroupState,
@@ -224,13 +225,20 @@ class Database(Queries):
     ) -> ClaimRow | None:
         """Give ``task`` the first claimable learner (the same one again on a repeat).
 
-        Every claim, with work or without, counts for ``array`` (the task's array): its
-        tasks reached the database manager, so it is no start failure, and the group's start
-        failures in a row end.
+        Every claim, with work or without, counts for ``array`` (the task's array, the
+        unfinished one of that id): its tasks reached the database manager, so it is no
+        start failure, and the group's start failures in a row end. The hold records that
+        array's submission.
         """
         with self._transaction() as c:
+            submission = 0  # no array of the run's (a test's claim)
             if array:
-                c.execute("UPDATE arrays SET claims = claims + 1 WHERE array_id = ?", (array,))
+                row = c.execute(
+                    "UPDATE arrays SET claims = claims + 1 WHERE array_id = ? AND finished IS NULL"
+                    " RETURNING submission",
+                    (array,),
+                ).fetchone()
+                submission = 0 if row is None else row[0]
                 c.execute(
                     "UPDATE groups SET start_failures = 0, start_error = NULL"
                     " WHERE grp = ? AND start_failures > 0",
@@ -246,9 +254,9 @@ class Database(Queries):
                 return None
             idx, fname, attempt, npoints = row
             c.execute(
-                "INSERT INTO tasks (task, learner, attempt, host, pid, started, npoints_start)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (task, idx, attempt, host, pid, now, npoints),
+                "INSERT INTO tasks (task, learner, attempt, host, pid, started, npoints_start,"
+                " submission) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (task, idx, attempt, host, pid, now, npoints, submission),
             )
             return ClaimRow(idx, fname)
 
@@ -517,34 +525,64 @@ class Database(Queries):
         now: float,
         group: int = 0,
         tag: str | None = None,
-    ) -> None:
-        """Remember a job array submitted for ``group`` (under ``tag``) until it finishes."""
+    ) -> list[int]:
+        """Remember a job array submitted for ``group`` (under ``tag``) until it finishes.
+
+        Each submission is an array of its own, also under an id the run recorded before:
+        a scheduler that lost its state (slurmctld's, a PBS server's) gives ids out again.
+        Then the earlier arrays of that id are over: they are finished (no start failure is
+        counted for them) and the learners their tasks still held are lost, one failure
+        each, since those tasks are gone with the scheduler's state and the new array's
+        tasks take their ids. Returns those learners.
+        """
         with self._transaction() as c:
+            held = c.execute(
+                "SELECT t.task, t.learner FROM tasks t JOIN arrays a ON a.submission = t.submission"
+                " WHERE a.array_id = ? AND t.finished IS NULL",
+                (array_id,),
+            ).fetchall()
+            lost = []
+            for task, learner in held:
+                detail = (
+                    f"job {task} was lost: the scheduler gave its array's id, {array_id}, to a "
+                    "new array (it lost its state, and the job with it)"
+                )
+                if self._drop(
+                    c, task, learner, now=now, outcome=Outcome.LOST, detail=detail, failure=True
+                ):
+                    lost.append(learner)
+            c.execute(
+                "UPDATE arrays SET finished = ? WHERE array_id = ? AND finished IS NULL",
+                (now, array_id),
+            )
             c.execute(
                 "INSERT INTO arrays (array_id, grp, n_tasks, script, submitted, tag)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (array_id, group, n_tasks, script, now, tag),
             )
             c.execute("UPDATE groups SET submit_error = NULL WHERE grp = ?", (group,))
+        return lost
 
     def finish_array(self, array_id: str, *, now: float | None = None) -> int | None:
-        """Mark an array as finished (none of its tasks will run any more).
+        """Mark the array ``array_id`` names as finished (none of its tasks will run any more).
 
         Returns how many claims its tasks made, or None if it was finished already.
         """
         with self._transaction() as c:
             row = c.execute(
-                "SELECT finished, claims FROM arrays WHERE array_id = ?", (array_id,)
+                f"SELECT submission, finished, claims {NAMED_ARRAY}",
+                (array_id,),
             ).fetchone()
             if row is None:
                 raise ValueError(f"finish_array: no array {array_id!r} was recorded")
-            if row[0] is not None:
+            submission, finished, claims = row
+            if finished is not None:
                 return None
             c.execute(
-                "UPDATE arrays SET finished = ? WHERE array_id = ?",
-                (time.time() if now is None else now, array_id),
+                "UPDATE arrays SET finished = ? WHERE submission = ?",
+                (time.time() if now is None else now, submission),
             )
-            return int(row[1])
+            return int(claims)
 
     # --- start failures and submission errors, per resource group ---
 

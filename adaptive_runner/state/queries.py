@@ -13,8 +13,11 @@ from adaptive_runner.common.vocabulary import Outcome
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.state.schema import (
     CLAIMABLE,
+    CURRENT_HOLDS,
+    NAMED_ARRAY,
     ROW_COLUMNS,
     SORT_KEYS,
+    ArrayRow,
     GroupState,
     LearnerRow,
     LearnerState,
@@ -57,21 +60,34 @@ class Queries:
         query = "SELECT 1 FROM arrays WHERE array_id = ? LIMIT 1"
         return self._conn.execute(query, (array_id,)).fetchone() is not None
 
+    def live_array(self, array_id: str) -> ArrayRow | None:
+        """The unfinished array ``array_id`` names (its tasks may claim); None if none."""
+        row = self._conn.execute(
+            "SELECT submission, array_id, grp, n_tasks FROM arrays"
+            " WHERE array_id = ? AND finished IS NULL",
+            (array_id,),
+        ).fetchone()
+        return None if row is None else ArrayRow(*row)
+
     def array_tags(self) -> dict[str, str | None]:
         """Every unfinished array -> the tag (job name) it was submitted under; None before tags."""
         return dict(self._conn.execute("SELECT array_id, tag FROM arrays WHERE finished IS NULL"))
 
     def array_groups(self) -> dict[str, int]:
-        """Every array the run submitted (finished or not) -> its group."""
-        return dict(self._conn.execute("SELECT array_id, grp FROM arrays"))
+        """Every array the run submitted (finished or not) -> its group.
+
+        An id the scheduler gave out again: its latest array's.
+        """
+        return dict(self._conn.execute("SELECT array_id, grp FROM arrays ORDER BY submission"))
 
     def array_claims(self, array_ids: Collection[str]) -> dict[str, int]:
-        """Array -> how many claims its tasks made so far (recorded arrays only)."""
+        """Array -> how many claims its tasks made so far (recorded arrays only).
+
+        An id given out again counts for the array it names now (:data:`NAMED_ARRAY`).
+        """
         found: dict[str, int] = {}
         for array_id in array_ids:
-            row = self._conn.execute(
-                "SELECT claims FROM arrays WHERE array_id = ?", (array_id,)
-            ).fetchone()
+            row = self._conn.execute(f"SELECT claims {NAMED_ARRAY}", (array_id,)).fetchone()
             if row is not None:
                 found[array_id] = int(row[0])
         return found
@@ -80,22 +96,23 @@ class Queries:
         """Which of ``tasks`` ended their latest hold other than done: they exit, not claim.
 
         A task that finished its learner claims the next one; one that released it (a stop
-        signal) or failed it ends.
+        signal) or failed it ends. Only holds in unfinished arrays count (``CURRENT_HOLDS``).
         """
         found: set[str] = set()
         for task in tasks:
             row = self._conn.execute(
-                "SELECT outcome FROM tasks WHERE task = ? ORDER BY started DESC LIMIT 1", (task,)
+                f"SELECT t.outcome {CURRENT_HOLDS} AND t.task = ? ORDER BY t.started DESC LIMIT 1",
+                (task,),
             ).fetchone()
             if row is not None and row[0] is not None and row[0] != Outcome.DONE:
                 found.add(task)
         return found
 
     def claimed(self, tasks: Collection[str]) -> set[str]:
-        """Which of ``tasks`` ever held a learner."""
+        """Which of ``tasks`` ever held a learner (in an unfinished array: ``CURRENT_HOLDS``)."""
         found: set[str] = set()
         for task in tasks:
-            row = self._conn.execute("SELECT 1 FROM tasks WHERE task = ? LIMIT 1", (task,))
+            row = self._conn.execute(f"SELECT 1 {CURRENT_HOLDS} AND t.task = ? LIMIT 1", (task,))
             if row.fetchone() is not None:
                 found.add(task)
         return found
@@ -307,8 +324,13 @@ class Queries:
         return dict(self._conn.execute("SELECT task, min(started) FROM tasks GROUP BY task"))
 
     def array_submissions(self) -> dict[str, float]:
-        """Every array the run submitted -> when it was submitted."""
-        return dict(self._conn.execute("SELECT array_id, submitted FROM arrays"))
+        """Every array the run submitted -> when it was submitted.
+
+        An id the scheduler gave out again: its latest array's.
+        """
+        return dict(
+            self._conn.execute("SELECT array_id, submitted FROM arrays ORDER BY submission")
+        )
 
     def fname(self, learner: int) -> str:
         """The data file of ``learner``."""

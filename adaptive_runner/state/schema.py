@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 _BUSY_TIMEOUT_S: Final = 60.0
 
 
@@ -63,6 +63,16 @@ class ClaimRow:
 
     learner: int
     fname: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayRow:
+    """A recorded array that its tasks may claim under: one submission to a scheduler."""
+
+    submission: int  # the row's own number: a scheduler may give its array_id out again
+    array_id: str
+    group: int
+    n_tasks: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +200,44 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     2: ("ALTER TABLE groups ADD COLUMN queue_error TEXT",),
     # Schema 4: cancelled with the whole run (a pause that a rerun or resume ends), not alone.
     3: ("ALTER TABLE learners ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",),
+    # Schema 5: an array is one submission, not one id. A scheduler that lost its state
+    # (slurmctld's, a PBS server's) gives out ids again, so a recorded id may come back for
+    # a new array: its own row, numbered by ``submission``. At most one row per id is
+    # unfinished (the one the id names now), and each hold names the submission of the
+    # array its task claimed under (0: held before schema 5), part of its key: two tasks
+    # under one id may hold the same learner at the same attempt (a rerun starts attempts
+    # again).
+    4: (
+        """CREATE TABLE arrays_by_submission (
+            submission INTEGER PRIMARY KEY,
+            array_id TEXT NOT NULL, grp INTEGER NOT NULL DEFAULT 0, n_tasks INTEGER NOT NULL,
+            script TEXT NOT NULL, submitted REAL NOT NULL, finished REAL, tag TEXT,
+            claims INTEGER NOT NULL DEFAULT 0
+        )""",
+        (
+            "INSERT INTO arrays_by_submission (array_id, grp, n_tasks, script, submitted,"
+            " finished, tag, claims) SELECT array_id, grp, n_tasks, script, submitted, finished,"
+            " tag, claims FROM arrays ORDER BY submitted, rowid"
+        ),
+        "DROP TABLE arrays",
+        "ALTER TABLE arrays_by_submission RENAME TO arrays",
+        "CREATE INDEX arrays_active ON arrays (grp, submitted) WHERE finished IS NULL",
+        "CREATE UNIQUE INDEX arrays_live ON arrays (array_id) WHERE finished IS NULL",
+        "CREATE INDEX arrays_by_id ON arrays (array_id)",
+        """CREATE TABLE tasks_by_submission (
+            task TEXT NOT NULL, learner INTEGER NOT NULL, attempt INTEGER NOT NULL,
+            host TEXT, pid INTEGER, started REAL NOT NULL, finished REAL, outcome TEXT,
+            npoints_start INTEGER, submission INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (task, submission, learner, attempt)
+        ) WITHOUT ROWID""",
+        (
+            "INSERT INTO tasks_by_submission (task, learner, attempt, host, pid, started,"
+            " finished, outcome, npoints_start) SELECT task, learner, attempt, host, pid,"
+            " started, finished, outcome, npoints_start FROM tasks"
+        ),
+        "DROP TABLE tasks",
+        "ALTER TABLE tasks_by_submission RENAME TO tasks",
+    ),
 }
 
 
@@ -405,3 +453,13 @@ def _refuse_cycles(graph: dict[int, set[int]], n: int) -> None:
 
 # Which learners a task of a group may claim (the claim and the queries count them).
 CLAIMABLE: Final = "FROM learners WHERE state = 'waiting' AND unfinished_deps = 0 AND grp = ?"
+# The holds of the tasks that may run now, for a WHERE that goes on with AND: those of
+# unfinished arrays. A task id's holds in a finished array are another task's when the
+# scheduler gave that array's id out again (submission 0: held before schema 5).
+CURRENT_HOLDS: Final = (
+    "FROM tasks t LEFT JOIN arrays a ON a.submission = t.submission WHERE a.finished IS NULL"
+)
+# The row an array id names now: its unfinished one, else its latest.
+NAMED_ARRAY: Final = (
+    "FROM arrays WHERE array_id = ? ORDER BY finished IS NOT NULL, submission DESC LIMIT 1"
+)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from adaptive_runner.state.schema import CLAIMABLE, LearnerState
+from adaptive_runner.state.schema import CLAIMABLE, CURRENT_HOLDS, LearnerState
 
 if TYPE_CHECKING:
     import sqlite3
@@ -181,9 +181,13 @@ def finish_task(
 
 
 def repeated(c: sqlite3.Connection, task: str, learner: int, outcome: Outcome) -> bool:
-    """Whether ``task`` already ended its hold on ``learner`` with ``outcome`` (a retry)."""
+    """Whether ``task`` already ended its hold on ``learner`` with ``outcome`` (a retry).
+
+    Only its holds in unfinished arrays: one under the same id in an array that ended is
+    another task's (``CURRENT_HOLDS``).
+    """
     row = c.execute(
-        "SELECT 1 FROM tasks WHERE task = ? AND learner = ? AND outcome = ?",
+        f"SELECT 1 {CURRENT_HOLDS} AND t.task = ? AND t.learner = ? AND t.outcome = ?",
         (task, learner, outcome),
     ).fetchone()
     return row is not None

@@ -27,6 +27,8 @@ from helpers_run import make_learners, no_overlaps, wait_for
 
 import adaptive_runner as ar
 from adaptive_runner.manager.run import Run
+from adaptive_runner.schedulers.base import is_array_id
+from adaptive_runner.schedulers.local import ARRAY_PREFIX
 from adaptive_runner.schedulers.ssh_hosts import control_dir, slot_key
 from adaptive_runner.state.database import Database
 from adaptive_runner.status.log_parser import split_event
@@ -106,6 +108,15 @@ class Backend:
         """The run's tasks that the backend's queue still holds, pending or running."""
         return Run(run_dir).active_tasks()
 
+    def lose_state(self, run_dir: Path) -> None:
+        """Forget every array, as a scheduler that lost its state: it gives ids out again.
+
+        Local keeps its records in the run's jobs/ (L1, L2, ...): the next array is L1.
+        """
+        for array_dir in (run_dir / "jobs").glob(f"{ARRAY_PREFIX}*"):
+            if is_array_id(array_dir.name, ARRAY_PREFIX):
+                shutil.rmtree(array_dir)
+
     def leftovers(self, run_dir: Path) -> list[str]:
         """What the run left behind: tasks in the queue, processes (workers, job scripts)."""
         processes = [f"pid {p.pid}" for p in processes_naming(run_dir)]
@@ -143,6 +154,11 @@ class PBSBackend(Backend):
     def scheduler(self) -> Scheduler:
         """A PBS Pro scheduler: one core per task."""
         return ar.PBS(cores=1)
+
+    def lose_state(self, run_dir: Path) -> None:
+        """The server's state directory goes: its next job is number 100 again."""
+        del run_dir
+        shutil.rmtree(os.environ["FAKE_PBS_STATE"])
 
 
 class SlurmBackend(Backend):
@@ -345,6 +361,42 @@ def test_a_raised_goal_on_a_rerun_brings_done_learners_back(backend: Backend) ->
     assert sorted(row.learner for row in later) == [0, 1]  # learner 2 met 40 on disk
     for row in later:  # each resumed from its 20 points
         assert resumed_npoints(rm.run_dir.path, row.task, row.learner)[0] >= 20
+    backend.assert_nothing_left(again)
+
+
+@pytest.mark.parametrize("backend", ["local", "pbs"], indirect=True)
+def test_a_scheduler_that_lost_its_state_gives_out_a_recorded_id_again(backend: Backend) -> None:
+    """The cell again with a raised goal, after the scheduler lost its state (slurmctld with
+    its StateSaveLocation cleared, a PBS server's): the new array gets the id of the run's
+    first one. It is an array of its own, its tasks' holds no one else's, nothing is taken
+    for lost, and nothing is left in the queue. (Not on the CI SLURM: clearing its state
+    would end every job on that cluster.)"""
+    rm = backend.start(make_learners(3), goal=20)
+    assert rm.wait(timeout=PATIENCE_S)
+    backend.assert_nothing_left(rm)
+    backend.lose_state(rm.run_dir.path)
+
+    again = backend.start(make_learners(3), goal=40)
+    assert again.wait(timeout=PATIENCE_S)
+    run = Run(rm.run_dir.path)
+    assert [(row.state, row.npoints, row.failures) for row in run.learners()] == [
+        ("done", 40, 0)
+    ] * 3
+    conn = sqlite3.connect(rm.run_dir.database)
+    try:
+        arrays = conn.execute(
+            "SELECT array_id, tag, finished IS NOT NULL FROM arrays ORDER BY submission"
+        ).fetchall()
+        holds = conn.execute("SELECT DISTINCT submission FROM tasks ORDER BY 1").fetchall()
+        lost = conn.execute("SELECT count(*) FROM events WHERE kind = 'lost'").fetchone()
+    finally:
+        conn.close()
+    (first, _, _), (second, _, _) = arrays
+    assert first == second  # the id given out again
+    assert len({tag for _, tag, _ in arrays}) == 2
+    assert all(finished for *_, finished in arrays)
+    assert holds == [(1,), (2,)]
+    assert lost == (0,)
     backend.assert_nothing_left(again)
 
 

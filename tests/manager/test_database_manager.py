@@ -8,6 +8,7 @@ import pickle
 import resource
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,17 @@ from adaptive_runner.errors import (
     UnknownTaskError,
 )
 from adaptive_runner.job.client import Client
-from adaptive_runner.manager.database_manager import DatabaseManager, answer, is_busy, zap_reply
+from adaptive_runner.manager.database_manager import (
+    UNRECORDED_REPORT,
+    DatabaseManager,
+    Dispatcher,
+    is_busy,
+    zap_reply,
+)
+from adaptive_runner.manager.logs import log_managers_to, stop_logging_managers_to
+from adaptive_runner.schedulers.local import Local
+from adaptive_runner.schedulers.pbs import PBS
+from adaptive_runner.schedulers.slurm import SLURM
 from adaptive_runner.state.database import Database
 
 if TYPE_CHECKING:
@@ -42,6 +53,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from adaptive_runner.common.run_dir import RunDir
+    from adaptive_runner.schedulers.base import Scheduler
 
 REPLY_MS = 30_000  # generous: replies that must come
 ARRAY = "7"  # the array the run's tasks are of (recorded by the run_dir fixture)
@@ -116,19 +128,24 @@ def reply(socket: zmq.Socket[bytes], timeout_ms: int = REPLY_MS) -> Reply | None
     return decode_reply(socket.recv_multipart()[-1])
 
 
-def claim_message(task: str, array: str = ARRAY) -> bytes:
-    claim = {"v": 1, "op": "claim", "task": task, "host": "h", "pid": 1, "group": 0, "array": array}
-    return json.dumps(claim).encode()
+def claim_message(task: str, array: str = ARRAY, group: int = 0) -> bytes:
+    claim = {"v": 1, "op": "claim", "task": task, "host": "h", "pid": 1, "group": group}
+    return json.dumps(claim | {"array": array}).encode()
 
 
-def assert_still_serving(run_dir: RunDir, task: str = "after") -> None:
+def answer(db: Database, messages: list[list[bytes]], *, now: float) -> list[list[bytes]]:
+    """What the serving thread answers ``messages`` with, in a run of one Local group."""
+    return Dispatcher(db, [Local()]).answer(messages, now=now)
+
+
+def assert_still_serving(run_dir: RunDir, task: str = "7_49") -> None:
     with Client(run_dir, task, timeout_s=REPLY_MS / 1000, patience_s=60) as client:
         assert client.claim(host="h", pid=1, array=ARRAY) is not None
 
 
 def test_lifecycle_through_the_client(run_dir: RunDir, manager: DatabaseManager) -> None:
     del manager
-    with Client(run_dir, "1_0") as client:
+    with Client(run_dir, "7_0") as client:
         assignment = client.claim(host="node", pid=7, array=ARRAY)
         assert assignment == Assignment(0, str(run_dir.path / "data" / "0.pickle"))
         assert client.claim(host="node", pid=7, array=ARRAY) == assignment  # repeated: same learner
@@ -144,7 +161,7 @@ def test_lifecycle_through_the_client(run_dir: RunDir, manager: DatabaseManager)
             "failed": 0,
             "cancelled": 0,
         }
-    with Client(run_dir, "1_1") as client:
+    with Client(run_dir, "7_1") as client:
         assignment = client.claim(host="node", pid=8, array=ARRAY)
         assert assignment is not None
         client.fail(assignment.learner, error="x" * 100_000)  # cut to 16 KiB, fits the cap
@@ -161,13 +178,13 @@ def test_no_work_and_not_owner(tmp_path: Path) -> None:
     manager = DatabaseManager(run_dir)
     set_url(run_dir, manager.start())
     try:
-        with Client(run_dir, "a") as a, Client(run_dir, "b") as b:
+        with Client(run_dir, "7_10") as a, Client(run_dir, "7_11") as b:
             assert a.claim(host="h", pid=1, array=ARRAY) == Assignment(
                 0, str(run_dir.path / "data/0.pickle")
             )
             assert b.claim(host="h", pid=2, array=ARRAY) is None
             with Database.open(run_dir.database) as db:
-                db.mark_lost(["a"], reason="test", now=0.0)
+                db.mark_lost(["7_10"], reason="test", now=0.0)
             assert not a.heartbeat(0, npoints=1, loss=None, cpu=0.0, memory=0)
             a.done(0, npoints=1, loss=None)  # not_owner: logged, not raised
             assert b.claim(host="h", pid=2, array=ARRAY) == Assignment(
@@ -207,6 +224,152 @@ def test_made_up_task_ids_cannot_make_a_learner_lost(
         # So the job manager, finding none of them in the queue, has nothing to take back.
         assert db.mark_lost(made_up, reason="vanished", now=2.0) == []
         assert {(row.state, row.failures) for row in db.learners()} == {("waiting", 0)}
+
+
+@pytest.mark.parametrize(
+    ("task", "group"),
+    [
+        ("7_50", 0),  # the array has tasks 0..49
+        ("7_999", 0),
+        ("7_07", 0),  # not how the scheduler writes index 7
+        ("7_0@1", 0),  # a packed worker's id, in an array of single workers
+        ("8_0", 0),  # a task of another array
+        ("7_0", 1),  # the array is of group 0
+    ],
+)
+def test_a_claim_from_no_task_of_the_array_is_refused(
+    run_dir: RunDir, manager: DatabaseManager, sockets: Sockets, task: str, group: int
+) -> None:
+    del manager
+    with Database.open(run_dir.database) as db:
+        before = list(db._conn.iterdump())
+    socket = sockets.connect()
+    socket.send(claim_message(task, group=group))
+    answered = reply(socket)
+    assert isinstance(answered, ErrorReply)
+    assert answered.code == ReplyCode.UNKNOWN_TASK  # the worker's handling: ask again, exit 1
+    assert answered.error.endswith("nothing claimed")
+    with Database.open(run_dir.database) as db:
+        assert list(db._conn.iterdump()) == before
+
+
+def test_made_up_indices_of_a_real_array_cannot_fail_learners(
+    run_dir: RunDir, manager: DatabaseManager
+) -> None:
+    """Claims as ``<array>_999`` and the like, then ``fail``: what a holder of the client
+    key did to fail every learner in seconds."""
+    del manager
+    for _ in range(3):  # max_fails
+        for index in range(50, 90):
+            with (
+                Client(run_dir, f"{ARRAY}_{index}") as client,
+                pytest.raises(UnknownTaskError, match="is no task of array '7', whose 50 tasks"),
+            ):
+                client.claim(host="h", pid=1, array=ARRAY)
+    with Database.open(run_dir.database) as db:
+        assert db.running_tasks() == {}
+        assert {(row.state, row.failures) for row in db.learners()} == {("waiting", 0)}
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "array", "n_tasks", "claims"),
+    [
+        # 2 nodes x 2 workers: ranks 0..3, and only with a rank.
+        (
+            SLURM(cores=1, nodes=2, workers_per_node=2),
+            "7",
+            2,
+            {"7_1@0": True, "7_1@3": True, "7_1@4": False, "7_1": False, "7_1@03": False}
+            | {"7_2@0": False},
+        ),
+        (
+            PBS(cores=1),
+            "100[].pbs",
+            3,
+            {"100[2].pbs": True, "100[3].pbs": False, "100[].pbs": False, "100[02].pbs": False}
+            | {"100[1].other": False},
+        ),
+        (PBS(cores=1), "101.pbs", 1, {"101.pbs": True, "101[0].pbs": False}),  # a plain job
+    ],
+)
+def test_claims_are_checked_in_the_groups_own_task_ids(
+    run_dir: RunDir, scheduler: Scheduler, array: str, n_tasks: int, claims: dict[str, bool]
+) -> None:
+    with Database.open(run_dir.database) as db:
+        db.record_array(array, n_tasks=n_tasks, script="array.sh", now=1.0)
+        dispatcher = Dispatcher(db, [scheduler])
+        for task, granted in claims.items():
+            (got,) = dispatcher.answer([[b"x", b"", claim_message(task, array)]], now=2.0)
+            assert isinstance(decode_reply(got[-1]), Assignment) is granted, task
+
+
+def test_reports_that_change_nothing_are_logged_once_a_minute_per_sender(
+    run_dir: RunDir,
+) -> None:
+    """fail, release and done for learners the sender does not hold: not_owner, and a line
+    per sender and minute (at most 100 a minute in all), the reason cut to 300 characters."""
+    clock = [0.0]
+    big = "E" * 60_000  # one line: the whole of it would be the reason
+
+    def fail(task: str) -> list[bytes]:
+        message = {"v": 1, "op": "fail", "task": task, "learner": 0, "error": big}
+        return [b"x", b"", json.dumps(message).encode()]
+
+    def replies(messages: list[list[bytes]]) -> set[Reply]:
+        return {decode_reply(r[-1]) for r in dispatcher.answer(messages, now=1.0)}
+
+    done = {"v": 1, "op": "done", "task": "7_1", "learner": 1, "npoints": 1, "loss": None}
+    release = {"v": 1, "op": "release", "task": "7_2", "learner": 2, "reason": big}
+    release["npoints"] = 1
+    with Database.open(run_dir.database) as db, capture_logs() as logs:
+        dispatcher = Dispatcher(db, [Local()], clock=lambda: clock[0])
+        (not_owner,) = replies([fail("7_0")] * 500)
+        assert isinstance(not_owner, ErrorReply)
+        assert not_owner.code == ReplyCode.NOT_OWNER
+        assert len(replies([[b"y", b"", json.dumps(done).encode()]])) == 1
+        assert len(replies([[b"z", b"", json.dumps(release).encode()]])) == 1
+        replies([fail(f"made-up-{i}") for i in range(1000)])  # 97 more lines this minute
+        clock[0] = 59.0
+        replies([fail("7_0")])
+        clock[0] = 60.0
+        replies([fail("7_0")])
+        assert {(r.state, r.failures) for r in db.learners()} == {("waiting", 0)}
+    assert len(logs) == 101
+    first, again = (log for log in logs if log["sender"] == "7_0")
+    assert first["event"] == UNRECORDED_REPORT
+    assert first["reason"] == "E" * 300 + " [... 59700 more characters]"
+    assert (first["unlogged_from_sender"], first["unlogged_from_others"]) == (0, 0)
+    assert (again["unlogged_from_sender"], again["unlogged_from_others"]) == (500, 903)
+    assert [(log["op"], log["reply"]) for log in logs[1:3]] == [
+        ("done", "not_owner"),
+        ("release", "not_owner"),
+    ]
+
+
+def test_a_flood_of_refused_reports_grows_manager_log_by_a_bound(
+    run_dir: RunDir, sockets: Sockets
+) -> None:
+    """2,000 fails of 60 KB, each for a learner its sender does not hold, from a client with
+    the run's key: a few lines in manager.log (each was logged whole before: 120 MB)."""
+    path = run_dir.path / "manager.log"
+    log_managers_to(path)
+    manager = DatabaseManager(run_dir)
+    try:
+        set_url(run_dir, manager.start())
+        before = path.stat().st_size
+        socket = sockets.connect(zmq.DEALER)
+        message = {"v": 1, "op": "fail", "task": "7_0", "learner": 0, "error": "E" * 60_000}
+        for _ in range(2000):
+            socket.send_multipart([b"", json.dumps(message).encode()])
+        codes: Counter[ReplyCode | None] = Counter()
+        for _ in range(2000):
+            got = reply(socket)
+            codes[got.code if isinstance(got, ErrorReply) else None] += 1
+        assert codes == {ReplyCode.NOT_OWNER: 2000}
+    finally:
+        manager.stop()
+        stop_logging_managers_to(path)
+    assert 0 < path.stat().st_size - before < 2_000
 
 
 def test_a_task_of_an_array_recorded_late_claims_once_it_is(
@@ -254,8 +417,8 @@ def test_an_unknown_task_stops_asking_after_its_patience(
         ([b'{"v":1,"op":"claim","task":1,"host":"h","pid":1}'], "bad_request"),
         ([b'{"v":1,"op":"start","task":"t","host":"h","pid":1}'], "bad_request"),
         ([b'{"v":2,"op":"claim","task":"t","host":"h","pid":1}'], "bad_request"),
-        ([claim_message("t") + b" " * 70_000], "bad_request"),  # over 64 KiB
-        ([claim_message("t"), claim_message("u")], "bad_request"),  # two frames
+        ([claim_message("7_20") + b" " * 70_000], "bad_request"),  # over 64 KiB
+        ([claim_message("7_20"), claim_message("7_21")], "bad_request"),  # two frames
         ([b""], "bad_request"),
     ],
 )
@@ -280,9 +443,9 @@ def test_dropped_messages_do_not_hurt(
 ) -> None:
     del manager
     huge = sockets.connect()  # over libzmq's limit: the connection is dropped
-    huge.send(claim_message("t") + b" " * 1_000_000)
+    huge.send(claim_message("7_20") + b" " * 1_000_000)
     no_envelope = sockets.connect(zmq.DEALER)  # no empty delimiter frame
-    no_envelope.send(claim_message("t"))
+    no_envelope.send(claim_message("7_20"))
     for socket in (huge, no_envelope):
         assert reply(socket, SILENCE_MS) is None
     only_delimiter = sockets.connect(zmq.DEALER)  # an envelope, but no request frame
@@ -299,9 +462,9 @@ def test_clients_without_the_run_keys_get_nothing(
     del manager
     stranger_keys = zmq.curve_keypair()
     stranger = sockets.connect(client_keys=stranger_keys)
-    stranger.send(claim_message("stranger"))
+    stranger.send(claim_message("7_23"))
     plain = sockets.connect(curve=False)
-    plain.send(claim_message("plain"))
+    plain.send(claim_message("7_24"))
     for socket in (stranger, plain):
         assert reply(socket, SILENCE_MS) is None
     with Database.open(run_dir.database) as db:
@@ -356,7 +519,7 @@ def test_unreachable_manager_raises(run_dir: RunDir) -> None:
         port = silent.bind_to_random_port("tcp://127.0.0.1")  # listens, never answers
         set_url(run_dir, f"tcp://127.0.0.1:{port}")
         with (
-            Client(run_dir, "t", timeout_s=0.2, patience_s=0.5) as client,
+            Client(run_dir, "7_20", timeout_s=0.2, patience_s=0.5) as client,
             pytest.raises(ManagerUnreachableError, match=f"127.0.0.1:{port}"),
         ):
             client.claim(host="h", pid=1, array=ARRAY)
@@ -368,7 +531,7 @@ def test_a_request_given_up_leaves_the_client_usable(run_dir: RunDir) -> None:
     with zmq.Context() as context, context.socket(zmq.ROUTER) as silent:
         port = silent.bind_to_random_port("tcp://127.0.0.1")  # listens, never answers
         set_url(run_dir, f"tcp://127.0.0.1:{port}")
-        with Client(run_dir, "t", timeout_s=0.2, patience_s=0.5) as client:
+        with Client(run_dir, "7_20", timeout_s=0.2, patience_s=0.5) as client:
             assert client.claim(host="h", pid=1, array=ARRAY, give_up=lambda: True) is None
             with pytest.raises(ManagerUnreachableError, match=f"127.0.0.1:{port}"):
                 client.release(0, reason="SIGTERM", npoints=3)
@@ -376,7 +539,7 @@ def test_a_request_given_up_leaves_the_client_usable(run_dir: RunDir) -> None:
 
 def test_client_waits_for_a_late_manager(run_dir: RunDir, caplog: pytest.LogCaptureFixture) -> None:
     # run.json has no url yet: the client waits and re-reads it until the manager starts.
-    with Client(run_dir, "early", timeout_s=0.2, patience_s=120) as client:
+    with Client(run_dir, "7_22", timeout_s=0.2, patience_s=120) as client:
         results: list[Assignment | None] = []
         thread = threading.Thread(
             target=lambda: results.append(client.claim(host="h", pid=1, array=ARRAY))
@@ -397,7 +560,7 @@ def test_client_waits_for_a_late_manager(run_dir: RunDir, caplog: pytest.LogCapt
 def test_client_follows_a_restarted_manager_to_its_new_port(run_dir: RunDir) -> None:
     first = DatabaseManager(run_dir)
     set_url(run_dir, first.start())
-    with Client(run_dir, "t", timeout_s=0.3, patience_s=120) as client:
+    with Client(run_dir, "7_20", timeout_s=0.3, patience_s=120) as client:
         assignment = client.claim(host="h", pid=1, array=ARRAY)
         assert assignment is not None
         first.stop()
@@ -419,13 +582,13 @@ def test_one_failing_request_does_not_undo_the_batch(run_dir: RunDir) -> None:
             "CREATE TRIGGER boom BEFORE UPDATE OF npoints ON learners WHEN NEW.npoints = 666"
             " BEGIN SELECT RAISE(ABORT, 'boom'); END"
         )
-        done = {"v": 1, "op": "done", "task": "a", "learner": 0, "npoints": 666, "loss": None}
+        done = {"v": 1, "op": "done", "task": "7_10", "learner": 0, "npoints": 666, "loss": None}
         messages = [
-            [b"id-a", b"", claim_message("a")],
+            [b"id-a", b"", claim_message("7_10")],
             [b"id-x", b"", json.dumps(done).encode()],
             [b"id-y", b"", b"junk"],
             [b"id-z", b"no delimiter"],
-            [b"id-b", b"", claim_message("b")],
+            [b"id-b", b"", claim_message("7_11")],
         ]
         replies = answer(db, messages, now=1.0)
         assert [r[0] for r in replies] == [b"id-a", b"id-x", b"id-y", b"id-b"]
@@ -433,7 +596,7 @@ def test_one_failing_request_does_not_undo_the_batch(run_dir: RunDir) -> None:
         codes = [r.code if isinstance(r, ErrorReply) else type(r) for r in got]
         assert codes == [Assignment, ReplyCode.INTERNAL, ReplyCode.BAD_REQUEST, Assignment]
     with Database.open(run_dir.database) as db:
-        assert db.running_tasks() == {"a": 0, "b": 1}
+        assert db.running_tasks() == {"7_10": 0, "7_11": 1}
         assert db.learners()[0].npoints is None
 
 
@@ -471,11 +634,11 @@ def test_too_low_a_limit_on_open_files_is_a_warning(run_dir: RunDir) -> None:
 
 
 def test_requests_without_two_transitions_share_no_transaction(run_dir: RunDir) -> None:
-    beat = {"v": 1, "op": "heartbeat", "task": "a", "learner": 0, "npoints": 5}
+    beat = {"v": 1, "op": "heartbeat", "task": "7_10", "learner": 0, "npoints": 5}
     beat |= {"loss": 0.5, "cpu": 1.0, "memory": 1}
     status = b'{"v":1,"op":"status"}'
     with Database.open(run_dir.database) as db:
-        answer(db, [[b"a", b"", claim_message("a")]], now=1.0)
+        answer(db, [[b"a", b"", claim_message("7_10")]], now=1.0)
         replies = answer(
             db,
             [[b"a", b"", json.dumps(beat).encode()], [b"b", b"", status], [b"c", b"", b"{"]],
@@ -484,7 +647,9 @@ def test_requests_without_two_transitions_share_no_transaction(run_dir: RunDir) 
         assert [type(decode_reply(r[-1])) for r in replies] == [Ack, Counts, ErrorReply]
         assert db.learners()[0].last_heartbeat == 1.0  # buffered: nothing committed it
         replies = answer(
-            db, [[b"a", b"", json.dumps(beat).encode()], [b"b", b"", claim_message("b")]], now=3.0
+            db,
+            [[b"a", b"", json.dumps(beat).encode()], [b"b", b"", claim_message("7_11")]],
+            now=3.0,
         )
         assert [type(decode_reply(r[-1])) for r in replies] == [Ack, Assignment]
         db.flush_heartbeats()
@@ -523,7 +688,7 @@ def test_secret_keys_are_private(run_dir: RunDir) -> None:
 
 def test_bad_request_from_client_raises(run_dir: RunDir, manager: DatabaseManager) -> None:
     del manager
-    with Client(run_dir, "t") as client, pytest.raises(ProtocolError, match="refused"):
+    with Client(run_dir, "7_20") as client, pytest.raises(ProtocolError, match="refused"):
         client.heartbeat(-1, npoints=1, loss=None, cpu=0.0, memory=0)
 
 
@@ -544,7 +709,7 @@ def test_a_reply_of_another_kind_of_request_is_a_protocol_error(
     answer_: Reply,
 ) -> None:
     monkeypatch.setattr(Client, "_request", lambda *_, **__: answer_)
-    with Client(run_dir, "t") as client, pytest.raises(ProtocolError, match="answered"):
+    with Client(run_dir, "7_20") as client, pytest.raises(ProtocolError, match="answered"):
         call(client)
 
 
@@ -570,7 +735,7 @@ def test_a_failing_serving_round_does_not_end_the_server(
             " BEGIN SELECT RAISE(ABORT, 'boom'); END"
         )
     with (
-        Client(run_dir, "1_0", timeout_s=REPLY_MS / 1000, patience_s=60) as client,
+        Client(run_dir, "7_0", timeout_s=REPLY_MS / 1000, patience_s=60) as client,
         capture_logs() as logs,
     ):
         assignment = client.claim(host="h", pid=1, array=ARRAY)
@@ -597,27 +762,38 @@ def test_a_failing_serving_round_does_not_end_the_server(
 
 def test_fail_and_release_are_logged_with_their_reason(run_dir: RunDir) -> None:
     traceback = 'Traceback (most recent call last):\n  File "f.py"\nZeroDivisionError: at 0.5\n'
-    fail = {"v": 1, "op": "fail", "task": "a", "learner": 0, "error": traceback}
+    fail = {"v": 1, "op": "fail", "task": "7_10", "learner": 0, "error": traceback}
     release = {
         "v": 1,
         "op": "release",
-        "task": "b",
+        "task": "7_11",
         "learner": 1,
         "reason": "SIGTERM",
         "npoints": 3,
     }
-    stale = {"v": 1, "op": "fail", "task": "c", "learner": 2, "error": "OSError: full"}
+    stale = {"v": 1, "op": "fail", "task": "7_12", "learner": 2, "error": "OSError: full"}
     with Database.open(run_dir.database) as db:
-        answer(db, [[b"a", b"", claim_message("a")], [b"b", b"", claim_message("b")]], now=1.0)
+        answer(
+            db, [[b"a", b"", claim_message("7_10")], [b"b", b"", claim_message("7_11")]], now=1.0
+        )
         with capture_logs() as logs:
             answer(db, [[b"a", b"", json.dumps(fail).encode()]], now=2.0)
             answer(db, [[b"b", b"", json.dumps(release).encode()]], now=2.0)
             answer(db, [[b"c", b"", json.dumps(stale).encode()]], now=2.0)
     assert [{k: v for k, v in log.items() if k != "log_level"} for log in logs] == [
-        {"event": "job failed", "task": "a", "learner": 0, "reason": "ZeroDivisionError: at 0.5"}
-        | {"held": True},
-        {"event": "job released its learner", "task": "b", "learner": 1, "reason": "SIGTERM"}
-        | {"held": True},
-        {"event": "job failed", "task": "c", "learner": 2, "reason": "OSError: full"}
-        | {"held": False},
+        {
+            "event": "job failed",
+            "task": "7_10",
+            "learner": 0,
+            "reason": "ZeroDivisionError: at 0.5",
+        },
+        {"event": "job released its learner", "task": "7_11", "learner": 1, "reason": "SIGTERM"},
+        {
+            "event": UNRECORDED_REPORT,
+            "sender": "7_12",
+            "op": "fail",
+            "learner": 2,
+            "reply": "not_owner",
+        }
+        | {"reason": "OSError: full", "unlogged_from_sender": 0, "unlogged_from_others": 0},
     ]

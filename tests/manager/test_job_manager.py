@@ -301,6 +301,50 @@ def test_the_run_ends_without_cancelling_a_job_under_a_recorded_id(
     assert not [c for c in scheduler.calls if c[0] == "cancel"]
 
 
+def test_an_id_given_out_again_is_a_new_array_and_takes_no_learner_for_lost(
+    run: RunDir, db: Database, clock: Clock
+) -> None:
+    """The scheduler lost its state (slurmctld's): the run's next array gets a recorded id."""
+    scheduler = MemoryScheduler()
+    jm = manager(run, scheduler, clock)
+    jm.round(db)
+    (first,) = db.active_arrays()
+    for i, task in enumerate(scheduler.arrays[first]):
+        scheduler.arrays[first][task] = JobState.RUNNING
+        got = db.claim(task, host="n", pid=1, now=clock.now, array=first)
+        assert got is not None
+        if i < 2:
+            db.done(task, got.learner, npoints=10, loss=None, now=clock.now)
+        else:  # stopped: its learner waits for a new array
+            db.release(task, got.learner, reason="SIGTERM", now=clock.now)
+    scheduler.set_all(first, JobState.COMPLETED)
+    scheduler.forget()
+    clock.now += 10
+    with capture_logs() as logs:
+        assert jm.round(db) is False
+    (again,) = db.active_arrays()
+    assert again == first  # the id of the run's first array, for a one-task array
+    assert scheduler.submitted() == [3, 1]
+    (warning,) = [e for e in logs if e["event"].startswith("the scheduler gave out a recorded")]
+    assert (warning["array"], warning["lost_learners"]) == (again, [])
+    task = f"{again}_0"
+    scheduler.arrays[again][task] = JobState.RUNNING
+    got = db.claim(task, host="n", pid=2, now=clock.now, array=again)
+    assert got is not None
+    clock.now += 10
+    jm.round(db)  # its task is in the queue: nothing vanished, nothing more to submit
+    held = db.learners()[got.learner]
+    assert (held.state, held.failures, held.task) == ("running", 0, task)
+    db.done(task, got.learner, npoints=10, loss=None, now=clock.now)
+    scheduler.set_all(again, JobState.COMPLETED)
+    clock.now += 10
+    assert jm.round(db) is True
+    assert scheduler.submitted() == [3, 1]
+    assert not [c for c in scheduler.calls if c[0] == "cancel"]
+    assert db.active_arrays() == []
+    assert [r.failures for r in db.learners()] == [0, 0, 0]
+
+
 def test_foreign_tasks_are_split_off_unless_the_tag_or_name_is_unknown() -> None:
     listed = {
         "7_0": QueuedTask(JobState.RUNNING, "run-1"),

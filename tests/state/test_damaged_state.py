@@ -31,8 +31,9 @@ from adaptive_runner.common.auth import load_keys
 from adaptive_runner.common.protocol import Assignment, ErrorReply, Reply, decode_reply
 from adaptive_runner.common.vocabulary import ReplyCode
 from adaptive_runner.errors import ConfigError, ManagerDiedError, RunStateError, StateFileError
-from adaptive_runner.manager.database_manager import DatabaseManager, answer
+from adaptive_runner.manager.database_manager import DatabaseManager, Dispatcher
 from adaptive_runner.manager.run import Run
+from adaptive_runner.schedulers.local import Local
 from adaptive_runner.state.database import Database
 
 if TYPE_CHECKING:
@@ -230,7 +231,7 @@ def test_the_database_manager_stops_answering_ok_for_a_damaged_file(
     set_url(run_dir, manager.start())
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        assert isinstance(request(run_dir, context, "before"), Assignment)
+        assert isinstance(request(run_dir, context, "7_0"), Assignment)
         damage(run_dir.database)
         # Claims answered ok at first (sqlite commits into its WAL and cache) stop within a
         # second or so; the first error says which file and what happened to it.
@@ -239,7 +240,7 @@ def test_the_database_manager_stops_answering_ok_for_a_damaged_file(
         def refused() -> ErrorReply | None:
             nonlocal n
             n += 1
-            got = request(run_dir, context, f"t{n}", op)
+            got = request(run_dir, context, f"7_{n}", op)
             return got if isinstance(got, ErrorReply) else None
 
         got = wait_for(refused, "an error reply", timeout_s=60)
@@ -248,7 +249,7 @@ def test_the_database_manager_stops_answering_ok_for_a_damaged_file(
         wait_for(lambda: manager.error, "the database manager to notice")
         assert isinstance(manager.error, StateFileError)
         assert re.search(message, str(manager.error))
-        late = request(run_dir, context, "late", op)  # nothing is recorded any more
+        late = request(run_dir, context, "7_99", op)  # nothing is recorded any more
         assert late == ErrorReply(ReplyCode.INTERNAL, str(manager.error))
     finally:
         context.term()
@@ -261,7 +262,7 @@ def test_a_storage_error_fails_every_reply_of_its_batch(tmp_path: Path) -> None:
     path = new_db(tmp_path / "state.sqlite")
     with Database.open(path) as db:
         db.record_array("7", n_tasks=2, script="array.sh", now=0.0)
-        assert db.claim("a", host="h", pid=1, now=1.0) is not None
+        assert db.claim("7_0", host="h", pid=1, now=1.0, array="7") is not None
         (root,) = db._conn.execute(
             "SELECT rootpage FROM sqlite_master WHERE name = 'events'"
         ).fetchone()
@@ -269,11 +270,10 @@ def test_a_storage_error_fails_every_reply_of_its_batch(tmp_path: Path) -> None:
     with path.open("r+b") as f:  # no connection is open: nothing to lose by closing it
         f.seek((root - 1) * page_size)
         f.write(b"\xff" * page_size)  # no valid b-tree page type
-    claim = {"v": 1, "op": "claim", "task": "b", "host": "h", "pid": 1, "group": 0, "array": "7"}
-    release = {"v": 1, "op": "release", "task": "a", "learner": 0, "reason": "stop", "npoints": 3}
+    claim = {"v": 1, "op": "claim", "task": "7_1", "host": "h", "pid": 1, "group": 0, "array": "7"}
+    release = {"v": 1, "op": "release", "task": "7_0", "learner": 0, "reason": "stop", "npoints": 3}
     with Database.open(path) as db:
-        replies = answer(
-            db,
+        replies = Dispatcher(db, [Local()]).answer(
             [
                 [b"id-b", b"", json.dumps(claim).encode()],
                 [b"id-a", b"", json.dumps(release).encode()],
@@ -284,7 +284,7 @@ def test_a_storage_error_fails_every_reply_of_its_batch(tmp_path: Path) -> None:
         errors = [r for r in got if isinstance(r, ErrorReply)]
         assert [r.code for r in errors] == [ReplyCode.INTERNAL] * 2
         assert "malformed" in errors[0].error
-        assert db.running_tasks() == {"a": 0}  # b's claim was rolled back with the batch
+        assert db.running_tasks() == {"7_0": 0}  # 7_1's claim was rolled back with the batch
 
 
 # --- the job manager, in a real run ---

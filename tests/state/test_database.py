@@ -13,6 +13,7 @@ from helpers_run import downgrade_to_schema_1
 
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.state.database import ClaimRow, Database, LearnerRow, LearnerState
+from adaptive_runner.state.schema import ArrayRow
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -323,6 +324,58 @@ def test_arrays(db: Database) -> None:
         db.finish_array("99")
 
 
+def test_an_array_id_given_out_again_is_a_new_array(db: Database) -> None:
+    """A scheduler that lost its state gives a finished array's id to the run's next array."""
+    db.record_array("5", n_tasks=2, script="a.sh", now=T0, tag="run-a")
+    assert db.claim("5_0", host="h", pid=1, now=T0, array="5") == ClaimRow(0, "f0")
+    db.done("5_0", 0, npoints=5, loss=None, now=T0 + 1)
+    assert db.claim("5_1", host="h", pid=1, now=T0, array="5") == ClaimRow(1, "f1")
+    db.release("5_1", 1, reason="SIGTERM", now=T0 + 1)
+    assert db.finish_array("5", now=T0 + 2) == 2
+
+    assert db.record_array("5", n_tasks=4, script="b.sh", now=T0 + 3, tag="run-b") == []
+    assert db.live_array("5") == ArrayRow(2, "5", 0, 4)
+    assert db.active_arrays() == ["5"]
+    assert db.array_tags() == {"5": "run-b"}
+    # 5_0 and 5_1 of the first array ended; the new ones have done nothing yet.
+    assert db.claimed(["5_0", "5_1"]) == set()
+    assert db.exiting(["5_1"]) == set()  # it claims, it is not the one that released
+    assert not db.release("5_1", 1, reason="SIGTERM", now=T0 + 4)  # not its hold: not_owner
+    assert db.reopen([0], detail="goal raised", now=T0 + 4) == [0]  # attempts start again
+    assert db.claim("5_0", host="h", pid=2, now=T0 + 5, array="5") == ClaimRow(0, "f0")
+    assert db.claimed(["5_0", "5_1"]) == {"5_0"}
+    assert db.array_claims(["5"]) == {"5": 1}
+    assert db.finish_array("5", now=T0 + 6) == 1
+    assert db.finish_array("5", now=T0 + 7) is None
+    # Task 5_0 held learner 0 at attempt 1 twice: once in each array.
+    assert [(t.task, t.learner, t.attempt, t.outcome) for t in db.tasks()] == [
+        ("5_0", 0, 1, "done"),
+        ("5_1", 1, 1, "released"),
+        ("5_0", 0, 1, None),
+    ]
+    assert [r.failures for r in db.learners()] == [0, 0, 0, 0]
+
+
+def test_a_live_array_whose_id_is_given_out_again_loses_its_holds(db: Database) -> None:
+    """Its tasks are gone with the scheduler's state; the new array's tasks take their ids."""
+    db.record_array("5", n_tasks=2, script="a.sh", now=T0, tag="run-a")
+    assert db.claim("5_0", host="h", pid=1, now=T0, array="5") == ClaimRow(0, "f0")
+    assert db.record_array("5", n_tasks=2, script="b.sh", now=T0 + 1, tag="run-b") == [0]
+    lost = row(db, 0)
+    assert (lost.state, lost.failures, lost.task) == ("waiting", 1, None)
+    assert lost.error == (
+        "job 5_0 was lost: the scheduler gave its array's id, 5, to a new array (it lost its "
+        "state, and the job with it)"
+    )
+    assert db.live_array("5") == ArrayRow(2, "5", 0, 2)
+    # The new 5_0 is a task of its own: no hold of the old one comes back to it.
+    assert db.claim("5_0", host="h", pid=2, now=T0 + 2, array="5") == ClaimRow(0, "f0")
+    assert [(t.task, t.learner, t.outcome) for t in db.tasks()] == [
+        ("5_0", 0, "lost"),
+        ("5_0", 0, None),
+    ]
+
+
 # --- dependencies ---
 
 
@@ -438,7 +491,14 @@ def test_a_schema_1_file_is_migrated_to_the_latest_on_open(tmp_path: Path) -> No
     path = tmp_path / "state.sqlite"
     Database.create(path, ["a", "b"], dependencies={}, max_fails=3).close()
     downgrade_to_schema_1(path)
+    conn = sqlite3.connect(path)  # an array of schema 1, with a hold of its task
+    conn.execute("INSERT INTO arrays VALUES ('6', 0, 2, 's', 0.5, NULL)")
+    conn.execute("INSERT INTO tasks VALUES ('6_1', 1, 1, 'h', 1, 0.6, 0.7, 'released')")
+    conn.commit()
+    conn.close()
     with Database.open(path) as db:
+        assert db.live_array("6") == ArrayRow(1, "6", 0, 2)  # schema 5 numbers it
+        assert db.claimed(["6_1"]) == {"6_1"}  # its holds, without a submission, still count
         db.record_array("7", n_tasks=1, script="s", now=1.0, tag="run-1")
         assert db.claim("7_0", host="h", pid=1, now=2.0, array="7") is not None
         assert db.finish_array("7", now=3.0) == 1
@@ -447,8 +507,11 @@ def test_a_schema_1_file_is_migrated_to_the_latest_on_open(tmp_path: Path) -> No
         assert [s.queue_error for s in db.group_states()] == ["stuck"]
         db.cancel(None, now=4.0)  # schema 4's column: a whole-run cancel pauses
         assert db.resume_paused(now=5.0) == [0, 1]
+        db.record_array("7", n_tasks=3, script="s", now=6.0, tag="run-2")  # schema 5's rows
+        assert db.live_array("7") == ArrayRow(3, "7", 0, 3)
+        assert db.claimed(["7_0"]) == set()  # 7_0 of the first array 7 is another task
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (4,)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (5,)
     conn.close()
 
 
