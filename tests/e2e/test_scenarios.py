@@ -426,7 +426,7 @@ def test_cancel_change_options_and_run_again_continues_the_run(backend: Backend)
     with other options. The whole-run cancel was a pause: the learners resume from their
     saves, and nothing the user cancelled counts as a start failure. A learner cancelled on
     its own stays cancelled."""
-    rm = backend.start(make_learners(3, delay=0.05), goal=60)
+    rm = backend.start(make_learners(3, delay=0.05), goal=100_000)  # none done before the cancel
     wait_for(lambda: running_with_saves(rm, 2), what="learners saving", timeout_s=PATIENCE_S)
     rm.cancel([2])
     rm.cancel()
