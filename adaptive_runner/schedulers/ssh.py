@@ -73,6 +73,7 @@ from adaptive_runner.schedulers.ssh_parsers import (
 )
 from adaptive_runner.schedulers.ssh_programs import (
     CANCEL,
+    HOSTS_DIR,
     LOOK,
     START,
     TASK,
@@ -89,7 +90,6 @@ log = structlog.get_logger("adaptive_runner.schedulers.ssh")
 
 ARRAY_FILE = "array.json"
 ARRAY_CANCEL = "cancel"
-HOSTS_DIR = "hosts"  # S<n>/hosts/<host>/<i>.wrapper: the task's wrapper on that host
 ARRAY_PREFIX = "S"  # arrays are S1, S2, ...
 CHECK_FILE_PREFIX = ".adaptive-runner-check-"
 CHECK_TIMEOUT_S = 120.0  # the extra script (module load) and Python's imports, on a busy host

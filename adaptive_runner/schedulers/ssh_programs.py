@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 TASK_SCRIPT = "ssh-task.sh"  # the wrapper, written once into the run's jobs directory
+HOSTS_DIR = "hosts"  # S<n>/hosts/<host>/<i>.wrapper: a wrapper of task i on that host
 
 _COMMON = r"""
 set -u
@@ -165,18 +166,19 @@ while [ $# -ge 4 ]; do
         echo "$dir or $jobs/@TASK_SCRIPT@ does not exist on this host: is it shared?" >&2
         exit 3
     fi
-    mkdir -p "$dir/hosts/$host" || exit 1
+    records=$dir/@HOSTS_DIR@/$host
+    mkdir -p "$records" || exit 1
     for i in ${indices//,/ }; do
         if [ -L "$dir/$i.claim" ]; then continue; fi
         setsid bash "$jobs/@TASK_SCRIPT@" "$dir" "$i" "$script" "$slot_key" "$slots" "$grace" \
             "$workdir" "$host" < /dev/null >> "$dir/$i.out" 2>&1 &
-        if ! record "$dir/hosts/$host/$i.wrapper" "$!" && [ ! -L "$dir/$i.claim" ]; then
-            echo "task ${array}_$i: cannot record its wrapper (pid $!) in $dir/hosts/$host" >&2
+        if ! record "$records/$i.wrapper" "$!" && [ ! -L "$dir/$i.claim" ]; then
+            echo "task ${array}_$i: cannot record its wrapper (pid $!) in $records" >&2
             exit 1
         fi
     done
 done
-""".replace("@TASK_SCRIPT@", TASK_SCRIPT)
+""".replace("@TASK_SCRIPT@", TASK_SCRIPT).replace("@HOSTS_DIR@", HOSTS_DIR)
 )
 
 # One line per task, about this host: "S3_4 running", "pending" (its wrapper here waits for
@@ -194,14 +196,19 @@ for item in "$@"; do
     array=${item%%:*} list=${item#*:}
     dir=$jobs/$array
     for i in ${list//,/ }; do
-        task=${array}_$i wrapper=$dir/hosts/$host/$i.wrapper
+        task=${array}_$i wrapper=$dir/@HOSTS_DIR@/$host/$i.wrapper
         live=0
         if alive "$wrapper"; then live=1; fi
-        claimed_by "$dir" "$i"
         if [ -e "$dir/$i.exit" ]; then
             read -r code cancelled < "$dir/$i.exit"
             echo "$task exit $code $cancelled"
-        elif [ -n "$CLAIM_HOST" ] && [ "$CLAIM_HOST" != "$host" ]; then
+            continue
+        elif [ "$live" = 0 ] && [ ! -e "$wrapper" ]; then
+            echo "$task none"
+            continue
+        fi
+        claimed_by "$dir" "$i"
+        if [ -n "$CLAIM_HOST" ] && [ "$CLAIM_HOST" != "$host" ]; then
             echo "$task elsewhere"
         elif [ "$live" = 1 ]; then
             if [ -n "$CLAIM_HOST" ] && [ -e "$dir/$i.job" ]; then
@@ -211,14 +218,12 @@ for item in "$@"; do
             fi
         elif [ -n "$CLAIM_HOST" ] && alive "$dir/$i.job"; then
             echo "$task running"  # its wrapper was killed; the job was not
-        elif [ -e "$wrapper" ]; then
-            echo "$task lost"
         else
-            echo "$task none"
+            echo "$task lost"
         fi
     done
 done
-"""
+""".replace("@HOSTS_DIR@", HOSTS_DIR)
 )
 
 # SIGTERM to each task's wrapper on this host, which ends its job (see TASK). A job whose
@@ -232,11 +237,13 @@ shift 3
 for item in "$@"; do
     dir=$jobs/${item%%:*} list=${item#*:}
     for i in ${list//,/ }; do
-        if alive "$dir/hosts/$host/$i.wrapper"; then
-            read -r pid _ < "$dir/hosts/$host/$i.wrapper"
+        wrapper=$dir/@HOSTS_DIR@/$host/$i.wrapper
+        if alive "$wrapper"; then
+            read -r pid _ < "$wrapper"
             kill -TERM "$pid"
             continue
         fi
+        [ -e "$wrapper" ] || continue  # no wrapper of it here: its job does not run here
         claimed_by "$dir" "$i"
         if [ "$CLAIM_HOST" = "$host" ] && [ ! -e "$dir/$i.exit" ] && alive "$dir/$i.job"; then
             read -r pid _ < "$dir/$i.job"
@@ -246,7 +253,7 @@ for item in "$@"; do
         fi
     done
 done
-"""
+""".replace("@HOSTS_DIR@", HOSTS_DIR)
 )
 
 # Check tokens written by the manager: one line per PATH TOKEN pair, "N ok", "N differs" or

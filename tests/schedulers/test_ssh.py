@@ -650,6 +650,39 @@ def test_remote_commands_keep_hostile_paths_whole(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [token_file]
 
 
+def test_wrappers_that_race_for_a_task_run_it_once(tmp_path: Path) -> None:
+    # Two wrappers of each task, as two hosts would start them (this machine is both),
+    # started back to back, so both often hold a slot before either has claimed the task.
+    array = tmp_path / "S1"
+    array.mkdir()
+    started = tmp_path / "started"
+    script = tmp_path / "job.sh"
+    script.write_text(f'echo "$SSH_TASK_ID" >> {shlex.quote(str(started))}\n')
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the slots' files
+    n_tasks = 40
+
+    def args(i: int, host: str) -> list[str]:
+        """TASK's: ARRAY_DIR INDEX SCRIPT SLOT_KEY SLOTS GRACE_S WORKDIR HOST."""
+        slots = str(n_tasks)
+        return [str(array), str(i), str(script), f"slots-{host}", slots, "5", str(tmp_path), host]
+
+    wrappers = [
+        subprocess.Popen(
+            ["bash", "-c", TASK, "task", *args(i, host)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for i in range(n_tasks)
+        for host in HOSTS
+    ]
+    assert [wrapper.wait(timeout=120) for wrapper in wrappers] == [0] * len(wrappers)
+    assert sorted(started.read_text().split()) == sorted(f"S1_{i}" for i in range(n_tasks))
+    assert all((array / f"{i}.exit").read_text() == "0 0\n" for i in range(n_tasks))
+    assert {claimed_by(tmp_path, f"S1_{i}") for i in range(n_tasks)} <= set(HOSTS)
+
+
 def test_the_programs_and_the_job_script_are_valid_bash(tmp_path: Path) -> None:
     check = check_program("/usr/bin/python3", [("A", "x y")], "module load foo")
     for program in (TASK, START, LOOK, CANCEL, TOKENS, check):
