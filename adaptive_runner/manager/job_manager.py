@@ -344,6 +344,7 @@ class JobManager:
         memory = replace(
             memory, last=snap, quick_top_up=False, ending_since=None, stuck_since=stuck_since
         )
+        self._place_pending(snap, memory)
         memory = self._top_up(db, snap, memory, adopted)
         self.memory = replace(memory, stale=frozenset(db.recorded_arrays()) != snap.recorded)
         return False
@@ -418,6 +419,21 @@ class JobManager:
             foreign=foreign,
             reasons=tuple(reasons),
         )
+
+    def _place_pending(self, snap: Snapshot, memory: Memory) -> None:
+        """Let each group's scheduler start its pending tasks where a slot is free (SSH).
+
+        Not those being cancelled. A pending task still counts as one to come, wherever it
+        starts, so the submissions below are sized as before.
+        """
+        for scheduler, queue in zip(self.schedulers, snap.queues, strict=True):
+            pending = [
+                task
+                for task, state in queue.items()
+                if state == JobState.PENDING and task not in memory.cancelling
+            ]
+            if pending:
+                scheduler.place_pending(pending)
 
     def _cancel(self, snap: Snapshot, tasks: Iterable[str]) -> None:
         """Cancel the active ones of ``tasks``, one scheduler call per group that has some."""

@@ -269,6 +269,15 @@ class Scheduler(ABC):
         del task, node
         return False
 
+    def place_pending(self, tasks: Collection[str]) -> None:
+        """Start tasks that wait for a slot where one is free; the job manager calls it each poll.
+
+        ``tasks`` are the pending tasks of the poll just made. A batch system places its own
+        tasks when they start (nothing to do here); the SSH scheduler places a task on a host
+        when it is submitted, and moves it on when it waits there (SSH.place_pending).
+        """
+        del tasks
+
     @property
     def walltime_s(self) -> int | None:
         """``walltime`` in seconds, or None without a limit."""

@@ -7,19 +7,27 @@ working directory must be on a file system that every host mounts at the same pa
 
 An array is spread over the hosts when it is submitted: each task goes where the largest share
 of slots is free (as this object last saw the hosts), so tasks beyond the free slots wait on
-their host, in proportion to its slots, until a slot frees (see ssh_programs.py). Task ids are
-``S<n>_<i>``, as for Local's ``L<n>_<i>``. ``JOBS_DIR/S<n>/array.json`` records the script, the
-tag and each task's host; the tasks' own records are written next to it by their hosts.
+their host, in proportion to its slots, until a slot frees (see ssh_programs.py). A task is
+not pinned there: each round the job manager calls :meth:`SSH.place_pending`, which gives a
+task that waits on busy or silent hosts one more wrapper on a host with a free slot. The
+first of its wrappers to hold a slot claims the task (a symlink in the shared array
+directory, made atomically) and runs it; the others end. So placement follows the slots free
+at start time, a task never runs twice, and a host that answers again gets the waiting tasks
+at the next round. Task ids are ``S<n>_<i>``, as for Local's ``L<n>_<i>``.
+``JOBS_DIR/S<n>/array.json`` records the script, the tag and the hosts the array may use; the
+tasks' own records are written next to it by their hosts.
 
 ssh calls, all with ``BatchMode=yes`` over one shared connection per host (ControlMaster, in
 a private directory), in parallel across hosts: at the start one per host for
 :meth:`SSH.check` and one for :meth:`SSH.check_shared`; per submitted array one per host that
-gets tasks; per poll one per host with tasks of the asked arrays; per cancel one per host.
+gets tasks; per poll one per host of the asked arrays, with tasks there or not (so a host
+that answers again is seen); per round that gives waiting tasks a host, one per host that
+gets some; per cancel one per host.
 
-A host that does not answer a poll is not taken for dead: its tasks are reported as their
+A host that does not answer a poll is not taken for dead: its wrappers are reported as their
 records on the shared file system last said (running, pending, cancelled or ended), so the
 learners of its running tasks go back only when their heartbeat lease expires, and no new
-task is placed there until it answers again.
+task is placed there until it answers again; its waiting tasks get a wrapper elsewhere.
 """
 
 from __future__ import annotations
@@ -58,12 +66,14 @@ from adaptive_runner.schedulers.ssh_hosts import (
 from adaptive_runner.schedulers.ssh_parsers import (
     check_failure,
     exit_record,
+    merged_state,
     parse_look,
     parse_tokens,
     ssh_failure,
 )
 from adaptive_runner.schedulers.ssh_programs import (
     CANCEL,
+    HOSTS_DIR,
     LOOK,
     START,
     TASK,
@@ -74,7 +84,7 @@ from adaptive_runner.schedulers.ssh_programs import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Sequence
+    from collections.abc import Collection, Iterable, Mapping, Sequence
 
 log = structlog.get_logger("adaptive_runner.schedulers.ssh")
 
@@ -217,26 +227,15 @@ class SSH(FileScheduler):
             "script": str(script),
             "n_tasks": n_tasks,
             "tag": tag,
-            "hosts": placement,
+            "hosts": list(self.hosts),
             "workdir": plain_text(str(Path.cwd()), "the working directory"),
             "submitted": time.time(),
         }
         atomic_write(array_dir / ARRAY_FILE, json.dumps(spec).encode())
-        by_host = _by_host({array_dir.name: placement})
-        commands = {
-            host: self._start_command(spec, array_dir.name, host, indices[array_dir.name])
-            for host, indices in by_host.items()
-        }
-        answers = on_hosts(commands, timeout_s=self.submit_timeout_s)
-        failed: dict[str, str] = {}
-        for host, answer in answers.items():
-            if isinstance(answer, SchedulerCommandError):
-                failed[host] = ssh_failure(host, answer)
-                self._book.unanswered(host, failed[host])
-            else:
-                self._book.started(
-                    host, [f"{array_dir.name}_{i}" for i in by_host[host][array_dir.name]]
-                )
+        by_host: dict[str, dict[str, list[int]]] = {}
+        for index, host in enumerate(placement):
+            by_host.setdefault(host, {}).setdefault(array_dir.name, []).append(index)
+        failed = self._start(jobs_dir, {array_dir.name: spec}, by_host)
         if len(failed) == len(by_host):
             (array_dir / ARRAY_FILE).unlink()  # nothing of it runs: not to be adopted
             reasons = "; ".join(f"{host}: {why}" for host, why in failed.items())
@@ -245,42 +244,87 @@ class SSH(FileScheduler):
             log.warning("tasks not started on a host", host=host, array=array_dir.name, why=why)
         return array_dir.name
 
-    def _start_command(
-        self, spec: Mapping[str, Any], array_id: str, host: str, indices: Sequence[int]
-    ) -> str:
-        """START on ``host`` for these tasks of the array (``spec``: its array.json)."""
-        jobs_dir = Path(spec["script"]).parent
-        args = [
-            str(jobs_dir),
-            array_id,
-            spec["script"],
-            slot_key(jobs_dir, host),
-            str(self.hosts[host]),
-            str(math.ceil(self.kill_grace_s)),
-            spec["workdir"],
-            ",".join(map(str, indices)),
-        ]
-        return remote_command(START, "adaptive-runner-start", args)
+    def place_pending(self, tasks: Collection[str]) -> None:
+        """Give tasks that wait for a slot a wrapper on a host with one free (see HostBook.moves).
+
+        One ssh per host that gets some. The task's other wrappers stay: the first to hold a
+        slot claims the task and runs it, the others end (ssh_programs.py), so it never runs
+        twice. Only arrays that may use every host of this scheduler are placed again (not
+        those submitted under other ``hosts``). A host whose ssh fails is logged and taken
+        for down; nothing is raised.
+        """
+        jobs_dir = self._jobs()
+        specs = {
+            array_id: spec
+            for array_id in {self.array_of(task) for task in tasks}
+            if (spec := _read_spec(jobs_dir, array_id)) is not None
+            and set(self.hosts) <= set(spec["hosts"])
+        }
+        waiting = sorted((t for t in tasks if self.array_of(t) in specs), key=_task_order)
+        by_host: dict[str, dict[str, list[int]]] = {}
+        for host, moved in self._book.moves(waiting, self.hosts).items():
+            for task in moved:
+                array_id, _, index = task.rpartition("_")
+                by_host.setdefault(host, {}).setdefault(array_id, []).append(int(index))
+        failed = self._start(jobs_dir, specs, by_host)
+        for host, arrays in by_host.items():
+            moved = [f"{a}_{i}" for a, indices in arrays.items() for i in indices]
+            if host in failed:
+                log.warning("waiting tasks not started on a host", host=host, why=failed[host])
+            else:
+                log.info("waiting tasks started on a host with a free slot", host=host, tasks=moved)
+
+    def _start(
+        self,
+        jobs_dir: Path,
+        specs: Mapping[str, Mapping[str, Any]],
+        by_host: Mapping[str, Mapping[str, Sequence[int]]],
+    ) -> dict[str, str]:
+        """START wrappers of tasks (host -> array -> indices): one ssh per host, all at once.
+
+        ``specs`` are the arrays' array.json. Returns host -> why its ssh failed.
+        """
+        grace = str(math.ceil(self.kill_grace_s))
+        commands: dict[str, str] = {}
+        for host, arrays in by_host.items():
+            args = [str(jobs_dir), host, slot_key(jobs_dir, host), str(self.hosts[host]), grace]
+            for array_id, indices in arrays.items():
+                spec = specs[array_id]
+                args += [array_id, spec["script"], spec["workdir"], ",".join(map(str, indices))]
+            commands[host] = remote_command(START, "adaptive-runner-start", args)
+        failed: dict[str, str] = {}
+        for host, answer in on_hosts(commands, timeout_s=self.submit_timeout_s).items():
+            if isinstance(answer, SchedulerCommandError):
+                failed[host] = ssh_failure(host, answer)
+                self._book.unanswered(host, failed[host])
+            else:
+                tasks = [f"{a}_{i}" for a, indices in by_host[host].items() for i in indices]
+                self._book.started(host, tasks)
+        return failed
 
     def queue_named(self, array_ids: Collection[str]) -> dict[str, QueuedTask]:
-        """Ask each host about its tasks of these arrays: one ssh per host, all at once.
+        """Ask each host of these arrays about their tasks: one ssh per host, all at once.
 
-        A host that does not answer: its tasks as their records say (see
-        :func:`recorded_state`). The name is the array's tag; unknown arrays are absent.
+        A task's state merges its hosts' answers (:func:`merged_state`: running where its
+        wrapper claimed it, pending while one waits for a slot); a host that does not answer
+        counts as its records say (:func:`recorded_state`). The name is the array's tag;
+        unknown arrays are absent.
         """
         jobs_dir = self._jobs()
         specs = {a: spec for a in array_ids if (spec := _read_spec(jobs_dir, a)) is not None}
-        by_host = _by_host({a: spec["hosts"] for a, spec in specs.items()})
+        by_host = _by_host(specs)
         commands = {
-            host: remote_command(LOOK, "adaptive-runner-look", [str(jobs_dir), *_items(arrays)])
+            host: remote_command(
+                LOOK, "adaptive-runner-look", [str(jobs_dir), host, *_items(arrays)]
+            )
             for host, arrays in by_host.items()
         }
-        states: dict[str, JobState] = {}
+        answers: dict[str, list[JobState | None]] = {}
         for host, answer in on_hosts(commands, timeout_s=LOOK_TIMEOUT_S).items():
             asked = [f"{a}_{i}" for a, indices in by_host[host].items() for i in indices]
             if isinstance(answer, SchedulerCommandError):
                 self._book.unanswered(host, ssh_failure(host, answer))
-                found = {task: recorded_state(jobs_dir, task) for task in asked}
+                found = {task: recorded_state(jobs_dir, task, host) for task in asked}
             else:
                 found = parse_look(answer)
                 if missing := set(asked) - set(found):
@@ -288,10 +332,11 @@ class SSH(FileScheduler):
                         f"{host} answered without the tasks {sorted(missing)}: {answer!r}"
                     )
                 self._book.answered(host, by_host[host], found)
-            states.update(found)
+            for task, state in found.items():
+                answers.setdefault(task, []).append(state)
         return {
-            task: QueuedTask(state, specs[self.array_of(task)].get("tag"))
-            for task, state in states.items()
+            task: QueuedTask(merged_state(states), specs[self.array_of(task)].get("tag"))
+            for task, states in answers.items()
         }
 
     def find_tagged(self, tags: Collection[str]) -> dict[str, str]:
@@ -323,16 +368,16 @@ class SSH(FileScheduler):
         when its wrapper sees the file; this is logged, not raised.
         """
         jobs_dir = self._jobs()
+        specs: dict[str, Mapping[str, Any]] = {}
         targets: dict[str, list[int]] = {}
-        placements: dict[str, list[str]] = {}
         for task_or_array in ids:
             array_id, sep, index_text = task_or_array.partition("_")
             array_dir = jobs_dir / _check_array_id(array_id)
             spec = _read_spec(jobs_dir, array_id)
             if spec is None:
                 raise ConfigError(f"no SSH array {array_id}: {array_dir / ARRAY_FILE} is missing")
-            placements[array_id] = spec["hosts"]
-            n_tasks = len(placements[array_id])
+            specs[array_id] = spec
+            n_tasks = spec["n_tasks"]
             if not sep:
                 (array_dir / ARRAY_CANCEL).touch()
                 targets.setdefault(array_id, []).extend(range(n_tasks))
@@ -343,13 +388,12 @@ class SSH(FileScheduler):
                 )
             (array_dir / f"{int(index_text)}.cancel").touch()
             targets.setdefault(array_id, []).append(int(index_text))
-        by_host = _by_host(placements, only=targets)
         grace = str(math.ceil(self.kill_grace_s))
         commands = {
             host: remote_command(
-                CANCEL, "adaptive-runner-cancel", [str(jobs_dir), grace, *_items(arrays)]
+                CANCEL, "adaptive-runner-cancel", [str(jobs_dir), host, grace, *_items(arrays)]
             )
-            for host, arrays in by_host.items()
+            for host, arrays in _by_host(specs, only=targets).items()
         }
         for host, answer in on_hosts(commands, timeout_s=CANCEL_TIMEOUT_S).items():
             if isinstance(answer, SchedulerCommandError):
@@ -380,37 +424,56 @@ def token_places(paths: Mapping[str, Path]) -> list[tuple[Path, str]]:
     return list(places.values())
 
 
-def recorded_state(jobs_dir: Path, task: str) -> JobState:
-    """A task's state as its records on the shared file system say (its host did not answer).
+def claimed_by(jobs_dir: Path, task: str) -> str | None:
+    """The host whose wrapper claimed ``task`` (it runs or ran it there); None before a claim."""
+    array_id, _, index = task.rpartition("_")
+    try:
+        target = str((jobs_dir / _check_array_id(array_id) / f"{index}.claim").readlink())
+    except FileNotFoundError:
+        return None
+    return target.split(" ", 1)[0]
 
-    Ended if it has an exit record; cancelled if a cancel was asked (its wrapper ends it when
-    it sees the file); running if it started its job; pending if its wrapper was started;
-    failed if nothing was recorded (it never started).
+
+def recorded_state(jobs_dir: Path, task: str, host: str) -> JobState | None:
+    """A task's state on ``host`` as the records on the shared file system say (it did not answer).
+
+    Ended if it has an exit record; None if another host's wrapper claimed it (that host
+    tells); cancelled if a cancel was asked (its wrapper ends it when it sees the file);
+    running if the wrapper there started its job; pending if a wrapper was started there;
+    None if none was.
     """
     array_id, _, index = task.rpartition("_")
     array_dir = jobs_dir / _check_array_id(array_id)
     if (exit_file := array_dir / f"{index}.exit").is_file():
         return exit_record(exit_file.read_text()).state
+    claimant = claimed_by(jobs_dir, task)
+    if claimant not in (None, host):
+        return None
     if (array_dir / ARRAY_CANCEL).exists() or (array_dir / f"{index}.cancel").exists():
         return JobState.CANCELLED
-    if (array_dir / f"{index}.job").exists():
+    if claimant == host and (array_dir / f"{index}.job").exists():
         return JobState.RUNNING
-    if (array_dir / f"{index}.wrapper").exists():
+    if (array_dir / HOSTS_DIR / host / f"{index}.wrapper").exists():
         return JobState.PENDING
-    return JobState.FAILED
+    return None
 
 
 def _by_host(
-    placements: Mapping[str, Sequence[str]], *, only: Mapping[str, Collection[int]] | None = None
+    specs: Mapping[str, Mapping[str, Any]], *, only: Mapping[str, Iterable[int]] | None = None
 ) -> dict[str, dict[str, list[int]]]:
-    """Host -> array -> the task indices placed there (of ``only``'s, if given)."""
+    """Host -> array -> task indices: each host an array may use, all its tasks or ``only``'s."""
     by_host: dict[str, dict[str, list[int]]] = {}
-    for array_id, hosts in placements.items():
-        wanted = set(range(len(hosts))) if only is None else set(only[array_id])
-        for index, host in enumerate(hosts):
-            if index in wanted:
-                by_host.setdefault(host, {}).setdefault(array_id, []).append(index)
+    for array_id, spec in specs.items():
+        indices = list(range(spec["n_tasks"]) if only is None else only[array_id])
+        for host in spec["hosts"]:
+            by_host.setdefault(host, {})[array_id] = indices
     return by_host
+
+
+def _task_order(task: str) -> tuple[int, int]:
+    """Oldest array first, then by index (``S3_4`` -> (3, 4))."""
+    array_id, _, index = task.rpartition("_")
+    return int(array_id.removeprefix(ARRAY_PREFIX)), int(index)
 
 
 def _items(arrays: Mapping[str, Sequence[int]]) -> list[str]:

@@ -25,7 +25,7 @@ from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.schedulers.base import run_command
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Sequence
 
     from adaptive_runner.schedulers.base import JobState
 
@@ -154,12 +154,14 @@ def slot_key(jobs_dir: Path, host: str) -> str:
 
 @dataclass
 class HostBook:
-    """What one SSH scheduler object last learned of its hosts, to place new tasks.
+    """What one SSH scheduler object last learned of its hosts, to place tasks.
 
     Not configuration (not in run.json): a new object knows nothing until its first poll.
+    It sees only its own group's tasks; a host's slots shared with other groups are found
+    busy by the wrappers' ``flock``, never by this book, so its counts only guide placement.
     """
 
-    active: dict[str, set[str]] = field(default_factory=dict)  # host -> pending/running tasks
+    active: dict[str, set[str]] = field(default_factory=dict)  # host -> tasks waiting or run there
     down: dict[str, str] = field(default_factory=dict)  # host -> why it did not answer last
 
     def placement(self, n_tasks: int, slots: Mapping[str, int]) -> list[str]:
@@ -168,14 +170,37 @@ class HostBook:
         free = {host: slots[host] - len(self.active.get(host, ())) for host in up}
         return place(n_tasks, free, slots)
 
+    def moves(self, pending: Sequence[str], slots: Mapping[str, int]) -> dict[str, list[str]]:
+        """Host -> the pending tasks (of ``pending``, in order) that get a wrapper there.
+
+        A pending task waits for a slot when each host with a wrapper of it is down or has
+        more of the tasks than slots. It gets a wrapper on the answering host of ``slots``
+        with the largest share of slots free, one per free slot, never a second on a host.
+        """
+        count = {host: len(tasks) for host, tasks in self.active.items()}
+        free = {h: slots[h] - count.get(h, 0) for h in slots if h not in self.down}
+        moves: dict[str, list[str]] = {}
+        for task in pending:
+            hosts = {host for host, tasks in self.active.items() if task in tasks}
+            if any(h not in self.down and count[h] <= slots.get(h, 0) for h in hosts):
+                continue  # a slot of a host with a wrapper of it is, or is about to be, its
+            open_hosts = [h for h in free if free[h] > 0 and h not in hosts]
+            if open_hosts:
+                host = max(open_hosts, key=lambda h: free[h] / slots[h])
+                moves.setdefault(host, []).append(task)
+                free[host] -= 1
+        return moves
+
     def started(self, host: str, tasks: Collection[str]) -> None:
-        """``host`` started these tasks."""
+        """``host`` started wrappers of these tasks."""
         self.active.setdefault(host, set()).update(tasks)
 
-    def answered(self, host: str, arrays: Collection[str], states: Mapping[str, JobState]) -> None:
-        """``host`` told the states of its tasks of ``arrays``."""
+    def answered(
+        self, host: str, arrays: Collection[str], states: Mapping[str, JobState | None]
+    ) -> None:
+        """``host`` told the states of its wrappers of the tasks of ``arrays``."""
         kept = {t for t in self.active.get(host, set()) if t.rsplit("_", 1)[0] not in arrays}
-        self.active[host] = kept | {task for task, state in states.items() if state.active}
+        self.active[host] = kept | {t for t, s in states.items() if s is not None and s.active}
         if self.down.pop(host, None) is not None:
             log.info("a host answers again", host=host)
 

@@ -7,6 +7,7 @@ text: ssh itself exits 255; the programs of ssh_programs.py say on stdout how fa
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from adaptive_runner.errors import SchedulerCommandError
 from adaptive_runner.schedulers.base import JobState, TaskEnd
@@ -16,14 +17,19 @@ from adaptive_runner.schedulers.ssh_programs import (
     CHECK_PYTHON_OK,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 SSH_FAILED = 255  # ssh's own exit code: no connection, no login, ...
 _COMMAND_NOT_FOUND = (126, 127)  # bash: not executable, not found
 _TASK = re.compile(r"S[1-9][0-9]*_[0-9]+")
-_SIMPLE_STATES = {
+# A host's word about a task -> its state there; None: no wrapper of it runs there.
+_SIMPLE_STATES: dict[str, JobState | None] = {
     "running": JobState.RUNNING,
     "pending": JobState.PENDING,
-    "lost": JobState.FAILED,  # its processes are gone without an exit record
-    "none": JobState.FAILED,  # never started on the host it was placed on
+    "lost": JobState.FAILED,  # its processes there are gone without an exit record
+    "none": None,  # no wrapper of it was started there
+    "elsewhere": None,  # another host's wrapper claimed it
 }
 _VERDICTS = ("ok", "differs", "missing")
 # stderr of a failed ssh -> what it means for people, and what to do.
@@ -60,9 +66,13 @@ def exit_record(text: str) -> TaskEnd:
     return TaskEnd.from_exit(None if code == "-" else int(code), cancelled=cancelled)
 
 
-def parse_look(text: str) -> dict[str, JobState]:
-    """Task id -> state from the LOOK program's lines (``S3_4 running``, ``S3_5 exit 0 0``)."""
-    states: dict[str, JobState] = {}
+def parse_look(text: str) -> dict[str, JobState | None]:
+    """Task id -> its state on one host, from the LOOK program's lines (``S3_4 running``).
+
+    None for a task no wrapper of which runs there (``none``, ``elsewhere``); an ended task
+    (``S3_5 exit 0 0``) is ended on every host: its exit record is shared.
+    """
+    states: dict[str, JobState | None] = {}
     for line in text.splitlines():
         task, _, rest = line.strip().partition(" ")
         word, _, record = rest.partition(" ")
@@ -70,6 +80,21 @@ def parse_look(text: str) -> dict[str, JobState]:
             raise SchedulerCommandError(f"cannot read a host's answer about its tasks: {line!r}")
         states[task] = exit_record(record).state if word == "exit" else _SIMPLE_STATES[word]
     return states
+
+
+def merged_state(answers: Iterable[JobState | None]) -> JobState:
+    """A task's state from its hosts' answers (a host's wrapper of it may wait or run).
+
+    Running if it runs on a host, else pending if a wrapper of it waits for a slot, else how
+    it ended (an exit record before a wrapper lost without one: hosts that looked at
+    different moments); failed if no wrapper of it was ever started.
+    """
+    seen = set(answers)
+    for state in (JobState.RUNNING, JobState.PENDING):
+        if state in seen:
+            return state
+    ended = sorted(s for s in seen if s is not None and s != JobState.FAILED)
+    return ended[0] if ended else JobState.FAILED
 
 
 def parse_tokens(text: str, n_tokens: int) -> list[str]:

@@ -10,6 +10,8 @@ kill -9, cancel) are tests/e2e/test_scenarios.py.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -32,17 +34,19 @@ from adaptive_runner.manager.run import Run
 from adaptive_runner.manager.run_manager import RunManager
 from adaptive_runner.schedulers import scheduler_class, scheduler_options
 from adaptive_runner.schedulers.base import JobState, ScriptContext
-from adaptive_runner.schedulers.ssh import SSH, recorded_state, token_places
+from adaptive_runner.schedulers.ssh import SSH, claimed_by, recorded_state, token_places
 from adaptive_runner.schedulers.ssh_hosts import (
     HostBook,
     check_hosts,
     control_dir,
+    on_hosts,
     place,
     slot_key,
 )
 from adaptive_runner.schedulers.ssh_parsers import (
     check_failure,
     exit_record,
+    merged_state,
     parse_look,
     parse_tokens,
     ssh_failure,
@@ -169,15 +173,28 @@ def start_run(tmp_path: Path) -> Iterator[Callable[..., RunManager]]:
 
 
 def host_of(jobs_dir: Path, task: str) -> str:
-    array_id, _, index = task.rpartition("_")
-    hosts: list[str] = json.loads((jobs_dir / array_id / "array.json").read_text())["hosts"]
-    return hosts[int(index)]
+    """The host that runs or ran ``task`` (its wrapper there claimed it)."""
+    host = claimed_by(jobs_dir, task)
+    assert host is not None, f"{task} was never claimed"
+    return host
+
+
+def host_of_wrapper(jobs_dir: Path, array_id: str, index: int) -> str:
+    """The one host with a wrapper of the task (as submit placed it)."""
+    (wrapper,) = jobs_dir.glob(f"{array_id}/hosts/*/{index}.wrapper")
+    return wrapper.parent.name
 
 
 def recorded_pid(jobs_dir: Path, task: str, kind: str) -> int:
-    """The pid in a task's ``.wrapper`` or ``.job`` record."""
+    """The pid in a task's ``wrapper`` record (on the host that claimed it) or ``job`` record."""
     array_id, _, index = task.rpartition("_")
-    return int((jobs_dir / array_id / f"{index}.{kind}").read_text().split()[0])
+    array_dir = jobs_dir / array_id
+    path = (
+        array_dir / "hosts" / host_of(jobs_dir, task) / f"{index}.wrapper"
+        if kind == "wrapper"
+        else array_dir / f"{index}.{kind}"
+    )
+    return int(path.read_text().split()[0])
 
 
 def holders(rm: RunManager) -> dict[int, str]:
@@ -193,6 +210,48 @@ def all_held(rm: RunManager, n: int) -> dict[int, str] | None:
     """The holders, once ``n`` learners run."""
     held = holders(rm)
     return held if len(held) == n else None
+
+
+def stop_node2_and_kill_its_tasks(jobs_dir: Path, tasks: set[str]) -> None:
+    """node2 crashes: its sshd stops and its tasks die without a word."""
+    subprocess.run(["bash", str(CI_SSH / "stop.sh"), "node2"], check=True, timeout=60)
+    for task in tasks:
+        os.kill(recorded_pid(jobs_dir, task, "wrapper"), signal.SIGKILL)
+        os.killpg(recorded_pid(jobs_dir, task, "job"), signal.SIGKILL)
+
+
+def waiting_on(jobs_dir: Path, host: str, arrays: set[str]) -> list[str]:
+    """The tasks of arrays other than ``arrays`` with a wrapper on ``host`` and no claim."""
+    tasks = [
+        f"{wrapper.parents[2].name}_{wrapper.stem}"
+        for wrapper in jobs_dir.glob(f"S*/hosts/{host}/*.wrapper")
+        if wrapper.parents[2].name not in arrays
+    ]
+    return sorted(task for task in tasks if claimed_by(jobs_dir, task) is None)
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The most of these (start, end) intervals that overlap at one moment."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = now = 0
+    for _, step in edges:  # an end before a start at the same moment: -1 sorts first
+        now += step
+        most = max(most, now)
+    return most
+
+
+@contextlib.contextmanager
+def slots_held(jobs_dir: Path, hosts: dict[str, int]) -> Iterator[None]:
+    """Hold every slot of ``hosts`` for ``jobs_dir`` (this machine is both hosts): tasks wait."""
+    base = Path("/tmp") / f"adaptive-runner-{os.getuid()}"
+    with contextlib.ExitStack() as stack:
+        for host, n_slots in hosts.items():
+            slot_dir = base / slot_key(jobs_dir, host)
+            slot_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for k in range(n_slots):
+                f = stack.enter_context((slot_dir / str(k)).open("a"))
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
 
 
 # -- over ssh ----------------------------------------------------------------------------------
@@ -227,10 +286,7 @@ def test_a_host_that_goes_down_leaves_its_learners_to_the_other(
     on_node2 = {task for task in held.values() if host_of(jobs, task) == "node2"}
     assert len(on_node2) == 2
     try:
-        subprocess.run(["bash", str(CI_SSH / "stop.sh"), "node2"], check=True, timeout=60)
-        for task in on_node2:  # node2 crashes: its tasks die without a word
-            os.kill(recorded_pid(jobs, task, "wrapper"), signal.SIGKILL)
-            os.killpg(recorded_pid(jobs, task, "job"), signal.SIGKILL)
+        stop_node2_and_kill_its_tasks(jobs, on_node2)
         # What node2 held when it went (a learner it finished just before is not).
         lost = {(learner, task) for learner, task in holders(rm).items() if task in on_node2}
         assert lost
@@ -245,6 +301,82 @@ def test_a_host_that_goes_down_leaves_its_learners_to_the_other(
     for learner, _ in lost:
         assert rows[learner].state == "done"
         assert host_of(jobs, rows[learner].task or "") == "node1", rows[learner]
+
+
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
+def test_a_host_that_answers_again_takes_the_tasks_that_wait(
+    start_run: Callable[..., RunManager],
+) -> None:
+    rm = start_run(make_learners(12, delay=0.3), goal=40, lease_timeout=8)
+    jobs = rm.run_dir.jobs_dir
+    held = wait_for(lambda: all_held(rm, 4), "4 learners running")
+    on_node2 = {task for task in held.values() if host_of(jobs, task) == "node2"}
+    assert len(on_node2) == 2
+    before = {path.parent.name for path in jobs.glob("S*/array.json")}
+    try:
+        stop_node2_and_kill_its_tasks(jobs, on_node2)
+        # Their learners come back when their leases expire; the tasks made for them go to
+        # node1, the host that answers, and wait there for its two busy slots.
+        waiting = wait_for(
+            lambda: w if len(w := waiting_on(jobs, "node1", before)) == 2 else None,
+            "two new tasks waiting on node1",
+        )
+        arrays = sorted({task.rpartition("_")[0] for task in waiting})
+        states = SSH(hosts={"node1": 1}).bind(jobs).queue_states(arrays)
+        assert {states[task] for task in waiting} == {JobState.PENDING}
+    finally:
+        back = time.time()
+        subprocess.run(["bash", str(CI_SSH / "start.sh")], check=True, timeout=300)
+    assert rm.wait(timeout=300)
+    assert rm.status()["done"] == 12
+    spans: dict[str, tuple[float, float]] = {}
+    for row in Run(rm.run_dir.path).tasks():  # a task's holds, one after another
+        start, end = spans.get(row.task, (row.started, row.finished or row.started))
+        spans[row.task] = (min(start, row.started), max(end, row.finished or row.started))
+    # The waiting tasks started on node2 once it answered again, not on node1's slots.
+    assert {host_of(jobs, task) for task in waiting} == {"node2"}
+    assert all(spans[task][0] > back for task in waiting)
+    # After it came back, both hosts ran two tasks at once: the run used all four slots.
+    for host in HOSTS:
+        after = [span for task, span in spans.items() if host_of(jobs, task) == host]
+        assert most_at_once([span for span in after if span[1] > back]) == 2, (host, spans)
+
+
+@pytest.mark.ssh
+@pytest.mark.usefixtures("connections_closed")
+def test_a_task_with_a_wrapper_on_each_host_runs_once(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    started = tmp_path / "started"
+    script = jobs / "once.sh"
+    script.write_text(f'echo "$SSH_TASK_ID" >> {shlex.quote(str(started))}; sleep 1\n')
+    hosts = {"node1": 8, "node2": 8}
+    ssh = SSH(hosts=hosts, kill_grace_s=5).bind(jobs)
+    with slots_held(jobs, hosts):  # every wrapper waits
+        array = ssh.submit(script, n_tasks=8, max_running=8)
+        first = {f"{array}_{i}": host_of_wrapper(jobs, array, i) for i in range(8)}
+        assert sorted(first.values()) == ["node1"] * 4 + ["node2"] * 4
+        # Each task gets a wrapper on the other host too (what place_pending does when a
+        # task waits), started on both hosts at once.
+        commands = {}
+        for host in HOSTS:
+            indices = ",".join(t.rpartition("_")[2] for t, h in first.items() if h != host)
+            args = [str(jobs), host, slot_key(jobs, host), "8", "5", array, str(script)]
+            commands[host] = remote_command(
+                START, "adaptive-runner-start", [*args, str(tmp_path), indices]
+            )
+        assert set(on_hosts(commands, timeout_s=60).values()) == {""}
+        assert len(list(jobs.glob(f"{array}/hosts/*/*.wrapper"))) == 16
+        assert set(ssh.queue_states([array]).values()) == {JobState.PENDING}
+    # All 16 slots free at once: both wrappers of each task take one within the same second.
+    wait_for(
+        lambda: set(ssh.queue_states([array]).values()) == {JobState.COMPLETED},
+        "every task to end",
+    )
+    assert sorted(started.read_text().split()) == sorted(first)  # each ran once
+    assert {claimed_by(jobs, task) for task in first} <= set(HOSTS)
+    wait_for(lambda: not processes_naming(jobs), "the wrappers that lost to end")
 
 
 @pytest.mark.ssh
@@ -401,9 +533,35 @@ def test_placement_fills_free_slots_then_queues_in_proportion() -> None:
     assert set(book.placement(3, slots)) == {"a", "b"}  # none answers: try them all
 
 
+def test_tasks_that_wait_for_a_slot_get_a_host_with_one_free() -> None:
+    slots = {"a": 2, "b": 2, "c": 1}
+    book = HostBook()
+    book.answered("a", ["S1"], {"S1_0": JobState.RUNNING, "S1_1": JobState.RUNNING})
+    book.answered("a", ["S2"], {"S2_0": JobState.PENDING, "S2_1": JobState.PENDING})
+    book.answered("b", ["S1", "S2"], {"S1_0": None, "S2_0": None})
+    book.started("c", ["S3_0"])
+    book.unanswered("c", "ssh refused")
+    # a has 4 tasks for 2 slots: its pending ones wait; b has 2 free; c does not answer, so
+    # its pending task waits too, and c gets none.
+    assert book.moves(["S2_0", "S2_1", "S3_0"], slots) == {"b": ["S2_0", "S2_1"]}
+    assert book.moves(["S2_0", "S2_1", "S3_0"], {"a": 2, "b": 3}) == {"b": ["S2_0", "S2_1", "S3_0"]}
+    assert book.moves(["S2_0", "S2_1"], {"a": 2, "b": 1}) == {"b": ["S2_0"]}
+    book.started("b", ["S2_0"])
+    # S2_0 has a wrapper on b, which has no more tasks than slots: it starts there. Never
+    # two wrappers of a task on one host.
+    assert book.moves(["S2_0", "S2_1"], slots) == {"b": ["S2_1"]}
+    assert book.moves(["S2_0"], {"a": 2, "b": 0}) == {}
+    book.answered("c", ["S3"], {"S3_0": JobState.RUNNING})  # c answers again
+    # c: 1 slot, 1 task; b: 1 of 2 slots free. A pending task with no wrapper anywhere
+    # (its host's ssh failed before starting one) waits too.
+    assert book.moves(["S2_1", "S4_0"], slots) == {"b": ["S2_1"]}
+    book.answered("c", ["S3"], {"S3_0": JobState.COMPLETED})
+    assert book.moves(["S2_1", "S4_0"], slots) == {"c": ["S2_1"], "b": ["S4_0"]}
+
+
 def test_the_answers_of_the_hosts_are_read() -> None:
     text = "S1_0 running\nS1_1 pending\nS1_2 exit 0 0\nS1_3 exit -9 0\nS1_4 exit - 1\n"
-    text += "S2_0 lost\nS2_1 none\n"
+    text += "S2_0 lost\nS2_1 none\nS2_2 elsewhere\n"
     assert parse_look(text) == {
         "S1_0": JobState.RUNNING,
         "S1_1": JobState.PENDING,
@@ -411,8 +569,15 @@ def test_the_answers_of_the_hosts_are_read() -> None:
         "S1_3": JobState.FAILED,
         "S1_4": JobState.CANCELLED,
         "S2_0": JobState.FAILED,
-        "S2_1": JobState.FAILED,
+        "S2_1": None,
+        "S2_2": None,
     }
+    # One task, as its hosts answered: where it runs, else where it waits, else its end.
+    assert merged_state([None, JobState.PENDING, JobState.RUNNING]) == JobState.RUNNING
+    assert merged_state([JobState.FAILED, JobState.PENDING]) == JobState.PENDING
+    assert merged_state([JobState.FAILED, JobState.COMPLETED, None]) == JobState.COMPLETED
+    assert merged_state([JobState.FAILED, None]) == JobState.FAILED
+    assert merged_state([None, None]) == JobState.FAILED  # no wrapper of it ever started
     assert exit_record("-9 0").describe() == "killed by signal 9 (SIGKILL)"
     assert exit_record("127 0").describe() == "FAILED, exit code 127"
     assert exit_record("0 1").state == JobState.CANCELLED
@@ -453,14 +618,19 @@ def test_why_ssh_failed_is_told_from_its_fields() -> None:
 
 def test_records_answer_for_a_host_that_does_not(tmp_path: Path) -> None:
     array = tmp_path / "S1"
-    array.mkdir()
+    (array / "hosts" / "n1").mkdir(parents=True)
     (array / "0.exit").write_text("0 0\n")
+    (array / "1.claim").symlink_to("n1 4242")
     (array / "1.job").touch()
-    (array / "2.wrapper").touch()
+    (array / "hosts" / "n1" / "2.wrapper").touch()
+    (array / "4.claim").symlink_to("n2 4343")
     (array / "4.job").touch()
-    (array / "4.cancel").touch()
-    states = [recorded_state(tmp_path, f"S1_{i}") for i in range(5)]
-    assert states == ["completed", "running", "pending", "failed", "cancelled"]
+    (array / "5.cancel").touch()
+    (array / "hosts" / "n1" / "5.wrapper").touch()
+    states = [recorded_state(tmp_path, f"S1_{i}", "n1") for i in range(6)]
+    assert states == ["completed", "running", "pending", None, None, "cancelled"]
+    assert recorded_state(tmp_path, "S1_4", "n2") == JobState.RUNNING
+    assert [claimed_by(tmp_path, f"S1_{i}") for i in (0, 1, 4)] == [None, "n1", "n2"]
 
 
 def test_one_check_token_per_file_system(tmp_path: Path) -> None:
@@ -478,6 +648,39 @@ def test_remote_commands_keep_hostile_paths_whole(tmp_path: Path) -> None:
     proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
     assert proc.stdout == "0 ok\n"
     assert list(tmp_path.iterdir()) == [token_file]
+
+
+def test_wrappers_that_race_for_a_task_run_it_once(tmp_path: Path) -> None:
+    # Two wrappers of each task, as two hosts would start them (this machine is both),
+    # started back to back, so both often hold a slot before either has claimed the task.
+    array = tmp_path / "S1"
+    array.mkdir()
+    started = tmp_path / "started"
+    script = tmp_path / "job.sh"
+    script.write_text(f'echo "$SSH_TASK_ID" >> {shlex.quote(str(started))}\n')
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the slots' files
+    n_tasks = 40
+
+    def args(i: int, host: str) -> list[str]:
+        """TASK's: ARRAY_DIR INDEX SCRIPT SLOT_KEY SLOTS GRACE_S WORKDIR HOST."""
+        slots = str(n_tasks)
+        return [str(array), str(i), str(script), f"slots-{host}", slots, "5", str(tmp_path), host]
+
+    wrappers = [
+        subprocess.Popen(
+            ["bash", "-c", TASK, "task", *args(i, host)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for i in range(n_tasks)
+        for host in HOSTS
+    ]
+    assert [wrapper.wait(timeout=120) for wrapper in wrappers] == [0] * len(wrappers)
+    assert sorted(started.read_text().split()) == sorted(f"S1_{i}" for i in range(n_tasks))
+    assert all((array / f"{i}.exit").read_text() == "0 0\n" for i in range(n_tasks))
+    assert {claimed_by(tmp_path, f"S1_{i}") for i in range(n_tasks)} <= set(HOSTS)
 
 
 def test_the_programs_and_the_job_script_are_valid_bash(tmp_path: Path) -> None:
