@@ -24,7 +24,12 @@ that is unreachable): periodic saves are skipped, and before the final save it a
 fresh acknowledgement first (no answer: no save, the last good save stays).
 
 Exit code 0 after done, release, lost ownership or no work; 1 after a failure, an unreachable
-manager, or an array the run never recorded (the task held nothing).
+manager, or an array the run never recorded (the task held nothing). A worker of a packed
+allocation goes on with the next learner after a learner that was taken away or failed while
+it ran (its allocation would idle otherwise); after a failure to set up (an initializer,
+unpickling, the pool: perhaps its node's) it ends, as a task of its own does.
+
+The task's log never ends the worker: a line it cannot write is dropped (``task_log``).
 """
 
 from __future__ import annotations
@@ -199,11 +204,12 @@ class _Task:
             )
             hold = _Hold(self, assignment, acked=claim_sent)
             code = hold.run()
-            # A packed worker whose learner was taken away (cancelled, its lease expired) goes
-            # on with the next one: its allocation is not cancelled for it, so its cores would
-            # idle until the allocation ends. A task of its own is being cancelled: it ends.
-            taken = hold.taken and self.identity.rank is not None
-            if not (hold.done or taken):
+            # A packed worker whose learner was taken away (cancelled, its lease expired) or
+            # failed while it ran goes on with the next one: its allocation is not cancelled
+            # for it, so its cores would idle until the allocation ends. A task of its own is
+            # being cancelled, or ends on the failure (its exit state shows it).
+            packed = self.identity.rank is not None
+            if not (hold.done or (packed and (hold.taken or hold.failed))):
                 return code
             if hold.done:
                 finished += 1
@@ -242,6 +248,8 @@ class _Hold:
         self._acked = acked  # when the last acknowledged heartbeat (or the claim) was sent
         self.done = False  # reached the goal and said so: the task may take another learner
         self.taken = False  # the manager gave the learner away: nothing of it was saved
+        self.failed = False  # failed while it ran (not while loading), and said so
+        self._reported = False  # the manager acknowledged the outcome
 
     def run(self) -> int:
         """Load, run and report; return the process exit code."""
@@ -268,7 +276,8 @@ class _Hold:
             self.stop.install()
             loop.close()
         code = self._report(outcome)
-        self.done = outcome.kind == _End.DONE and code == 0
+        self.done = outcome.kind == _End.DONE and self._reported
+        self.failed = outcome.kind == _End.FAILED and self._reported
         self.taken = outcome.kind == _End.NOT_OWNER
         return code
 
@@ -570,6 +579,7 @@ class _Hold:
             # The data is saved; the job manager will find this task gone and resubmit.
             self.log.exception(Event.REPORT_FAILED, outcome=outcome.kind)
             return 1
+        self._reported = True
         return 1 if outcome.kind == _End.FAILED else 0
 
 

@@ -200,8 +200,13 @@ def test_runs_to_the_goal_and_reports_done(make: Any) -> None:
     assert saved[-1]["bytes"] == run.fname.stat().st_size
 
 
-def run_one_task(run_dir: RunDir, *, goal: object) -> tuple[list[LearnerRow], list[TaskRow]]:
-    """Run one worker process (task L1_0) on ``run_dir`` to the end; the learners and holds."""
+def run_one_task(
+    run_dir: RunDir, *, goal: object, rank: int | None = None
+) -> tuple[list[LearnerRow], list[TaskRow]]:
+    """Run one worker process (task L1_0) on ``run_dir`` to the end; the learners and holds.
+
+    With a ``rank`` it is that worker of a packed allocation (``L1_0@<rank>``).
+    """
     run_dir.goal_file.write_bytes(cloudpickle.dumps(goal))
     record_array(run_dir)
     manager = DatabaseManager(run_dir)
@@ -209,6 +214,8 @@ def run_one_task(run_dir: RunDir, *, goal: object) -> tuple[list[LearnerRow], li
     try:
         env = {**os.environ, "PYTHONPATH": str(REPO), "LOCAL_ARRAY_ID": "L1"}
         env["LOCAL_ARRAY_TASK_ID"] = "0"
+        if rank is not None:
+            env["ADAPTIVE_RUNNER_RANK"] = str(rank)
         worker = subprocess.run(
             [sys.executable, "-m", "adaptive_runner.worker", str(run_dir.path)],
             env=env,
@@ -248,6 +255,26 @@ def test_a_task_goes_on_with_the_next_learner(tmp_path: Path, executor: str) -> 
         saved = adaptive.Learner1D(lambda x: x, bounds=(-1, 1))
         saved.load(str(run_dir.path / "data" / f"{i}.pickle"))
         assert saved.npoints == 20
+
+
+def test_a_packed_worker_goes_on_with_the_next_learner_after_a_failure(tmp_path: Path) -> None:
+    # Its allocation goes on for its other workers: ending it would idle its cores until then.
+    run_dir = make_run(tmp_path / "run", 3, max_fails=1, save_interval_s=3600.0)
+    functions = [broken, abs, abs]
+    run_dir.write_learners(
+        [cloudpickle.dumps(adaptive.Learner1D(f, bounds=(-1, 1))) for f in functions]
+    )
+    rows, tasks = run_one_task(run_dir, goal=20, rank=0)  # exit code 0: asserted there
+    assert [r.state for r in rows] == [LearnerState.FAILED, LearnerState.DONE, LearnerState.DONE]
+    assert [(t.task, t.learner, t.outcome) for t in tasks] == [
+        ("L1_0@0", 0, "failed"),
+        ("L1_0@0", 1, "done"),
+        ("L1_0@0", 2, "done"),
+    ]
+    events = [json.loads(x) for x in run_dir.task_log("L1_0@0").read_text().splitlines()]
+    names = [e["event"] for e in events]
+    assert (names.count("failed"), names.count("done"), names[-1]) == (1, 2, "no_more_work")
+    assert [e["learner"] for e in events if e["event"] == "started"] == [0, 1, 2]
 
 
 def ten_points_then_sigterm(learner: adaptive.Learner1D) -> bool:
