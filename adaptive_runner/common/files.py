@@ -1,10 +1,17 @@
-"""Atomic file writes: a crash leaves either the old file or the new one, never half of one."""
+"""Atomic file writes: a crash leaves either the old file or the new one, never half of one.
+
+And the check files that prove a directory writable (and, over SSH, shared) before a run
+starts.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
+
+CHECK_FILE_PREFIX = ".adaptive-runner-check-"
 
 
 def atomic_write(
@@ -59,3 +66,20 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_check_file(directory: Path, text: str) -> Path:
+    """Create a new file holding ``text`` in ``directory``, under a name no other file has.
+
+    Proves that ``directory`` takes new files and their bytes (a read-only file system, a
+    missing permission, a full disk or quota raise ``OSError``); the caller removes it.
+    """
+    path = directory / f"{CHECK_FILE_PREFIX}{secrets.token_hex(4)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "w") as f:  # closing writes the bytes: a full disk raises here
+            f.write(text)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path

@@ -88,7 +88,7 @@ class RunConfig:
     poll_interval_s: float = 10.0
     kill_on_error: list[str] | None = None  # patterns of error_watch.py; None: off
     claim_timeout_s: float = 300.0  # a task running this long without a claim failed to start
-    final_save_patience_s: float = 300.0  # a failing final save is retried this long, then released
+    final_save_patience_s: float = 300.0  # a final save that may pass: tried this long
     host: str | None = None  # the url's host as the user gave it (host=); None: the default
     interface: str | None = None  # or the network interface whose address the url uses
     goal: str | None = None  # the goal in words (goals.describe_goal), for people and diffs

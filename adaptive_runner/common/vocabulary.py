@@ -33,6 +33,7 @@ class Event(StrEnum):
     REPORT_FAILED = "report_failed"  # the learner's end could not be told to the manager
     MANAGER_UNREACHABLE = "manager_unreachable"  # no reply to a claim within the patience
     UNKNOWN_TASK = "unknown_task"  # the run never knew the task's array: it ran no learner
+    LINES_LOST = "lines_lost"  # this many lines before it could not be written (a full disk)
 
 
 # The events that say how a task's (latest) learner ended.

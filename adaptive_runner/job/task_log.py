@@ -8,6 +8,11 @@ CLI read it. The worker writes the events ``started``, ``resumed``, ``status``, 
 another learner after ``done`` logs ``started`` again, and ``no_more_work`` (or ``stopped``,
 told to stop between learners) when it exits.
 
+The log never ends the worker (``common.line_file``): a line that cannot be written (a full
+disk, a quota) is dropped, and the next line that can be written follows a ``lines_lost``
+line with how many were dropped and why. The learner is saved and reported as if nothing
+happened; only its log has a gap.
+
 The job side does not import structlog: ``import structlog`` loads its console renderer's
 extras when they are installed (rich, pygments, colorama, better_exceptions), about 80 ms of
 CPU in each array task before it can claim, paid by every task of an array that starts at once.
@@ -17,27 +22,30 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import traceback
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
+from adaptive_runner.common.line_file import LineFile
 from adaptive_runner.common.validation import check_level
-from adaptive_runner.common.vocabulary import LEVELS
+from adaptive_runner.common.vocabulary import LEVELS, Event
 
 if TYPE_CHECKING:
+    from io import FileIO
     from pathlib import Path
-    from typing import TextIO
+
+    from adaptive_runner.common.line_file import RawWriter
 
 
-def open_job_stream(path: Path) -> TextIO:
-    """``path`` opened for appending, one line per write (its directory created if missing).
+def open_job_stream(path: Path) -> FileIO:
+    """``path`` opened for appending, unbuffered (its directory created if missing).
 
-    Lines are flushed one by one, so a job killed with SIGKILL still leaves every line it
-    logged. The caller closes it when the job ends.
+    Each line is one write, so a job killed with SIGKILL still leaves every line it logged,
+    and a line that could not be written is never written later. The caller closes it when
+    the job ends.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("a", buffering=1, encoding="utf-8")
+    return path.open("ab", buffering=0)
 
 
 class JobLog:
@@ -46,7 +54,7 @@ class JobLog:
     Parameters
     ----------
     stream
-        Where the lines go (see :func:`open_job_stream`).
+        Where the lines go: an unbuffered binary file (see :func:`open_job_stream`).
     level
         The lowest level written (one of ``LEVELS``).
     context
@@ -55,19 +63,19 @@ class JobLog:
     """
 
     def __init__(
-        self, stream: TextIO, *, level: str = "info", context: dict[str, Any] | None = None
+        self, stream: RawWriter, *, level: str = "info", context: dict[str, Any] | None = None
     ) -> None:
         check_level(level)
         self.stream = stream
         self.level = level
         self.context = dict(context or {})
         self._lowest = LEVELS.index(level)
-        self._lock = threading.Lock()
+        self._file = LineFile(stream, self._lost_line)
 
     def bind(self, **context: Any) -> Self:
         """A log of the same stream whose lines also carry ``context``."""
         bound = type(self)(self.stream, level=self.level, context={**self.context, **context})
-        bound._lock = self._lock  # noqa: SLF001 - one lock per stream: lines never interleave
+        bound._file = self._file  # noqa: SLF001 - one per stream: lines never interleave
         return bound
 
     def debug(self, event: str, **fields: Any) -> None:
@@ -99,10 +107,17 @@ class JobLog:
     ) -> None:
         if LEVELS.index(level) < self._lowest:
             return
-        record = {**self.context, **fields, "event": event, "level": level}
-        record["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        record = {**self.context, **fields, "event": event, "level": level, "timestamp": _now()}
         if error is not None:
             record["exception"] = "".join(traceback.format_exception(error)).removesuffix("\n")
-        line = json.dumps(record, default=repr) + "\n"
-        with self._lock:
-            self.stream.write(line)
+        self._file.write(json.dumps(record, default=repr))
+
+    def _lost_line(self, lost: int, error: str) -> str:
+        """The line before the first one written after ``lost`` lines could not be."""
+        fields = {"lost": lost, "error": error, "event": Event.LINES_LOST, "level": "warning"}
+        return json.dumps({**self.context, **fields, "timestamp": _now()})
+
+
+def _now() -> str:
+    """The time, ISO 8601 in UTC with a ``Z``, as structlog's TimeStamper wrote it."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")

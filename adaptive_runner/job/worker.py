@@ -13,7 +13,9 @@
    once for as many learners as fit in its time). On SIGTERM or SIGUSR1:
    save, ``release``. When the function raises: save, ``fail`` with the traceback. When a
    heartbeat says another task holds the learner now: stop at once without saving (our data
-   would overwrite theirs).
+   would overwrite theirs). When the final save fails (tried again for a while if its error
+   may pass, a full disk): ``fail`` with the error, so a data file that can never be written
+   fails its learner after ``max_fails`` jobs instead of taking one for ever.
 
 Fencing: the job manager gives a learner to another task once this one's heartbeats have
 not arrived for ``lease_timeout_s``. So the worker never writes the data file when its last
@@ -22,12 +24,18 @@ that is unreachable): periodic saves are skipped, and before the final save it a
 fresh acknowledgement first (no answer: no save, the last good save stays).
 
 Exit code 0 after done, release, lost ownership or no work; 1 after a failure, an unreachable
-manager, or an array the run never recorded (the task held nothing).
+manager, or an array the run never recorded (the task held nothing). A worker of a packed
+allocation goes on with the next learner after a learner that was taken away or failed while
+it ran (its allocation would idle otherwise); after a failure to set up (an initializer,
+unpickling, the pool: perhaps its node's) it ends, as a task of its own does.
+
+The task's log never ends the worker: a line it cannot write is dropped (``task_log``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import faulthandler
 import math
 import os
@@ -65,6 +73,23 @@ T = TypeVar("T")
 RELEASE_PATIENCE_S = 30.0  # how long a stopped worker tries to tell the manager
 MAX_RETRY_DELAY_S = 30.0
 CONFIRM_PATIENCE_S = 60.0  # at most this long for a heartbeat acknowledgement before a save
+# The errors of a final save that may pass with time, so it is tried again for
+# final_save_patience_s: space or a quota freed by others, a network file system's hiccup.
+# Any other (a read-only file system, no permission, a path that is no directory, data that
+# cannot be pickled) fails the learner at once: trying again would only cost the allocation.
+PASSING_SAVE_ERRORS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.ESTALE,
+        errno.ETIMEDOUT,
+        errno.EAGAIN,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOMEM,
+    }
+)
 # A task of an array the run has not recorded asks again for two job-manager rounds and this
 # margin: an array whose submit command failed (or timed out, after up to a minute) although
 # it queued is recorded when a later round finds its tag.
@@ -179,11 +204,12 @@ class _Task:
             )
             hold = _Hold(self, assignment, acked=claim_sent)
             code = hold.run()
-            # A packed worker whose learner was taken away (cancelled, its lease expired) goes
-            # on with the next one: its allocation is not cancelled for it, so its cores would
-            # idle until the allocation ends. A task of its own is being cancelled: it ends.
-            taken = hold.taken and self.identity.rank is not None
-            if not (hold.done or taken):
+            # A packed worker whose learner was taken away (cancelled, its lease expired) or
+            # failed while it ran goes on with the next one: its allocation is not cancelled
+            # for it, so its cores would idle until the allocation ends. A task of its own is
+            # being cancelled, or ends on the failure (its exit state shows it).
+            packed = self.identity.rank is not None
+            if not (hold.done or (packed and (hold.taken or hold.failed))):
                 return code
             if hold.done:
                 finished += 1
@@ -222,6 +248,8 @@ class _Hold:
         self._acked = acked  # when the last acknowledged heartbeat (or the claim) was sent
         self.done = False  # reached the goal and said so: the task may take another learner
         self.taken = False  # the manager gave the learner away: nothing of it was saved
+        self.failed = False  # failed while it ran (not while loading), and said so
+        self._reported = False  # the manager acknowledged the outcome
 
     def run(self) -> int:
         """Load, run and report; return the process exit code."""
@@ -248,7 +276,8 @@ class _Hold:
             self.stop.install()
             loop.close()
         code = self._report(outcome)
-        self.done = outcome.kind == _End.DONE and code == 0
+        self.done = outcome.kind == _End.DONE and self._reported
+        self.failed = outcome.kind == _End.FAILED and self._reported
         self.taken = outcome.kind == _End.NOT_OWNER
         return code
 
@@ -321,9 +350,12 @@ class _Hold:
     async def _final_save(self, outcome: _Outcome, heartbeats: asyncio.Task[bool]) -> _Outcome:
         """Save before reporting ``outcome``, while this task provably still holds the learner.
 
-        A save that fails (a full disk) is retried with back-off: the data is only in memory.
-        If it keeps failing the learner is released, not failed: its last good save stays,
-        and the next task resumes from it.
+        A save that fails with an error that may pass (a full disk: ``PASSING_SAVE_ERRORS``)
+        is retried with back-off, since the data is only in memory. One that fails for good
+        (a read-only file system, no permission), or keeps failing, fails the learner with the
+        error: one failure towards ``max_fails``, so a file that can never be written does
+        not take one job after another for ever. Its last good save stays, and the next task
+        resumes from it.
         """
         patience = (
             self.config.final_save_patience_s if outcome.kind == _End.DONE else RELEASE_PATIENCE_S
@@ -337,17 +369,18 @@ class _Hold:
             error = await self._save()
             if error is None:
                 return outcome
-            if outcome.kind == _End.FAILED or time.monotonic() + delay > deadline:
+            if outcome.kind == _End.FAILED:
+                return outcome  # the function's own error is the reason; the save is secondary
+            passing = getattr(error, "errno", None) in PASSING_SAVE_ERRORS
+            if not passing or time.monotonic() + delay > deadline:
                 break
             await asyncio.sleep(delay)
             delay = min(2 * delay, MAX_RETRY_DELAY_S)
-        if outcome.kind == _End.FAILED:
-            return outcome  # the function's own error is the reason; the save is secondary
-        last = error.strip().splitlines()[-1]
+        how = f"kept failing for {patience:g} s" if passing else "failed (not tried again)"
         return _Outcome(
-            _End.STOPPED,
-            f"the final save to {self.fname} kept failing for {patience:g} s ({last}); "
-            "released: the learner resumes from its last good save (is the disk full?)",
+            _End.FAILED,
+            f"the final save to {self.fname} {how}: {type(error).__name__}: {error}; its last "
+            "good save stays",
         )
 
     def _fenced(self) -> bool:
@@ -475,7 +508,7 @@ class _Hold:
             return fn(self.learner)
         return await asyncio.wrap_future(self._run.read(fn))
 
-    async def _save(self) -> str | None:
+    async def _save(self) -> Exception | None:
         """Save the learner's data unless unchanged since the last save; None or the error.
 
         A failure is logged and returned, never raised: the run goes on, the next save may
@@ -507,9 +540,9 @@ class _Hold:
 
             self._writing = asyncio.create_task(asyncio.to_thread(write))
             size, frame_error = await asyncio.shield(self._writing)
-        except Exception:
+        except Exception as e:
             self.log.exception(Event.SAVE_FAILED, fname=str(self.fname), npoints=self._state[0])
-            return traceback.format_exc()
+            return e
         if frame_error is not None and frames is not None:  # a convenience: the run goes on
             self.log.warning(Event.DATAFRAME_FAILED, fname=str(frames.path), error=frame_error)
         self._saved_npoints = npoints
@@ -531,20 +564,22 @@ class _Hold:
         else:
             reason = outcome.detail or outcome.kind
             self.log.info(Event.RELEASED, reason=reason, npoints=npoints)
+        if self.stop.requested():
+            # Told to stop: the scheduler kills us after its grace period anyway, so a
+            # manager that is down gets a short wait, not the client's full patience.
+            self.client.patience_s = min(self.client.patience_s, RELEASE_PATIENCE_S)
         try:
             if outcome.kind == _End.FAILED:
                 self.client.fail(learner, error=outcome.detail)
             elif outcome.kind == _End.DONE:
                 self.client.done(learner, npoints=npoints, loss=loss)
             elif outcome.kind == _End.STOPPED:
-                # Told to stop: the scheduler kills us after its grace period anyway, so a
-                # manager that is down gets a short wait, not the client's full patience.
-                self.client.patience_s = min(self.client.patience_s, RELEASE_PATIENCE_S)
                 self.client.release(learner, reason=outcome.detail, npoints=npoints)
         except AdaptiveRunnerError:
             # The data is saved; the job manager will find this task gone and resubmit.
             self.log.exception(Event.REPORT_FAILED, outcome=outcome.kind)
             return 1
+        self._reported = True
         return 1 if outcome.kind == _End.FAILED else 0
 
 

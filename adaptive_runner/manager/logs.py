@@ -9,7 +9,7 @@ a cell only warnings and errors, each once, as one line. Logging never ends a ma
 manager.log that cannot be written (a full disk) loses lines, noted on stderr and, once it can
 be written again, in the file itself; error handlers log through :func:`log_exception`.
 
-The job side does not use structlog: a task's log is written by ``job_log.py``.
+The job side does not use structlog: a task's log is written by ``job/task_log.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
+from adaptive_runner.common.line_file import LineFile
 from adaptive_runner.common.validation import check_level
 from adaptive_runner.common.vocabulary import LEVELS
 
@@ -136,18 +137,16 @@ class JsonFileTee:
     """A structlog processor that writes each event as a JSON line to a file, then passes it on.
 
     It adds its own UTC timestamp and level, so it works first in any processor chain. A line
-    that cannot be written (a full disk) is lost, not raised: the first of a streak is noted
-    on stderr, and the next line written is preceded by one that counts the lost ones. The
-    file is unbuffered, so a failed line is never written later out of order.
+    that cannot be written (a full disk) is lost, not raised (``common.line_file``): the first
+    of a streak is noted on stderr, and the next line written is preceded by one that counts
+    the lost ones.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._file: LineFile | None = None
         self._stream: FileIO | None = None
         self.path: Path | None = None
-        self._lost = 0  # lines lost since the last one written
-        self._lost_error = ""
-        self._partial = False  # a lost line left part of itself in the file
 
     def open(self, path: Path) -> None:
         """Write to ``path`` (appending) from now on, instead of the previous file."""
@@ -158,53 +157,44 @@ class JsonFileTee:
             if self._stream is not None:
                 self._stream.close()
             self._stream, self.path = stream, path
-            self._lost, self._partial = 0, False
+            self._file = LineFile(stream, _lost_line)
 
     def close(self) -> None:
         """Stop writing; events only pass through until the next :meth:`open`."""
         with self._lock:
             if self._stream is not None:
                 self._stream.close()
-            self._stream, self.path = None, None
+            self._stream, self._file, self.path = None, None, None
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         """Write ``event_dict`` as JSON (exceptions as text) and return it unchanged."""
-        if self._stream is None:
+        if self._file is None:
             return event_dict
         level = _LEVEL_OF.get(method_name, method_name)
         record: dict[str, Any] = {"timestamp": _now(), "level": level, **event_dict}
         formatted = structlog.processors.format_exc_info(logger, method_name, record)
         line = json.dumps(dict(formatted), default=str)
         with self._lock:
-            if self._stream is not None:
-                self._write(self._stream, line, event=str(event_dict.get("event")))
+            lines = self._file
+            if lines is not None and not lines.write(line) and lines.lost == 1:
+                note(
+                    f"cannot write {self.path} ({lines.error}); its lines are lost until it "
+                    f"can: {event_dict.get('event')}"
+                )
         return event_dict
 
-    def _write(self, stream: FileIO, line: str, *, event: str) -> None:
-        """Append ``line`` (after the count of lines lost before it, if any); never raise."""
-        text = line + "\n"
-        if self._lost:
-            lost = {
-                "timestamp": _now(),
-                "level": "warning",
-                "event": "manager.log lost lines it could not write",
-                "lost": self._lost,
-                "error": self._lost_error,
-            }
-            text = ("\n" if self._partial else "") + json.dumps(lost) + "\n" + text
-        data = text.encode()
-        written = 0
-        try:
-            while written < len(data):  # a short write: the disk filled up during this line
-                written += stream.write(data[written:])
-        except OSError as e:
-            self._partial = self._partial or written > 0
-            self._lost += 1
-            if self._lost == 1:
-                note(f"cannot write {self.path} ({e}); its lines are lost until it can: {event}")
-            self._lost_error = str(e)
-        else:
-            self._lost, self._partial = 0, False
+
+def _lost_line(lost: int, error: str) -> str:
+    """manager.log's line that counts the lines it lost before it."""
+    return json.dumps(
+        {
+            "timestamp": _now(),
+            "level": "warning",
+            "event": "manager.log lost lines it could not write",
+            "lost": lost,
+            "error": error,
+        }
+    )
 
 
 class OncePerRun:

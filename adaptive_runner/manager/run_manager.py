@@ -22,6 +22,7 @@ from adaptive_runner.manager.logs import log_managers_to, stop_logging_managers_
 from adaptive_runner.manager.run import Retried, Run, remove_files
 from adaptive_runner.manager.run_setup import create_run, rewrite_run
 from adaptive_runner.manager.spec import Group, RunOptions, RunSpec
+from adaptive_runner.manager.writable import check_writable
 from adaptive_runner.state.database import Database, LearnerState
 
 if TYPE_CHECKING:
@@ -251,9 +252,7 @@ class RunManager(Run):
         if previous is not None and previous is not self:
             log.info("stopping the managers this process started earlier for this run")
             previous.stop()
-        for group, scheduler in enumerate(self.schedulers):  # before anything is written
-            scheduler.check()  # a bad partition, a host that does not answer, ...
-            scheduler.check_shared(self._shared_paths(group))
+        self._check_places()  # before anything is written
         url_host = self._url_host()  # an unknown interface, too
         digest = self.spec.digest
         if self.run_dir.exists():
@@ -319,6 +318,18 @@ class RunManager(Run):
         if self.spec.interface is not None:
             return interface_address(self.spec.interface)
         return LOOPBACK if self._local_only() else socket.gethostname()
+
+    def _check_places(self) -> None:
+        """Refuse a run whose data files cannot be written, or whose jobs could not run.
+
+        The data files' directories first (cheap, and a run whose learners can never be saved
+        would take a job per learner for ever), then each group's scheduler (a bad partition,
+        a host that does not answer, a path not shared).
+        """
+        check_writable(self.spec.fnames)
+        for group, scheduler in enumerate(self.schedulers):
+            scheduler.check()
+            scheduler.check_shared(self._shared_paths(group))
 
     def _shared_paths(self, group: int) -> dict[str, Path]:
         """What ``group``'s tasks read and write, by name: the run directory and its fnames."""
@@ -446,9 +457,7 @@ class RunManager(Run):
         if self.finished():
             self.stop()  # the lock
             return self
-        for group, scheduler in enumerate(self.schedulers):
-            scheduler.check()
-            scheduler.check_shared(self._shared_paths(group))
+        self._check_places()
         self._start_managers(self._url_host())
         return self
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
-from adaptive_runner.common.files import atomic_write
+from adaptive_runner.common.files import atomic_write, write_check_file
 from adaptive_runner.common.validation import positive_int, positive_seconds
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.schedulers.base import (
@@ -91,7 +90,6 @@ log = structlog.get_logger("adaptive_runner.schedulers.ssh")
 ARRAY_FILE = "array.json"
 ARRAY_CANCEL = "cancel"
 ARRAY_PREFIX = "S"  # arrays are S1, S2, ...
-CHECK_FILE_PREFIX = ".adaptive-runner-check-"
 CHECK_TIMEOUT_S = 120.0  # the extra script (module load) and Python's imports, on a busy host
 LOOK_TIMEOUT_S = 30.0
 CANCEL_TIMEOUT_S = 30.0
@@ -482,17 +480,13 @@ def _items(arrays: Mapping[str, Sequence[int]]) -> list[str]:
 
 
 def _write_token(directory: Path, what: str, token: str) -> Path:
-    path = directory / f"{CHECK_FILE_PREFIX}{secrets.token_hex(4)}"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
+        return write_check_file(directory, token + "\n")
     except OSError as e:
         raise ConfigError(
             f"cannot write a check token into {directory} (for {what}): {e}; the run "
             "directory and the fnames' directories must be writable"
         ) from e
-    return path
 
 
 def _write_task_script(jobs_dir: Path) -> None:

@@ -1,7 +1,7 @@
-"""Managers that survive: a full disk under the run directory, a thread killed by an error.
+"""Runs that survive: a full disk under the run directory, a manager thread killed by an error.
 
 The full disk is real: a small tmpfs holding the run directory, filled with a file until
-writes fail with ENOSPC (mounting needs root; the test is skipped otherwise).
+writes fail with ENOSPC (``helpers_disks``; mounting needs root, the test is skipped otherwise).
 """
 
 from __future__ import annotations
@@ -9,56 +9,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import adaptive
 import pytest
+from helpers_disks import fill, small_disk
 from helpers_run import make_learners, make_rm, stop_and_cancel, wait_for
 
+from adaptive_runner.common.saving import load_data
 from adaptive_runner.errors import ManagerDiedError
 from adaptive_runner.manager.logs import JsonFileTee
 from adaptive_runner.manager.run_manager import RunManager
 from adaptive_runner.schedulers.local import Local
-from adaptive_runner.state.database import Database
+from adaptive_runner.state.database import Database, LearnerState
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
-
     from adaptive_runner.state.schema import TaskRow
 
-DISK_BYTES = 4 * 1024 * 1024
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MB tmpfs at ``tmp_path/disk``, unmounted after the test whatever its outcome."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs (a disk that can fill up) needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", disk], check=True)
-    try:
-        yield disk
-    finally:
-        try:  # an ended run's Local supervisor may still be exiting: busy for a moment
-            wait_for(
-                lambda: (
-                    subprocess.run(["umount", disk], check=False, capture_output=True).returncode
-                    == 0
-                ),
-                "the tmpfs to unmount",
-            )
-        finally:
-            if disk.is_mount():  # still busy: fail (above), but leave no mount behind
-                subprocess.run(["umount", "--lazy", disk], check=True)
-
-
-def fill(path: Path) -> Path:
-    """Write ``path`` until the disk is full (ENOSPC), and return it."""
-    with pytest.raises(OSError, match="No space left on device"):
-        path.write_bytes(bytes(2 * DISK_BYTES))
-    return path
+__all__ = ["small_disk"]  # a fixture, used by name
 
 
 def log_records(path: Path) -> list[dict[str, Any]]:
@@ -117,6 +86,52 @@ def test_a_full_disk_neither_ends_the_job_manager_nor_the_run(small_disk: Path) 
     lost = events.index("manager.log lost lines it could not write")
     assert "submitted array" in events[lost:]
     assert events[-1] == "run finished"
+
+
+def test_a_full_disk_under_the_run_directory_costs_running_learners_nothing(
+    small_disk: Path,
+) -> None:
+    # The task logs are on the full disk (the data files are not): before, each worker died
+    # of its log's ENOSPC (the heartbeat's status line), its learner was charged a failure
+    # and computed again by a new job; three such episodes failed a run.
+    tmp_path = small_disk.parent
+    rm = make_rm(
+        tmp_path,
+        make_learners(2, delay=0.02),
+        goal=500,
+        run_dir=small_disk / "run",
+        max_simultaneous_jobs=2,
+    ).start()
+    try:
+        wait_for(lambda: min(saved(rm, i) for i in range(2)) >= 100, "both learners saving")
+        filler = fill(small_disk / "filler")
+        at_fill = [saved(rm, i) for i in range(2)]
+        wait_for(
+            lambda: all(saved(rm, i) >= at_fill[i] + 100 for i in range(2)),
+            "both learners saving while the disk is full",
+        )
+        filler.unlink()
+        assert rm.wait(timeout=180)  # the bound only guards against a hang
+    finally:
+        stop_and_cancel(rm)
+    with Database.open(rm.run_dir.database) as db:
+        rows = db.learners()
+        holds = db.tasks()
+    assert [(r.state, r.failures) for r in rows] == [(LearnerState.DONE, 0)] * 2
+    assert sorted((t.learner, t.outcome) for t in holds) == [(0, "done"), (1, "done")]
+    for hold in holds:
+        events = log_records(rm.run_dir.task_log(hold.task))
+        assert "lines_lost" in [e["event"] for e in events]
+
+
+def saved(rm: RunManager, learner: int) -> int:
+    """The points in a learner's data file (0 before its first save)."""
+    data = adaptive.Learner1D(abs, bounds=(-1, 1))
+    try:
+        load_data(data, Path(rm.fnames[learner]))
+    except FileNotFoundError:
+        return 0
+    return int(data.npoints)
 
 
 def test_manager_log_on_a_full_disk_loses_lines_not_its_caller(

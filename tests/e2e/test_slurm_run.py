@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import adaptive
 import cloudpickle
 import pytest
-from helpers_run import make_learners, no_overlaps, task_rows, wait_for
+from helpers_run import always_fails, make_learners, no_overlaps, task_rows, wait_for
 from helpers_slurm import (
     PATIENCE_S,
     all_released_and_resumed,
@@ -416,5 +416,27 @@ def test_a_packed_worker_whose_learner_is_cancelled_goes_on_with_the_next(
     later = [r for r in task_rows(run_dir) if r["task"] == victim["task"]][1:]
     assert later
     assert later[0]["outcome"] == "done"
+    assert len(run_arrays(run_dir)) == 1
+    no_overlaps(run_dir)
+
+
+def test_a_packed_worker_whose_learner_fails_goes_on_with_the_next(
+    run: Callable[..., ar.RunManager],
+) -> None:
+    learners = [adaptive.Learner1D(always_fails, bounds=(-1, 1)), *make_learners(7, delay=0.05)]
+    rm = run(learners, goal=100, scheduler=PACKED, max_simultaneous_jobs=1, max_fails=1)
+    run_dir = rm.run_dir.path
+    rm.wait(timeout=PATIENCE_S)
+    assert rm.status()["done"] == 7
+    assert rm.status()["failed"] == 1
+    # Learner 0 fails at its first point; its worker takes another learner (the other three
+    # are busy with theirs) and finishes it, as one whose learner was cancelled does: its
+    # allocation goes on for the others, so its core would idle until the allocation ends.
+    rows = task_rows(run_dir)
+    (failed,) = [r for r in rows if r["learner"] == 0]
+    assert failed["outcome"] == "failed"
+    later = [r for r in rows if r["task"] == failed["task"]][1:]
+    assert later
+    assert {r["outcome"] for r in later} == {"done"}
     assert len(run_arrays(run_dir)) == 1
     no_overlaps(run_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from typing import Any
 
@@ -37,7 +38,7 @@ def structlog_lines(calls: list[tuple[str, str, dict[str, Any]]]) -> list[dict[s
 
 
 def job_log_lines(calls: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    out = io.StringIO()
+    out = io.BytesIO()
     emit(JobLog(out, context={"task": "7_1"}).bind(learner=3), calls)
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
@@ -81,7 +82,7 @@ def test_lines_are_those_structlog_wrote() -> None:
 
 
 def test_exception_outside_an_except_block_has_no_traceback() -> None:
-    out = io.StringIO()
+    out = io.BytesIO()
     JobLog(out).exception(Event.REPORT_FAILED, outcome="done")
     (line,) = out.getvalue().splitlines()
     assert json.loads(line)["level"] == "error"
@@ -89,7 +90,7 @@ def test_exception_outside_an_except_block_has_no_traceback() -> None:
 
 
 def test_bind_leaves_the_parent_alone_and_levels_filter() -> None:
-    out = io.StringIO()
+    out = io.BytesIO()
     log = JobLog(out, level="warning", context={"task": "1_0"})
     log.bind(learner=5).warning("a")
     log.info("below the level")
@@ -111,3 +112,35 @@ def test_open_job_stream_appends_and_creates_the_directory(tmp_path: Any) -> Non
         "first",
         "second",
     ]
+
+
+def test_a_log_that_cannot_be_written_drops_lines_and_counts_them(tmp_path: Any) -> None:
+    # /dev/full fails every write with ENOSPC, as a full disk does; dup2 then puts a file
+    # that can be written under the same descriptor: the disk has room again.
+    path = tmp_path / "1_0.log"
+    path.symlink_to("/dev/full")
+    stream = open_job_stream(path)
+    try:
+        log = JobLog(stream, context={"task": "1_0"})
+        log.info(Event.STARTED, learner=3)
+        log.bind(learner=3).info(Event.STATUS, npoints=5)  # a bound log counts into the same
+        try:
+            evaluate()
+        except ValueError:
+            log.exception(Event.SAVE_FAILED)  # an error handler's line: dropped, not raised
+        path.unlink()
+        with path.open("ab") as disk:
+            os.dup2(disk.fileno(), stream.fileno())
+        log.info(Event.DONE, npoints=9)
+        log.info(Event.NO_MORE_WORK)
+    finally:
+        stream.close()
+    lost, done, last = (json.loads(line) for line in path.read_text().splitlines())
+    assert lost["event"] == Event.LINES_LOST
+    assert lost["level"] == "warning"
+    assert lost["task"] == "1_0"
+    assert lost["lost"] == 3
+    assert "No space left on device" in lost["error"]
+    assert ISO_UTC.fullmatch(lost["timestamp"])
+    assert (done["event"], done["npoints"]) == (Event.DONE, 9)
+    assert last["event"] == Event.NO_MORE_WORK

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import adaptive
 import cloudpickle
 import pytest
+from helpers_disks import fill, mounted_tmpfs, read_only
 from helpers_run import make_run, set_url, wait_for
 
 from adaptive_runner.job.worker import ADOPTION_MARGIN_S
@@ -199,8 +200,13 @@ def test_runs_to_the_goal_and_reports_done(make: Any) -> None:
     assert saved[-1]["bytes"] == run.fname.stat().st_size
 
 
-def run_one_task(run_dir: RunDir, *, goal: object) -> tuple[list[LearnerRow], list[TaskRow]]:
-    """Run one worker process (task L1_0) on ``run_dir`` to the end; the learners and holds."""
+def run_one_task(
+    run_dir: RunDir, *, goal: object, rank: int | None = None
+) -> tuple[list[LearnerRow], list[TaskRow]]:
+    """Run one worker process (task L1_0) on ``run_dir`` to the end; the learners and holds.
+
+    With a ``rank`` it is that worker of a packed allocation (``L1_0@<rank>``).
+    """
     run_dir.goal_file.write_bytes(cloudpickle.dumps(goal))
     record_array(run_dir)
     manager = DatabaseManager(run_dir)
@@ -208,6 +214,8 @@ def run_one_task(run_dir: RunDir, *, goal: object) -> tuple[list[LearnerRow], li
     try:
         env = {**os.environ, "PYTHONPATH": str(REPO), "LOCAL_ARRAY_ID": "L1"}
         env["LOCAL_ARRAY_TASK_ID"] = "0"
+        if rank is not None:
+            env["ADAPTIVE_RUNNER_RANK"] = str(rank)
         worker = subprocess.run(
             [sys.executable, "-m", "adaptive_runner.worker", str(run_dir.path)],
             env=env,
@@ -247,6 +255,26 @@ def test_a_task_goes_on_with_the_next_learner(tmp_path: Path, executor: str) -> 
         saved = adaptive.Learner1D(lambda x: x, bounds=(-1, 1))
         saved.load(str(run_dir.path / "data" / f"{i}.pickle"))
         assert saved.npoints == 20
+
+
+def test_a_packed_worker_goes_on_with_the_next_learner_after_a_failure(tmp_path: Path) -> None:
+    # Its allocation goes on for its other workers: ending it would idle its cores until then.
+    run_dir = make_run(tmp_path / "run", 3, max_fails=1, save_interval_s=3600.0)
+    functions = [broken, abs, abs]
+    run_dir.write_learners(
+        [cloudpickle.dumps(adaptive.Learner1D(f, bounds=(-1, 1))) for f in functions]
+    )
+    rows, tasks = run_one_task(run_dir, goal=20, rank=0)  # exit code 0: asserted there
+    assert [r.state for r in rows] == [LearnerState.FAILED, LearnerState.DONE, LearnerState.DONE]
+    assert [(t.task, t.learner, t.outcome) for t in tasks] == [
+        ("L1_0@0", 0, "failed"),
+        ("L1_0@0", 1, "done"),
+        ("L1_0@0", 2, "done"),
+    ]
+    events = [json.loads(x) for x in run_dir.task_log("L1_0@0").read_text().splitlines()]
+    names = [e["event"] for e in events]
+    assert (names.count("failed"), names.count("done"), names[-1]) == (1, 2, "no_more_work")
+    assert [e["learner"] for e in events if e["event"] == "started"] == [0, 1, 2]
 
 
 def ten_points_then_sigterm(learner: adaptive.Learner1D) -> bool:
@@ -521,39 +549,102 @@ def test_a_worker_frozen_past_its_lease_never_saves_again(make: Any) -> None:
     assert events[-1]["event"] == "released"  # stopped: it no longer holds the learner
 
 
-def test_a_final_save_that_keeps_failing_releases_the_learner(make: Any) -> None:
-    run = make(max_fails=1, log_interval_s=60.0, save_interval_s=0.05, final_save_patience_s=3)
-    run.fname.parent.write_text("a file where the data directory should be")
-    run.write(run.learner(delay=0.01), goal=30)
-    assert run.run_worker() == 0, run.output()
+def test_a_final_save_to_a_read_only_file_system_fails_at_once(make: Any) -> None:
+    # Trying again cannot help (EROFS as root, a read-only bind mount; EACCES otherwise): the
+    # learner fails with the OS error at once, instead of being released after the patience
+    # (300 s) and computed again by one job after another, for ever.
+    run = make(max_fails=2, log_interval_s=60.0, save_interval_s=0.05)
+    with read_only(run.fname.parent):
+        run.write(run.learner(delay=0.01), goal=30)
+        assert run.run_worker() == 1, run.output()
+    names = _names(run.events())
+    assert "save_failed" in names  # the periodic saves, then the final one
+    assert names[-1] == "failed"  # a task of its own ends on it
+    assert not run.fname.exists()
+    row = run.row()
+    assert (row.state, row.failures) == (LearnerState.WAITING, 1)  # one towards max_fails
+    assert row.error is not None
+    assert re.fullmatch(
+        rf"the final save to {run.fname} failed \(not tried again\): "
+        r"(OSError: \[Errno 30\] Read-only file system|PermissionError: \[Errno 13\] "
+        r"Permission denied): .*; its last good save stays",
+        row.error,
+    ), row.error
+    assert "disk full" not in row.error
 
+
+def test_a_final_save_that_keeps_failing_for_want_of_space_fails_the_learner(make: Any) -> None:
+    run = make(max_fails=1, log_interval_s=60.0, save_interval_s=0.05, final_save_patience_s=3)
+    with mounted_tmpfs(run.fname.parent):
+        fill(run.fname.parent / "filler")
+        run.write(run.learner(delay=0.01), goal=30)
+        assert run.run_worker() == 1, run.output()
     events = run.events()
     failures = [e for e in events if e["event"] == "save_failed"]
     assert len(failures) > 2  # the periodic saves, then the final one, tried again
     assert failures[0]["level"] == "error"
-    assert "Error" in failures[0]["exception"]
-    # The run went on to the goal; the final save kept failing: released, not failed.
-    assert events[-1]["event"] == "released"
-    assert events[-1]["npoints"] == 30
-    assert "final save" in events[-1]["reason"]
-    assert "kept failing for 3 s" in events[-1]["reason"]
+    assert "No space left on device" in failures[0]["exception"]
+    assert events[-1]["event"] == "failed"
     row = run.row()
-    assert row.state == LearnerState.WAITING
-    assert row.failures == 0
+    assert (row.state, row.failures) == (LearnerState.FAILED, 1)  # max_fails=1
+    assert row.error is not None
+    assert row.error.startswith(
+        f"the final save to {run.fname} kept failing for 3 s: OSError: [Errno 28] No space "
+        "left on device"
+    ), row.error
 
 
 def test_a_final_save_that_fails_until_the_disk_frees_is_done(make: Any) -> None:
     run = make(log_interval_s=60.0, save_interval_s=3600.0)
-    run.fname.parent.write_text("a file where the data directory should be")
-    run.write(run.learner(), goal=30)
-    worker = run.start_worker()
-    run.wait_for_event("save_failed")  # the final save, at the goal
-    run.fname.parent.unlink()
-    run.fname.parent.mkdir()  # space again: the next try works
-    assert worker.wait(timeout=WAIT_S) == 0, run.output()
-    assert _names(run.events())[-3:] == ["saved", "done", "no_more_work"]
-    assert run.row().state == LearnerState.DONE
+    with mounted_tmpfs(run.fname.parent):
+        filler = fill(run.fname.parent / "filler")
+        run.write(run.learner(), goal=30)
+        worker = run.start_worker()
+        run.wait_for_event("save_failed")  # the final save, at the goal
+        filler.unlink()  # space again: the next try works
+        assert worker.wait(timeout=WAIT_S) == 0, run.output()
+        assert _names(run.events())[-3:] == ["saved", "done", "no_more_work"]
+        assert run.row().state == LearnerState.DONE
+        assert run.saved().npoints == 30
+
+
+def test_a_task_log_that_cannot_be_written_costs_the_learner_nothing(make: Any) -> None:
+    # /dev/full fails every write with ENOSPC: a task log on a full disk from the start.
+    run = make(log_interval_s=0.05, save_interval_s=0.1)
+    run.dir.task_log("L1_0").symlink_to("/dev/full")
+    run.write(run.learner(delay=0.01), goal=30)
+    assert run.run_worker() == 0, run.output()
+    row = run.row()
+    assert (row.state, row.failures, row.npoints) == (LearnerState.DONE, 0, 30)
     assert run.saved().npoints == 30
+
+
+def test_a_task_log_whose_disk_fills_up_drops_lines_and_says_so(make: Any) -> None:
+    # The run directory's logs on a small tmpfs, filled while the learner runs (its data file
+    # is elsewhere), emptied again before the goal: status lines and saves go unlogged
+    # meanwhile; the learner goes on, saves and ends done, with no failure counted.
+    run = make(log_interval_s=0.05, save_interval_s=0.1)
+    with mounted_tmpfs(run.dir.logs_dir):
+        run.write(run.learner(delay=0.02), goal=300)
+        worker = run.start_worker()
+        run.wait_for_event("saved")
+        filler = fill(run.dir.logs_dir / "filler")
+        full_at = run.saved().npoints  # 100 points: more lines than fit in the log's last page
+        wait_for(lambda: run.saved().npoints >= full_at + 100, "saves while the log is full")
+        filler.unlink()
+        assert worker.wait(timeout=WAIT_S) == 0, run.output()
+        lines = run.dir.task_log("L1_0").read_text().splitlines()
+    # A line the full disk cut short stays, on a line of its own: the others are whole.
+    events = [json.loads(line) for line in lines if line.endswith("}")]
+    assert len(events) >= len(lines) - 1
+    names = _names(events)
+    lost = events[names.index("lines_lost")]
+    assert lost["lost"] >= 3  # status and saved lines, every 0.05 s and 0.1 s
+    assert "No space left on device" in lost["error"]
+    assert names[-2:] == ["done", "no_more_work"]
+    assert "failed" not in names
+    row = run.row()
+    assert (row.state, row.failures, row.npoints) == (LearnerState.DONE, 0, 300)
 
 
 def test_a_learner_the_runner_refuses_fails_loudly(make: Any) -> None:

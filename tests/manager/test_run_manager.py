@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import adaptive
 import cloudpickle
 import pytest
+from helpers_disks import read_only
 from helpers_run import (
     always_fails,
     broken,
@@ -234,6 +236,63 @@ def test_run_dir_not_writable(tmp_path: Path) -> None:
     rm = make_rm(tmp_path, make_learners(1), run_dir=blocker / "run")
     with pytest.raises(ConfigError, match="cannot create the run directory"):
         rm.start()
+
+
+def test_start_refuses_data_files_it_cannot_write(tmp_path: Path) -> None:
+    # A read-only file system (as root: a read-only bind mount, EROFS) or a directory without
+    # write permission (EACCES): the learners would compute, then never save.
+    fnames = [tmp_path / "ro" / f"l{i}.pickle" for i in range(3)]
+    fnames += [tmp_path / "ro" / "new" / "l3.pickle", tmp_path / "data" / "l4.pickle"]
+    (tmp_path / "data").mkdir()
+    rm = ar.RunManager(
+        ar.Local(cores=1), make_learners(5), fnames, goal=30, run_dir=tmp_path / "run"
+    )
+    with read_only(tmp_path / "ro"), pytest.raises(ConfigError) as refused:
+        rm.start()
+    message = str(refused.value)
+    assert re.search(
+        rf"\n  {tmp_path / 'ro'}: (Read-only file system \(EROFS\)|Permission denied \(EACCES\)) "
+        rf"\(fnames\[0\] '{fnames[0]}' and 3 more, some in directories to be made there\)\n",
+        message,
+    ), message
+    assert str(tmp_path / "data") not in message  # the writable directory is not named
+    assert not (tmp_path / "run").exists()  # nothing written
+    assert list((tmp_path / "data").iterdir()) == []  # its check file is gone
+
+
+def test_start_names_ten_refusing_directories_and_counts_the_rest(tmp_path: Path) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    fnames = []
+    for d in range(12):  # a file where each directory should be: ENOTDIR
+        (files / f"d{d}").write_text("not a directory")
+        fnames += [files / f"d{d}" / f"l{i}.pickle" for i in range(2)]
+    rm = ar.RunManager(
+        ar.Local(cores=1), make_learners(24), fnames, goal=30, run_dir=tmp_path / "run"
+    )
+    with pytest.raises(ConfigError) as refused:
+        rm.start()
+    lines = str(refused.value).splitlines()
+    assert (
+        lines[1]
+        == f"  {files / 'd0'}: Not a directory (ENOTDIR) (fnames[0] '{fnames[0]}' and 1 more)"
+    )
+    assert lines[10].startswith(f"  {files / 'd9'}: Not a directory")
+    assert lines[11] == "  ... and 2 more directories (4 fnames)"
+    assert "then start again" in lines[12]
+
+
+def test_a_missing_data_directory_is_made_by_the_first_save(tmp_path: Path) -> None:
+    fnames = [tmp_path / "new" / "deeper" / "l0.pickle"]
+    rm = ar.RunManager(
+        ar.Local(cores=1), make_learners(1), fnames, goal=30, run_dir=tmp_path / "run"
+    )
+    rm.start()
+    try:
+        assert rm.wait(timeout=120)  # the bound only guards against a hang
+    finally:
+        stop_and_cancel(rm)
+    assert [p.name for p in (tmp_path / "new" / "deeper").iterdir()] == ["l0.pickle"]
 
 
 def test_not_a_run_dir(tmp_path: Path) -> None:

@@ -34,16 +34,16 @@ def solver(x: float) -> float:
 
 def failed_log() -> bytes:
     """A task log as a worker writes it: started, the function's output, failed, a traceback."""
-    out = io.StringIO()
+    out = io.BytesIO()
     log = JobLog(out).bind(task="L1_2", learner=2)
     log.info("started", host="node 7", fname="/data/l2.pickle")
-    out.write("solver error: giving up\n")  # the task's own output, in the same file
+    out.write(b"solver error: giving up\n")  # the task's own output, in the same file
     try:
         solver(2.0)
     except ZeroDivisionError:
         log.exception("failed", npoints=0)
-    out.write("progress 50%")  # output being written: no newline yet
-    return out.getvalue().encode()
+    out.write(b"progress 50%")  # output being written: no newline yet
+    return out.getvalue()
 
 
 def test_lines_of_a_failed_task_read_as_the_cli_prints_them() -> None:
