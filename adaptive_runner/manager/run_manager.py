@@ -457,7 +457,7 @@ class RunManager(Run):
         if self.finished():
             self.stop()  # the lock
             return self
-        self._check_places()
+        self._locked(self._check_places)  # refused: the lock goes too
         self._start_managers(self._url_host())
         return self
 

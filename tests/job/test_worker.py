@@ -23,6 +23,7 @@ from helpers_run import make_run, set_url, wait_for
 from adaptive_runner.job.worker import ADOPTION_MARGIN_S
 from adaptive_runner.manager.database_manager import DatabaseManager
 from adaptive_runner.state.database import Database, LearnerRow, LearnerState, TaskRow
+from adaptive_runner.testing import MemoryScheduler
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -209,7 +210,9 @@ def run_one_task(
     """
     run_dir.goal_file.write_bytes(cloudpickle.dumps(goal))
     record_array(run_dir)
-    manager = DatabaseManager(run_dir)
+    # A rank is a worker of a packed allocation: the manager checks it against the packing.
+    packing = None if rank is None else [MemoryScheduler(workers=rank + 1)]
+    manager = DatabaseManager(run_dir, schedulers=packing)
     set_url(run_dir, manager.start())
     try:
         env = {**os.environ, "PYTHONPATH": str(REPO), "LOCAL_ARRAY_ID": "L1"}
