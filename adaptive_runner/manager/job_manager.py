@@ -26,6 +26,7 @@ Failures end bounded and explained (docs/architecture.md, "When things go wrong"
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -250,7 +251,9 @@ class JobManager:
     def _loop(self) -> None:
         """Rounds until the run is finished or stopped; an error that ends them is kept."""
         try:
-            with Database.open(self.run_dir.database) as db:
+            # Commits never checkpoint into the file themselves (the database manager's
+            # checkpoints check it first): between two checks it may have gone bad.
+            with Database.open(self.run_dir.database, auto_checkpoint=False) as db:
                 self._rounds(db)
         except BaseException as e:  # noqa: BLE001 - kept for wait() and the panel, not lost
             self.died = e
@@ -277,6 +280,7 @@ class JobManager:
                 with self.round_lock:
                     finished = self.round(db) if poll else self.quick_round(db)
             except StateFileError:
+                self._cancel_all(db)
                 raise  # the state is gone: no round can work; _loop keeps it for wait()
             except Exception as e:  # noqa: BLE001 - a scheduler hiccup, a full disk: try again
                 self.error = e
@@ -302,6 +306,7 @@ class JobManager:
         tasks are not in that queue). If the last poll submitted an array itself, its queue
         lacks it: the round looks again instead (one queue call more, once between polls).
         """
+        db.check_file()  # woken by the database manager: it may have found the file gone
         counts = db.counts()
         if counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0:
             return self.round(db)
@@ -376,6 +381,42 @@ class JobManager:
         if running:
             return replace(memory, ending_since=since), False
         return replace(memory, ending_since=None), True
+
+    def _cancel_all(self, db: Database) -> None:
+        """The state is gone: cancel every task of the run still queued or running.
+
+        Nothing can hand them a learner any more: a pending task would start only to ask the
+        stopped managers for one for an hour, a running one could no longer record or save
+        its learner (SIGTERM: it saves while its lease allows, and exits). Its arrays are
+        those of the last poll, and those the open connection still reads (a deleted file's
+        inode lives on until closed). Errors are logged: the state error is what is raised.
+        """
+        last = self.memory.last
+        arrays = [set(group) for group in last.arrays] if last else [set() for _ in self.schedulers]
+        tags: dict[str, str | None] = {}
+        try:
+            for group, known in enumerate(arrays):
+                known.update(db.active_arrays(group))
+            tags = db.array_tags()
+        except sqlite3.Error as e:  # a truncated file: the last poll's arrays are all there is
+            log.warning("the run's arrays cannot be read any more", error=str(e))
+        cancelled: list[str] = []
+        for scheduler, known in zip(self.schedulers, arrays, strict=True):
+            if not known:
+                continue
+            try:
+                ours, _ = split_foreign(scheduler.queue_named(known), tags, scheduler.array_of)
+                active = sorted(task for task, state in ours.items() if state.active)
+                if active:
+                    scheduler.cancel(active)
+            except Exception:  # noqa: BLE001 - a scheduler hiccup: the state error is what counts
+                log_exception(log, "could not cancel the run's tasks", arrays=sorted(known))
+                continue
+            cancelled += active
+        log.warning(
+            "the run's state is gone: its tasks still queued or running were cancelled",
+            tasks=cancelled,
+        )
 
     def _look(self, db: Database, now: float) -> Snapshot:
         """Ask each group's scheduler (once) about the run's arrays, then read the holders.

@@ -115,7 +115,7 @@ class Database(Queries):
             raise ConfigError(f"max_fails={max_fails!r}: must be an int >= 1")
         target = Path(path)
         conn = create_file(target, names, grps, graph, max_fails=max_fails)
-        return cls(conn, max_fails=max_fails, file=StateFile(target, target.stat()))
+        return cls(conn, max_fails=max_fails, file=StateFile(target, target.stat(), writer=True))
 
     @classmethod
     def open(
@@ -146,23 +146,33 @@ class Database(Queries):
             if not auto_checkpoint:
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
             max_fails = read_meta(conn, target, upgrade=not read_only)
+            file = StateFile(target, target.stat(), writer=not read_only)
         except BaseException:
             conn.close()
             raise
-        return cls(conn, max_fails=max_fails, file=StateFile(target, target.stat()))
+        return cls(conn, max_fails=max_fails, file=file)
 
     def check_file(self) -> None:
         """StateFileError if the file was deleted, replaced or damaged (``StateFile.check``)."""
         self.file.check()
 
     def checkpoint(self) -> None:
-        """Copy committed WAL content into the database file, without waiting for writers."""
+        """Copy committed WAL content into the database file, without waiting for writers.
+
+        Only into the file the check finds intact just before: StateFileError otherwise.
+        """
+        self.file.check()
         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def close(self) -> None:
-        """Write buffered heartbeats and close the connection."""
-        self.flush_heartbeats()
-        self._conn.close()
+        """Write buffered heartbeats and close the connection.
+
+        A file that fails its check now gets neither (``StateFile.close``): nothing more is
+        written into it. A reader has no heartbeats and checks nothing.
+        """
+        if self.file.writable():
+            self.flush_heartbeats()
+        self.file.close(self._conn)
 
     def __enter__(self) -> Self:
         return self
