@@ -15,7 +15,7 @@ import structlog
 
 from adaptive_runner.common import goals
 from adaptive_runner.common.run_dir import RunConfig, RunDir, RunLock
-from adaptive_runner.common.validation import positive_seconds
+from adaptive_runner.common.validation import plain_text, positive_seconds
 from adaptive_runner.errors import ConfigError, ManagerDiedError, RunStateError, RunStuckError
 from adaptive_runner.manager.database_manager import DatabaseManager, interface_address
 from adaptive_runner.manager.job_manager import JobManager
@@ -172,6 +172,8 @@ class RunManager(Run):
         retry_failed: bool,  # noqa: FBT001
         check_goal_on_start: bool,  # noqa: FBT001
     ) -> None:
+        # Its path is in every job script: a newline there breaks #SBATCH and #PBS lines.
+        plain_text(str(Path(run_dir).absolute()), "run_dir")
         super().__init__(run_dir)
         self.spec = spec
         self.overwrite = overwrite

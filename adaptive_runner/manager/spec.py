@@ -26,7 +26,12 @@ from adaptive_runner.common.dataframes import dataframe_path
 from adaptive_runner.common.files import atomic_write
 from adaptive_runner.common.function_store import StoredFunctions
 from adaptive_runner.common.run_dir import GroupConfig, RunConfig, RunDir, config_hash
-from adaptive_runner.common.validation import callable_name, positive_int, positive_seconds
+from adaptive_runner.common.validation import (
+    callable_name,
+    plain_text,
+    positive_int,
+    positive_seconds,
+)
 from adaptive_runner.common.vocabulary import DataFrameFormat
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.manager.database_manager import check_address
@@ -299,6 +304,7 @@ def _flatten(
         raise ConfigError("learners is empty: give at least one learner and its fname")
     seen: dict[str, int] = {}
     for i, fname in enumerate(fnames):
+        plain_text(fname, f"fnames[{i}]")
         if fname in seen:
             raise ConfigError(
                 f"fnames[{i}] and fnames[{seen[fname]}] are the same file {fname!r}: "

@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
-from adaptive_runner.common.validation import EnvValue, environment, positive_int
+from adaptive_runner.common.validation import EnvValue, environment, plain_text, positive_int
 from adaptive_runner.common.vocabulary import EXECUTORS
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 
@@ -212,6 +212,7 @@ class Scheduler(ABC):
                 f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
             )
         positive_int(self.num_threads, "num_threads")
+        plain_text(self.python, "python")  # a path in the job script
         # A copy: a frozen scheduler must not change when the caller's dict does.
         object.__setattr__(self, "env", environment(self.env))
 
