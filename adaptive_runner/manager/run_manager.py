@@ -325,9 +325,9 @@ class RunManager(Run):
             log.warning("jobs of the replaced run are still active", tasks=active)
 
     def _url_host(self) -> str:
-        """The host in the url the jobs connect to (looks the interface up: I/O)."""
+        """The host in the url the jobs connect to (looks the interface or the host up: I/O)."""
         if self.spec.host is not None:
-            return self.spec.host
+            return _resolvable(self.spec.host)
         if self.spec.interface is not None:
             return interface_address(self.spec.interface)
         return LOOPBACK if self._local_only() else socket.gethostname()
@@ -665,6 +665,24 @@ class RunManager(Run):
             self.database_manager.stop()
         stop_logging_managers_to(self.run_dir.path / "manager.log")
         self._lock.release()
+
+
+def _resolvable(host: str) -> str:
+    """``host`` if this machine can resolve it; else a ConfigError, before anything is written.
+
+    The jobs connect to this machine under that name, so it should know it too (a typo, most
+    likely); otherwise its jobs find out one array at a time. Where only the compute nodes
+    know the name, its address does instead.
+    """
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ConfigError(
+            f"host={host!r} does not resolve on {socket.gethostname()} ({e.strerror}): give "
+            "a host name or an IP address of this machine that the compute nodes reach, or "
+            "interface='<e.g. ib0>'"
+        ) from None
+    return host
 
 
 def _unpickled_goal(blob: bytes) -> object:

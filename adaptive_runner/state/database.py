@@ -40,7 +40,7 @@ from adaptive_runner.state.transitions import (
 if TYPE_CHECKING:
     import os
     import sqlite3
-    from collections.abc import Collection, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
     from types import TracebackType
 
 __all__ = [
@@ -406,8 +406,18 @@ class Database(Queries):
                     held[task] = int(row[0])
         return held
 
-    def expire_leases(self, *, lease_timeout_s: float, now: float) -> list[tuple[str, int]]:
-        """Count a failure for running learners without a heartbeat for ``lease_timeout_s``."""
+    def expire_leases(
+        self,
+        *,
+        lease_timeout_s: float,
+        now: float,
+        last_words: Callable[[str], str | None] = lambda _: None,
+    ) -> list[tuple[str, int]]:
+        """Count a failure for running learners without a heartbeat for ``lease_timeout_s``.
+
+        ``last_words(task)``, asked for each expired task only, adds what the task said last
+        to the reason (e.g. the initializer it started and never finished).
+        """
         with self._transaction() as c:
             expired = c.execute(
                 "SELECT task, idx FROM learners WHERE state = 'running' AND last_heartbeat < ?",
@@ -415,6 +425,8 @@ class Database(Queries):
             ).fetchall()
             for task, idx in expired:
                 detail = f"no heartbeat from job {task} for {lease_timeout_s:g} s (lease expired)"
+                if (said := last_words(task)) is not None:
+                    detail = f"{detail}; {said}"
                 self._drop(
                     c, task, idx, now=now, outcome=Outcome.EXPIRED, detail=detail, failure=True
                 )

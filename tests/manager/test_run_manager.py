@@ -428,6 +428,13 @@ def test_interface_address_and_bad_addresses(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_a_host_that_does_not_resolve_is_refused_at_start(tmp_path: Path) -> None:
+    rm = make_rm(tmp_path, make_learners(1), host="no-such-host.invalid")  # no I/O yet
+    with pytest.raises(ConfigError, match=r"host='no-such-host.invalid' does not resolve on "):
+        rm.start()
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
 # -- paths that reach job scripts ------------------------------------------------------------
 
 
