@@ -83,6 +83,13 @@ class ManagerUnreachableError(AdaptiveRunnerError):
     """The database manager did not answer within the client's patience."""
 
 
+class ManagerUnresolvableError(ManagerUnreachableError):
+    """The host in the database manager's url is no name the job's node can resolve.
+
+    Found before the first claim: waiting would not change it, so the task says so and ends.
+    """
+
+
 class UnknownTaskError(AdaptiveRunnerError):
     """The database manager does not know the task's array, and did not learn it in time."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import pty
 import signal
@@ -22,6 +23,7 @@ import adaptive_runner as ar
 from adaptive_runner import cli
 from adaptive_runner.cli import main
 from adaptive_runner.errors import RunStateError, StateFileError
+from adaptive_runner.manager.run_setup import create_run
 from adaptive_runner.state.database import Database
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,6 +253,30 @@ def test_serve_continues_a_stopped_run(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert f"serving {run_dir}" in out
     assert "0 waiting, 0 running, 3 done, 0 failed, 0 cancelled" in out
+
+
+def test_serve_says_in_one_line_that_the_learners_cannot_be_loaded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The learners' module is importable where the run was made, not where it is served."""
+    name = "ar_test_model_gone_later"
+    (tmp_path / f"{name}.py").write_text("def f(x):\n    return x**2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = importlib.import_module(name)
+    rm = make_rm(tmp_path, [adaptive.Learner1D(model.f, bounds=(0, 1))])
+    create_run(rm.run_dir, rm.spec, replace=False)  # made, never started: no job
+    monkeypatch.delitem(sys.modules, name)
+    (tmp_path / f"{name}.py").unlink()
+    capsys.readouterr()
+    assert main(["serve", str(rm.run_dir.path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.startswith(
+        "adaptive-runner: the learners of this run cannot be loaded here: "
+        f"ModuleNotFoundError: No module named '{name}'; make the modules"
+    )
+    assert "adaptive-runner status/cancel/retry/logs" in line
 
 
 def test_retry_puts_failed_learners_back(

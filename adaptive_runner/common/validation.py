@@ -87,6 +87,22 @@ def environment(value: object, name: str = "env") -> dict[str, EnvValue]:
     return checked
 
 
+def plain_text(value: str, name: str) -> str:
+    """``value`` if it holds no control character; else a ConfigError naming ``name`` and it.
+
+    For paths and words that reach job scripts and records: a newline in a ``#SBATCH`` or
+    ``#PBS`` line ends the directive there (every submission fails), and in SSH's remote
+    commands and records it splits a record in two.
+    """
+    for position, char in enumerate(value):
+        if ord(char) < 32 or ord(char) == 127:  # noqa: PLR2004 - the ASCII control characters
+            raise ConfigError(
+                f"{name} {value!r} holds the control character {char!r} at position "
+                f"{position}; job scripts and the run's records need plain text: rename it"
+            )
+    return value
+
+
 def callable_name(value: object) -> str:
     """How an error message names a user's function: its qualified name, else its repr."""
     return str(getattr(value, "__qualname__", None) or repr(value))

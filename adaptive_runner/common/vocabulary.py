@@ -32,6 +32,9 @@ class Event(StrEnum):
     NO_MORE_WORK = "no_more_work"  # nothing more to claim after a learner
     REPORT_FAILED = "report_failed"  # the learner's end could not be told to the manager
     MANAGER_UNREACHABLE = "manager_unreachable"  # no reply to a claim within the patience
+    MANAGER_UNRESOLVABLE = "manager_unresolvable"  # the url's host is no name this node knows
+    INITIALIZER_STARTED = "initializer_started"  # one of the run's initializers runs now
+    INITIALIZERS_DONE = "initializers_done"  # the task's initializers all ran
     UNKNOWN_TASK = "unknown_task"  # the run never knew the task's array: it ran no learner
     LINES_LOST = "lines_lost"  # this many lines before it could not be written (a full disk)
 
@@ -44,6 +47,7 @@ OUTCOME_EVENTS = frozenset(
         Event.FAILED,
         Event.NO_WORK,
         Event.MANAGER_UNREACHABLE,
+        Event.MANAGER_UNRESOLVABLE,
         Event.UNKNOWN_TASK,
     }
 )

@@ -9,6 +9,7 @@ task's log file (logs/<task>.log).
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Final, Self
@@ -36,6 +37,7 @@ from adaptive_runner.common.vocabulary import ReplyCode
 from adaptive_runner.errors import (
     AdaptiveRunnerError,
     ManagerUnreachableError,
+    ManagerUnresolvableError,
     ProtocolError,
     UnknownTaskError,
 )
@@ -120,6 +122,7 @@ class Client:
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._socket: zmq.Socket[bytes] | None = None
         self._url = ""
+        self._answered = False  # a reply came: the url's host resolves (checked until then)
 
     def __enter__(self) -> Self:
         return self
@@ -261,6 +264,7 @@ class Client:
                     self._discard_socket()  # it awaits a reply: the next request needs another
                     raise
                 if answered:
+                    self._answered = True
                     return decode_reply(socket.recv())
                 self._discard_socket()
             left = deadline - time.monotonic()
@@ -288,6 +292,8 @@ class Client:
         self._url = self.run_dir.read_config().url
         if not self._url:
             return None
+        if not self._answered:
+            check_resolves(self._url)
         if self._keys is None:
             self._keys = load_keys(self.run_dir.keys_dir)
         if self._context is None:
@@ -305,6 +311,29 @@ class Client:
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
+
+
+def check_resolves(url: str) -> None:
+    """Raise ManagerUnresolvableError if this node cannot resolve the host of ``url``.
+
+    libzmq would try the name again and again, in silence, and the task would wait for a
+    reply for the client's patience (an hour) while the job manager waits ``claim_timeout``
+    for its claim. A name that does not exist here stays so; a temporary failure of the
+    name service (``EAI_AGAIN``) is only logged: the requests try on.
+    """
+    host = url.removeprefix("tcp://").rsplit(":", 1)[0]
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        if e.errno == socket.EAI_AGAIN:
+            log.warning("cannot resolve host %r now (%s); trying on", host, e.strerror)
+            return
+        raise ManagerUnresolvableError(
+            f"cannot resolve host {host!r} ({e.strerror}) on {socket.gethostname()}: the "
+            f"database manager's url {url} names a host this node does not know; pass "
+            "RunManager(..., host='<a name or address the compute nodes resolve>') or "
+            "interface='<e.g. ib0>'"
+        ) from None
 
 
 def _unexpected(request: Request, reply: Reply) -> AdaptiveRunnerError:

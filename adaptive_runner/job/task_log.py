@@ -3,10 +3,12 @@
 Each line holds the bound keys (``task``, then ``learner``), the call's keys, then ``event``,
 ``level``, an ISO 8601 UTC ``timestamp`` and, after :meth:`JobLog.exception`, the traceback
 under ``exception``: what structlog's ``JSONRenderer`` wrote before, as ``log_parser`` and the
-CLI read it. The worker writes the events ``started``, ``resumed``, ``status``, ``saved``,
-``save_failed``, ``done``, ``released``, ``failed`` and ``no_work``; a task that goes on to
-another learner after ``done`` logs ``started`` again, and ``no_more_work`` (or ``stopped``,
-told to stop between learners) when it exits.
+CLI read it. The worker writes the events ``started``, ``initializer_started`` and
+``initializers_done`` (its first learner only), ``resumed``, ``status``, ``saved``,
+``save_failed``, ``done``, ``released``, ``failed``, ``no_work`` and, as its only line,
+``manager_unresolvable``; a task that goes on to another learner after ``done`` logs
+``started`` again, and ``no_more_work`` (or ``stopped``, told to stop between learners) when
+it exits.
 
 The log never ends the worker (``common.line_file``): a line that cannot be written (a full
 disk, a quota) is dropped, and the next line that can be written follows a ``lines_lost``

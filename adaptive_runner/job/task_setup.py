@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from adaptive_runner.common.validation import callable_name
+from adaptive_runner.common.vocabulary import Event
 from adaptive_runner.errors import InitializerError
 
 if TYPE_CHECKING:
@@ -31,12 +33,15 @@ if TYPE_CHECKING:
 
     from adaptive_runner.common.function_store import StoredFunctions
     from adaptive_runner.common.run_dir import GroupConfig, RunDir
+    from adaptive_runner.job.task_log import JobLog
 
 
-def run_initializers(pickled: bytes) -> int:
+def run_initializers(pickled: bytes, log: JobLog | None = None) -> int:
     """Call each initializer of ``pickled`` (initializers.pickle's bytes), in order.
 
-    Returns how many there are.
+    Returns how many there are. With ``log`` (the task's, not in pool processes), each is
+    announced before it runs: one that hangs is then the last line of the task's log, which
+    the job manager quotes when the task's lease expires.
 
     Raises
     ------
@@ -45,7 +50,13 @@ def run_initializers(pickled: bytes) -> int:
 
     """
     initializers = pickle.loads(pickled)  # noqa: S301 - the run's own pickle
+    started = time.monotonic()
     for index, initializer in enumerate(initializers):
+        if log is not None:
+            log.info(
+                Event.INITIALIZER_STARTED,
+                initializer=f"initializers[{index}] ({callable_name(initializer)})",
+            )
         try:
             initializer()
         except Exception as e:
@@ -53,6 +64,12 @@ def run_initializers(pickled: bytes) -> int:
                 f"initializers[{index}] ({callable_name(initializer)}) failed in process "
                 f"{os.getpid()}: {type(e).__name__}: {e}"
             ) from e
+    if log is not None and initializers:
+        log.info(
+            Event.INITIALIZERS_DONE,
+            initializers=len(initializers),
+            seconds=round(time.monotonic() - started, 3),
+        )
     return len(initializers)
 
 
@@ -64,14 +81,15 @@ class TaskSetup:
         self._runner_kwargs: dict[str, Any] | None = None  # set once the initializers ran
         self.pool_initializer: Callable[[], object] | None = None  # what pool processes run
 
-    def prepare(self) -> dict[str, Any]:
+    def prepare(self, log: JobLog | None = None) -> dict[str, Any]:
         """Run the initializers in this process (first call only); the extra Runner arguments.
 
-        Raises :class:`InitializerError` when one fails: the task's learner fails with it.
+        Each is announced in ``log`` first (see :func:`run_initializers`). Raises
+        :class:`InitializerError` when one fails: the task's learner fails with it.
         """
         if self._runner_kwargs is None:
             pickled = self.run_dir.read_initializers()
-            if pickled is not None and run_initializers(pickled):
+            if pickled is not None and run_initializers(pickled, log):
                 self.pool_initializer = partial(run_initializers, pickled)
             self._runner_kwargs = self.run_dir.read_runner_kwargs()
         return dict(self._runner_kwargs)

@@ -53,7 +53,12 @@ from adaptive_runner.common.dataframes import DataFrameFile
 from adaptive_runner.common.run_dir import RunDir
 from adaptive_runner.common.task_identity import node_name, task_identity
 from adaptive_runner.common.vocabulary import STOP_SIGNALS, DataFrameFormat, Event
-from adaptive_runner.errors import AdaptiveRunnerError, ManagerUnreachableError, UnknownTaskError
+from adaptive_runner.errors import (
+    AdaptiveRunnerError,
+    ManagerUnreachableError,
+    ManagerUnresolvableError,
+    UnknownTaskError,
+)
 from adaptive_runner.job.client import Client
 from adaptive_runner.job.goal_watch import FollowedGoal
 from adaptive_runner.job.task_log import JobLog, open_job_stream
@@ -254,7 +259,7 @@ class _Hold:
     def run(self) -> int:
         """Load, run and report; return the process exit code."""
         try:
-            runner_kwargs = self.setup.prepare()  # the initializers, before the first learner
+            runner_kwargs = self.setup.prepare(self.log)  # initializers, before the first learner
             stored = self._stored()
             goal = self._load(stored)
             if self.stop.reason is not None:
@@ -628,6 +633,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Client(run_dir, identity.task_id) as client:
             task = _Task(run_dir, config, group_index, identity, client, setup, executor, stop, log)
             return task.run_learners()
+    except ManagerUnresolvableError as e:  # before the first claim: one line says it all
+        log.error(Event.MANAGER_UNRESOLVABLE, error=str(e))  # noqa: TRY400 - no traceback: one line
+        return 1
     except ManagerUnreachableError:
         log.exception(Event.MANAGER_UNREACHABLE)
         return 1

@@ -288,11 +288,16 @@ class DatabaseManager:
             )
 
     def _checkpoint(self, db: Database) -> None:
-        """Copy the WAL into the file every second, so that no request waits for it."""
+        """Copy the WAL into the file every second, so that no request waits for it.
+
+        Each checkpoint checks the file first: one that fails ends them (serving notices too).
+        """
         try:
             while not self._stop.wait(_CHECKPOINT_S) and self.error is None:
                 try:
                     db.checkpoint()
+                except StateFileError:
+                    return  # nothing more goes into that file; serving says why
                 except Exception:  # noqa: BLE001 - the WAL grows meanwhile; tried again
                     log_exception(log, "WAL checkpoint failed")
         finally:
@@ -333,6 +338,8 @@ class DatabaseManager:
         except StateFileError as e:
             self.error = e  # the checkpoints stop too: nothing more goes into that file
             log.error("the database manager stopped serving", error=str(e))  # noqa: TRY400 - says it all
+            if self.on_change is not None:
+                self.on_change()  # the job manager checks the file now and stops its tasks
             self._refuse(socket, poller, str(e))
         finally:
             socket.close(linger=0)

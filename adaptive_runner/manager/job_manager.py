@@ -25,7 +25,7 @@ Failures end bounded and explained (docs/architecture.md, "When things go wrong"
 
 from __future__ import annotations
 
-import os
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -39,9 +39,12 @@ from adaptive_runner.manager.error_watch import ErrorWatch
 from adaptive_runner.manager.idle_nodes import IdleNodes
 from adaptive_runner.manager.logs import log_exception
 from adaptive_runner.manager.reasons import (
+    last_event,
+    log_tail,
     output_errors,
     start_failure_reason,
     unreachable_reason,
+    unresolvable,
     worker_ending,
 )
 from adaptive_runner.manager.submissions import FailedSubmission, Submitter
@@ -55,7 +58,6 @@ if TYPE_CHECKING:
     from adaptive_runner.schedulers.base import QueuedTask, Scheduler
 
 log = structlog.get_logger("adaptive_runner.job_manager")
-_PACKER_TAIL_BYTES = 65_536  # where a packer's last lines are, in its allocation's output
 # At the run's end, how long running tasks may take to end by themselves (each worker claims,
 # hears "no more work" and exits), and how often the queue is asked meanwhile.
 FINISH_GRACE_S = 30.0
@@ -250,7 +252,9 @@ class JobManager:
     def _loop(self) -> None:
         """Rounds until the run is finished or stopped; an error that ends them is kept."""
         try:
-            with Database.open(self.run_dir.database) as db:
+            # Commits never checkpoint into the file themselves (the database manager's
+            # checkpoints check it first): between two checks it may have gone bad.
+            with Database.open(self.run_dir.database, auto_checkpoint=False) as db:
                 self._rounds(db)
         except BaseException as e:  # noqa: BLE001 - kept for wait() and the panel, not lost
             self.died = e
@@ -277,6 +281,7 @@ class JobManager:
                 with self.round_lock:
                     finished = self.round(db) if poll else self.quick_round(db)
             except StateFileError:
+                self._cancel_all(db)
                 raise  # the state is gone: no round can work; _loop keeps it for wait()
             except Exception as e:  # noqa: BLE001 - a scheduler hiccup, a full disk: try again
                 self.error = e
@@ -302,6 +307,7 @@ class JobManager:
         tasks are not in that queue). If the last poll submitted an array itself, its queue
         lacks it: the round looks again instead (one queue call more, once between polls).
         """
+        db.check_file()  # woken by the database manager: it may have found the file gone
         counts = db.counts()
         if counts[LearnerState.WAITING] == 0 and counts[LearnerState.RUNNING] == 0:
             return self.round(db)
@@ -377,6 +383,42 @@ class JobManager:
         if running:
             return replace(memory, ending_since=since), False
         return replace(memory, ending_since=None), True
+
+    def _cancel_all(self, db: Database) -> None:
+        """The state is gone: cancel every task of the run still queued or running.
+
+        Nothing can hand them a learner any more: a pending task would start only to ask the
+        stopped managers for one for an hour, a running one could no longer record or save
+        its learner (SIGTERM: it saves while its lease allows, and exits). Its arrays are
+        those of the last poll, and those the open connection still reads (a deleted file's
+        inode lives on until closed). Errors are logged: the state error is what is raised.
+        """
+        last = self.memory.last
+        arrays = [set(group) for group in last.arrays] if last else [set() for _ in self.schedulers]
+        tags: dict[str, str | None] = {}
+        try:
+            for group, known in enumerate(arrays):
+                known.update(db.active_arrays(group))
+            tags = db.array_tags()
+        except sqlite3.Error as e:  # a truncated file: the last poll's arrays are all there is
+            log.warning("the run's arrays cannot be read any more", error=str(e))
+        cancelled: list[str] = []
+        for scheduler, known in zip(self.schedulers, arrays, strict=True):
+            if not known:
+                continue
+            try:
+                ours, _ = split_foreign(scheduler.queue_named(known), tags, scheduler.array_of)
+                active = sorted(task for task, state in ours.items() if state.active)
+                if active:
+                    scheduler.cancel(active)
+            except Exception:  # noqa: BLE001 - a scheduler hiccup: the state error is what counts
+                log_exception(log, "could not cancel the run's tasks", arrays=sorted(known))
+                continue
+            cancelled += active
+        log.warning(
+            "the run's state is gone: its tasks still queued or running were cancelled",
+            tasks=cancelled,
+        )
 
     def _look(self, db: Database, now: float) -> Snapshot:
         """Ask each group's scheduler (once) about the run's arrays, then read the holders.
@@ -506,7 +548,11 @@ class JobManager:
         # Leases only count from our own start, so a manager restart is no reason to expire.
         if snap.now - self._started_at < self.lease_timeout_s:
             return set()
-        expired = db.expire_leases(lease_timeout_s=self.lease_timeout_s, now=snap.now)
+        expired = db.expire_leases(
+            lease_timeout_s=self.lease_timeout_s,
+            now=snap.now,
+            last_words=lambda worker: last_event(self.run_dir.task_log(worker), now=snap.now),
+        )
         if expired:
             log.warning(
                 "heartbeat leases expired",
@@ -523,13 +569,7 @@ class JobManager:
         rank = worker.removeprefix(task + RANK_SEPARATOR)
         if rank == worker or not rank.isdigit():
             return None  # the task's own worker: its end is the task's
-        try:
-            with self.run_dir.task_log(task).open("rb") as log_file:
-                log_file.seek(0, os.SEEK_END)
-                log_file.seek(max(0, log_file.tell() - _PACKER_TAIL_BYTES))
-                tail = log_file.read().decode("utf-8", errors="replace")
-        except OSError:
-            return None
+        tail = log_tail(self.run_dir.task_log(task)).decode("utf-8", errors="replace")
         return worker_ending(tail, int(rank))
 
     def _end_states(self, snap: Snapshot, tasks: Collection[str]) -> dict[str, str | None]:
@@ -637,7 +677,9 @@ class JobManager:
         An array whose every task was cancelled (by ``rm.cancel()``, the user's ``scancel``)
         is none: it did not fail to start, it was not let start (such as one pending for
         good, cancelled to change the run's options). One we cancelled for never claiming
-        (``unreachable``) is.
+        (``unreachable``) is. A task that could not resolve the manager's host
+        (:func:`~adaptive_runner.manager.reasons.unresolvable`) fails the group at once: the
+        name will not resolve for the next array either.
         """
         scheduler = self.schedulers[group]
         ends = {t: s for t, s in snap.queues[group].items() if scheduler.array_of(t) == array_id}
@@ -650,14 +692,20 @@ class JobManager:
         task = tasks[0] if tasks else None
         end = self._end_states(snap, [task])[task] if task else None
         lines = [unreachable] if unreachable else []
+        hopeless = None  # what the task said that no later array can change
         if task is not None:
             lines += output_errors(self.run_dir.task_log(task))
+            # A packed allocation's first worker logs on its own (its id: <task>@0).
+            first = worker_ids(task, scheduler.packed)[0]
+            hopeless = unresolvable(self.run_dir.task_log(first))
+            if hopeless is not None and hopeless not in lines:
+                lines.insert(0, hopeless)
         reason = start_failure_reason(
             group=group, in_a_row=db.start_failures(group) + 1, task=task, end=end, lines=lines
         )
         streak = db.record_start_failure(group, reason=reason)
         log.warning("array ended without a claim", array=array_id, group=group, reason=reason)
-        if streak >= self.max_fails:
+        if streak >= self.max_fails or hopeless is not None:
             failed = db.fail_waiting(group, reason=reason, now=snap.now)
             log.error(
                 "giving up on a group whose jobs cannot start",

@@ -13,16 +13,18 @@ which the job manager puts into its learner's lost reason.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+import os
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from adaptive_runner.common.vocabulary import LEVELS, read_worker_ended
+from adaptive_runner.common.vocabulary import LEVELS, Event, read_worker_ended
 from adaptive_runner.status.log_parser import ERROR_LINE, MAX_LINE_CHARS, split_event
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 MAX_QUOTED_LINES = 3  # of a task's output, in a reason
-MAX_READ_BYTES = 1 << 16  # a start failure prints little; never read a huge log whole
+MAX_READ_BYTES = 1 << 16  # of a log's start or end: never read a huge log whole
 _ERROR_LEVELS = LEVELS[LEVELS.index("error") :]  # error and critical
 
 
@@ -33,15 +35,9 @@ def output_errors(log_file: Path, *, limit: int = MAX_QUOTED_LINES) -> list[str]
     are none, any output lines; then the message of each worker event logged at error level
     (e.g. ``manager_unreachable``). [] when the file does not exist or says nothing.
     """
-    try:
-        with log_file.open("rb") as f:
-            data = f.read(MAX_READ_BYTES)
-    except (FileNotFoundError, IsADirectoryError):
-        return []
     output: list[str] = []
     events: list[str] = []
-    for raw in data.splitlines():
-        text, event = split_event(raw)
+    for text, event in _lines(_head(log_file)):
         line = text.decode("utf-8", errors="replace").strip()
         if line:
             output.append(line[:MAX_LINE_CHARS])
@@ -51,9 +47,72 @@ def output_errors(log_file: Path, *, limit: int = MAX_QUOTED_LINES) -> list[str]
     return ((errors or output) + events)[:limit]
 
 
+def unresolvable(log_file: Path) -> str | None:
+    """What a task said when it could not resolve the manager's host; None if it did not.
+
+    The worker checks the name before its first claim and ends at once
+    (``manager_unresolvable``): no later array of the group can do better, so the job manager
+    fails the group's waiting learners with it at the first such start failure.
+    """
+    for _, event in _lines(_head(log_file)):
+        if event is not None and event.get("event") == Event.MANAGER_UNRESOLVABLE:
+            return _event_text(event)
+    return None
+
+
+def last_event(log_file: Path, *, now: float) -> str | None:
+    """The last worker event in a task's log, in words, with its age at ``now``; None: none.
+
+    Quoted in the reason of a lease that expired: the task went silent after it, e.g.
+    ``initializer_started initializer='initializers[0] (load_tables)'`` for an initializer
+    that hangs.
+    """
+    events = [event for _, event in _lines(log_tail(log_file)) if event is not None]
+    if not events:
+        return None
+    event = events[-1]
+    fields = " ".join(
+        f"{key}={value!r}" for key, value in event.items() if key not in _CONTEXT_KEYS
+    )
+    try:
+        age = f", {now - datetime.fromisoformat(str(event['timestamp'])).timestamp():.0f} s before"
+    except (KeyError, ValueError):
+        age = ""
+    text = f"{event.get('event')} {fields}".strip()[:MAX_LINE_CHARS]
+    return f"the task's last log line{age}: {text}"
+
+
+_CONTEXT_KEYS = frozenset({"task", "learner", "event", "level", "timestamp"})
+
+
+def log_tail(log_file: Path) -> bytes:
+    """The end of a task's log, where its last lines are; b"" if it cannot be read."""
+    try:
+        with log_file.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - MAX_READ_BYTES))
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _head(log_file: Path) -> bytes:
+    """The start of a task's log (a start failure prints little); b"" if there is none."""
+    try:
+        with log_file.open("rb") as f:
+            return f.read(MAX_READ_BYTES)
+    except OSError:
+        return b""
+
+
+def _lines(data: bytes) -> list[tuple[bytes, dict[str, Any] | None]]:
+    """Each line of ``data`` split into the task's own output and the worker's event."""
+    return [split_event(raw) for raw in data.splitlines()]
+
+
 def _event_text(event: dict[str, object]) -> str:
     """A worker error event in one line: its name and the last line of its exception."""
-    exception = str(event.get("exception") or "").strip().splitlines()
+    exception = str(event.get("exception") or event.get("error") or "").strip().splitlines()
     detail = exception[-1] if exception else json.dumps(event, default=str)[:200]
     return f"{event.get('event')}: {detail}"[:MAX_LINE_CHARS]
 

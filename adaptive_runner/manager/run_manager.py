@@ -14,8 +14,8 @@ import structlog
 
 from adaptive_runner.common import goals
 from adaptive_runner.common.run_dir import RunConfig, RunDir, RunLock
-from adaptive_runner.common.validation import positive_seconds
-from adaptive_runner.errors import ConfigError, ManagerDiedError, RunStuckError
+from adaptive_runner.common.validation import plain_text, positive_seconds
+from adaptive_runner.errors import ConfigError, ManagerDiedError, RunStateError, RunStuckError
 from adaptive_runner.manager.database_manager import DatabaseManager, interface_address
 from adaptive_runner.manager.job_manager import JobManager
 from adaptive_runner.manager.logs import log_managers_to, stop_logging_managers_to
@@ -173,6 +173,8 @@ class RunManager(Run):
         retry_failed: bool,  # noqa: FBT001
         check_goal_on_start: bool,  # noqa: FBT001
     ) -> None:
+        # Its path is in every job script: a newline there breaks #SBATCH and #PBS lines.
+        plain_text(str(Path(run_dir).absolute()), "run_dir")
         super().__init__(run_dir)
         self.spec = spec
         self.overwrite = overwrite
@@ -297,24 +299,35 @@ class RunManager(Run):
         """
         self._lock.acquire()
         try:
-            Run.cancel(self)  # no round to wait for: our managers do not run
-            log.info(
-                "overwrite: cancelled the old run's jobs; waiting for them to end",
-                at_most_s=REPLACE_WAIT_S,
-            )
-            deadline = time.monotonic() + REPLACE_WAIT_S
-            while (active := self.active_tasks()) and time.monotonic() < deadline:
-                time.sleep(0.2)  # tasks still exiting write into the run directory's paths
-            if active:
-                log.warning("jobs of the replaced run are still active", tasks=active)
+            try:
+                self._cancel_replaced()
+            except RunStateError as e:  # what the advice for a damaged state leads to
+                log.warning(
+                    "overwrite: the old run's state cannot be read, so its jobs are not known "
+                    "(its managers cancelled those queued when they found the state gone)",
+                    error=str(e),
+                )
             create_run(self.run_dir, self.spec, replace=True)
         finally:
             self._lock.release()  # a lock on the replaced directory's file
 
+    def _cancel_replaced(self) -> None:
+        """Cancel the old run's jobs and wait for them to end (``REPLACE_WAIT_S`` at most)."""
+        Run.cancel(self)  # no round to wait for: our managers do not run
+        log.info(
+            "overwrite: cancelled the old run's jobs; waiting for them to end",
+            at_most_s=REPLACE_WAIT_S,
+        )
+        deadline = time.monotonic() + REPLACE_WAIT_S
+        while (active := self.active_tasks()) and time.monotonic() < deadline:
+            time.sleep(0.2)  # tasks still exiting write into the run directory's paths
+        if active:
+            log.warning("jobs of the replaced run are still active", tasks=active)
+
     def _url_host(self) -> str:
-        """The host in the url the jobs connect to (looks the interface up: I/O)."""
+        """The host in the url the jobs connect to (looks the interface or the host up: I/O)."""
         if self.spec.host is not None:
-            return self.spec.host
+            return _resolvable(self.spec.host)
         if self.spec.interface is not None:
             return interface_address(self.spec.interface)
         return LOOPBACK if self._local_only() else socket.gethostname()
@@ -432,7 +445,7 @@ class RunManager(Run):
         watch and steer a run without them, use :class:`adaptive_runner.Run`.
         """
         rd = RunDir(run_dir)
-        config = rd.read_config()
+        config = Run(rd.path).config()  # a missing state.sqlite: said as Run and the CLI say it
         with Database.open(rd.database) as db:
             fnames = [row.fname for row in db.learners()]
             learner_groups = db.learner_groups()
@@ -469,9 +482,35 @@ class RunManager(Run):
         First a manager whose thread ended on an error (``"job manager stopped: ..."``, see
         :meth:`dead_managers`), then why its jobs do not start or its submissions fail (also
         shown by the panel and ``adaptive-runner status``); failed learners carry their own
-        reason in the ``error`` column.
+        reason in the ``error`` column. A state.sqlite that cannot be read is a
+        :class:`~adaptive_runner.errors.RunStateError`, as for :class:`Run`, unless a manager
+        of this object stopped: then it is a problem too (said once, by the manager that
+        found it).
         """
-        return [e.summary for e in self.dead_managers()] + super().problems()
+        died = self.dead_managers()
+        dead = [e.summary for e in died]
+        try:
+            return dead + super().problems()
+        except RunStateError as e:
+            if not died:
+                raise
+            said = any(isinstance(m.error, RunStateError) for m in died)
+            return dead if said else [*dead, str(e)]
+
+    def status(self) -> dict[str, int]:
+        """Learners per state, from state.sqlite.
+
+        When the file cannot be read and a manager of this object has stopped on an error
+        (the state is gone, see :meth:`problems`), raises that manager's
+        :class:`~adaptive_runner.errors.ManagerDiedError`, with the file's error as its cause.
+        """
+        try:
+            return super().status()
+        except RunStateError as e:
+            dead = self.dead_managers()
+            if not dead:
+                raise
+            raise dead[0] from e
 
     def dead_managers(self) -> list[ManagerDiedError]:
         """The managers of this object whose thread ended on an error (what :meth:`wait` raises).
@@ -648,6 +687,24 @@ class RunManager(Run):
         if _RUNNING.get(self.run_dir.path) is self:
             del _RUNNING[self.run_dir.path]
         self._lock.release()
+
+
+def _resolvable(host: str) -> str:
+    """``host`` if this machine can resolve it; else a ConfigError, before anything is written.
+
+    The jobs connect to this machine under that name, so it should know it too (a typo, most
+    likely); otherwise its jobs find out one array at a time. Where only the compute nodes
+    know the name, its address does instead.
+    """
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ConfigError(
+            f"host={host!r} does not resolve on {socket.gethostname()} ({e.strerror}): give "
+            "a host name or an IP address of this machine that the compute nodes reach, or "
+            "interface='<e.g. ib0>'"
+        ) from None
+    return host
 
 
 def _unpickled_goal(blob: bytes) -> object:

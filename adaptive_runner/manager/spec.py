@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 import cloudpickle
 
@@ -26,7 +26,12 @@ from adaptive_runner.common.dataframes import dataframe_path
 from adaptive_runner.common.files import atomic_write
 from adaptive_runner.common.function_store import StoredFunctions
 from adaptive_runner.common.run_dir import GroupConfig, RunConfig, RunDir, config_hash
-from adaptive_runner.common.validation import callable_name, positive_int, positive_seconds
+from adaptive_runner.common.validation import (
+    callable_name,
+    plain_text,
+    positive_int,
+    positive_seconds,
+)
 from adaptive_runner.common.vocabulary import DataFrameFormat
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.manager.database_manager import check_address
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
 
     from adaptive_runner.schedulers.base import Scheduler
 
+T = TypeVar("T")
 Initializer = Callable[[], object]
 Group = tuple["Scheduler", Sequence[Any], Sequence["str | os.PathLike[str]"]]
 
@@ -242,19 +248,21 @@ class RunSpec:
     ) -> RunSpec:
         """The run in ``run_dir`` as run.json and its pickles describe it.
 
-        The learners are unpickled, so their functions' modules must be importable. What
-        ``config`` (run.json) and what ``state.sqlite`` holds (fnames, groups, dependencies)
-        are the caller's to read.
+        The learners are unpickled, so their functions' modules must be importable: a
+        ConfigError says which pickle did not load and why. What ``config`` (run.json) and
+        what ``state.sqlite`` holds (fnames, groups, dependencies) are the caller's to read.
         """
         initializers = run_dir.read_initializers()
         stored = StoredFunctions(run_dir)  # learners that shared a function share it again
         return cls(
-            learners=tuple(stored.learner(i) for i in range(len(fnames))),
+            learners=_unpickled(
+                "the learners", lambda: tuple(stored.learner(i) for i in range(len(fnames)))
+            ),
             fnames=tuple(fnames),
             schedulers=tuple(from_config(g) for g in config.groups),
             learner_groups=tuple(learner_groups),
             dependencies=dependencies,
-            goal=cloudpickle.loads(run_dir.goal_file.read_bytes()),
+            goal=_unpickled("the goal", lambda: cloudpickle.loads(run_dir.goal_file.read_bytes())),
             max_simultaneous_jobs=config.max_simultaneous_jobs,
             save_interval=timedelta(seconds=config.save_interval_s),
             log_interval=timedelta(seconds=config.log_interval_s),
@@ -267,11 +275,34 @@ class RunSpec:
             interface=config.interface,
             runner_kwargs=run_dir.read_runner_kwargs(),
             initializers=(
-                () if initializers is None else tuple(pickle.loads(initializers))  # noqa: S301 - the run's own pickle
+                ()
+                if initializers is None
+                else _unpickled(
+                    "the initializers",
+                    lambda: tuple(pickle.loads(initializers)),  # noqa: S301 - the run's own pickle
+                )
             ),
             save_dataframe=config.save_dataframe,
             dataframe_format=DataFrameFormat(config.dataframe_format),
         )
+
+
+def _unpickled(what: str, load: Callable[[], T]) -> T:
+    """``load()``, the unpickling of ``what``; any failure of it a ConfigError that says so.
+
+    The usual cause is a module the pickled functions come from that cannot be imported in
+    this Python (``adaptive-runner serve`` elsewhere than the notebook that made the run):
+    one line that names it, and what works without the learners.
+    """
+    try:
+        return load()
+    except Exception as e:  # whatever the unpickling raised, said in one line
+        raise ConfigError(
+            f"{what} of this run cannot be loaded here: {type(e).__name__}: {e}; make the "
+            "modules of their functions importable in this Python (install them or set "
+            "PYTHONPATH), or watch and steer the run without them: adaptive_runner.Run(run_dir), "
+            "adaptive-runner status/cancel/retry/logs"
+        ) from e
 
 
 def _flatten(
@@ -299,6 +330,7 @@ def _flatten(
         raise ConfigError("learners is empty: give at least one learner and its fname")
     seen: dict[str, int] = {}
     for i, fname in enumerate(fnames):
+        plain_text(fname, f"fnames[{i}]")
         if fname in seen:
             raise ConfigError(
                 f"fnames[{i}] and fnames[{seen[fname]}] are the same file {fname!r}: "

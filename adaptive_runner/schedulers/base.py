@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from adaptive_runner.common.task_identity import number_text
-from adaptive_runner.common.validation import EnvValue, environment, positive_int
+from adaptive_runner.common.validation import EnvValue, environment, plain_text, positive_int
 from adaptive_runner.common.vocabulary import EXECUTORS
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 
@@ -213,6 +213,7 @@ class Scheduler(ABC):
                 f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
             )
         positive_int(self.num_threads, "num_threads")
+        plain_text(self.python, "python")  # a path in the job script
         # A copy: a frozen scheduler must not change when the caller's dict does.
         object.__setattr__(self, "env", environment(self.env))
 

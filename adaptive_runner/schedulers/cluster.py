@@ -18,7 +18,7 @@ from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from adaptive_runner.common.validation import positive_int
+from adaptive_runner.common.validation import plain_text, positive_int
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.schedulers.base import Scheduler, run_command
 
@@ -97,6 +97,7 @@ class ClusterScheduler(Scheduler):
             raise ConfigError(f"mpi_launcher={self.mpi_launcher!r} is not a command: {e}") from e
         if not launcher:
             raise ConfigError("mpi_launcher must name a command, e.g. 'mpiexec'")
+        plain_text(self.mpi_launcher, "mpi_launcher")  # one line of the job script
         self._check_packing()
         # Old names stay readable, for job-script templates written against them.
         for alias, name in self.aliases.items():

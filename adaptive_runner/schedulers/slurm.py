@@ -370,6 +370,16 @@ class SLURM(ClusterScheduler):
             raise ConfigError(
                 f"signal_grace_s must be an integer in 1..{_MAX_SIGNAL_GRACE_S}, got {grace!r}"
             )
+        walltime_s = self.walltime_s
+        if self.signal_name is not None and walltime_s is not None and grace >= walltime_s:
+            # The signal would come as the job starts: each job saves, releases and ends at
+            # once, with no progress, and the learners fail for it after max_fails jobs.
+            raise ConfigError(
+                f"signal_grace_s={grace} is not below walltime={self.walltime!r} "
+                f"({walltime_s} s): the {self.signal_name} that asks a job to save and stop "
+                "would come as it starts; give a signal_grace_s below the walltime (a few "
+                "minutes below, e.g. the default 120) or a longer walltime"
+            )
 
     def _check_nodes(self) -> None:
         nodes, per_node = self.nodes, self.cores_per_node

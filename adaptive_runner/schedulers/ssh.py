@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import structlog
 
 from adaptive_runner.common.files import atomic_write, write_check_file
-from adaptive_runner.common.validation import positive_int, positive_seconds
+from adaptive_runner.common.validation import plain_text, positive_int, positive_seconds
 from adaptive_runner.errors import ConfigError, SchedulerCommandError
 from adaptive_runner.schedulers.base import (
     FileScheduler,
@@ -59,7 +59,6 @@ from adaptive_runner.schedulers.ssh_hosts import (
     check_host,
     check_hosts,
     on_hosts,
-    plain_text,
     slot_key,
 )
 from adaptive_runner.schedulers.ssh_parsers import (
@@ -127,7 +126,6 @@ class SSH(FileScheduler):
         object.__setattr__(
             self, "kill_grace_s", positive_seconds(self.kill_grace_s, "kill_grace_s")
         )
-        plain_text(self.python, "python")
         if self.walltime is not None:
             raise ConfigError(
                 f"walltime={self.walltime!r}: the SSH scheduler has no time limit to enforce; "

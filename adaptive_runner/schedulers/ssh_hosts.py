@@ -72,16 +72,6 @@ def check_host(host: object, what: str) -> str:
     return host
 
 
-def plain_text(value: str, what: str) -> str:
-    """``value`` if it holds no control character (a newline would split the records)."""
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):  # noqa: PLR2004 - ASCII controls
-        raise ConfigError(
-            f"{what} {value!r} holds a control character (a newline?); the remote commands "
-            "and records need plain text: rename it"
-        )
-    return value
-
-
 def control_dir() -> Path:
     """The private directory (0700) of ssh's connection sockets (ControlPath), made once.
 

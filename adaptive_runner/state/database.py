@@ -41,7 +41,7 @@ from adaptive_runner.state.transitions import (
 if TYPE_CHECKING:
     import os
     import sqlite3
-    from collections.abc import Collection, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
     from types import TracebackType
 
 __all__ = [
@@ -116,7 +116,7 @@ class Database(Queries):
             raise ConfigError(f"max_fails={max_fails!r}: must be an int >= 1")
         target = Path(path)
         conn = create_file(target, names, grps, graph, max_fails=max_fails)
-        return cls(conn, max_fails=max_fails, file=StateFile(target, target.stat()))
+        return cls(conn, max_fails=max_fails, file=StateFile(target, target.stat(), writer=True))
 
     @classmethod
     def open(
@@ -147,23 +147,33 @@ class Database(Queries):
             if not auto_checkpoint:
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
             max_fails = read_meta(conn, target, upgrade=not read_only)
+            file = StateFile(target, target.stat(), writer=not read_only)
         except BaseException:
             conn.close()
             raise
-        return cls(conn, max_fails=max_fails, file=StateFile(target, target.stat()))
+        return cls(conn, max_fails=max_fails, file=file)
 
     def check_file(self) -> None:
         """StateFileError if the file was deleted, replaced or damaged (``StateFile.check``)."""
         self.file.check()
 
     def checkpoint(self) -> None:
-        """Copy committed WAL content into the database file, without waiting for writers."""
+        """Copy committed WAL content into the database file, without waiting for writers.
+
+        Only into the file the check finds intact just before: StateFileError otherwise.
+        """
+        self.file.check()
         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def close(self) -> None:
-        """Write buffered heartbeats and close the connection."""
-        self.flush_heartbeats()
-        self._conn.close()
+        """Write buffered heartbeats and close the connection.
+
+        A file that fails its check now gets neither (``StateFile.close``): nothing more is
+        written into it. A reader has no heartbeats and checks nothing.
+        """
+        if self.file.writable():
+            self.flush_heartbeats()
+        self.file.close(self._conn)
 
     def __enter__(self) -> Self:
         return self
@@ -404,8 +414,18 @@ class Database(Queries):
                     held[task] = int(row[0])
         return held
 
-    def expire_leases(self, *, lease_timeout_s: float, now: float) -> list[tuple[str, int]]:
-        """Count a failure for running learners without a heartbeat for ``lease_timeout_s``."""
+    def expire_leases(
+        self,
+        *,
+        lease_timeout_s: float,
+        now: float,
+        last_words: Callable[[str], str | None] = lambda _: None,
+    ) -> list[tuple[str, int]]:
+        """Count a failure for running learners without a heartbeat for ``lease_timeout_s``.
+
+        ``last_words(task)``, asked for each expired task only, adds what the task said last
+        to the reason (e.g. the initializer it started and never finished).
+        """
         with self._transaction() as c:
             expired = c.execute(
                 "SELECT task, idx FROM learners WHERE state = 'running' AND last_heartbeat < ?",
@@ -413,6 +433,8 @@ class Database(Queries):
             ).fetchall()
             for task, idx in expired:
                 detail = f"no heartbeat from job {task} for {lease_timeout_s:g} s (lease expired)"
+                if (said := last_words(task)) is not None:
+                    detail = f"{detail}; {said}"
                 self._drop(
                     c, task, idx, now=now, outcome=Outcome.EXPIRED, detail=detail, failure=True
                 )

@@ -84,40 +84,83 @@ def header_problem(path: Path) -> str | None:
 class StateFile:
     """The state file as a :class:`Database` opened it, to notice what happens to it since.
 
+    A file that fails its check once stays failed, and a writer never writes it again: not a
+    checkpoint, not sqlite's own checkpoint when the last connection to the file closes (see
+    :meth:`close`). The file stays as the damage left it, and a backup restored over it in
+    place is not overwritten with the old WAL.
+
     Parameters
     ----------
     path
         The run's state.sqlite.
     opened
         Its stat when it was opened: the inode sqlite reads and the size it had.
+    writer
+        Whether the Database writes the file: it then keeps a read-only connection open
+        beside its own (the guard), so that closing its own never checkpoints a damaged file.
 
     """
 
-    def __init__(self, path: Path, opened: os.stat_result) -> None:
+    def __init__(self, path: Path, opened: os.stat_result, *, writer: bool) -> None:
         self.path = path
         self._seen = opened
+        self.failed: str | None = None  # what the first failed check found
+        self._guard = _guard(path) if writer else None
 
     def check(self) -> None:
         """Raise StateFileError if the file was deleted, replaced or damaged since opening.
 
         Cheap enough to call every second: a stat, an access check and a read of the first
         page. sqlite goes on committing into its WAL and cache after the file is truncated or
-        deleted, so without this a manager would answer for a state that is gone.
+        deleted, so without this a manager would answer for a state that is gone. Once it
+        failed it fails for good: a file restored in place looks intact again, but the WAL
+        and cache of this connection are not its own.
         """
+        if self.failed is None:
+            self.failed = self._problem()
+        if self.failed is not None:
+            raise damaged(
+                self.path,
+                f"{self.failed} while the run used it; the managers stopped, so that nothing "
+                "more is recorded into a state that is gone",
+                StateFileError,
+            )
+
+    def writable(self) -> bool:
+        """Whether a writer may still write the file: it passes its check now (readers: no)."""
+        if self._guard is None:
+            return False
+        try:
+            self.check()
+        except StateFileError:
+            return False
+        return True
+
+    def close(self, conn: sqlite3.Connection) -> None:
+        """Close ``conn`` (the Database's connection) and the guard.
+
+        The last connection to a WAL database that closes copies the WAL into the file. For an
+        intact file that is wanted (the guard goes first); for one that failed its check it
+        would write the old WAL's pages into whatever is at that inode now: so ``conn`` closes
+        while the guard still holds its shared lock, and then the guard, which only read and
+        never checkpoints.
+        """
+        guard, self._guard = self._guard, None
+        if guard is not None and self.failed is None:
+            guard.close()
+        conn.close()
+        if guard is not None:
+            guard.close()
+
+    def _problem(self) -> str | None:
+        """What is wrong with the file at our path now (None: it is the one opened, intact)."""
         try:
             now = self.path.stat()
         except FileNotFoundError:
-            problem: str | None = "was deleted"
+            return "was deleted"
         except OSError as e:
-            problem = f"cannot be read ({e.strerror})"
-        else:
-            problem = self._changed(now) or header_problem(self.path)
-        if problem is not None:
-            raise StateFileError(
-                f"{self.path} {problem} while the run used it: the manager stopped, so that "
-                "nothing more is recorded into a state that is gone; restore the file from a "
-                "backup and resume the run, or start it again with overwrite=True"
-            )
+            return f"cannot be read ({e.strerror})"
+        return self._changed(now) or header_problem(self.path)
 
     def _changed(self, now: os.stat_result) -> str | None:
         """How the file at our path differs from the one opened (None: the same, intact)."""
@@ -131,6 +174,22 @@ class StateFile:
             return "is no longer readable"
         self._seen = now
         return None
+
+
+def _guard(path: Path) -> sqlite3.Connection:
+    """A read-only connection to ``path`` that holds sqlite's shared lock on it until closed.
+
+    In WAL mode every connection keeps a shared lock on the file once it has read; the last
+    one to close takes the lock exclusively and checkpoints. While this one is open no other
+    connection of the file is the last, and being read-only it never checkpoints itself.
+    """
+    guard = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        guard.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+    except BaseException:
+        guard.close()
+        raise
+    return guard
 
 
 def create_file(

@@ -331,9 +331,13 @@ def connect(path: Path, *, mode: Literal["rwc", "rw", "ro"]) -> sqlite3.Connecti
     return conn
 
 
-def damaged(path: Path, what: str) -> RunStateError:
-    """The error for a state file that is not (or no longer) a run's state, and what to do."""
-    return RunStateError(
+def damaged(path: Path, what: str, error: type[RunStateError] = RunStateError) -> RunStateError:
+    """The error for a state file that is not (or no longer) a run's state, and what to do.
+
+    One advice wherever it is found (opening, a manager's check, the CLI): ``error`` is
+    :class:`StateFileError` for a file that went bad while a manager used it.
+    """
+    return error(
         f"{path} {what}: restore it from a backup, or start the run again with "
         "RunManager(..., overwrite=True) (the learners' data files are kept)"
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import threading
+import time
 from typing import Any
 
 import adaptive
@@ -165,3 +167,31 @@ def test_a_failing_initializer_fails_the_learner_with_its_traceback(tmp_path: An
     assert "RuntimeError: no licence server at licence.example:27000" in error
     assert "initializers[0] (no_licence) failed in process" in error
     assert "Traceback" in error
+
+
+def hangs() -> None:
+    time.sleep(3600)  # a licence server that never answers
+
+
+def test_a_hanging_initializer_is_named_when_its_lease_expires(tmp_path: Any) -> None:
+    """It runs before the first heartbeat: its task goes silent, and the reason says where."""
+    rm = make_rm(
+        tmp_path,
+        make_learners(1),
+        initializers=[record_pid, hangs],
+        lease_timeout=3,
+        max_fails=1,
+        kill_grace_s=1,
+    ).start()
+    try:
+        assert not rm.wait(timeout=120)
+    finally:
+        stop_and_cancel(rm)
+    row = learner_row(rm)
+    assert row.state == "failed"
+    error = row.error or ""
+    assert "for 3 s (lease expired); the task's last log line, " in error
+    assert "s before: initializer_started initializer='initializers[1] (hangs)'" in error
+    lines = rm.run_dir.task_log(rm.last_tasks()[0]).read_text().splitlines()
+    events = [json.loads(line)["event"] for line in lines]
+    assert events == ["started", "initializer_started", "initializer_started"]

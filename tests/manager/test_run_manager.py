@@ -488,6 +488,37 @@ def test_interface_address_and_bad_addresses(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_a_host_that_does_not_resolve_is_refused_at_start(tmp_path: Path) -> None:
+    rm = make_rm(tmp_path, make_learners(1), host="no-such-host.invalid")  # no I/O yet
+    with pytest.raises(ConfigError, match=r"host='no-such-host.invalid' does not resolve on "):
+        rm.start()
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+# -- paths that reach job scripts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    [ar.Local(), ar.SLURM(), ar.PBS(), ar.SSH(hosts={"node1": 1})],
+    ids=["local", "slurm", "pbs", "ssh"],
+)
+def test_control_characters_in_paths_are_refused_at_construction(
+    tmp_path: Path, scheduler: Scheduler
+) -> None:
+    """A newline in a #SBATCH or #PBS line breaks every submission, for ever: said at once."""
+    learners = make_learners(2)
+    fnames = [tmp_path / "a.pickle", tmp_path / "b\tc.pickle"]
+    with pytest.raises(ConfigError, match=r"fnames\[1\] '.*b\\tc.pickle' holds .* '\\t' at"):
+        ar.RunManager(scheduler, learners, fnames, goal=5, run_dir=tmp_path / "run")
+    fnames[1] = tmp_path / "b.pickle"
+    with pytest.raises(ConfigError, match=r"run_dir '.*runs\\nx' holds .* '\\n' at position"):
+        ar.RunManager(scheduler, learners, fnames, goal=5, run_dir=tmp_path / "runs\nx")
+    with pytest.raises(ConfigError, match=r"python 'python\\n3' holds the control character"):
+        dataclasses.replace(scheduler, python="python\n3")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cancel_while_a_round_submits_leaves_no_task(tmp_path: Path) -> None:
     # cancel() waits for the round in flight, so the array it submits is cancelled too,
     # even when the managers are stopped right after.

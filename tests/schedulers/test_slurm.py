@@ -274,8 +274,9 @@ def test_queue_of_nothing_asks_nothing() -> None:
 
 @pytest.mark.slow
 def test_time_limit_signal_reaches_the_worker(tmp_path: Path) -> None:
-    # --signal=B:USR1@60 with a one-minute limit: SLURM sends USR1 at its next limit check.
-    scheduler = SLURM(python="bash", time="1", signal_grace_s=60)
+    # --signal=B:USR1@90 with a two-minute limit: SLURM sends USR1 at its first limit check
+    # after 30 s (up to a minute early).
+    scheduler = SLURM(python="bash", time="2", signal_grace_s=90)
     body = (
         f"cd {shlex.quote(str(tmp_path))}; trap 'touch got-usr1; exit 0' USR1; "
         "while true; do sleep 0.2; done"

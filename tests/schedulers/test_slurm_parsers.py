@@ -330,6 +330,10 @@ def test_memory_in_bytes_is_refused() -> None:
         ({"signal": "NOPE"}, "signal"),
         ({"signal": "USR2"}, "'USR1' or 'TERM'"),  # the worker would die without saving
         ({"signal_grace_s": 0}, "signal_grace_s"),
+        # The signal that asks a job to save and stop would come as it starts.
+        ({"walltime": "0:02:00"}, r"signal_grace_s=120 is not below walltime='0:02:00' \(120 s\)"),
+        ({"time": "1", "signal_grace_s": 90}, r"signal_grace_s=90 is not below walltime='1' \(60"),
+        ({"mpi_launcher": "srun\n--mpi=pmi2"}, r"mpi_launcher 'srun\\n--mpi=pmi2' holds the contr"),
         ({"nodes": 2}, "go together"),
         ({"nodes": 2, "cores_per_node": 4}, "mpi4py"),
         ({"nodes": 0, "cores_per_node": 4, "executor": "mpi4py"}, "nodes=0 is out of range"),
@@ -345,6 +349,12 @@ def test_memory_in_bytes_is_refused() -> None:
 def test_bad_options(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         SLURM(**kwargs)
+
+
+def test_a_signal_grace_below_the_walltime_or_no_signal_is_taken() -> None:
+    assert SLURM(walltime="0:02:01").signal_grace_s == 120
+    assert SLURM(walltime="0:01:00", signal=None).walltime_s == 60  # no signal, no grace
+    assert SLURM(signal_grace_s=600).walltime is None  # the partition's limit: not known here
 
 
 def test_nodes_set_cores() -> None:

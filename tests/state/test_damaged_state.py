@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -33,6 +34,7 @@ from adaptive_runner.common.vocabulary import ReplyCode
 from adaptive_runner.errors import ConfigError, ManagerDiedError, RunStateError, StateFileError
 from adaptive_runner.manager.database_manager import DatabaseManager, Dispatcher
 from adaptive_runner.manager.run import Run
+from adaptive_runner.manager.run_manager import RunManager
 from adaptive_runner.schedulers.local import Local
 from adaptive_runner.state.database import Database
 
@@ -189,6 +191,42 @@ def test_check_file_takes_a_growing_file_for_intact(tmp_path: Path) -> None:
     assert path.stat().st_size > size  # it did grow meanwhile
 
 
+def claims_in_the_wal(db: Database, n: int = 50) -> None:
+    """Commit ``n`` claims, which sit in the WAL until a checkpoint copies them."""
+    db.record_array("7", n_tasks=n, script="array.sh", now=0.0)
+    for i in range(n):
+        db.claim(f"t{i}", host="h" * 500, pid=i, now=float(i), array="7")
+
+
+def test_a_checkpoint_checks_the_file_first(tmp_path: Path) -> None:
+    path = new_db(tmp_path / "state.sqlite", 300)
+    with Database.open(path, auto_checkpoint=False) as db:
+        claims_in_the_wal(db)
+        os.truncate(path, 0)
+        with pytest.raises(StateFileError, match="was truncated from"):
+            db.checkpoint()
+        assert path.stat().st_size == 0  # the WAL's pages did not go into it
+    assert path.stat().st_size == 0  # nor when the last connection closed
+
+
+def test_a_file_that_failed_its_check_stays_failed_and_unwritten_when_restored(
+    tmp_path: Path,
+) -> None:
+    """A backup copied over the file in place (the same inode) looks intact again, but the
+    connection's WAL and cache belong to the state that was there: it must not be written."""
+    path = new_db(tmp_path / "state.sqlite", 300)
+    backup = shutil.copyfile(path, tmp_path / "backup.sqlite")
+    with Database.open(path, auto_checkpoint=False) as db:
+        claims_in_the_wal(db)
+        os.truncate(path, 0)
+        with pytest.raises(StateFileError, match="was truncated"):
+            db.check_file()
+        shutil.copyfile(backup, path)  # restored in place
+        with pytest.raises(StateFileError, match="was truncated"):
+            db.check_file()
+    assert path.read_bytes() == backup.read_bytes()
+
+
 # --- the database manager ---
 
 
@@ -214,8 +252,7 @@ def request(
     [
         (os.unlink, "was deleted", "claim"),
         (lambda p: p.with_name("copy").replace(p), "was replaced", "claim"),
-        # A checkpoint may write the WAL into the truncated file before the check looks.
-        (lambda p: os.truncate(p, 0), "was truncated|is no sqlite database any more", "claim"),
+        (lambda p: os.truncate(p, 0), "was truncated from", "claim"),
         # Only reads: a checkpoint of a claim's page 1 would mend the header it broke.
         (scribble, "is no sqlite database any more", "status"),
     ],
@@ -254,6 +291,27 @@ def test_the_database_manager_stops_answering_ok_for_a_damaged_file(
     finally:
         context.term()
         manager.stop()
+
+
+def test_the_database_manager_never_writes_a_file_that_failed_its_check(tmp_path: Path) -> None:
+    """Truncated under a serving manager with claims still in the WAL: neither a checkpoint
+    nor the last close copies them into the file afterwards; it stays as the damage left it."""
+    run_dir = make_run(tmp_path / "run", 100)
+    with Database.open(run_dir.database) as db:
+        db.record_array("7", n_tasks=100, script="array.sh", now=0.0)
+    manager = DatabaseManager(run_dir)
+    set_url(run_dir, manager.start())
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        claims = [request(run_dir, context, f"7_{i}") for i in range(5)]
+        assert all(isinstance(claim, Assignment) for claim in claims)
+        os.truncate(run_dir.database, 0)  # checkpoints run every second: some are in the WAL
+        wait_for(lambda: manager.error, "the database manager to notice")
+        time.sleep(2.5)  # two checkpoint intervals
+    finally:
+        context.term()
+        manager.stop()
+    assert run_dir.database.stat().st_size == 0
 
 
 def test_a_storage_error_fails_every_reply_of_its_batch(tmp_path: Path) -> None:
@@ -316,6 +374,51 @@ def test_the_job_manager_stops_when_the_state_file_is_deleted(tmp_path: Path) ->
         stop_and_cancel(rm)
 
 
+def test_a_run_whose_state_is_deleted_ends_its_tasks_and_says_so(tmp_path: Path) -> None:
+    """The tasks hang before Python starts (a node that cannot mount the home): left queued,
+    they would start long after the managers stopped and ask them for a learner for an hour."""
+    hangs = Local(extra_script="sleep 600", kill_grace_s=1)
+    rm = make_rm(tmp_path, make_learners(2), scheduler=hangs, claim_timeout=600).start()
+    backup = tmp_path / "backup.sqlite"
+    try:
+        tasks = wait_for(rm.active_tasks, "the run's tasks to be queued")
+        arrays = sorted({hangs.array_of(task) for task in tasks})
+        shutil.copyfile(rm.run_dir.database, backup)
+        rm.run_dir.database.unlink()
+        with pytest.raises(ManagerDiedError, match="was deleted"):
+            rm.wait(timeout=60)
+        local = hangs.bind(rm.run_dir.jobs_dir)
+        wait_for(
+            lambda: not any(state.active for state in local.queue_states(arrays).values()),
+            "the run's tasks to be cancelled",
+            timeout_s=60,
+        )
+        (problem,) = rm.problems()  # the dead manager, not a RunStateError raised
+        assert problem.startswith("job manager stopped: StateFileError: ")
+        assert f"{rm.run_dir.database} was deleted while the run used it" in problem
+        with pytest.raises(ManagerDiedError, match="was deleted") as raised:
+            rm.status()
+        assert isinstance(raised.value.__cause__, RunStateError)
+    finally:
+        if backup.exists():
+            backup.replace(rm.run_dir.database)
+        stop_and_cancel(rm)
+
+
+def test_overwrite_replaces_a_run_whose_state_is_gone(tmp_path: Path) -> None:
+    """What the message for a deleted state advises works."""
+    assert make_rm(tmp_path, make_learners(2), goal=5).start().wait(timeout=120)
+    database = tmp_path / "run" / "state.sqlite"
+    database.unlink()
+    with pytest.raises(RunStateError, match=re.escape(f"{database} is missing")):
+        make_rm(tmp_path, make_learners(2), goal=5).start()
+    again = make_rm(tmp_path, make_learners(2), goal=5, overwrite=True).start()
+    try:
+        assert again.wait(timeout=120)
+    finally:
+        stop_and_cancel(again)
+
+
 # --- Run and the CLI: a RunStateError, said in one line with exit 2 ---
 
 RUN_DAMAGE = [
@@ -334,6 +437,16 @@ def test_run_raises_a_run_state_error_for_a_damaged_state(
     damage(run_dir.database)
     with pytest.raises(RunStateError, match=re.escape(f"{run_dir.database} {message}")):
         Run(run_dir.path).status()
+
+
+@pytest.mark.parametrize(("damage", "message"), RUN_DAMAGE)
+def test_resume_says_what_run_and_the_cli_say_of_a_damaged_state(
+    tmp_path: Path, damage: Callable[[Path], Any], message: str
+) -> None:
+    run_dir = make_run(tmp_path / "run", 300)
+    damage(run_dir.database)
+    with pytest.raises(RunStateError, match=re.escape(f"{run_dir.database} {message}")):
+        RunManager.resume(run_dir.path)
 
 
 @pytest.mark.parametrize("command", [["status"], ["status", "--format", "tsv"], ["cancel"]])
