@@ -20,6 +20,7 @@ import structlog
 
 from adaptive_runner.common.dataframes import DataFrameFile, dataframe_path
 from adaptive_runner.common.vocabulary import DataFrameFormat
+from adaptive_runner.manager.logs import with_progress
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Sequence
@@ -87,7 +88,8 @@ def write_tables(
     """
     written = []
     started = time.monotonic()
-    for k, (index, fname) in enumerate(learners, 1):
+    steps = with_progress(log, learners, "writing DataFrames from data files", every=progress_every)
+    for index, fname in steps:
         frames = DataFrameFile(fname, fmt)
         try:
             mtime_ns = Path(fname).stat().st_mtime_ns
@@ -98,8 +100,6 @@ def write_tables(
             written.append(index)
         else:
             log.warning("cannot write a DataFrame", learner=index, fname=fname, error=error)
-        if k % progress_every == 0 or k == len(learners):
-            log.info("writing DataFrames from data files", checked=k, of=len(learners))
     if learners:
         log.info(
             "DataFrames written from data files",

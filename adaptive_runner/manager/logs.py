@@ -18,7 +18,7 @@ import json
 import sys
 import threading
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import structlog
 
@@ -27,7 +27,7 @@ from adaptive_runner.common.validation import check_level
 from adaptive_runner.common.vocabulary import LEVELS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator, Sequence
     from io import FileIO
     from pathlib import Path
 
@@ -283,3 +283,17 @@ def _drop_below(level: str) -> Callable[[WrappedLogger, str, EventDict], EventDi
         return event_dict
 
     return drop
+
+
+T = TypeVar("T")
+
+
+def with_progress(logger: Any, items: Sequence[T], event: str, *, every: int) -> Iterator[T]:
+    """``items`` one by one; ``event`` logged (``checked``, ``of``) every ``every`` and at the end.
+
+    For the passes over every learner that a start may make (10,000 loads take a while).
+    """
+    for k, item in enumerate(items, 1):
+        yield item
+        if k % every == 0 or k == len(items):
+            logger.info(event, checked=k, of=len(items))

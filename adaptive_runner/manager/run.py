@@ -28,6 +28,7 @@ from adaptive_runner.manager.dataframes import (
     table_state,
     write_tables,
 )
+from adaptive_runner.manager.logs import with_progress
 from adaptive_runner.schedulers import bound_schedulers
 from adaptive_runner.state.database import Database, LearnerState
 from adaptive_runner.state.schema import as_damage, as_state, damaged
@@ -469,12 +470,13 @@ class Run:
         reached: dict[int, tuple[int, float | None]] = {}
         started = time.monotonic()
         stored = StoredFunctions(self.run_dir)  # a function file read once for its learners
-        for k, (index, path) in enumerate(saved, 1):
+        steps = with_progress(
+            log, saved, "checked saved data against the goal", every=progress_every
+        )
+        for index, path in steps:
             found = self._reached(stored, index, path, goal)
             if found is not None:
                 reached[index] = found
-            if k % progress_every == 0 or k == len(saved):
-                log.info("checked saved data against the goal", checked=k, of=len(saved))
         if saved:
             log.info(
                 "saved data checked",
