@@ -6,6 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from adaptive_runner.common.goals import Stages
     from adaptive_runner.common.vocabulary import Event, Outcome
     from adaptive_runner.errors import AdaptiveRunnerError, ConfigError, RunStateError
     from adaptive_runner.fnames import fname_from_params
@@ -36,6 +37,7 @@ _PUBLIC = {
     "AdaptiveRunnerError": "adaptive_runner.errors",
     "ConfigError": "adaptive_runner.errors",
     "RunStateError": "adaptive_runner.errors",
+    "Stages": "adaptive_runner.common.goals",
     "DataFrameWarning": "adaptive_runner.manager.dataframes",
     "parse_logs": "adaptive_runner.status.log_parser",
     "fname_from_params": "adaptive_runner.fnames",
@@ -65,6 +67,7 @@ __all__ = [
     "Run",
     "RunManager",
     "RunStateError",
+    "Stages",
     "__version__",
     "combine_sequence_learners",
     "configure_manager_logging",

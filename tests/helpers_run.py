@@ -79,6 +79,10 @@ def downgrade_to_schema_1(path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.executescript(
         "DROP TABLE groups; ALTER TABLE learners DROP COLUMN paused;"
+        # Schema 1's claimable index (schema 6 orders it by stage and loss too).
+        " DROP INDEX learners_claimable; ALTER TABLE learners DROP COLUMN stage;"
+        " CREATE INDEX learners_claimable ON learners (grp, idx)"
+        " WHERE state = 'waiting' AND unfinished_deps = 0;"
         # Schema 1's tasks: keyed without the submission (a column of schema 5).
         " ALTER TABLE tasks RENAME TO tasks_5;"
         " CREATE TABLE tasks (task TEXT NOT NULL, learner INTEGER NOT NULL,"

@@ -11,7 +11,11 @@ A goal is one of
   notebook and the compute nodes may live in different time zones, so "18:00" is ambiguous;
 - ``None``: until the learner says it is done (``learner.done()``), for learners whose end
   is their own: a ``SequenceLearner`` (every point evaluated), or a ``BalancingLearner``
-  of them (:func:`check_learners_end` refuses the others).
+  of them (:func:`check_learners_end` refuses the others);
+- a list of such goals, or :class:`Stages`: a progressive sweep. Each learner reaches the
+  stages in turn (points, loss, callable; ``None`` only last), each at least as strict as
+  the one before, and is done at the last; a learner starts a stage only when no learner of
+  its group waits at an earlier one (the database manager decides, ``Database.advance``).
 
 The run manager validates the goal once (:func:`check_goal`) and pickles it; each worker
 turns it into the callable adaptive's runners call (:func:`goal_check`), and so does the
@@ -30,12 +34,40 @@ from typing import Any, TypeAlias
 
 from adaptive_runner.errors import ConfigError
 
-Goal: TypeAlias = Callable[[Any], bool] | int | float | timedelta | datetime | None
+
+class Stages:
+    """A progressive goal: ``Stages(25, 200, 0.01)``, the same as ``goal=[25, 200, 0.01]``.
+
+    Every learner of a group reaches the first stage's goal before any starts the second,
+    and so on; a learner is done at the last stage. Each stage is an int number of points,
+    a float loss, a callable ``goal(learner) -> bool``, or (last only) ``None``, the
+    learner's own end. Stages of one kind must not get looser (fewer points, a larger
+    loss); kinds may mix (points, then a loss).
+    """
+
+    __slots__ = ("goals",)
+
+    def __init__(self, *goals: StageGoal) -> None:
+        self.goals: tuple[StageGoal, ...] = goals
+
+    def __repr__(self) -> str:
+        return f"Stages({', '.join(map(repr, self.goals))})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Stages) and self.goals == other.goals
+
+    def __hash__(self) -> int:
+        return hash(self.goals)
+
+
+StageGoal: TypeAlias = Callable[[Any], bool] | int | float | None
+PlainGoal: TypeAlias = Callable[[Any], bool] | int | float | timedelta | datetime | None
+Goal: TypeAlias = PlainGoal | Stages
 
 _KINDS = (
     "a callable goal(learner) -> bool, an int number of points >= 1, a float loss > 0, "
     "a timedelta (run time of each job), a timezone-aware datetime (end time) or None "
-    "(until a SequenceLearner is done)"
+    "(until a SequenceLearner is done), or a list of stages (e.g. [25, 200, 0.01])"
 )
 
 
@@ -51,6 +83,8 @@ def check_goal(goal: object) -> Goal:
     """
     if goal is None:
         return None
+    if isinstance(goal, (list, tuple, Stages)):
+        return _check_stages(goal.goals if isinstance(goal, Stages) else tuple(goal))
     if isinstance(goal, bool):
         # bool is an int subclass, but goal=True surely is not "one point".
         raise ConfigError(f"goal={goal!r} is not a valid goal; give {_KINDS}")
@@ -73,6 +107,61 @@ def check_goal(goal: object) -> Goal:
     raise ConfigError(f"goal={goal!r} ({type(goal).__name__}) is not a valid goal; give {_KINDS}")
 
 
+def _check_stages(given: tuple[object, ...]) -> Goal:
+    """Stages checked: a list of one is that goal; looser stages are refused, naming both."""
+    if not given:
+        raise ConfigError("goal=[] has no stage: give at least one goal, e.g. goal=[25, 200]")
+    stages: list[StageGoal] = []
+    for k, stage in enumerate(given):
+        if isinstance(stage, (list, tuple, Stages, timedelta, datetime)):
+            raise ConfigError(
+                f"goal stage [{k}]={stage!r} ({type(stage).__name__}) cannot be a stage: each "
+                "stage is an int number of points, a float loss, a callable goal(learner) -> "
+                "bool, or None (last only); a time goal bounds jobs, not a learner's progress"
+            )
+        if stage is None and k != len(given) - 1:
+            raise ConfigError(
+                f"goal stage [{k}] is None (until the learner is done), but stages follow it: "
+                "None can only be the last stage"
+            )
+        checked = check_goal(stage)
+        assert not isinstance(checked, (timedelta, datetime, Stages))  # noqa: S101 - refused above
+        if stages:
+            _check_not_looser(stages[-1], checked, k)
+        stages.append(checked)
+    return stages[0] if len(stages) == 1 else Stages(*stages)
+
+
+def _check_not_looser(before: StageGoal, stage: StageGoal, k: int) -> None:
+    """Refuse stage ``k`` if it asks less than stage ``k - 1`` (same kind only)."""
+    looser = (type(before) is int and type(stage) is int and stage < before) or (
+        type(before) is float and type(stage) is float and stage > before
+    )
+    if looser:
+        what = "fewer points" if type(stage) is int else "a larger loss"
+        raise ConfigError(
+            f"goal stage [{k}]={stage!r} asks {what} than stage [{k - 1}]={before!r}: each "
+            "stage must be at least as strict as the one before; order them coarse to fine"
+        )
+
+
+def n_stages(goal: Goal) -> int:
+    """How many stages ``goal`` has (a plain goal: one)."""
+    return len(goal.goals) if isinstance(goal, Stages) else 1
+
+
+def stage_goal(goal: Goal, stage: int) -> PlainGoal:
+    """The goal of stage ``stage`` (0-based); past the last (a rerun removed stages): the last."""
+    if not isinstance(goal, Stages):
+        return goal
+    return goal.goals[min(stage, len(goal.goals) - 1)]
+
+
+def final_goal(goal: Goal) -> PlainGoal:
+    """The goal a learner is done at: the last stage's."""
+    return stage_goal(goal, n_stages(goal) - 1)
+
+
 def check_learners_end(goal: Goal, learners: Sequence[Any]) -> None:
     """Refuse ``goal=None`` unless every learner defines its own end.
 
@@ -86,7 +175,7 @@ def check_learners_end(goal: Goal, learners: Sequence[Any]) -> None:
         Naming the first learner (and, in a BalancingLearner, its learner) that has no end.
 
     """
-    if goal is None:
+    if final_goal(goal) is None:
         for index, learner in enumerate(learners):
             missing = _without_end(learner)
             if missing is not None:
@@ -126,7 +215,7 @@ def _check_number(goal: numbers.Real) -> int | float:
 def goal_check(
     goal: object, learner: Any, *, started: float | None = None
 ) -> Callable[[Any], bool]:
-    """``goal`` as the callable adaptive's runners make of it for ``learner``.
+    """``goal`` (its last stage's) as the callable adaptive's runners make of it for ``learner``.
 
     A datetime is compared as a naive local time of this machine (what adaptive compares
     with ``datetime.now()``): call this on the machine that runs the learner. A run time
@@ -135,7 +224,7 @@ def goal_check(
     """
     from adaptive.runner import auto_goal  # noqa: PLC0415 - adaptive only when checking
 
-    goal = check_goal(goal)
+    goal = final_goal(check_goal(goal))
     check: Callable[[Any], bool]
     if isinstance(goal, timedelta):
         deadline = (time.monotonic() if started is None else started) + goal.total_seconds()
@@ -169,7 +258,9 @@ def may_need_more(old: object, new: Goal) -> bool:
     False when ``new`` is provably no stricter: fewer or as many points, a larger or equal
     loss, an earlier or equal end time. A run time (timedelta) bounds one job, so nothing
     done is ever run again for it. Anything else (a callable, another kind) may need more.
+    Stages are compared by their last (a learner is done there).
     """
+    old, new = final_goal(old) if isinstance(old, Stages) else old, final_goal(new)
     if isinstance(new, timedelta):
         return False
     if type(old) is int and type(new) is int:
@@ -183,6 +274,12 @@ def may_need_more(old: object, new: Goal) -> bool:
 
 def describe_goal(goal: Goal) -> str:
     """A short human-readable form of ``goal`` for logs and the status panel."""
+    if isinstance(goal, Stages):
+        return "stages: " + " → ".join(_describe_one(stage) for stage in goal.goals)
+    return _describe_one(goal)
+
+
+def _describe_one(goal: Goal) -> str:
     if goal is None:
         return "until the learner is done"
     if isinstance(goal, int):

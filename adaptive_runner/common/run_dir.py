@@ -92,6 +92,7 @@ class RunConfig:
     host: str | None = None  # the url's host as the user gave it (host=); None: the default
     interface: str | None = None  # or the network interface whose address the url uses
     goal: str | None = None  # the goal in words (goals.describe_goal), for people and diffs
+    stages: list[str] | None = None  # a staged goal's stages in words; None: one stage
     save_dataframe: bool = False  # each save also writes the learner's DataFrame (dataframes.py)
     dataframe_format: str = "parquet"  # a vocabulary.DataFrameFormat
     version: int = CONFIG_VERSION

@@ -431,7 +431,12 @@ class Run:
             waiting = [row for row in db.learners_in(LearnerState.WAITING) if row[0] not in skip]
         reached = self._check_saved(waiting, goal, progress_every)
         with self._open(write=True) as db:
-            done = db.complete(reached, detail="its data file meets the goal", now=time.time())
+            done = db.complete(
+                reached,
+                detail="its data file meets the goal",
+                now=time.time(),
+                stages=goals.n_stages(goal),
+            )
         if reached:
             log.info("learners done at start", learners=len(done))
         return done
@@ -452,7 +457,10 @@ class Run:
         detail = f"the goal changed to {goals.describe_goal(goal)}"
         with self._open(write=True) as db:
             reopened = db.reopen(
-                [i for i, _ in done if i not in stay], detail=detail, now=time.time()
+                [i for i, _ in done if i not in stay],
+                detail=detail,
+                now=time.time(),
+                stages=goals.n_stages(goal),
             )
         log.info(
             "the goal changed: done learners short of it are waiting again",

@@ -222,6 +222,11 @@ class RunSpec:
             host=self.host,
             interface=self.interface,
             goal=goals.describe_goal(self.goal),
+            stages=(
+                [goals.describe_goal(stage) for stage in self.goal.goals]
+                if isinstance(self.goal, goals.Stages)
+                else None
+            ),
             save_dataframe=self.save_dataframe,
             dataframe_format=self.dataframe_format,
         )

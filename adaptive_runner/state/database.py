@@ -12,6 +12,7 @@ from adaptive_runner.errors import ConfigError
 from adaptive_runner.state.file import StateFile, check_existing, create_file, read_meta
 from adaptive_runner.state.queries import Queries
 from adaptive_runner.state.schema import (
+    CLAIMABLE,
     NAMED_ARRAY,
     SORT_KEYS,
     ClaimRow,
@@ -255,20 +256,21 @@ class Database(Queries):
                     (group,),
                 )
             held = c.execute(
-                "SELECT idx, fname FROM learners WHERE task = ? AND state = 'running'", (task,)
+                "SELECT idx, fname, stage FROM learners WHERE task = ? AND state = 'running'",
+                (task,),
             ).fetchone()
             if held is not None:
                 return ClaimRow(*held)
             row = c.execute(CLAIM, (task, host, pid, now, now, group)).fetchone()
             if row is None:
                 return None
-            idx, fname, attempt, npoints = row
+            idx, fname, attempt, npoints, stage = row
             c.execute(
                 "INSERT INTO tasks (task, learner, attempt, host, pid, started, npoints_start,"
                 " submission) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (task, idx, attempt, host, pid, now, npoints, submission),
             )
-            return ClaimRow(idx, fname)
+            return ClaimRow(idx, fname, stage)
 
     def heartbeat(
         self,
@@ -319,15 +321,43 @@ class Database(Queries):
             )
             self._heartbeats.clear()
 
+    def advance(
+        self, task: str, learner: int, *, stage: int, npoints: int, loss: float | None
+    ) -> bool | None:
+        """``learner`` reached goal stage ``stage`` (not the last); whether ``task`` goes on.
+
+        The learner has reached ``stage + 1`` stages now. ``task`` goes on with it, still
+        holding it, unless a learner of its group is claimable at an earlier stage: then
+        (False) the task saves and releases it, and claims again (the least advanced first).
+        None if ``task`` does not hold ``learner``. A repeat gives the same stage.
+        """
+        self._drop_heartbeat(task, learner)  # these npoints and loss are the newer
+        with self._transaction() as c:
+            row = c.execute(
+                "UPDATE learners SET stage = max(stage, ?), npoints = ?, loss = ?"
+                " WHERE idx = ? AND task = ? AND state = 'running' RETURNING grp, stage",
+                (stage + 1, npoints, loss, learner, task),
+            ).fetchone()
+            if row is None:
+                return None
+            behind = c.execute(
+                f"SELECT 1 {CLAIMABLE} AND stage < ? LIMIT 1",
+                row,
+            ).fetchone()
+            return behind is None
+
     def done(
         self, task: str, learner: int, *, npoints: int, loss: float | None, now: float
     ) -> bool:
-        """Mark ``learner`` done; False if ``task`` does not hold it (and did not finish it)."""
+        """Mark ``learner`` done; False if ``task`` does not hold it (and did not finish it).
+
+        Done, it reached one stage more: the last (a plain goal is one stage).
+        """
         self._drop_heartbeat(task, learner)  # done records the final npoints and loss itself
         with self._transaction() as c:
             cur = c.execute(
-                "UPDATE learners SET state = 'done', npoints = ?, loss = ?, finished = ?"
-                " WHERE idx = ? AND task = ? AND state = 'running'",
+                "UPDATE learners SET state = 'done', npoints = ?, loss = ?, finished = ?,"
+                " stage = stage + 1 WHERE idx = ? AND task = ? AND state = 'running'",
                 (npoints, loss, now, learner, task),
             )
             if cur.rowcount == 0:
@@ -520,23 +550,38 @@ class Database(Queries):
         return list(put_back)
 
     def complete(
-        self, reached: Mapping[int, tuple[int, float | None]], *, detail: str, now: float
+        self,
+        reached: Mapping[int, tuple[int, float | None]],
+        *,
+        detail: str,
+        now: float,
+        stages: int = 1,
     ) -> list[int]:
         """Mark waiting learners done without a job (their data meets the goal already).
 
         ``reached``: ``{learner: (npoints, loss)}``, those not waiting left alone; ``detail``
-        goes in each ``done`` event. Returns the learners marked done.
+        goes in each ``done`` event; ``stages``: how many the goal has (all reached). Returns
+        the learners marked done.
         """
         with self._transaction() as c:
-            return [idx for idx, row in reached.items() if complete(c, idx, row, detail, now)]
+            return [
+                idx
+                for idx, row in reached.items()
+                if complete(c, idx, row, detail=detail, now=now, stages=stages)
+            ]
 
-    def reopen(self, learners: Collection[int], *, detail: str, now: float) -> list[int]:
+    def reopen(
+        self, learners: Collection[int], *, detail: str, now: float, stages: int = 1
+    ) -> list[int]:
         """Put done ``learners`` back to waiting (the goal became stricter); others stay.
 
-        ``detail`` goes in each ``reopened`` event. Returns the learners put back.
+        ``detail`` goes in each ``reopened`` event; they work on the last of the goal's
+        ``stages``. Returns the learners put back.
         """
         with self._transaction() as c:
-            return [idx for idx in learners if reopen(c, idx, detail, now)]
+            return [
+                idx for idx in learners if reopen(c, idx, detail=detail, now=now, stages=stages)
+            ]
 
     def record_array(
         self,

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 _BUSY_TIMEOUT_S: Final = 60.0
 
 
@@ -55,14 +55,16 @@ class LearnerRow:
     finished: float | None
     cpu: float | None
     memory: int | None
+    stage: int = 0  # the stages of a staged goal it reached (done: all; a plain goal: 1)
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimRow:
-    """The learner a claim gave a task: its index and the file its data is saved to."""
+    """The learner a claim gave a task: its index, its data file and the stage it works on."""
 
     learner: int
     fname: str
+    stage: int = 0  # the stages it reached so far: it works towards goal stage ``stage``
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,10 @@ class GroupState:
             )
         return found
 
+
+# The order claims take a group's claimable learners in: the least advanced, then the largest
+# loss last reported (unknown first: never measured, or not finite), then the index.
+CLAIM_ORDER: Final = "stage, loss IS NOT NULL, loss DESC, idx"
 
 SCHEMA: Final = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -238,12 +244,25 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "DROP TABLE tasks",
         "ALTER TABLE tasks_by_submission RENAME TO tasks",
     ),
+    # Schema 6: progressive sweeps. ``stage`` counts the stages of the goal a learner reached
+    # (a done learner reached them all: a plain goal is one stage). A claim takes the least
+    # advanced learner, then the largest loss last reported (unknown first), then the index:
+    # the claimable index holds them in that order.
+    5: (
+        "ALTER TABLE learners ADD COLUMN stage INTEGER NOT NULL DEFAULT 0",
+        "UPDATE learners SET stage = 1 WHERE state = 'done'",
+        "DROP INDEX learners_claimable",
+        (
+            f"CREATE INDEX learners_claimable ON learners (grp, {CLAIM_ORDER})"
+            " WHERE state = 'waiting' AND unfinished_deps = 0"
+        ),
+    ),
 }
 
 
 ROW_COLUMNS: Final = (
     "idx, fname, state, task, host, pid, npoints, loss, attempts, failures,"
-    " last_heartbeat, error, started, finished, cpu, memory"
+    " last_heartbeat, error, started, finished, cpu, memory, stage"
 )
 # What learner_page may sort by: name -> SQL expression (never user text in the query).
 SORT_KEYS: Final = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from adaptive_runner.state.schema import CLAIMABLE, CURRENT_HOLDS, LearnerState
+from adaptive_runner.state.schema import CLAIM_ORDER, CLAIMABLE, CURRENT_HOLDS, LearnerState
 
 if TYPE_CHECKING:
     import sqlite3
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 CLAIM: Final = f"""
 UPDATE learners SET state = 'running', task = ?, host = ?, pid = ?, attempts = attempts + 1,
     last_heartbeat = ?, started = ?, finished = NULL
-WHERE idx = (SELECT idx {CLAIMABLE} ORDER BY idx LIMIT 1) RETURNING idx, fname, attempts, npoints
+WHERE idx = (SELECT idx {CLAIMABLE} ORDER BY {CLAIM_ORDER} LIMIT 1)
+RETURNING idx, fname, attempts, npoints, stage
 """  # noqa: S608 - built from constants only
 DEPENDENTS: Final = """
 WITH RECURSIVE below(i) AS (
@@ -117,13 +118,22 @@ def put_back_learners(
 
 
 def complete(
-    c: sqlite3.Connection, learner: int, row: tuple[int, float | None], detail: str, now: float
+    c: sqlite3.Connection,
+    learner: int,
+    row: tuple[int, float | None],
+    *,
+    detail: str,
+    now: float,
+    stages: int,
 ) -> bool:
-    """Mark ``learner`` done with ``row`` = (npoints, loss) if it is waiting; whether it was."""
+    """Mark ``learner`` done with ``row`` = (npoints, loss) if it is waiting; whether it was.
+
+    Done, it reached every one of the goal's ``stages``.
+    """
     cur = c.execute(
-        "UPDATE learners SET state = 'done', npoints = ?, loss = ?, finished = ?"
-        " WHERE idx = ? AND state = 'waiting'",
-        (*row, now, learner),
+        "UPDATE learners SET state = 'done', npoints = ?, loss = ?, finished = ?,"
+        " stage = max(stage, ?) WHERE idx = ? AND state = 'waiting'",
+        (*row, now, stages, learner),
     )
     if cur.rowcount == 0:
         return False
@@ -132,15 +142,17 @@ def complete(
     return True
 
 
-def reopen(c: sqlite3.Connection, learner: int, detail: str, now: float) -> bool:
+def reopen(c: sqlite3.Connection, learner: int, *, detail: str, now: float, stages: int) -> bool:
     """Put a done ``learner`` back to waiting (a stricter goal); whether it was done.
 
-    Its dependents wait on it again; attempts and failures restart at 0, as on a retry.
+    Its dependents wait on it again; attempts and failures restart at 0, as on a retry. It
+    works on the last of the goal's ``stages`` (the earlier ones it reached).
     """
     cur = c.execute(
         "UPDATE learners SET state = 'waiting', attempts = 0, failures = 0, error = NULL,"
-        " finished = NULL, task = NULL, host = NULL, pid = NULL WHERE idx = ? AND state = 'done'",
-        (learner,),
+        " finished = NULL, task = NULL, host = NULL, pid = NULL, stage = min(stage, ?)"
+        " WHERE idx = ? AND state = 'done'",
+        (stages - 1, learner),
     )
     if cur.rowcount == 0:
         return False

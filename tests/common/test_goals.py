@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 
 from adaptive_runner.common.goals import (
+    Stages,
     check_goal,
     check_learners_end,
     describe_goal,
+    final_goal,
     goal_check,
     may_need_more,
+    n_stages,
+    stage_goal,
 )
 from adaptive_runner.errors import ConfigError
 
@@ -62,7 +66,7 @@ def test_aware_datetime_is_accepted() -> None:
         (timedelta(seconds=-1), "must be positive"),
         (datetime(2030, 1, 1, 12, 0), "naive datetime"),  # noqa: DTZ001 - the point of the test
         ("100", "not a valid goal"),
-        ([100], "not a valid goal"),
+        ({100}, "not a valid goal"),
     ],
 )
 def test_bad_goals_name_the_value_and_the_kinds(goal: object, fragment: str) -> None:
@@ -182,3 +186,59 @@ def test_describe() -> None:
     assert "_stop_at_ten" in describe_goal(_stop_at_ten)
     end = datetime(2030, 1, 1, tzinfo=UTC)
     assert describe_goal(end) == "until 2030-01-01T00:00:00+00:00"
+
+
+def test_a_list_of_goals_is_stages_and_one_stage_is_a_plain_goal() -> None:
+    assert check_goal([25, 200, 0.01]) == Stages(25, 200, 0.01)
+    assert check_goal((np.int64(25), 25)) == Stages(25, 25)  # as strict as before: accepted
+    assert check_goal(Stages(10, _stop_at_ten, None)) == Stages(10, _stop_at_ten, None)
+    assert check_goal([100]) == 100
+    assert type(check_goal([100])) is int
+    assert check_goal([0.5, 100]) == Stages(0.5, 100)  # kinds may mix
+
+
+@pytest.mark.parametrize(
+    ("goal", "fragment"),
+    [
+        ([200, 25], "stage [1]=25 asks fewer points than stage [0]=200"),
+        ([25, 200, 100], "stage [2]=100 asks fewer points than stage [1]=200"),
+        ([0.01, 0.1], "stage [1]=0.1 asks a larger loss than stage [0]=0.01"),
+        ([None, 100], "stage [0] is None (until the learner is done), but stages follow it"),
+        ([25, timedelta(hours=1)], "stage [1]=datetime.timedelta(seconds=3600)"),
+        ([25, [50, 100]], "stage [1]=[50, 100] (list) cannot be a stage"),
+        ([25, 0], "goal=0: a number of points must be >= 1"),
+        ([], "goal=[] has no stage"),
+    ],
+)
+def test_bad_stages_name_the_stages(goal: object, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_goal(goal)
+    assert fragment in str(info.value)
+
+
+def test_stage_goals_and_the_final_goal() -> None:
+    stages = check_goal([25, 200, 0.01])
+    assert n_stages(stages) == 3
+    assert [stage_goal(stages, k) for k in range(4)] == [25, 200, 0.01, 0.01]  # past: the last
+    assert final_goal(stages) == 0.01
+    assert (n_stages(100), stage_goal(100, 0), final_goal(100)) == (1, 100, 100)
+    assert describe_goal(stages) == "stages: npoints >= 25 → npoints >= 200 → loss <= 0.01"
+    learner = _learner()
+    adaptive.runner.simple(learner, npoints_goal=30)
+    assert not goal_check(Stages(25, 200), learner)(learner)  # done at the last stage only
+    assert goal_check(Stages(10, 25), learner)(learner)
+
+
+def test_stages_may_need_more_by_their_last_stage() -> None:
+    assert may_need_more(Stages(25, 200), Stages(25, 400))
+    assert may_need_more(Stages(25, 200), Stages(10, 25, 300))
+    assert not may_need_more(Stages(25, 200), Stages(50, 200))  # an earlier stage only
+    assert not may_need_more(200, Stages(25, 200))
+    assert may_need_more(100, Stages(25, 200))
+
+
+def test_stages_ending_at_none_are_for_learners_that_end_by_themselves() -> None:
+    with pytest.raises(ConfigError, match=r"goal=None runs a learner until learner\.done"):
+        check_learners_end(check_goal([10, None]), [_learner()])
+    sequence = adaptive.SequenceLearner(np.sin, range(3))
+    check_learners_end(check_goal([2, None]), [sequence])

@@ -13,7 +13,7 @@ from helpers_run import downgrade_to_schema_1
 
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.state.database import ClaimRow, Database, LearnerRow, LearnerState
-from adaptive_runner.state.schema import ArrayRow
+from adaptive_runner.state.schema import CLAIM_ORDER, CLAIMABLE, ArrayRow
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -111,11 +111,7 @@ def test_query_plans_use_the_partial_indexes(db: Database) -> None:
         rows = db._conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
         return " ".join(r[-1] for r in rows)
 
-    claim = plan(
-        "SELECT idx, fname FROM learners WHERE state = 'waiting' AND unfinished_deps = 0"
-        " AND grp = ? ORDER BY idx LIMIT 1",
-        0,
-    )
+    claim = plan(f"SELECT idx {CLAIMABLE} ORDER BY {CLAIM_ORDER} LIMIT 1", 0)
     assert "learners_claimable" in claim
     assert "TEMP B-TREE" not in claim  # no sort: the index is already in order
     by_task = plan("SELECT idx FROM learners WHERE task = ? AND state = 'running'", "t")
@@ -494,9 +490,15 @@ def test_a_schema_1_file_is_migrated_to_the_latest_on_open(tmp_path: Path) -> No
     conn = sqlite3.connect(path)  # an array of schema 1, with a hold of its task
     conn.execute("INSERT INTO arrays VALUES ('6', 0, 2, 's', 0.5, NULL)")
     conn.execute("INSERT INTO tasks VALUES ('6_1', 1, 1, 'h', 1, 0.6, 0.7, 'released')")
+    conn.execute("UPDATE learners SET state = 'done' WHERE idx = 1")
     conn.commit()
     conn.close()
     with Database.open(path) as db:
+        assert [r.stage for r in db.learners()] == [0, 1]  # schema 6: a done learner's stage
+        db.reopen([1], detail="stricter", now=0.8, stages=1)
+        db._conn.execute("UPDATE learners SET loss = 0.5 WHERE idx = 1")
+        assert db.claim("6_0", host="h", pid=1, now=0.9) == ClaimRow(0, "a", 0)  # unknown first
+        db.release("6_0", 0, reason="x", now=0.95)
         assert db.live_array("6") == ArrayRow(1, "6", 0, 2)  # schema 5 numbers it
         assert db.claimed(["6_1"]) == {"6_1"}  # its holds, without a submission, still count
         db.record_array("7", n_tasks=1, script="s", now=1.0, tag="run-1")
@@ -511,7 +513,7 @@ def test_a_schema_1_file_is_migrated_to_the_latest_on_open(tmp_path: Path) -> No
         assert db.live_array("7") == ArrayRow(3, "7", 0, 3)
         assert db.claimed(["7_0"]) == set()  # 7_0 of the first array 7 is another task
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (5,)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (6,)
     conn.close()
 
 
