@@ -48,7 +48,12 @@ _CLEAR, _HOME, _CLEAR_LINE, _CLEAR_BELOW = "\x1b[2J", "\x1b[H", "\x1b[K", "\x1b[
 # failed, or was lost, expired or killed: NOT_CLEAN, non-zero or unknown exit), K killed by
 # kill_on_error, C cancelled by the user, E its own output (in its log) holds error lines.
 # The worker's documented exit codes.
-_EXIT_CODES: dict[str, str] = {Outcome.DONE: "0", Outcome.RELEASED: "0", Outcome.FAILED: "1"}
+_EXIT_CODES: dict[str, str] = {
+    Outcome.DONE: "0",
+    Outcome.RELEASED: "0",
+    Outcome.HANDED_BACK: "0",
+    Outcome.FAILED: "1",
+}
 
 
 def _parser() -> argparse.ArgumentParser:

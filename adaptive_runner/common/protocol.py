@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Final, NoReturn
 
 from adaptive_runner.common.vocabulary import ReplyCode
@@ -53,6 +53,28 @@ class Done:
 
 
 @dataclass(frozen=True, slots=True)
+class StageReached:
+    """A task's learner reached goal stage ``stage`` of a staged goal, not the last (unsaved)."""
+
+    op: ClassVar[str] = "stage_reached"
+    task: str
+    learner: int
+    stage: int
+    npoints: int
+    loss: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class HandBack:
+    """A task saved a learner that reached a stage, told to hand it back (``Onward`` False)."""
+
+    op: ClassVar[str] = "hand_back"
+    task: str
+    learner: int
+    npoints: int
+
+
+@dataclass(frozen=True, slots=True)
 class Release:
     """A task stops in an orderly way (SIGTERM, time limit): the learner waits for a new job."""
 
@@ -80,16 +102,29 @@ class Status:
     op: ClassVar[str] = "status"
 
 
-Request = Claim | Heartbeat | Done | Release | Fail | Status
+Request = Claim | Heartbeat | StageReached | HandBack | Done | Release | Fail | Status
 
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """The reply to a claim that got a learner: its index and the file its data is saved to."""
+    """The reply to a claim that got a learner: its index, its data file, its goal stage."""
 
     ok: ClassVar[bool] = True
     learner: int
     fname: str
+    stage: int = 0  # it works towards goal stage ``stage`` (0-based); 0 is not sent
+
+
+@dataclass(frozen=True, slots=True)
+class Onward:
+    """The reply to a stage reached: whether the task goes on with the learner (``go_on``).
+
+    False: learners of its group wait at an earlier stage; save it, hand it back (``HandBack``)
+    and claim again.
+    """
+
+    ok: ClassVar[bool] = True
+    go_on: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +151,13 @@ class ErrorReply:
     error: str
 
 
-Reply = Assignment | Ack | Counts | ErrorReply
+Reply = Assignment | Onward | Ack | Counts | ErrorReply
 
 _REQUEST_TYPES: Final[dict[str, type[Request]]] = {
-    cls.op: cls for cls in (Claim, Heartbeat, Done, Release, Fail, Status)
+    cls.op: cls for cls in (Claim, Heartbeat, StageReached, HandBack, Done, Release, Fail, Status)
 }
 # Per field name, the kind of value it holds: "str", "int", "float", "float?" (float or
-# null), "code" (a ReplyCode) or "counts" (an object of ints).
+# null), "bool", "code" (a ReplyCode) or "counts" (an object of ints).
 _KINDS: Final = {
     "task": "str",
     "host": "str",
@@ -137,6 +172,8 @@ _KINDS: Final = {
     "cpu": "float",
     "loss": "float?",
     "fname": "str",
+    "stage": "int",
+    "go_on": "bool",
     "code": "code",
     "counts": "counts",
 }
@@ -148,10 +185,21 @@ def _schema(cls: type[Request | Reply]) -> dict[str, str]:
 
 _SCHEMAS: Final = {op: _schema(cls) for op, cls in _REQUEST_TYPES.items()}
 _REPLY_SCHEMAS: Final[dict[type[Reply], dict[str, str]]] = {
-    cls: _schema(cls) for cls in (Assignment, Ack, Counts, ErrorReply)
+    cls: _schema(cls) for cls in (Assignment, Onward, Ack, Counts, ErrorReply)
 }
-# A reply is told by its ``ok`` and its keys: they differ for every type.
-_REPLY_TYPES: Final = {(cls.ok, frozenset(schema)): cls for cls, schema in _REPLY_SCHEMAS.items()}
+# A field with a default is sent only when it has another value: a reply that needs no new
+# field keeps the bytes earlier versions send and read.
+_OPTIONAL: Final = {
+    cls: {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+    for cls in _REPLY_SCHEMAS
+}
+# A reply is told by its ``ok`` and its keys (with or without its optional fields): they
+# differ for every type.
+_REPLY_TYPES: Final = {
+    (cls.ok, frozenset(keys)): cls
+    for cls, schema in _REPLY_SCHEMAS.items()
+    for keys in (schema.keys(), schema.keys() - _OPTIONAL[cls].keys())
+}
 _REPLY_CODES: Final = frozenset(ReplyCode)
 
 
@@ -195,12 +243,15 @@ def _parse_json(data: bytes, what: str) -> dict[str, Any]:
     return obj
 
 
+_EXACT: Final = {"str": str, "bool": bool}  # the kinds whose values are one Python type
+
+
 def _check_field(op: str, name: str, kind: str, value: Any) -> Any:
     """Return ``value`` if it has exactly the kind the schema wants (bool is not int).
 
     ``op`` names the message in the error: a request's op, or a reply's type.
     """
-    if kind == "str" and type(value) is str:
+    if type(value) is _EXACT.get(kind):
         return value
     if kind == "code" and type(value) is str and value in _REPLY_CODES:
         return ReplyCode(value)
@@ -253,11 +304,15 @@ def encode_request(request: Request) -> bytes:
 def encode_reply(reply: Reply) -> bytes:
     """Serialize a reply: ``{"ok": true|false, **its fields}``, in the fields' order.
 
-    These bytes are the protocol: workers and managers of other versions read them.
+    These bytes are the protocol: workers and managers of other versions read them. An
+    optional field at its default is left out (``Assignment.stage`` 0).
     """
     if type(reply) is Ack:
         return _ACK
-    return _dumps({"ok": reply.ok} | {f.name: getattr(reply, f.name) for f in fields(reply)})
+    optional = _OPTIONAL[type(reply)]
+    values = {f.name: getattr(reply, f.name) for f in fields(reply)}
+    sent = {k: v for k, v in values.items() if k not in optional or v != optional[k]}
+    return _dumps({"ok": reply.ok} | sent)
 
 
 def decode_reply(data: bytes) -> Reply:
@@ -280,5 +335,5 @@ def decode_reply(data: bytes) -> Reply:
         )
     label = f"{cls.__name__} reply"
     schema = _REPLY_SCHEMAS[cls]
-    values = {name: _check_field(label, name, kind, obj[name]) for name, kind in schema.items()}
+    values = {name: _check_field(label, name, schema[name], value) for name, value in obj.items()}
     return cls(**values)

@@ -25,7 +25,9 @@ class Event(StrEnum):
     DATAFRAME_FAILED = "dataframe_failed"  # save_dataframe: not written this save; data saved
     DONE = "done"  # the learner reached its goal
     GOAL_CHANGED = "goal_changed"  # a rerun wrote another goal: checked from the next point on
+    STAGE_REACHED = "stage_reached"  # a stage of a staged goal, not the last: go on or release
     RELEASED = "released"  # stopped in an orderly way; the learner waits for another task
+    HANDED_BACK = "handed_back"  # a stage reached, saved and handed back: the task claims again
     FAILED = "failed"  # the learner raised (or could not be saved, or the manager went away)
     STOPPED = "stopped"  # a stop signal between learners: the task exits
     NO_WORK = "no_work"  # nothing to claim at the start: the task ran no learner
@@ -44,6 +46,7 @@ OUTCOME_EVENTS = frozenset(
     {
         Event.DONE,
         Event.RELEASED,
+        Event.HANDED_BACK,
         Event.FAILED,
         Event.NO_WORK,
         Event.MANAGER_UNREACHABLE,
@@ -71,6 +74,9 @@ class Outcome(StrEnum):
     RELEASED = "released"
     """An orderly stop (time limit, cancel signal, preemption): saved and handed back, not
     a failure (unless no point was added while one was in evaluation: a stall)."""
+    HANDED_BACK = "handed_back"
+    """A stage of a staged goal reached while learners of its group waited at an earlier
+    one: saved and handed back, not a failure; the worker claims the next one."""
     FAILED = "failed"
     """The worker reported the learner's exception (or an initializer's): one failure."""
     LOST = "lost"

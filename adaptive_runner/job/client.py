@@ -25,10 +25,13 @@ from adaptive_runner.common.protocol import (
     Done,
     ErrorReply,
     Fail,
+    HandBack,
     Heartbeat,
+    Onward,
     Release,
     Reply,
     Request,
+    StageReached,
     Status,
     decode_reply,
     encode_request,
@@ -199,6 +202,27 @@ class Client:
                 f"gave up waiting for the database manager at {self._url} to acknowledge a "
                 "heartbeat"
             ) from None
+
+    def stage_reached(
+        self, learner: int, *, stage: int, npoints: int, loss: float | None
+    ) -> bool | None:
+        """Report that the learner reached goal stage ``stage`` (not its last), unsaved.
+
+        True: go on with it; False: save it, :meth:`hand_back` it and claim again (learners
+        of the group wait at an earlier stage); None: this task no longer holds it (do not
+        save).
+        """
+        request = StageReached(self.task_id, learner, stage, npoints, loss)
+        reply = self._request(request)
+        if isinstance(reply, Onward):
+            return reply.go_on
+        if isinstance(reply, ErrorReply) and reply.code == ReplyCode.NOT_OWNER:
+            return None
+        raise _unexpected(request, reply)
+
+    def hand_back(self, learner: int, *, npoints: int) -> None:
+        """Give back a learner that reached a stage (after its save), to claim the next."""
+        self._end(learner, HandBack(self.task_id, learner, npoints))
 
     def done(self, learner: int, *, npoints: int, loss: float | None) -> None:
         """Report that the learner reached its goal (after its final save)."""

@@ -138,6 +138,7 @@ class _End(StrEnum):
     """How a learner's run ended, as far as this task is concerned."""
 
     DONE = "done"
+    HANDED_BACK = "handed_back"  # a stage reached, learners wait at an earlier one: release
     STOPPED = "stopped"  # a stop signal: release the learner
     NOT_OWNER = "not_owner"  # another task holds it now: exit without saving
     FAILED = "failed"
@@ -203,6 +204,7 @@ class _Task:
                 index=self.identity.task_index,
                 learner=assignment.learner,
                 fname=assignment.fname,
+                stage=assignment.stage,
                 group=self.group_index,
                 executor=group.executor,
                 cores=group.cores,
@@ -214,7 +216,7 @@ class _Task:
             # for it, so its cores would idle until the allocation ends. A task of its own is
             # being cancelled, or ends on the failure (its exit state shows it).
             packed = self.identity.rank is not None
-            if not (hold.done or (packed and (hold.taken or hold.failed))):
+            if not (hold.done or hold.handed_back or (packed and (hold.taken or hold.failed))):
                 return code
             if hold.done:
                 finished += 1
@@ -252,6 +254,7 @@ class _Hold:
         self._abandoned = threading.Event()  # stop waiting for an unanswered heartbeat
         self._acked = acked  # when the last acknowledged heartbeat (or the claim) was sent
         self.done = False  # reached the goal and said so: the task may take another learner
+        self.handed_back = False  # reached a stage, saved and released: the task claims again
         self.taken = False  # the manager gave the learner away: nothing of it was saved
         self.failed = False  # failed while it ran (not while loading), and said so
         self._reported = False  # the manager acknowledged the outcome
@@ -282,6 +285,7 @@ class _Hold:
             loop.close()
         code = self._report(outcome)
         self.done = outcome.kind == _End.DONE and self._reported
+        self.handed_back = outcome.kind == _End.HANDED_BACK and self._reported
         self.failed = outcome.kind == _End.FAILED and self._reported
         self.taken = outcome.kind == _End.NOT_OWNER
         return code
@@ -301,7 +305,7 @@ class _Hold:
         # The pickles were written by this run's manager (cloudpickle; pickle reads them).
         self.learner = stored.learner(self.assignment.learner)
         stored.keep_last()  # a function the last learner had and this one lacks goes
-        goal = FollowedGoal(self.run_dir.goal_file, self.learner)
+        goal = FollowedGoal(self.run_dir.goal_file, self.learner, self.assignment.stage)
         goal.load()
         if self.fname.exists():
             started = time.monotonic()
@@ -325,14 +329,21 @@ class _Hold:
         from adaptive_runner.job.learner_runs import start_run, with_points  # noqa: PLC0415 - adaptive
 
         stopped = self.stop.attach(asyncio.get_running_loop())
-        run = self._run = start_run(self.learner, runner_kwargs | {"goal": goal}, executor)
         heartbeats = asyncio.create_task(self._heartbeats())
         saves = asyncio.create_task(self._periodic_saves())
         following = asyncio.create_task(self._follow_goal(goal))
         stop_wait = asyncio.create_task(stopped.wait())
-        ends: set[asyncio.Future[Any]] = {run.finished, heartbeats, stop_wait}
-        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
-        outcome = self._outcome(run.finished, heartbeats)
+        while True:  # one run per stage of a staged goal, as long as the manager lets us go on
+            run = self._run = start_run(self.learner, runner_kwargs | {"goal": goal}, executor)
+            ends: set[asyncio.Future[Any]] = {run.finished, heartbeats, stop_wait}
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+            outcome = self._outcome(run.finished, heartbeats)
+            if outcome.kind != _End.DONE or goal.last:
+                break
+            handed = await self._stage_reached(goal)
+            if handed is not None:
+                outcome = handed
+                break
         if outcome.kind == _End.STOPPED:  # say what it was computing, in case it never ends
             outcome = _Outcome(outcome.kind, with_points(outcome.detail, run.pending_points()))
         for task in (saves, following, stop_wait):
@@ -352,6 +363,35 @@ class _Hold:
             heartbeats.exception()  # retrieved: an abandoned heartbeat's error is expected
         return outcome
 
+    async def _stage_reached(self, goal: FollowedGoal) -> _Outcome | None:
+        """Tell the manager the learner reached ``goal``'s stage; None: go on with the next.
+
+        Nothing is saved first: going on needs no save, and handing back saves after.
+        """
+        npoints, loss = await self._read(_npoints_and_loss)
+        stage = goal.stage
+        try:
+            go_on = await asyncio.to_thread(
+                self.client.stage_reached,
+                self.assignment.learner,
+                stage=stage,
+                npoints=npoints,
+                loss=loss,
+            )
+        except AdaptiveRunnerError as e:  # an unreachable manager: as a heartbeat's would
+            return _Outcome(_End.UNREACHABLE, _format(e))
+        self.log.info(Event.STAGE_REACHED, stage=stage, npoints=npoints, loss=loss, go_on=go_on)
+        if go_on is None:
+            return _Outcome(_End.NOT_OWNER)
+        described = goal.description
+        goal.advance()
+        if go_on:
+            return None
+        return _Outcome(
+            _End.HANDED_BACK,
+            f"reached {described}; learners of its group wait at an earlier stage",
+        )
+
     async def _final_save(self, outcome: _Outcome, heartbeats: asyncio.Task[bool]) -> _Outcome:
         """Save before reporting ``outcome``, while this task provably still holds the learner.
 
@@ -363,7 +403,9 @@ class _Hold:
         resumes from it.
         """
         patience = (
-            self.config.final_save_patience_s if outcome.kind == _End.DONE else RELEASE_PATIENCE_S
+            self.config.final_save_patience_s
+            if outcome.kind in (_End.DONE, _End.HANDED_BACK)
+            else RELEASE_PATIENCE_S
         )
         deadline = time.monotonic() + patience
         delay = 1.0
@@ -558,7 +600,6 @@ class _Hold:
 
     def _report(self, outcome: _Outcome) -> int:
         """Log the outcome, tell the database manager, return the exit code."""
-        learner = self.assignment.learner
         npoints, loss = self._state
         if outcome.kind in (_End.FAILED, _End.UNREACHABLE):
             self.log.error(Event.FAILED, npoints=npoints, traceback=outcome.detail)
@@ -566,6 +607,8 @@ class _Hold:
                 return 1  # saved; the job manager finds this task gone and resubmits
         elif outcome.kind == _End.DONE:
             self.log.info(Event.DONE, npoints=npoints, loss=loss)
+        elif outcome.kind == _End.HANDED_BACK:
+            self.log.info(Event.HANDED_BACK, reason=outcome.detail, npoints=npoints, loss=loss)
         else:
             reason = outcome.detail or outcome.kind
             self.log.info(Event.RELEASED, reason=reason, npoints=npoints)
@@ -574,18 +617,26 @@ class _Hold:
             # manager that is down gets a short wait, not the client's full patience.
             self.client.patience_s = min(self.client.patience_s, RELEASE_PATIENCE_S)
         try:
-            if outcome.kind == _End.FAILED:
-                self.client.fail(learner, error=outcome.detail)
-            elif outcome.kind == _End.DONE:
-                self.client.done(learner, npoints=npoints, loss=loss)
-            elif outcome.kind == _End.STOPPED:
-                self.client.release(learner, reason=outcome.detail, npoints=npoints)
+            self._tell(outcome)
         except AdaptiveRunnerError:
             # The data is saved; the job manager will find this task gone and resubmit.
             self.log.exception(Event.REPORT_FAILED, outcome=outcome.kind)
             return 1
         self._reported = True
         return 1 if outcome.kind == _End.FAILED else 0
+
+    def _tell(self, outcome: _Outcome) -> None:
+        """Tell the database manager how the hold ended (not_owner: nothing to tell)."""
+        learner = self.assignment.learner
+        npoints, loss = self._state
+        if outcome.kind == _End.FAILED:
+            self.client.fail(learner, error=outcome.detail)
+        elif outcome.kind == _End.DONE:
+            self.client.done(learner, npoints=npoints, loss=loss)
+        elif outcome.kind == _End.HANDED_BACK:
+            self.client.hand_back(learner, npoints=npoints)
+        elif outcome.kind == _End.STOPPED:
+            self.client.release(learner, reason=outcome.detail, npoints=npoints)
 
 
 def _npoints_and_loss(learner: Any) -> tuple[int, float | None]:

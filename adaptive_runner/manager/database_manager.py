@@ -38,10 +38,13 @@ from adaptive_runner.common.protocol import (
     Done,
     ErrorReply,
     Fail,
+    HandBack,
     Heartbeat,
+    Onward,
     Release,
     Reply,
     Request,
+    StageReached,
     Status,
     decode,
     encode_reply,
@@ -63,7 +66,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("adaptive_runner.database_manager")
 
 _MAX_BATCH: Final = 256  # requests answered per transaction
-_TRANSITIONS: Final = (Claim, Done, Release, Fail)  # the requests that change the state
+# The requests that change the state.
+_TRANSITIONS: Final = (Claim, StageReached, HandBack, Done, Release, Fail)
 _POLL_MS: Final = 100  # how often the serving thread looks at the stop flag
 _HEARTBEAT_FLUSH_S: Final = 1.0  # buffered heartbeats reach state.sqlite at least this often
 _CHECKPOINT_S: Final = 1.0
@@ -490,28 +494,20 @@ class Dispatcher:
         db = self.db
         ended = db.holds_ended  # a report that ends a hold moves it; a repeat or a refusal not
         match request:
-            case Claim(task, host, pid, group, array):
-                refusal = claim_refusal(request, db.live_array(array), self.schedulers)
-                if refusal is not None:
-                    return ErrorReply(ReplyCode.UNKNOWN_TASK, refusal)
-                assignment = db.claim(task, group=group, host=host, pid=pid, now=now, array=array)
-                if assignment is None:
-                    return ErrorReply(
-                        ReplyCode.NO_WORK, "no learner is waiting with its dependencies done"
-                    )
-                return Assignment(assignment.learner, assignment.fname)
+            case Claim():
+                return self._claim(request, now)
+            case StageReached(task, learner, stage, npoints, loss):
+                go_on = db.advance(task, learner, stage=stage, npoints=npoints, loss=loss)
+                if go_on is not None:
+                    return Onward(go_on=go_on)
+                held = False
             case Heartbeat(task, learner, npoints, loss, cpu, memory):
                 held = db.heartbeat(
                     task, learner, npoints=npoints, loss=loss, cpu=cpu, memory=memory, now=now
                 )
-            case Done(task, learner, npoints, loss):
-                held = db.done(task, learner, npoints=npoints, loss=loss, now=now)
-                self._log_report(request, held=held, recorded=db.holds_ended != ended)
-            case Release(task, learner, reason, npoints):
-                held = db.release(task, learner, reason=reason, now=now, npoints=npoints)
-                self._log_report(request, held=held, recorded=db.holds_ended != ended)
-            case Fail(task, learner, error):
-                held = db.fail(task, learner, error=error, now=now)
+            case HandBack() | Done() | Release() | Fail():
+                task, learner = request.task, request.learner
+                held = self._end_hold(request, now)
                 self._log_report(request, held=held, recorded=db.holds_ended != ended)
             case Status():
                 return Counts(db.counts())
@@ -523,7 +519,40 @@ class Dispatcher:
             "for lost, or the learner was cancelled): stop without saving",
         )
 
-    def _log_report(self, request: Done | Release | Fail, *, held: bool, recorded: bool) -> None:
+    def _end_hold(self, request: HandBack | Done | Release | Fail, now: float) -> bool:
+        """Record how a task's hold ended; False if the task does not hold the learner."""
+        db = self.db
+        match request:
+            case HandBack(task, learner, npoints):
+                return db.hand_back(task, learner, npoints=npoints, now=now)
+            case Done(task, learner, npoints, loss):
+                return db.done(task, learner, npoints=npoints, loss=loss, now=now)
+            case Release(task, learner, reason, npoints):
+                return db.release(task, learner, reason=reason, now=now, npoints=npoints)
+            case Fail(task, learner, error):
+                return db.fail(task, learner, error=error, now=now)
+
+    def _claim(self, claim: Claim, now: float) -> Reply:
+        """A learner for ``claim``'s task, if it is one of the run's and a learner waits."""
+        db = self.db
+        refusal = claim_refusal(claim, db.live_array(claim.array), self.schedulers)
+        if refusal is not None:
+            return ErrorReply(ReplyCode.UNKNOWN_TASK, refusal)
+        assignment = db.claim(
+            claim.task,
+            group=claim.group,
+            host=claim.host,
+            pid=claim.pid,
+            now=now,
+            array=claim.array,
+        )
+        if assignment is None:
+            return ErrorReply(ReplyCode.NO_WORK, "no learner is waiting with its dependencies done")
+        return Assignment(assignment.learner, assignment.fname, assignment.stage)
+
+    def _log_report(
+        self, request: HandBack | Done | Release | Fail, *, held: bool, recorded: bool
+    ) -> None:
         """Log a ``release`` or ``fail`` that ended a hold; sparingly, a report that did not.
 
         Not recorded: it repeats one recorded (answered ok, ``held``), or its sender does not

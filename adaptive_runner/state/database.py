@@ -406,6 +406,21 @@ class Database(Queries):
                 c, task, learner, now=now, outcome=Outcome.RELEASED, detail=detail, failure=stalled
             ) or repeated(c, task, learner, Outcome.RELEASED)
 
+    def hand_back(self, task: str, learner: int, *, npoints: int, now: float) -> bool:
+        """Return ``learner`` to waiting at the stage it reached (see :meth:`advance`).
+
+        Saved by ``task``, which claims again; no failure. False if ``task`` does not hold it.
+        """
+        with self._transaction() as c:
+            c.execute(
+                "UPDATE learners SET npoints = ? WHERE idx = ? AND task = ? AND state = 'running'",
+                (npoints, learner, task),
+            )
+            detail = "a stage reached while learners of its group wait at an earlier one"
+            return self._drop(
+                c, task, learner, now=now, outcome=Outcome.HANDED_BACK, detail=detail, failure=False
+            ) or repeated(c, task, learner, Outcome.HANDED_BACK)
+
     def fail(self, task: str, learner: int, *, error: str, now: float) -> bool:
         """Count a failure of ``learner`` (its traceback is ``error``); failed at max_fails."""
         with self._transaction() as c:

@@ -95,8 +95,9 @@ class Queries:
     def exiting(self, tasks: Collection[str]) -> set[str]:
         """Which of ``tasks`` ended their latest hold other than done: they exit, not claim.
 
-        A task that finished its learner claims the next one; one that released it (a stop
-        signal) or failed it ends. Only holds in unfinished arrays count (``CURRENT_HOLDS``).
+        A task that finished its learner (or handed it back at a stage) claims the next one;
+        one that released it (a stop signal) or failed it ends. Only holds in unfinished
+        arrays count (``CURRENT_HOLDS``).
         """
         found: set[str] = set()
         for task in tasks:
@@ -104,7 +105,7 @@ class Queries:
                 f"SELECT t.outcome {CURRENT_HOLDS} AND t.task = ? ORDER BY t.started DESC LIMIT 1",
                 (task,),
             ).fetchone()
-            if row is not None and row[0] is not None and row[0] != Outcome.DONE:
+            if row is not None and row[0] not in (None, Outcome.DONE, Outcome.HANDED_BACK):
                 found.add(task)
         return found
 

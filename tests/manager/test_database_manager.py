@@ -554,7 +554,7 @@ def test_client_waits_for_a_late_manager(run_dir: RunDir, caplog: pytest.LogCapt
             thread.join()
         finally:
             manager.stop()
-    assert results == [Assignment(0, str(run_dir.path / "data" / "0.pickle"))]
+    assert results == [Assignment(0, str(run_dir.path / "data" / "0.pickle"), 0)]
 
 
 def test_client_follows_a_restarted_manager_to_its_new_port(run_dir: RunDir) -> None:
@@ -697,7 +697,7 @@ def test_bad_request_from_client_raises(run_dir: RunDir, manager: DatabaseManage
     [
         (lambda c: c.claim(host="h", pid=1, array=ARRAY), Ack()),
         (lambda c: c.claim(host="h", pid=1, array=ARRAY), Counts({"done": 1})),
-        (lambda c: c.heartbeat(0, npoints=1, loss=None, cpu=0.0, memory=0), Assignment(0, "a")),
+        (lambda c: c.heartbeat(0, npoints=1, loss=None, cpu=0.0, memory=0), Assignment(0, "a", 0)),
         (lambda c: c.done(0, npoints=1, loss=None), Counts({})),
         (lambda c: c.status(), Ack()),
     ],
