@@ -21,6 +21,7 @@ from adaptive_runner.common.run_dir import GroupConfig, RunConfig, RunDir
 from adaptive_runner.manager.run_manager import RunManager
 from adaptive_runner.schedulers.local import Local
 from adaptive_runner.state.database import Database
+from adaptive_runner.status.log_parser import split_event
 
 T = TypeVar("T")
 
@@ -191,6 +192,35 @@ def fails_slowly(x: float, delay: float) -> float:
     print(f"solver error: giving up at {x} in {delay} s", file=sys.stderr, flush=True)
     time.sleep(delay)
     raise ZeroDivisionError(f"cannot evaluate at {x}")
+
+
+def peak(x: float, width: float, delay: float) -> float:
+    time.sleep(delay)
+    return float(np.exp(-(x**2) / width**2))
+
+
+# Learner1D's loss scales y to its range: unlike a * x**2, peaks of these widths have
+# different losses after the same number of points (the narrower, the larger at first).
+PEAK_WIDTHS = (0.5, 0.05, 0.2, 0.01, 0.1, 0.3, 0.02, 0.15, 0.07)
+
+
+def make_peaks(n: int, delay: float = 0.0) -> list[adaptive.Learner1D]:
+    """``n`` Learner1D of peaks of different widths (PEAK_WIDTHS), on [-1, 1]."""
+    return [
+        adaptive.Learner1D(partial(peak, width=width, delay=delay), bounds=(-1, 1))
+        for width in PEAK_WIDTHS[:n]
+    ]
+
+
+def task_events(run_dir: Path) -> list[dict[str, Any]]:
+    """Every worker event of the run's task logs, in the order of their time stamps."""
+    events = []
+    for log in sorted((run_dir / "logs").glob("*.log")):
+        for line in log.read_bytes().splitlines():
+            _, event = split_event(line)
+            if event is not None:
+                events.append(event)
+    return sorted(events, key=lambda e: str(e["timestamp"]))
 
 
 def make_learners(n: int, delay: float = 0.0) -> list[adaptive.Learner1D]:

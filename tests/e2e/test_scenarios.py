@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import adaptive
 import psutil
 import pytest
-from helpers_run import make_learners, no_overlaps, wait_for
+from helpers_run import make_learners, make_peaks, no_overlaps, task_events, wait_for
 
 import adaptive_runner as ar
 from adaptive_runner.manager.run import Run
@@ -442,3 +442,68 @@ def test_cancel_change_options_and_run_again_continues_the_run(backend: Backend)
     for i, xs in saved.items():
         assert xs <= saved_xs(again, i)
     backend.assert_nothing_left(again)
+
+
+def test_a_staged_goal_runs_breadth_first_then_the_largest_loss_first(backend: Backend) -> None:
+    """goal=[10, 40] with one slot: every learner reaches 10 points before any goes on to
+    40; then they are claimed by the loss they reported at 10 points, largest first. Each
+    one handed back is saved and resumed exactly where it stopped; the last to reach stage
+    1 goes on without a save and a load."""
+    rm = backend.start(make_peaks(5), goal=[10, 40], max_simultaneous_jobs=1)
+    assert rm.wait(timeout=PATIENCE_S)
+    assert [learner.npoints for learner in rm.load_learners()] == [40] * 5
+    assert [row.stage for row in Run(rm.run_dir.path).learners()] == [2] * 5
+    events = task_events(rm.run_dir.path)
+    work = [(e["event"], e["learner"], e.get("stage")) for e in events if e["event"] == "started"]
+    assert work[:5] == [("started", i, 0) for i in range(5)]  # stage 0 for all first
+    reached = {e["learner"]: e for e in events if e["event"] == "stage_reached"}
+    assert [reached[i]["go_on"] for i in range(5)] == [False] * 4 + [True]
+    by_loss = sorted(range(4), key=lambda i: -reached[i]["loss"])
+    assert work[5:] == [("started", i, 1) for i in by_loss]  # learner 4 went on
+    handed = {e["learner"]: e["npoints"] for e in events if e["event"] == "handed_back"}
+    resumed = {e["learner"]: e["npoints"] for e in events if e["event"] == "resumed"}
+    assert handed == resumed == dict.fromkeys(range(4), 10)  # one save and one load each
+    outcomes = [row.outcome for row in Run(rm.run_dir.path).tasks()]
+    assert sorted(outcomes) == ["done"] * 5 + ["handed_back"] * 4
+    no_overlaps(rm.run_dir.path)
+    backend.assert_nothing_left(rm)
+
+
+@pytest.mark.parametrize(
+    "backend", ["local", pytest.param("slurm", marks=pytest.mark.slurm)], indirect=True
+)
+def test_with_several_slots_no_learner_starts_a_stage_while_another_waits_before_it(
+    backend: Backend,
+) -> None:
+    """Nine learners on three slots, goal=[10, 30, 60]: no claim at stage k while another
+    learner waits at an earlier stage. Each hold's stage is its task log's; when learners
+    waited and were claimed, state.sqlite's (claims and hand-backs are transactions, in one
+    order, on the manager's clock)."""
+    rm = backend.start(make_peaks(9, delay=0.002), goal=[10, 30, 60], max_simultaneous_jobs=3)
+    assert rm.wait(timeout=PATIENCE_S)
+    assert [learner.npoints for learner in rm.load_learners()] == [60] * 9
+    run_dir = rm.run_dir.path
+    stages: dict[tuple[str, int], list[int]] = {}  # a task may hold a learner several times
+    for e in task_events(run_dir):
+        if e["event"] == "started":
+            stages.setdefault((e["task"], e["learner"]), []).append(e["stage"])
+    holds = sorted(Run(run_dir).tasks(), key=lambda row: row.started)
+    claims = [(row, stages[(row.task, row.learner)].pop(0)) for row in holds]
+    # When each learner waited, and at which stage: until its first claim, and from each
+    # hand-back to its next claim (the stage that claim gave).
+    waits: list[tuple[int, int, float, float]] = []
+    since: dict[int, float] = dict.fromkeys(range(9), float("-inf"))
+    for row, stage in claims:
+        waits.append((row.learner, stage, since.pop(row.learner), row.started))
+        if row.outcome == "handed_back" and row.finished is not None:
+            since[row.learner] = row.finished
+    assert {stage for _, stage in claims} == {0, 1, 2}
+    for row, stage in claims:
+        behind = [
+            (learner, at)
+            for learner, at, start, end in waits
+            if at < stage and start <= row.started < end
+        ]
+        assert not behind, f"learner {row.learner} claimed at stage {stage} while {behind} waited"
+    no_overlaps(run_dir)
+    backend.assert_nothing_left(rm)

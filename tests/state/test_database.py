@@ -622,3 +622,62 @@ def test_a_release_without_a_new_point_counts_as_a_failure(db: Database) -> None
     assert db.claim("f", host="h", pid=1, now=T0) == ClaimRow(1, "f1")
     assert db.release("f", 1, reason="SIGTERM", now=T0, npoints=0)
     assert row(db, 1).failures == 0
+
+
+# --- staged goals: the least advanced first, then the largest loss; go on or hand back ---
+
+
+def _reach(db: Database, task: str, stage: int, loss: float | None) -> bool | None:
+    """``task`` claims and its learner reaches ``stage`` with ``loss``: whether it goes on."""
+    claim = db.claim(task, host="h", pid=1, now=T0)
+    assert claim is not None
+    assert claim.stage == stage
+    return db.advance(task, claim.learner, stage=stage, npoints=10, loss=loss)
+
+
+def test_a_worker_hands_back_while_learners_wait_at_an_earlier_stage(db: Database) -> None:
+    assert _reach(db, "t0", 0, 0.1) is False  # 1, 2, 3 wait at stage 0
+    assert db.hand_back("t0", 0, npoints=10, now=T0 + 1)
+    assert db.hand_back("t0", 0, npoints=10, now=T0 + 1)  # a repeat: ok, nothing changes
+    assert row(db, 0).state == LearnerState.WAITING
+    assert (row(db, 0).stage, row(db, 0).failures, row(db, 0).npoints) == (1, 0, 10)
+    assert db.exiting(["t0"]) == set()  # it claims again: its slot is not free
+    assert _reach(db, "t1", 0, 0.9) is False
+    db.hand_back("t1", 1, npoints=10, now=T0 + 2)
+    assert _reach(db, "t2", 0, None) is False
+    db.hand_back("t2", 2, npoints=10, now=T0 + 3)
+    claim = db.claim("t3", host="h", pid=1, now=T0)
+    assert claim == ClaimRow(3, "f3", 0)
+    running = db.claim("t4", host="h", pid=1, now=T0)  # stage 1 now: unknown loss first
+    assert running == ClaimRow(2, "f2", 1)
+    assert db.advance("t3", 3, stage=0, npoints=10, loss=0.5) is True  # none behind: go on
+    assert db.advance("t3", 3, stage=0, npoints=10, loss=0.5) is True  # a repeat: the same
+    assert row(db, 3).stage == 1
+    # At stage 1, by loss last reported, largest first: learner 1 (0.9), then 0 (0.1).
+    assert [db.claim(t, host="h", pid=1, now=T0) for t in ("t5", "t6", "t7")] == [
+        ClaimRow(1, "f1", 1),
+        ClaimRow(0, "f0", 1),
+        None,
+    ]
+    assert db.advance("t9", 0, stage=1, npoints=10, loss=0.1) is None  # not its holder
+    assert db.done("t6", 0, npoints=20, loss=0.01, now=T0 + 4)
+    assert row(db, 0).stage == 2  # done: every stage reached
+
+
+def test_a_learner_added_at_stage_0_sends_the_next_worker_back(db: Database) -> None:
+    for task in ("t0", "t1", "t2"):
+        _reach(db, task, 0, 0.5)
+        db.hand_back(task, int(task[1]), npoints=10, now=T0)
+    assert _reach(db, "t3", 0, 0.5) is True  # the last at stage 0: it goes on
+    claim = db.claim("t4", host="h", pid=1, now=T0)
+    assert claim is not None
+    assert claim.stage == 1
+    db._conn.execute("UPDATE learners SET stage = 0 WHERE idx = 0")  # as one added later
+    assert db.advance("t4", claim.learner, stage=1, npoints=20, loss=0.2) is False
+
+
+def test_complete_and_reopen_keep_stages(db: Database) -> None:
+    assert db.complete({0: (30, 0.1)}, detail="meets", now=T0, stages=3) == [0]
+    assert row(db, 0).stage == 3
+    assert db.reopen([0], detail="stricter", now=T0, stages=2) == [0]
+    assert (row(db, 0).state, row(db, 0).stage) == (LearnerState.WAITING, 1)  # the last stage
