@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import pickle
@@ -187,20 +188,42 @@ class RunDir:
         """keys/."""
         return self.path / "keys"
 
-    def write_learners(self, blobs: Sequence[bytes]) -> None:
+    def write_learners(self, blobs: Sequence[bytes], *, first: int = 0) -> None:
         """Store the pickled learners, ``PACK_SIZE`` to a pack file (atomic, fsynced).
 
         Packs instead of one file per learner keep a 100,000-learner run from creating
-        100,000 files on a cluster's shared file system.
+        100,000 files on a cluster's shared file system. ``first``: the index of ``blobs[0]``
+        (a grown run's new learners); the learners before it in its pack are kept, those
+        after it are replaced.
         """
         self.learners_dir.mkdir(parents=True, exist_ok=True)
-        for first in range(0, len(blobs), PACK_SIZE):
-            chunk = blobs[first : first + PACK_SIZE]
+        start = first - first % PACK_SIZE
+        if start < first:  # the pack that holds the first new learner: its earlier ones stay
+            kept = self._pack_blobs(start // PACK_SIZE)[: first - start]
+            if len(kept) < first - start:
+                raise ConfigError(
+                    f"learner {first} cannot be stored: {self._pack(start // PACK_SIZE)} "
+                    f"holds learners {start}..{start + len(kept) - 1} only"
+                )
+            blobs = [*kept, *blobs]
+        for offset in range(0, len(blobs), PACK_SIZE):
+            chunk = blobs[offset : offset + PACK_SIZE]
             offsets = [0]
             for blob in chunk:
                 offsets.append(offsets[-1] + len(blob))
             header = PACK_MAGIC + struct.pack(f"<I{len(offsets)}Q", len(chunk), *offsets)
-            atomic_write(self._pack(first // PACK_SIZE), header + b"".join(chunk))
+            atomic_write(self._pack((start + offset) // PACK_SIZE), header + b"".join(chunk))
+
+    def _pack_blobs(self, number: int) -> list[bytes]:
+        """The pickled learners in pack ``number``, in order."""
+        data = self._pack(number).read_bytes()
+        head = len(PACK_MAGIC) + 4
+        if data[: len(PACK_MAGIC)] != PACK_MAGIC:
+            raise ConfigError(f"{self._pack(number)} is not a learner pack")
+        (count,) = struct.unpack("<I", data[len(PACK_MAGIC) : head])
+        offsets = struct.unpack(f"<{count + 1}Q", data[head : head + 8 * (count + 1)])
+        body = head + 8 * (count + 1)
+        return [data[body + a : body + b] for a, b in itertools.pairwise(offsets)]
 
     def read_learner(self, index: int) -> bytes:
         """The pickled bytes of learner ``index``: three small reads, whatever the run's size."""

@@ -280,6 +280,8 @@ class JobManager:
             try:
                 with self.round_lock:
                     finished = self.round(db) if poll else self.quick_round(db)
+                    if finished:  # under the lock: RunManager.add sees it with the round's end
+                        self._finished.set()
             except StateFileError:
                 self._cancel_all(db)
                 raise  # the state is gone: no round can work; _loop keeps it for wait()
@@ -289,7 +291,6 @@ class JobManager:
             else:
                 self.error = None
                 if finished:
-                    self._finished.set()
                     return
             if self.memory.ending_since is not None:  # tasks ending by themselves: look soon
                 next_poll = min(next_poll, time.monotonic() + FINISH_POLL_S)

@@ -17,10 +17,11 @@ from adaptive_runner.common.run_dir import RunConfig, RunDir, RunLock
 from adaptive_runner.common.validation import plain_text, positive_seconds
 from adaptive_runner.errors import ConfigError, ManagerDiedError, RunStateError, RunStuckError
 from adaptive_runner.manager.database_manager import DatabaseManager, interface_address
+from adaptive_runner.manager.growth import added, in_run_order
 from adaptive_runner.manager.job_manager import JobManager
 from adaptive_runner.manager.logs import log_managers_to, stop_logging_managers_to
 from adaptive_runner.manager.run import Retried, Run, remove_files
-from adaptive_runner.manager.run_setup import create_run, rewrite_run
+from adaptive_runner.manager.run_setup import add_to_run, create_run, rewrite_run
 from adaptive_runner.manager.spec import Group, RunOptions, RunSpec
 from adaptive_runner.manager.writable import check_writable
 from adaptive_runner.state.database import Database, LearnerState
@@ -73,6 +74,7 @@ class RunManager(Run):
         continued with this call's code and settings (the fix-and-rerun loop): the learners
         are pickled again, so those not done yet run the new code and resume from their
         data files; goal, intervals and scheduler options are adopted (the changes logged).
+        Learners and fnames appended after the run's own grow the run (see :meth:`add`).
     max_simultaneous_jobs
         At most this many array tasks queued or running at once.
     save_interval
@@ -202,7 +204,9 @@ class RunManager(Run):
 
         ``groups`` is a list of ``(scheduler, learners, fnames)``; the other arguments are
         those of :class:`RunManager`. Learners are numbered group by group, in the order
-        given; ``max_simultaneous_jobs`` counts the jobs of all groups.
+        given; ``max_simultaneous_jobs`` counts the jobs of all groups. Learners appended to
+        the groups of an existing run come after its learners, whatever their group: after
+        :meth:`start`, :attr:`fnames` is in the run's order.
         """
         spec = RunSpec.check(groups, goal=goal, dependencies=dependencies, **options)
         return cls._made(spec, run_dir, overwrite, retry_failed, check_goal_on_start)
@@ -223,7 +227,7 @@ class RunManager(Run):
 
     @property
     def fnames(self) -> list[str]:
-        """The learners' data files, absolute."""
+        """The learners' data files, absolute; ``fnames[i]`` is learner ``i``'s (after start)."""
         return list(self.spec.fnames)
 
     @property
@@ -256,19 +260,13 @@ class RunManager(Run):
             previous.stop()
         self._check_places()  # before anything is written
         url_host = self._url_host()  # an unknown interface, too
-        digest = self.spec.digest
         if self.run_dir.exists():
             existing = self.run_dir.read_config()
-            if existing.config_hash != digest and not self.overwrite:
-                raise ConfigError(
-                    f"{self.run_dir.path} holds a different run (its learners or fnames "
-                    "differ): use a new run_dir, pass overwrite=True to replace it, or "
-                    "RunManager.resume(run_dir) to continue it as it is"
-                )
             if self.overwrite:
                 self._replace()
             else:
-                self._locked(lambda: self._rerun(existing))
+                first = self._in_run_order(existing)
+                self._locked(lambda: self._rerun(existing, first))
         else:
             create_run(self.run_dir, self.spec, replace=False)
         if self.check_goal_on_start:
@@ -355,16 +353,39 @@ class RunManager(Run):
     def _local_only(self) -> bool:
         return all(s.bind_host == LOOPBACK for s in self.spec.schedulers)
 
-    def _rerun(self, existing: RunConfig) -> None:
+    def _in_run_order(self, existing: RunConfig) -> int:
+        """Number this object's learners as the run in its directory does; its learner count.
+
+        The run's learners keep their indices, learners appended to the cell join after
+        them (:func:`growth.in_run_order`, which refuses a different run).
+        """
+        with self._open() as db:
+            fnames = db.fnames()
+            groups = db.learner_groups()
+            dependencies = db.dependencies()
+        self.spec = in_run_order(
+            self.spec,
+            existing,
+            run_dir=self.run_dir.path,
+            fnames=fnames,
+            groups=groups,
+            dependencies=dependencies,
+        )
+        return len(fnames)
+
+    def _rerun(self, existing: RunConfig, first: int) -> None:
         """Continue an existing run with this call's learners, goal and settings.
 
-        The pickles, goal and run.json are rewritten (see :func:`run_setup.rewrite_run`), so
+        Learners from index ``first`` on are new: the run grows by them. The pickles, goal
+        and run.json are rewritten (see :func:`run_setup.rewrite_run`), so
         :meth:`load_learners` gives every learner the current code, and running jobs follow
         the new goal from their next heartbeat. A goal that may ask for more than the old one
         puts the done learners short of it back to waiting (:meth:`Run.reopen_unreached`).
         """
         old_goal = self.run_dir.goal_file.read_bytes()
-        changed = rewrite_run(self.run_dir, self.spec, existing, may_prune=self._no_task_active)
+        changed = rewrite_run(
+            self.run_dir, self.spec, existing, first=first, may_prune=self._no_task_active
+        )
         # What changed since the last session (goal, options, intervals), when anything did.
         details = {"changed": changed} if changed else {}
         log.info("run continued with new code", run_dir=str(self.run_dir.path), **details)
@@ -657,6 +678,72 @@ class RunManager(Run):
             self.stop()
             self._start_managers(self._url_host())
         return put_back
+
+    def add(
+        self,
+        learners: Sequence[Any],
+        fnames: Sequence[str | os.PathLike[str]],
+        *,
+        group: int | None = None,
+        dependencies: Mapping[int, Sequence[int]] | None = None,
+    ) -> list[int]:
+        """Add learners to the run, to be run to its goal as the others are; their indices.
+
+        The new learners get the next indices, ``len(rm.fnames)`` onward (returned); the
+        learners of the run keep theirs. On a running run they are claimable at once (no
+        restart); if this object started the managers and they have ended (the run had
+        finished, or :meth:`stop`), they start again. Before :meth:`start` they join this
+        object's learners, and ``start()`` adds them to the run. Nothing changes on a
+        refusal (a ConfigError naming the argument).
+
+        Parameters
+        ----------
+        learners
+            The new learners; each is cloudpickled once into the run directory.
+        fnames
+            One new data file per learner, none of them one the run uses.
+        group
+            The resource group they join. Default: the one group whose learners are of
+            their type (give it when several are). Learners of a type no group has join by
+            the cell that makes the run, appended to the group they belong to.
+        dependencies
+            ``{i: [j, k]}``: new learner ``i`` starts only after ``j`` and ``k`` are done, all
+            by their indices in the run (the new ones from ``len(rm.fnames)`` on). One on a
+            done learner is met at once; a new learner waiting on a failed or cancelled one
+            fails or is cancelled with it. The dependencies of the learners in the run stay.
+
+        """
+        grown = added(self.spec, learners, fnames, group=group, dependencies=dependencies)
+        first = len(self.spec.fnames)
+        new = list(range(first, len(grown.fnames)))
+        jm = self.job_manager
+        if jm is None:  # not started: start() writes them into the run
+            self.spec = grown
+            return new
+        paths = grown.fnames[first:]
+        check_writable(paths)
+        grown.schedulers[grown.learner_groups[first]].check_shared(
+            {"run_dir": self.run_dir.path, **{f"fnames[{j}]": Path(f) for j, f in enumerate(paths)}}
+        )
+        if jm.running:
+            # Between two rounds: none sees the run half grown, and one that found it
+            # finished (the thread ends without another round) has said so.
+            with jm.round_lock:
+                add_to_run(self.run_dir, grown, first=first)
+                ended = jm.finished
+        else:
+            self._locked(lambda: add_to_run(self.run_dir, grown, first=first))
+            ended = True
+        self.spec = grown
+        log.info(
+            "learners added", learners=len(new), first=first, group=grown.learner_groups[first]
+        )
+        if ended:
+            self.stop()
+            self._start_managers(self._url_host())
+        else:
+            jm.wake()
+        return new
 
     def load_dataframes(self, *, compute_missing: bool = True) -> Any:
         """:meth:`Run.load_dataframes`, the missing and stale files written first by default.

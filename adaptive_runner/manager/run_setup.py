@@ -5,13 +5,20 @@ The pickles are the learners (their big functions stored once apart, in function
 (``RunSpec.write_pickles``).
 
 A new run is staged beside its target and renamed into place (:func:`create_run`); a run
-continued with new code gets new pickles, goal and run.json (:func:`rewrite_run`). The
-manager decides which (``RunManager.start``) and holds the lock meanwhile.
+continued with new code gets new pickles, goal and run.json (:func:`rewrite_run`), and its
+learners appended; a running one gets learners added (:func:`add_to_run`). The manager
+decides which (``RunManager.start``, ``RunManager.add``) and holds the lock meanwhile.
+
+A run grows in this order: the new learners' pickles, their rows in state.sqlite (one
+transaction, after which tasks may claim them), run.json. A crash leaves the run as it was
+(pickles nothing names yet) or grown (run.json's count and hash are written by the next
+rerun: ``growth.in_run_order`` reads the state first).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -52,11 +59,18 @@ def create_run(run_dir: RunDir, spec: RunSpec, *, replace: bool) -> None:
 
 
 def rewrite_run(
-    run_dir: RunDir, spec: RunSpec, existing: RunConfig, *, may_prune: Callable[[], bool]
+    run_dir: RunDir,
+    spec: RunSpec,
+    existing: RunConfig,
+    *,
+    first: int,
+    may_prune: Callable[[], bool],
 ) -> dict[str, list[Any]]:
     """Give an existing run ``spec``'s pickles, goal and settings; return what changed.
 
     What changed is run.json's fields; new runner kwargs or initializers are written too.
+    ``spec`` is in the run's order (``growth.in_run_order``); its learners from ``first``
+    (the run's number of learners) on are new, and join the run.
 
     Every pack is rewritten with the new pickles, done learners' too: those never run
     again, and one rewrite per pack is simpler and cheaper than splicing old entries in;
@@ -72,12 +86,43 @@ def rewrite_run(
     if unused and may_prune():
         run_dir.remove_functions(unused)
     spec.write_pickles(run_dir)
-    config = spec.to_config(
-        name=existing.name, created=existing.created, digest=existing.config_hash
-    )
+    _insert(run_dir, spec, first)
+    config = spec.to_config(name=existing.name, created=existing.created, digest=spec.digest)
     changed = config_changes(in_current_names(existing), config)
     run_dir.write_config(config)
     return changed
+
+
+def add_to_run(run_dir: RunDir, spec: RunSpec, *, first: int) -> None:
+    """Give the run in ``run_dir`` the learners of ``spec`` from index ``first`` on.
+
+    ``spec`` is the run's (in its order) with them appended; the run may be running. Only
+    their pickles (their packs, their functions) are written, then their rows, then run.json's
+    count and hash.
+    """
+    blobs, functions = pickle_learners(spec.learners[first:], first=first)
+    run_dir.write_functions(functions)
+    run_dir.write_learners(blobs, first=first)
+    _insert(run_dir, spec, first)
+    config = run_dir.read_config()
+    run_dir.write_config(
+        dataclasses.replace(config, n_learners=len(spec.fnames), config_hash=spec.digest)
+    )
+
+
+def _insert(run_dir: RunDir, spec: RunSpec, first: int) -> None:
+    """The rows of ``spec``'s learners from ``first`` on, into state.sqlite (one transaction)."""
+    new = range(first, len(spec.fnames))
+    if not new:
+        return
+    with Database.open(run_dir.database) as db:
+        db.add_learners(
+            [spec.fnames[i] for i in new],
+            first=first,
+            groups=[spec.learner_groups[i] for i in new],
+            dependencies={i: spec.dependencies[i] for i in new if i in spec.dependencies},
+            now=time.time(),
+        )
 
 
 def in_current_names(config: RunConfig) -> RunConfig:
@@ -97,14 +142,17 @@ def in_current_names(config: RunConfig) -> RunConfig:
     return dataclasses.replace(config, groups=groups)
 
 
-def pickle_learners(learners: Sequence[Any]) -> tuple[list[bytes], dict[str, bytes]]:
+def pickle_learners(
+    learners: Sequence[Any], *, first: int = 0
+) -> tuple[list[bytes], dict[str, bytes]]:
     """Each learner cloudpickled, and the big functions they name, ``{sha256: pickle}``.
 
-    One that cannot be pickled is a ConfigError naming it.
+    One that cannot be pickled is a ConfigError naming it by its index (``learners[0]`` is
+    learner ``first``).
     """
     pickles = LearnerPickles()
     blobs = []
-    for index, learner in enumerate(learners):
+    for index, learner in enumerate(learners, start=first):
         try:
             blobs.append(pickles.dumps(learner))
         except Exception as e:  # any pickling failure becomes one clear error

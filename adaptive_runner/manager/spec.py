@@ -92,8 +92,9 @@ class RunSpec:
 
     ``learners[i]`` saves into ``fnames[i]`` and runs on ``schedulers[learner_groups[i]]``.
     What makes a run *this* run (run.json's ``config_hash``) is the fnames, the learners'
-    types, the dependencies and the groups; the goal and the options may change between
-    sessions of the same run (a rerun adopts them).
+    types, the dependencies and the groups, in the run's order; the goal and the options may
+    change between sessions of the same run (a rerun adopts them), and learners may be
+    appended (``growth.py``).
     """
 
     learners: tuple[Any, ...]
@@ -197,8 +198,16 @@ class RunSpec:
     @property
     def digest(self) -> str:
         """The hash that tells whether a run directory holds this run (run.json's)."""
-        learner_types = [f"{type(x).__module__}.{type(x).__qualname__}" for x in self.learners]
-        return config_hash(self.fnames, learner_types, self.dependencies, self.learner_groups)
+        return self.digest_of(len(self.learners))
+
+    def digest_of(self, n: int) -> str:
+        """The hash of the run made of the first ``n`` learners (a grown run before it grew)."""
+        return config_hash(
+            self.fnames[:n],
+            [learner_type(x) for x in self.learners[:n]],
+            {k: v for k, v in self.dependencies.items() if k < n},
+            self.learner_groups[:n],
+        )
 
     # -- to and from the run directory -------------------------------------------------------
 
@@ -290,6 +299,11 @@ class RunSpec:
             save_dataframe=config.save_dataframe,
             dataframe_format=DataFrameFormat(config.dataframe_format),
         )
+
+
+def learner_type(learner: object) -> str:
+    """A learner's type as the run's hash names it: ``adaptive.learner.learner1D.Learner1D``."""
+    return f"{type(learner).__module__}.{type(learner).__qualname__}"
 
 
 def _unpickled(what: str, load: Callable[[], T]) -> T:

@@ -22,6 +22,7 @@ from adaptive_runner.state.schema import (
     TaskRow,
     as_index,
     connect,
+    validate_added_dependencies,
     validate_dependencies,
     validate_fnames,
 )
@@ -74,7 +75,8 @@ class Database(Queries):
         # Holds this connection ended (done, released, failed, lost): a change the job
         # manager acts on at once (the run may be over, a learner needs a new job).
         self.holds_ended = 0
-        # Dependencies are fixed at creation; without any, done has no dependents to update.
+        # Without dependencies, done has no dependents to update. Once some exist they stay
+        # (a grown run may add the first: see _dependencies_exist).
         self._has_dependencies = (
             conn.execute("SELECT 1 FROM dependencies LIMIT 1").fetchone() is not None
         )
@@ -109,9 +111,7 @@ class Database(Queries):
 
         """
         names = validate_fnames(fnames)
-        grps = [0] * len(names) if groups is None else list(groups)
-        if len(grps) != len(names) or any(type(g) is not int or g < 0 for g in grps):
-            raise ConfigError("groups must give a non-negative int group for every learner")
+        grps = _checked_groups(groups, len(names))
         graph = validate_dependencies(dependencies, len(names))
         if type(max_fails) is not int or max_fails < 1:
             raise ConfigError(f"max_fails={max_fails!r}: must be an int >= 1")
@@ -362,11 +362,22 @@ class Database(Queries):
             )
             if cur.rowcount == 0:
                 return repeated(c, task, learner, Outcome.DONE)
-            if self._has_dependencies:
+            if self._dependencies_exist(c):
                 count_done(c, learner)
             finish_task(c, task, learner, Outcome.DONE, now)
             self.holds_ended += 1
             return True
+
+    def _dependencies_exist(self, c: sqlite3.Connection) -> bool:
+        """Whether any learner waits on another, asked again until one does.
+
+        Another connection may have grown the run with the first dependencies
+        (:meth:`add_learners`); the question costs a lookup in an empty table.
+        """
+        if not self._has_dependencies:
+            found = c.execute("SELECT 1 FROM dependencies LIMIT 1").fetchone()
+            self._has_dependencies = found is not None
+        return self._has_dependencies
 
     def release(
         self, task: str, learner: int, *, reason: str, now: float, npoints: int | None = None
@@ -429,6 +440,75 @@ class Database(Queries):
             ) or repeated(c, task, learner, Outcome.FAILED)
 
     # --- used by the job manager and the run manager ---
+
+    def add_learners(
+        self,
+        fnames: Sequence[str],
+        *,
+        first: int,
+        groups: Sequence[int],
+        dependencies: Mapping[int, Sequence[int]],
+        now: float,
+    ) -> list[int]:
+        """Grow the run: ``fnames[j]`` becomes learner ``first + j``, waiting, at stage 0.
+
+        One transaction: the run gets all of them or none. Their pickles must be on disk
+        before: a task may claim them as soon as this commits. Returns their indices.
+
+        Parameters
+        ----------
+        fnames
+            The new learners' data files, none of them an old learner's.
+        first
+            The run's number of learners: a ConfigError if it has more (another writer grew it).
+        groups
+            The resource group of each new learner.
+        dependencies
+            ``{new learner: [learners it waits on]}``, by index (old or new learners); what
+            the learners already in the run wait on stays as it is. One on a done learner
+            is met at once; a new learner waiting on a failed or cancelled one fails or is
+            cancelled with it, as the learners waiting on it did.
+
+        """
+        names = validate_fnames(fnames)
+        grps = _checked_groups(groups, len(names))
+        with self._transaction() as c:
+            n = self._count(c)
+            if first != n:
+                raise ConfigError(
+                    f"the run has {n} learners now, not {first}: another RunManager added "
+                    "learners meanwhile; RunManager.open(run_dir) gives the run as it is"
+                )
+            graph = validate_added_dependencies(dependencies, n, len(names))
+            for j, name in enumerate(names):
+                row = c.execute("SELECT idx FROM learners WHERE fname = ?", (name,)).fetchone()
+                if row is not None:
+                    raise ConfigError(
+                        f"fnames[{j}] = {name!r} is the data file of learner {row[0]} already: "
+                        "give every new learner a file of its own"
+                    )
+            waited_on = sorted({dep for deps in graph.values() for dep in deps if dep < n})
+            states = {
+                dep: c.execute("SELECT state FROM learners WHERE idx = ?", (dep,)).fetchone()[0]
+                for dep in waited_on
+            }
+            c.executemany(
+                "INSERT INTO learners (idx, fname, grp, unfinished_deps) VALUES (?, ?, ?, ?)",
+                (
+                    (n + j, name, grp, sum(states.get(d) != "done" for d in graph.get(n + j, ())))
+                    for j, (name, grp) in enumerate(zip(names, grps, strict=True))
+                ),
+            )
+            c.executemany(
+                "INSERT INTO dependencies (depends_on, learner) VALUES (?, ?)",
+                ((dep, learner) for learner, deps in graph.items() for dep in deps),
+            )
+            for j in range(len(names)):
+                add_event(c, now, n + j, None, kind="added", detail="added to the run")
+            for dep, state in states.items():
+                if state in (LearnerState.FAILED, LearnerState.CANCELLED):
+                    mark_dependents(c, dep, LearnerState(state), now)
+        return list(range(n, n + len(names)))
 
     def mark_lost(self, task_ids: Collection[str], *, reason: str, now: float) -> list[int]:
         """Count a failure for the learners held by vanished tasks; return those learners."""
@@ -746,6 +826,14 @@ class Database(Queries):
             )
             mark_dependents(c, learner, LearnerState.FAILED, now)
         return True
+
+
+def _checked_groups(groups: Sequence[int] | None, n: int) -> list[int]:
+    """Each of ``n`` learners' resource group (default: all in group 0), else a ConfigError."""
+    grps = [0] * n if groups is None else list(groups)
+    if len(grps) != n or any(type(g) is not int or g < 0 for g in grps):
+        raise ConfigError("groups must give a non-negative int group for every learner")
+    return grps
 
 
 _PAUSED: Final = "SELECT idx FROM learners WHERE state = 'cancelled' AND paused = 1"

@@ -448,6 +448,24 @@ def validate_dependencies(dependencies: Mapping[int, Sequence[int]], n: int) -> 
     return graph
 
 
+def validate_added_dependencies(
+    dependencies: Mapping[int, Sequence[int]], n: int, added: int
+) -> dict[int, set[int]]:
+    """:func:`validate_dependencies` for ``added`` learners joining a run of ``n``.
+
+    They are learners ``n`` to ``n + added - 1``; each may wait on any learner, old or new,
+    but the old ones' dependencies stay as they were (a ConfigError names one given).
+    """
+    graph = validate_dependencies(dependencies, n + added)
+    old = sorted(learner for learner in graph if learner < n)
+    if old:
+        raise ConfigError(
+            f"dependencies[{old[0]}]: learner {old[0]} is in the run already, and what it "
+            f"waits on cannot change; the learners added are {n}..{n + added - 1}"
+        )
+    return graph
+
+
 def _refuse_cycles(graph: dict[int, set[int]], n: int) -> None:
     """Raise ConfigError naming one cycle of ``graph`` (learner -> learners it waits on)."""
     # Kahn's algorithm: whatever cannot be ordered lies on or behind a cycle.

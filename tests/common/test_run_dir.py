@@ -30,6 +30,18 @@ def test_learner_packs_round_trip_across_pack_boundaries(tmp_path: Path) -> None
         run_dir.read_learner(PACK_SIZE + 5)
 
 
+def test_learners_appended_keep_the_earlier_ones_of_their_pack(tmp_path: Path) -> None:
+    run_dir = RunDir(tmp_path)
+    blobs = [bytes([i % 251]) * (i % 7 + 1) for i in range(PACK_SIZE + 5)]
+    run_dir.write_learners(blobs[: PACK_SIZE - 2])
+    run_dir.write_learners(blobs[PACK_SIZE - 2 : PACK_SIZE + 1], first=PACK_SIZE - 2)
+    run_dir.write_learners(blobs[PACK_SIZE + 1 :], first=PACK_SIZE + 1)
+    assert [run_dir.read_learner(i) for i in range(len(blobs))] == blobs
+    with pytest.raises(ConfigError, match=r"pack-00001.bin holds learners 1024..1028 only"):
+        run_dir.write_learners([b"gap"], first=PACK_SIZE + 7)  # no learner 1029 to follow
+    assert run_dir.read_learner(PACK_SIZE + 4) == blobs[-1]
+
+
 def test_not_a_pack(tmp_path: Path) -> None:
     run_dir = RunDir(tmp_path)
     run_dir.learners_dir.mkdir()

@@ -106,6 +106,78 @@ def test_dependencies_accept_numpy_integers(tmp_path: Path) -> None:
         assert db.dependencies() == {2: [0, 1]}
 
 
+# --- growing a run ---
+
+
+def test_learners_added_from_another_connection_run_after_their_dependencies(
+    tmp_path: Path,
+) -> None:
+    """Old learners done, failed, cancelled, running, waiting; the new ones wait on them.
+
+    The serving connection was opened before any dependency existed: a done learner
+    still counts for the new learners that wait on it.
+    """
+    serving = make(tmp_path, 5, max_fails=1)
+    serving.claim("a", host="h", pid=1, now=T0)
+    serving.done("a", 0, npoints=5, loss=None, now=T0)
+    serving.claim("b", host="h", pid=2, now=T0)
+    serving.fail("b", 1, error="boom", now=T0)
+    serving.cancel([2], now=T0)
+    serving.claim("c", host="h", pid=3, now=T0)  # learner 3 runs, 4 waits
+    with Database.open(tmp_path / "state.sqlite") as adder:
+        added = adder.add_learners(
+            ["n5", "n6", "n7", "n8", "n9"],
+            first=5,
+            groups=[0, 0, 1, 0, 0],
+            dependencies={5: [0], 6: [3], 7: [1], 8: [2], 9: [8]},
+            now=T0 + 1,
+        )
+    assert added == [5, 6, 7, 8, 9]
+    rows = serving.learners()
+    assert [(r.index, r.fname, r.state, r.stage) for r in rows[5:]] == [
+        (5, "n5", "waiting", 0),
+        (6, "n6", "waiting", 0),
+        (7, "n7", "failed", 0),
+        (8, "n8", "cancelled", 0),
+        (9, "n9", "cancelled", 0),
+    ]
+    assert (rows[7].error, rows[9].error) == ("dependency 1 failed", "dependency 2 cancelled")
+    assert serving.learner_groups()[5:] == [0, 0, 1, 0, 0]
+    assert serving.counts() == {"waiting": 3, "running": 1, "done": 1, "failed": 2, "cancelled": 3}
+    assert events(serving, 5) == [("added", "added to the run")]
+    # 5 waits on a done learner: claimable at once; 6 only once learner 3 is done.
+    assert serving.claim("d", host="h", pid=4, now=T0 + 2) == ClaimRow(4, "f4")
+    assert serving.claim("e", host="h", pid=5, now=T0 + 2) == ClaimRow(5, "n5")
+    assert serving.claim("f", host="h", pid=6, now=T0 + 2) is None
+    assert serving.done("c", 3, npoints=5, loss=None, now=T0 + 3)
+    assert serving.claim("f", host="h", pid=6, now=T0 + 3) == ClaimRow(6, "n6")
+    serving.close()
+
+
+@pytest.mark.parametrize(
+    ("fnames", "first", "dependencies", "match"),
+    [
+        (["f1"], 2, {}, r"fnames\[0\] = 'f1' is the data file of learner 1 already"),
+        (["x", "x"], 2, {}, r"fnames\[1\] = 'x' is also fnames\[0\]"),
+        (["x"], 1, {}, "the run has 2 learners now, not 1: another RunManager added"),
+        (["x"], 2, {1: [0]}, r"dependencies\[1\]: learner 1 is in the run already.*added are 2..2"),
+        (["x", "y"], 2, {2: [3], 3: [2]}, r"a cycle \(2 -> 3 -> 2"),
+        (["x"], 2, {2: [5]}, r"dependencies\[2\]: 5 is not a learner index \(0..2\)"),
+    ],
+)
+def test_adding_learners_refused_changes_nothing(
+    tmp_path: Path, fnames: list[str], first: int, dependencies: dict[int, list[int]], match: str
+) -> None:
+    with make(tmp_path, 2) as db:
+        with pytest.raises(ConfigError, match=match):
+            db.add_learners(
+                fnames, first=first, groups=[0] * len(fnames), dependencies=dependencies, now=T0
+            )
+        assert db.fnames() == ["f0", "f1"]
+        assert db.counts()["waiting"] == 2
+        assert db.dependencies() == {}
+
+
 def test_query_plans_use_the_partial_indexes(db: Database) -> None:
     def plan(sql: str, *params: object) -> str:
         rows = db._conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
