@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from adaptive_runner.schedulers.base import Scheduler
-    from adaptive_runner.state.schema import LearnerRow
+    from adaptive_runner.state.schema import LearnerRow, TaskRow
 
 PATIENCE_S = 150.0  # bounds every wait: a guard against a hang, never a timing assertion
 REPO = Path(__file__).resolve().parents[2]
@@ -484,27 +484,75 @@ def test_with_several_slots_no_learner_starts_a_stage_while_another_waits_before
     assert rm.wait(timeout=PATIENCE_S)
     assert [learner.npoints for learner in rm.load_learners()] == [60] * 9
     run_dir = rm.run_dir.path
+    assert {stage for _, stage, _ in stage_claims(run_dir)} == {0, 1, 2}
+    assert waited_behind(run_dir, 9) == []
+    no_overlaps(run_dir)
+    backend.assert_nothing_left(rm)
+
+
+def stage_claims(run_dir: Path) -> list[tuple[TaskRow, int, float]]:
+    """Every hold, in the order of its claim: its row, the stage its task log says, and when
+    it ended if it was handed back (else inf)."""
     stages: dict[tuple[str, int], list[int]] = {}  # a task may hold a learner several times
     for e in task_events(run_dir):
         if e["event"] == "started":
             stages.setdefault((e["task"], e["learner"]), []).append(e["stage"])
     holds = sorted(Run(run_dir).tasks(), key=lambda row: row.started)
-    claims = [(row, stages[(row.task, row.learner)].pop(0)) for row in holds]
-    # When each learner waited, and at which stage: until its first claim, and from each
-    # hand-back to its next claim (the stage that claim gave).
+    return [
+        (
+            row,
+            stages[(row.task, row.learner)].pop(0),
+            row.finished if row.outcome == "handed_back" and row.finished else float("inf"),
+        )
+        for row in holds
+    ]
+
+
+def waited_behind(run_dir: Path, n: int, added: float = float("-inf")) -> list[str]:
+    """Claims at a stage while a learner of the run waited at an earlier one.
+
+    Read from state.sqlite (claims and hand-backs are transactions, in one order, on the
+    manager's clock): a learner waits at a stage until its first claim (learners from index
+    ``n`` on: from ``added``, when they joined the run), and from each hand-back to its next
+    claim; the stage of each claim is its task log's.
+    """
+    claims = stage_claims(run_dir)
     waits: list[tuple[int, int, float, float]] = []
-    since: dict[int, float] = dict.fromkeys(range(9), float("-inf"))
-    for row, stage in claims:
-        waits.append((row.learner, stage, since.pop(row.learner), row.started))
-        if row.outcome == "handed_back" and row.finished is not None:
-            since[row.learner] = row.finished
-    assert {stage for _, stage in claims} == {0, 1, 2}
-    for row, stage in claims:
-        behind = [
-            (learner, at)
-            for learner, at, start, end in waits
-            if at < stage and start <= row.started < end
-        ]
-        assert not behind, f"learner {row.learner} claimed at stage {stage} while {behind} waited"
+    since: dict[int, float] = {}
+    for row, stage, handed_back in claims:
+        start = since.pop(row.learner, float("-inf") if row.learner < n else added)
+        waits.append((row.learner, stage, start, row.started))
+        if handed_back < float("inf"):
+            since[row.learner] = handed_back
+    return [
+        f"learner {row.learner} claimed at stage {stage} while {learner} waited at stage {at}"
+        for row, stage, _ in claims
+        for learner, at, start, end in waits
+        if at < stage and start <= row.started < end
+    ]
+
+
+@pytest.mark.parametrize(
+    "backend", ["local", pytest.param("slurm", marks=pytest.mark.slurm)], indirect=True
+)
+def test_learners_added_to_a_staged_run_are_swept_before_anyone_goes_finer(
+    backend: Backend,
+) -> None:
+    """rm.add during a sweep at goal=[10, 100]: the new learners start at stage 0, and no
+    learner is claimed at stage 1 while one of them waits; all end done at 100 points."""
+    rm = backend.start(make_peaks(4, delay=0.01), goal=[10, 100], max_simultaneous_jobs=2)
+    wait_for(
+        lambda: sum(row.stage >= 1 for row in Run(rm.run_dir.path).learners()) >= 3,
+        what="three learners past stage 0",
+        timeout_s=PATIENCE_S,
+    )
+    added_at = time.time()
+    new = rm.add(make_peaks(6, delay=0.01)[4:], [backend.tmp_path / f"new{i}.p" for i in (4, 5)])
+    assert new == [4, 5]
+    assert rm.wait(timeout=PATIENCE_S)
+    assert [learner.npoints for learner in rm.load_learners()] == [100] * 6
+    run_dir = rm.run_dir.path
+    assert next(stage for row, stage, _ in stage_claims(run_dir) if row.learner in new) == 0
+    assert waited_behind(run_dir, 4, added=added_at) == []
     no_overlaps(run_dir)
     backend.assert_nothing_left(rm)
