@@ -1,7 +1,7 @@
 """Progressive sweeps: ``goal=[25, 200]`` against ``goal=200``, side by side in one run.
 
 48 ``adaptive.Learner1D`` of peaks of different widths and places (so their losses differ
-after the same number of points), each point a 40 ms sleep (so the 2 cores are not what
+after the same number of points), each point a 40 ms sleep (``--delay-ms``) (so the 2 cores are not what
 limits 8 workers), run to 200 points on the Local scheduler with 8 slots (``Local(cores=1)``,
 ``max_simultaneous_jobs=8``), ``save_interval=5``, ``log_interval=2``, ``poll_interval=1``
 (seconds). The plain goal and the staged one alternate, ``--repeat`` times each. For each run:
@@ -18,7 +18,11 @@ limits 8 workers), run to 200 points on the Local scheduler with 8 slots (``Loca
 
 Targets: wall staged / plain <= 1.10; all >= 25 plain / staged >= 4 (medians).
 
-    python benchmarks/bench_stages.py [--repeat 2] [--keep DIR]   # ~4.5 min at 2 repeats
+    python benchmarks/bench_stages.py [--repeat 2] [--keep DIR] [--delay-ms 40]  # ~4.5 min
+
+The workers' start-up (each imports adaptive, with scipy and pandas: ~1.3 s of CPU, 8 of them
+on 2 cores here) is paid by both modes and counts in all >= 25: the longer a point takes, the
+less it weighs (``--delay-ms 100``).
 """
 
 from __future__ import annotations
@@ -61,21 +65,25 @@ WALL_TARGET = 1.10  # staged / plain
 FIRST_TARGET = 4.0  # plain / staged
 
 
-def peak(x: float, width: float, center: float, record: str) -> float:
-    """A peak of ``width`` at ``center`` after a ``DELAY_S`` sleep; the time goes to ``record``."""
-    time.sleep(DELAY_S)
+def peak(x: float, width: float, center: float, record: str, delay: float) -> float:
+    """A peak of ``width`` at ``center`` after a ``delay`` sleep; the time goes to ``record``."""
+    time.sleep(delay)
     with Path(record).open("a") as f:  # one short line per write: O_APPEND keeps them whole
         f.write(f"{time.time()!r}\n")
     return float(np.exp(-((x - center) ** 2) / width**2))
 
 
-def make_learners(records: Path) -> list[adaptive.Learner1D]:
+def make_learners(records: Path, delay: float) -> list[adaptive.Learner1D]:
     """Widths from 0.005 to 0.5 (log-spaced), centres spread over (-0.8, 0.8)."""
     widths = np.geomspace(0.005, 0.5, N_LEARNERS)
     return [
         adaptive.Learner1D(
             functools.partial(
-                peak, width=float(w), center=0.8 * math.sin(7 * i), record=str(records / f"{i}")
+                peak,
+                width=float(w),
+                center=0.8 * math.sin(7 * i),
+                record=str(records / f"{i}"),
+                delay=delay,
             ),
             bounds=(-1, 1),
         )
@@ -83,11 +91,11 @@ def make_learners(records: Path) -> list[adaptive.Learner1D]:
     ]
 
 
-def one_run(base: Path, goal: Goal) -> dict[str, float]:
+def one_run(base: Path, goal: Goal, delay: float) -> dict[str, float]:
     """Wall time, time until every learner had FIRST points, and the task logs' counts."""
     records = base / "records"
     records.mkdir()
-    learners = make_learners(records)
+    learners = make_learners(records, delay)
     fnames = [base / "data" / f"l{i}.pickle" for i in range(N_LEARNERS)]
     rm = ar.RunManager(
         ar.Local(cores=1),
@@ -151,9 +159,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="copy each run's directory (task logs) here")
+    parser.add_argument("--delay-ms", type=float, default=DELAY_S * 1000, help="per point")
     args = parser.parse_args()
+    delay = args.delay_ms / 1000
     print(
-        f"{N_LEARNERS} Learner1D to {LAST} points, {DELAY_S * 1000:g} ms per point, "
+        f"{N_LEARNERS} Learner1D to {LAST} points, {args.delay_ms:g} ms per point, "
         f"Local with {SLOTS} slots, intervals: save {SAVE_S} s, log {LOG_S} s, poll {POLL_S} s"
     )
     print(f"{'round mode':14}" + "".join(f"{h:>{f.split('.')[0]}}" for h, f in COLUMNS.values()))
@@ -161,7 +171,7 @@ def main() -> None:
     for k in range(args.repeat):
         for mode, goal in MODES.items():
             with tempfile.TemporaryDirectory() as tmp:
-                results[mode].append(one_run(Path(tmp), goal))
+                results[mode].append(one_run(Path(tmp), goal, delay))
                 if args.keep is not None:
                     shutil.copytree(tmp, args.keep / f"{k + 1}-{mode}")
             print(row(f"{k + 1:5} {mode}", results[mode][-1]), flush=True)
