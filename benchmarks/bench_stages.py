@@ -1,10 +1,11 @@
 """Progressive sweeps: ``goal=[25, 200]`` against ``goal=200``, side by side in one run.
 
 48 ``adaptive.Learner1D`` of peaks of different widths and places (so their losses differ
-after the same number of points), each point a 40 ms sleep (``--delay-ms``) (so the 2 cores are not what
-limits 8 workers), run to 200 points on the Local scheduler with 8 slots (``Local(cores=1)``,
-``max_simultaneous_jobs=8``), ``save_interval=5``, ``log_interval=2``, ``poll_interval=1``
-(seconds). The plain goal and the staged one alternate, ``--repeat`` times each. For each run:
+after the same number of points), each point a 40 ms sleep (``--delay-ms``: so the 2 cores
+are not what limits 8 workers), run to 200 points on the Local scheduler with 8 slots
+(``Local(cores=1)``, ``max_simultaneous_jobs=8``), ``save_interval=5``, ``log_interval=2``,
+``poll_interval=1`` (seconds). The plain goal and the staged one alternate, ``--repeat``
+times each. For each run:
 
 - **wall**: seconds from ``start()`` to ``wait()`` returning;
 - **all >= 25**: seconds from ``start()`` until every learner had at least 25 points. The
