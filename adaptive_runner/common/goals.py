@@ -63,6 +63,7 @@ class Stages:
 StageGoal: TypeAlias = Callable[[Any], bool] | int | float | None
 PlainGoal: TypeAlias = Callable[[Any], bool] | int | float | timedelta | datetime | None
 Goal: TypeAlias = PlainGoal | Stages
+GivenGoal: TypeAlias = Goal | Sequence[StageGoal]  # what users pass: stages also as a list
 
 _KINDS = (
     "a callable goal(learner) -> bool, an int number of points >= 1, a float loss > 0, "

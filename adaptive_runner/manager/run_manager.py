@@ -68,7 +68,8 @@ class RunManager(Run):
         When a learner is finished: a callable ``goal(learner) -> bool``, an ``int`` (points),
         a ``float`` (loss), a ``timedelta`` (run time per job), a ``datetime`` (end time), or
         ``None``: until ``learner.done()``, for SequenceLearners (and BalancingLearners of
-        them) only.
+        them) only. A list of such goals (or ``Stages(...)``) is a progressive sweep:
+        ``[25, 200]`` takes every learner of a group to 25 points before any goes on to 200.
     run_dir
         Where the run keeps its state. An existing run with the same learners and fnames is
         continued with this call's code and settings (the fix-and-rerun loop): the learners
@@ -149,7 +150,7 @@ class RunManager(Run):
         learners: Sequence[Any],
         fnames: Sequence[str | os.PathLike[str]],
         *,
-        goal: goals.Goal,
+        goal: goals.GivenGoal,
         run_dir: str | os.PathLike[str] = "runs/default",
         dependencies: Mapping[int, Sequence[int]] | None = None,
         overwrite: bool = False,
@@ -192,7 +193,7 @@ class RunManager(Run):
         cls,
         groups: Sequence[Group],
         *,
-        goal: goals.Goal,
+        goal: goals.GivenGoal,
         run_dir: str | os.PathLike[str] = "runs/default",
         dependencies: Mapping[int, Sequence[int]] | None = None,
         overwrite: bool = False,
