@@ -25,6 +25,7 @@ from adaptive_runner.status.snapshot import (
     counts_html,
     parse_selection,
     progress_html,
+    stages_html,
     status_html,
     table_html,
 )
@@ -93,6 +94,8 @@ class StatusPanel:
         self.queue.add_class("ar-queue")
         self.progress = w.HTML()  # done, failed and cancelled in their colours, and in words
         self.progress.add_class("ar-progress-box")
+        self.stages = w.HTML()  # a staged goal: the learners that reached each stage
+        self.stages.add_class("ar-stages")
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.auto_button = w.ToggleButton(description="Auto-refresh", icon="clock-o")
         self.cancel_run_button = w.Button(description="Cancel run", button_style="danger")
@@ -142,6 +145,7 @@ class StatusPanel:
                 self.counts,
                 self.totals,
                 self.progress,
+                self.stages,
                 self.queue,
                 w.HBox([self.refresh_button, self.auto_button, self.cancel_run_button]),
                 self.confirm_box,
@@ -222,6 +226,7 @@ class StatusPanel:
             self.totals.value = totals_html(snap.totals)
             self.queue.value = "" if snap.queue is None else queue_html(snap.queue)
             self.progress.value = progress_html(snap)
+            self.stages.value = stages_html(snap)
             self.cancel_run_button.disabled = snap.finished
             self.prev_button.disabled = snap.view.page == 0
             self.next_button.disabled = snap.view.page + 1 >= snap.n_pages
