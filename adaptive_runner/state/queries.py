@@ -172,6 +172,14 @@ class Queries:
         rows = self._conn.execute("SELECT stage, count(*) FROM learners GROUP BY stage")
         return {int(stage): int(n) for stage, n in rows}
 
+    def sweep_values(self) -> list[tuple[int, LearnerState, int | None, float | None]]:
+        """``(index, state, npoints, loss)`` of every learner, by index: the sweep's overview.
+
+        One query, the few columns only (not a :class:`LearnerRow` each).
+        """
+        rows = self._conn.execute("SELECT idx, state, npoints, loss FROM learners ORDER BY idx")
+        return [(int(i), LearnerState(state), npoints, loss) for i, state, npoints, loss in rows]
+
     def learners(
         self, state: LearnerState | None = None, limit: int | None = None
     ) -> list[LearnerRow]:
