@@ -3,6 +3,7 @@
 A sweep gives each learner a dict of parameters; :func:`fname_from_params` turns it into a
 file name that is the same for the same dict (in any key order), safe on any file system
 and in a shell, short enough, and readable. The exact rules are in its docstring.
+:func:`params_from_fname` reads such a name back (the panel's overview of a sweep).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import hashlib
 import json
 import numbers
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adaptive_runner.errors import ConfigError
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Mapping
 
 MAX_STEM = 120  # characters before the suffix; file systems allow 255 bytes
@@ -23,6 +26,8 @@ HASH_CHARS = 12  # hex digits of the hash that marks a name that was changed
 _UNSAFE = re.compile(r"[^A-Za-z0-9.+-]")  # everything but these is replaced in a value
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]*(_[A-Za-z0-9.+-]+)*")
 _SUFFIX = re.compile(r"(\.[A-Za-z0-9]+)*")
+_EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]*$")  # what params_from_fname takes as suffix
+_INT = re.compile(r"-?[0-9]+")
 
 
 def fname_from_params(
@@ -117,3 +122,43 @@ def _reads_as_other(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def params_from_fname(fname: str | os.PathLike[str]) -> dict[str, bool | int | float | str] | None:
+    """The parameters a name made by :func:`fname_from_params` was made from; None otherwise.
+
+    ``data/a_1__b_0.5.pickle`` gives ``{"a": 1, "b": 0.5}`` (its directory is ignored). The
+    suffix is the name's last extension when it starts with a letter (``.pickle``, ``.h5``),
+    else none. Values read back as bool, int, float or str, as rule 2 wrote them. A name
+    whose parameters were hashed (``__h`` and 12 hex digits), or that
+    :func:`fname_from_params` would not write again exactly as it is (other key order, a
+    value not in its shortest form, ...), gives None: so a hand-written name that follows
+    the rules (``peak_0.01.pickle``) reads back too, and a misreading is never returned.
+    """
+    name = Path(fname).name
+    found = _EXTENSION.search(name)
+    suffix = found.group() if found else ""
+    stem = name[: len(name) - len(suffix)]
+    params: dict[str, bool | int | float | str] = {}
+    for item in stem.split("__"):
+        key, sep, text = item.rpartition("_")  # a value has no "_": rule 3
+        if not sep or not key or not text or key in params:
+            return None
+        params[key] = _value(text)
+    try:
+        again = fname_from_params(params, suffix=suffix, max_length=max(20, len(stem)))
+    except ConfigError:
+        return None
+    return params if again == name else None
+
+
+def _value(text: str) -> bool | int | float | str:
+    """A value as rule 2 wrote it: a bool, an int, a float, else a str."""
+    if text in {"True", "False"}:
+        return text == "True"
+    if _INT.fullmatch(text):
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return text

@@ -10,6 +10,7 @@ import pytest
 
 import adaptive_runner as ar
 from adaptive_runner.errors import ConfigError
+from adaptive_runner.fnames import params_from_fname
 
 SAFE = re.compile(r"[A-Za-z0-9._+-]+")
 
@@ -90,3 +91,44 @@ def test_refusals_name_the_key() -> None:
         ar.fname_from_params({"a": 1}, suffix="/x")
     with pytest.raises(ConfigError, match="max_length="):
         ar.fname_from_params({"a": 1}, max_length=5)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"a": 1, "b": 0.5},
+        {"flag": True, "kind": "fermi", "n_max": 3, "x": 1e-5},
+        {"x": -1.5e-7, "y": float("inf"), "n": -2},
+    ],
+)
+def test_params_read_back_from_the_names_they_made(params: dict[str, object]) -> None:
+    for suffix in (".pickle", ".h5", ""):
+        name = ar.fname_from_params(params, suffix=suffix)
+        assert params_from_fname(f"data/sweep/{name}") == params, name
+
+
+def test_params_read_back_as_their_types() -> None:
+    parsed = params_from_fname("flag_False__n_3__x_3.0.pickle")
+    assert parsed == {"flag": False, "n": 3, "x": 3.0}
+    assert parsed is not None
+    assert [type(v) for v in parsed.values()] == [bool, int, float]
+    assert params_from_fname("peak_0.01.pickle") == {"peak": 0.01}  # written by hand
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        ar.fname_from_params({"path": "a/b"}),  # hashed: the values are not all in the name
+        ar.fname_from_params({f"key{i}": i for i in range(30)}),  # too long: hashed
+        "b_1__a_2.pickle",  # keys out of order: not made by fname_from_params
+        "a_007.pickle",  # not the shortest form of 7
+        "a_+1.pickle",
+        "l0.pickle",
+        "a_.pickle",
+        "_1.pickle",
+        ".pickle",
+        "a_1__a_2.pickle",
+    ],
+)
+def test_other_names_read_back_as_none(name: str) -> None:
+    assert params_from_fname(name) is None

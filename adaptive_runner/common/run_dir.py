@@ -7,6 +7,7 @@ Layout::
     goal.pickle              the goal, cloudpickled by the run manager
     runner_kwargs.pickle     more arguments of adaptive's Runner (task_setup.py), cloudpickled
     initializers.pickle      callables each job and pool process runs first, cloudpickled
+    parameters.json          each learner's parameters, for the panel's overview of a sweep
     learners/pack-<k>.bin    the learners, each cloudpickled once, 1024 to a pack file
     functions/<sha256>.pickle  each big learner function once, however many learners share it
                              (function_store.py); the learners' pickles name it
@@ -162,6 +163,11 @@ class RunDir:
     def initializers_file(self) -> Path:
         """initializers.pickle."""
         return self.path / "initializers.pickle"
+
+    @property
+    def parameters_file(self) -> Path:
+        """parameters.json: each learner's parameters, for the overview (status/parameters.py)."""
+        return self.path / "parameters.json"
 
     @property
     def learners_dir(self) -> Path:

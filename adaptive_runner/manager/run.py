@@ -33,6 +33,7 @@ from adaptive_runner.schedulers import bound_schedulers
 from adaptive_runner.state.database import Database, LearnerState
 from adaptive_runner.state.schema import as_damage, as_state, damaged
 from adaptive_runner.status.log_parser import LogParser, LogRecords
+from adaptive_runner.status.parameters import ParameterFile
 from adaptive_runner.status.report import info_text, summary_html
 from adaptive_runner.status.snapshot import StatusSnapshot, learners_text
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
     from adaptive_runner.schedulers.base import Scheduler
     from adaptive_runner.state.database import LearnerRow, TaskRow
+    from adaptive_runner.status.parameters import Parameters
     from adaptive_runner.status.queue import Looks
     from adaptive_runner.status.report import InfoText
     from adaptive_runner.status.snapshot import View
@@ -198,6 +200,17 @@ class Run:
         """
         with self._open() as db:
             return db.last_tasks(learners)
+
+    def parameters(self) -> list[Parameters]:
+        """Each learner's parameters, by index, as recorded at start (no learner unpickled).
+
+        From the data file's name (made by ``ar.fname_from_params``) and the keyword
+        defaults of the learner's function (a ``functools.partial``'s keywords), as
+        parameters.json holds them: ``[{"a": 1, "b": 0.5}, ...]``; ``{}`` for a learner
+        without any, ``[]`` for a run started by a release that did not record them.
+        """
+        self.config()
+        return ParameterFile(self.run_dir).read()
 
     def tasks(self) -> list[TaskRow]:
         """Every hold of a learner by an array task, in the order they started."""

@@ -37,6 +37,7 @@ from adaptive_runner.errors import ConfigError
 from adaptive_runner.manager.database_manager import check_address
 from adaptive_runner.manager.error_watch import DEFAULT_KILL_PATTERNS, check_patterns
 from adaptive_runner.schedulers import from_config, scheduler_options
+from adaptive_runner.status.parameters import write_parameters
 
 if TYPE_CHECKING:
     import os
@@ -243,12 +244,14 @@ class RunSpec:
     def write_pickles(self, run_dir: RunDir) -> None:
         """The goal, runner kwargs and initializers, cloudpickled into ``run_dir`` (atomic).
 
+        And the learners' parameters, as JSON (parameters.json, for the panel's overview).
         The learners are written by the caller (``RunDir.write_learners``): a new run's
         beside its target, a continued run's in place.
         """
         atomic_write(run_dir.goal_file, cloudpickle.dumps(self.goal))
         atomic_write(run_dir.runner_kwargs_file, cloudpickle.dumps(dict(self.runner_kwargs)))
         atomic_write(run_dir.initializers_file, cloudpickle.dumps(list(self.initializers)))
+        write_parameters(run_dir, self.learners, self.fnames)
 
     @classmethod
     def read(

@@ -164,6 +164,23 @@ class Queries:
         found = dict(rows)
         return {state.value: int(found[state.value]) for state in LearnerState}
 
+    def stage_counts(self) -> dict[int, int]:
+        """How many stages of the goal learners reached -> how many learners reached that many.
+
+        One pass (a GROUP BY): the learners that reached stage k are those of every count
+        from k up.
+        """
+        rows = self._conn.execute("SELECT stage, count(*) FROM learners GROUP BY stage")
+        return {int(stage): int(n) for stage, n in rows}
+
+    def sweep_values(self) -> list[tuple[int, LearnerState, int | None, float | None]]:
+        """``(index, state, npoints, loss)`` of every learner, by index: the sweep's overview.
+
+        One query, the few columns only (not a :class:`LearnerRow` each).
+        """
+        rows = self._conn.execute("SELECT idx, state, npoints, loss FROM learners ORDER BY idx")
+        return [(int(i), LearnerState(state), npoints, loss) for i, state, npoints, loss in rows]
+
     def learners(
         self, state: LearnerState | None = None, limit: int | None = None
     ) -> list[LearnerRow]:

@@ -12,7 +12,13 @@ import time
 from typing import TYPE_CHECKING
 
 from adaptive_runner.status.queue import queue_summary
-from adaptive_runner.status.snapshot import counts_html, last_line, run_state
+from adaptive_runner.status.snapshot import (
+    counts_html,
+    last_line,
+    run_state,
+    stages_html,
+    stages_text,
+)
 from adaptive_runner.status.totals import totals_html, totals_items
 
 if TYPE_CHECKING:
@@ -32,20 +38,22 @@ class InfoText(str):
 
 
 def info_text(snapshot: StatusSnapshot) -> InfoText:
-    """The run's state, counts per state, totals and problems, one per line."""
+    """The run's state, counts per state (and stage), totals and problems, one per line."""
     width = max(len(label) for label, _ in totals_items(snapshot.totals))
     lines = [
         f"{snapshot.run_name}: {run_state(snapshot)}",
-        _counts_line(snapshot),
+        *_counts_lines(snapshot),
         *(f"{label:<{width}}  {value}" for label, value in totals_items(snapshot.totals)),
         *_problem_lines(snapshot),
     ]
     return InfoText("\n".join(lines))
 
 
-def _counts_line(snapshot: StatusSnapshot) -> str:
+def _counts_lines(snapshot: StatusSnapshot) -> list[str]:
+    """The learners per state, and a staged goal's stages below."""
     counts = ", ".join(f"{state} {n}" for state, n in snapshot.counts.items())
-    return f"learners: {counts}; total {snapshot.total}"
+    stages = stages_text(snapshot)
+    return [f"learners: {counts}; total {snapshot.total}", *([stages] if stages else [])]
 
 
 def _problem_lines(snapshot: StatusSnapshot) -> list[str]:
@@ -122,7 +130,7 @@ def watch_text(
     clock = time.strftime("%H:%M:%S", time.localtime(snapshot.taken_at))
     lines = [
         f"{snapshot.run_name}: {run_state(snapshot)} · {clock}",
-        _counts_line(snapshot),
+        *_counts_lines(snapshot),
     ]
     if snapshot.queue is not None:
         lines.append(f"queue: {queue_summary(snapshot.queue)}")
@@ -149,7 +157,7 @@ def _section(title: str, table: str, n: int, shown: int) -> list[str]:
 
 
 def summary_html(snapshot: StatusSnapshot) -> str:
-    """The same as :func:`info_text`, as HTML: the panel's chips and totals row, and when.
+    """The same as :func:`info_text`, as HTML: the panel's chips, stages and totals, and when.
 
     It stays in the page as it was taken: "as of" says when.
     """
@@ -160,6 +168,6 @@ def summary_html(snapshot: StatusSnapshot) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(snapshot.taken_at))
     return (
         f'<div class="ar-summary"><b>{html.escape(snapshot.run_name)}</b> · '
-        f"{run_state(snapshot)} · as of {clock}{counts_html(snapshot)}"
+        f"{run_state(snapshot)} · as of {clock}{counts_html(snapshot)}{stages_html(snapshot)}"
         f"{totals_html(snapshot.totals)}{problems}</div>"
     )

@@ -1,9 +1,10 @@
 """What the status panel shows, read from state.sqlite and rendered as HTML.
 
 No ipywidgets here: the snapshot and its HTML are plain data, tested and benchmarked without a
-kernel. A snapshot holds the counts per state, the totals (totals.py), one page of learners
-and, for a panel, the queue view (queue.py); paging or sorting takes a new snapshot (sqlite
-sorts; 100,000 learners never become 100,000 Python objects).
+kernel. A snapshot holds the counts per state, for a staged goal the learners that reached
+each stage, the totals (totals.py), one page of learners and, for a panel, the queue view
+(queue.py); paging or sorting takes a new snapshot (sqlite sorts; 100,000 learners never
+become 100,000 Python objects).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from adaptive_runner.status.totals import (
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable, Collection, Iterable, Sequence
+    from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
     from adaptive_runner.status.queue import Looks, QueueView
 
@@ -81,6 +82,14 @@ class View:
 
 
 @dataclass(frozen=True, slots=True)
+class StageProgress:
+    """One stage of a staged goal: its goal in words and how many learners reached it."""
+
+    goal: str  # "npoints >= 25", as run.json names the stages
+    reached: int  # learners that reached this stage (done ones reached every stage)
+
+
+@dataclass(frozen=True, slots=True)
 class StatusSnapshot:
     """The run as the panel shows it at ``taken_at``: counts, one page of learners, managers."""
 
@@ -96,6 +105,7 @@ class StatusSnapshot:
     problems: tuple[str, ...] = ()  # why jobs do not start or submissions fail (Run.problems)
     dead_managers: tuple[str, ...] = ()  # "job manager stopped: <error>": ended on an error
     queue: QueueView | None = None  # the run's active tasks, when asked for (a panel's looks)
+    stages: tuple[StageProgress, ...] = ()  # a staged goal's stages, in order; () for a plain goal
 
     @classmethod
     def take(
@@ -136,10 +146,9 @@ class StatusSnapshot:
         """
         view = view or View()
         run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        config = run_dir.read_config()
         schedulers = (
-            bound_schedulers(run_dir.read_config().groups, run_dir.jobs_dir)
-            if looks is None
-            else looks.schedulers
+            bound_schedulers(config.groups, run_dir.jobs_dir) if looks is None else looks.schedulers
         )
         now = clock()
         with Database.open(run_dir.database, read_only=True) as db:
@@ -156,6 +165,7 @@ class StatusSnapshot:
                 limit=view.page_size,
             )
             problems = tuple(m for state in db.group_states() for m in state.messages())
+            stages = stage_progress(config.stages, db.stage_counts()) if config.stages else ()
             finished = sum(counts[state] for state in _FINAL) == sum(counts.values())
             # A finished run's totals are its last word (the auto-refresh stops): never cached.
             cached = None if finished else looks
@@ -189,6 +199,7 @@ class StatusSnapshot:
             problems=problems,
             dead_managers=tuple(dead_managers),
             queue=None if looks is None else looks.queue(arrays, holders),
+            stages=stages,
         )
 
     @property
@@ -216,6 +227,29 @@ class StatusSnapshot:
         if row.state != LearnerState.RUNNING or row.last_heartbeat is None:
             return None
         return max(0.0, self.taken_at - row.last_heartbeat)
+
+
+def stage_progress(goals: Sequence[str], counts: Mapping[int, int]) -> tuple[StageProgress, ...]:
+    """Each stage of ``goals`` with the learners that reached it, from ``Queries.stage_counts``.
+
+    A learner that reached k stages reached each of the first k.
+    """
+    return tuple(
+        StageProgress(goal, sum(n for reached, n in counts.items() if reached >= k))
+        for k, goal in enumerate(goals, start=1)
+    )
+
+
+def stages_text(snapshot: StatusSnapshot) -> str:
+    """``stage 1 (npoints >= 25): 48/48 · stage 2 (npoints >= 200): 12/48``; "" for one stage.
+
+    Out of every learner of the run: failed and cancelled ones count too (they reached
+    what they reached), so a stage reads complete only when every learner reached it.
+    """
+    return " · ".join(
+        f"stage {k} ({stage.goal}): {stage.reached}/{snapshot.total}"
+        for k, stage in enumerate(snapshot.stages, start=1)
+    )
 
 
 def parse_selection(text: str, n_learners: int) -> list[int]:
@@ -322,6 +356,21 @@ def progress_html(snapshot: StatusSnapshot) -> str:
         f'background:#e6e6e6;border-radius:3px;overflow:hidden">{parts}</div>'
         f'<span class="ar-progress-label">{_e(finished_text(snapshot))}</span></div>'
     )
+
+
+def stages_html(snapshot: StatusSnapshot) -> str:
+    """Each stage of a staged goal with a bar of the learners that reached it; "" for one."""
+    total = max(1, snapshot.total)
+    parts = "".join(
+        f'<span class="ar-stage" style="display:inline-flex;align-items:center;gap:4px;'
+        f'margin-right:12px">stage {k} ({_e(stage.goal)})<span style="display:inline-block;'
+        f'width:80px;height:8px;background:#e6e6e6;border-radius:2px;overflow:hidden">'
+        f'<span style="display:block;height:100%;width:{100 * stage.reached / total:.4g}%;'
+        f'background:{STATE_COLORS[LearnerState.DONE]}"></span></span>'
+        f"{stage.reached}/{snapshot.total}</span>"
+        for k, stage in enumerate(snapshot.stages, start=1)
+    )
+    return f'<div class="ar-stages-row">{parts}</div>' if parts else ""
 
 
 def run_state(snapshot: StatusSnapshot) -> str:

@@ -3,8 +3,10 @@
 The refresh thread reads state.sqlite, the schedulers' queues and the data files' sizes
 (those two throttled, see queue.py) and sets widget values, so the kernel stays free (and the
 panel keeps moving while a cell blocks in ``rm.wait()``). A plot is drawn in a thread of its
-own, only when the learner's data file changed. Buttons act through the run manager:
-``cancel``, ``load_learners``; logs are read from the run directory.
+own, only when the learner's data file changed; the overview of the sweep (overview.py) is
+drawn again with each refresh while it is shown, and a click on one of its cells plots that
+learner. Buttons act through the run manager: ``cancel``, ``load_learners``; logs are read
+from the run directory.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from adaptive_runner.status.snapshot import (
     counts_html,
     parse_selection,
     progress_html,
+    stages_html,
     status_html,
     table_html,
 )
 from adaptive_runner.status.totals import totals_html
 from adaptive_runner.widgets.log_view import LogSource, log_html, log_sources
+from adaptive_runner.widgets.overview import SweepOverview
 from adaptive_runner.widgets.plot import LearnerPicture, LearnerPlot
 
 if TYPE_CHECKING:
@@ -53,7 +57,7 @@ _HIDDEN: Final = "none"
 
 
 class StatusPanel:
-    """Counts, totals, progress, the queue, a paged and sortable learner table, logs, a plot.
+    """Counts, totals, progress, the queue, a learner table, logs, a plot, the sweep's overview.
 
     Display it as a cell's last expression; ``widget`` is the ipywidgets box (to embed it
     elsewhere) and ``learners`` holds what "Load learners" loaded.
@@ -93,6 +97,8 @@ class StatusPanel:
         self.queue.add_class("ar-queue")
         self.progress = w.HTML()  # done, failed and cancelled in their colours, and in words
         self.progress.add_class("ar-progress-box")
+        self.stages = w.HTML()  # a staged goal: the learners that reached each stage
+        self.stages.add_class("ar-stages")
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.auto_button = w.ToggleButton(description="Auto-refresh", icon="clock-o")
         self.cancel_run_button = w.Button(description="Cancel run", button_style="danger")
@@ -122,6 +128,8 @@ class StatusPanel:
             layout=w.Layout(display=_HIDDEN),
         )
         self.plot_box.add_class("ar-plot")
+        self.overview_button = w.ToggleButton(description="Overview", icon="th")
+        self.overview = SweepOverview(run_manager.run_dir, self._pick)
         self.load_button = w.Button(description="Load learners")
         self.sort_by = w.Dropdown(
             options=[(_SORT_LABELS[key], key) for key in SORT_KEYS], description="sort by"
@@ -142,14 +150,22 @@ class StatusPanel:
                 self.counts,
                 self.totals,
                 self.progress,
+                self.stages,
                 self.queue,
                 w.HBox([self.refresh_button, self.auto_button, self.cancel_run_button]),
                 self.confirm_box,
-                w.HBox([self.selection, self.cancel_selected_button, self.plot_button]),
+                w.HBox(
+                    [
+                        self.selection,
+                        self.cancel_selected_button,
+                        self.plot_button,
+                        self.overview_button,
+                    ]
+                ),
                 w.HBox([self.log_button, self.failed_only, self.log_search, self.hide_log_button]),
                 self.load_button,
                 self.message,
-                self.plot_box,
+                w.HBox([self.overview.widget, self.plot_box]),
                 self.log,
                 w.HBox([self.sort_by, self.descending, self.state_filter]),
                 w.HBox([self.prev_button, self.page_label, self.next_button]),
@@ -182,6 +198,7 @@ class StatusPanel:
         for button, action in clicks:
             button.on_click(self._reporting(action))
         self.auto_button.observe(lambda change: self._set_auto(change["new"]), names="value")
+        self.overview_button.observe(lambda change: self._show_overview(change["new"]), "value")
         self.sort_by.observe(lambda change: self._change_view(sort_by=change["new"]), "value")
         self.descending.observe(lambda change: self._change_view(descending=change["new"]), "value")
         self.state_filter.observe(lambda change: self._filter(change["new"]), "value")
@@ -222,11 +239,14 @@ class StatusPanel:
             self.totals.value = totals_html(snap.totals)
             self.queue.value = "" if snap.queue is None else queue_html(snap.queue)
             self.progress.value = progress_html(snap)
+            self.stages.value = stages_html(snap)
             self.cancel_run_button.disabled = snap.finished
             self.prev_button.disabled = snap.view.page == 0
             self.next_button.disabled = snap.view.page + 1 >= snap.n_pages
             self.page_label.value = f"page {snap.view.page + 1} of {snap.n_pages}"
             self.table.value = table_html(snap)
+        if self.overview.shown:
+            self.overview.update()
         self._update_plot()
         return snap
 
@@ -339,6 +359,18 @@ class StatusPanel:
     def _hide_plot(self) -> None:
         self._plot_learner = None
         self.plot_box.layout.display = _HIDDEN
+        self.overview.unpick()
+
+    def _show_overview(self, on: bool) -> None:  # noqa: FBT001 - a toggle's new value
+        try:
+            self.overview.show(on)
+        except ConfigError as e:  # a damaged parameters.json: said, as bad input is
+            self._say(str(e), error=True)
+
+    def _pick(self, index: int) -> None:
+        """A cell of the overview was clicked: select its learner and plot it."""
+        self.selection.value = str(index)
+        self._show_plot()
 
     def _update_plot(self) -> None:
         """Draw the plotted learner again, in a thread, if its data file changed."""

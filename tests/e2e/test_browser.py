@@ -263,6 +263,7 @@ def drive(page: Page, tmp_path: Path) -> None:
     expect(example.locator(".ar-plot")).to_contain_text(re.compile(r"learner 0: \d+ points"))
     example.scroll_into_view_if_needed()
     example.screenshot(path=tmp_path / "panel_example.png")
+    check_overview(example, tmp_path)
 
     slow.get_by_role("button", name="Cancel run").click()
     confirm = slow.get_by_role("button", name="Yes, cancel the run")
@@ -314,3 +315,26 @@ def check_failed_log(panel: Locator, tmp_path: Path) -> None:
     assert abs((pre["y"] + pre["height"]) - (box["y"] + box["height"])) < 10, (pre, box)
     panel.scroll_into_view_if_needed()
     panel.screenshot(path=tmp_path / "panel_failed_log.png")
+
+
+def check_overview(panel: Locator, tmp_path: Path) -> None:
+    """The sweep's overview: a cell per learner (the four widths), coloured; a click plots one."""
+    from playwright.sync_api import expect  # noqa: PLC0415 - slow import
+
+    panel.locator("button", has_text=re.compile(r"^\s*Overview$")).click()
+    cells = panel.locator(".ar-overview-cells button")
+    expect(cells).to_have_count(4)
+    expect(panel.locator(".ar-overview-x")).to_contain_text("0.01")
+    boxes = cells.evaluate_all(
+        "cells => cells.map(c => { const r = c.getBoundingClientRect();"
+        " return [r.x, r.y, r.width, r.height, getComputedStyle(c).backgroundColor]; })"
+    )
+    assert len({round(x) for x, *_ in boxes}) == 4, boxes  # side by side, along the widths
+    assert len({round(y) for _, y, *_ in boxes}) == 1, boxes  # one parameter: one row
+    assert all(w > 5 and h > 5 for _, _, w, h, _ in boxes), boxes
+    assert "rgb(208, 208, 208)" not in {c for *_, c in boxes}, boxes  # every loss coloured
+    cells.nth(2).click()
+    expect(panel.locator(".ar-plot")).to_contain_text(re.compile(r"learner 2: \d+ points"))
+    expect(panel.get_by_placeholder("e.g. 3, 7-9")).to_have_value("2")
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=tmp_path / "panel_overview.png")

@@ -643,3 +643,38 @@ def test_panel_log_filter_and_plot(finished_run: ar.RunManager) -> None:
         assert cast("str | None", panel.plot_box.layout.display) == "none"
     finally:
         panel.close()
+
+
+def test_overview_of_the_sweep_plots_the_learner_clicked(finished_run: ar.RunManager) -> None:
+    # start() recorded each learner's partial keywords; learner 3 (always_fails) has none.
+    parameters = ar.Run(finished_run.run_dir.path).parameters()
+    assert parameters == [{"a": a, "delay": 0.0} for a in range(3)] + [{}]
+    panel = finished_run.info()
+    try:
+        overview = panel.overview
+        assert overview.widget.layout.display == "none"  # shown on request only
+        panel.overview_button.value = True
+        assert overview.shown
+        assert overview.cells._options_labels == ("0", "1", "2", "3")
+        assert overview.cells.tooltips[1] == "learner 1: a=1, delay=0"
+        # "delay" is missing from learner 3: it varies, so it is offered as the y axis.
+        assert (overview.x.value, overview.y.value) == ("a", "delay")
+        assert overview.style.value.count(">div>button:nth-child(") == 4
+        assert "outline:2px solid #d62728" in overview.style.value  # the failed learner
+        assert "loss" in overview.legend.value
+        by_loss = overview.style.value
+        overview.measure.value = "npoints"
+        assert overview.style.value != by_loss
+        assert "points" in overview.legend.value
+        overview.y.value = ""
+        assert "grid-template-rows:repeat(1," in overview.style.value
+        overview.cells.value = 1  # as a click on learner 1's cell
+        assert panel.selection.value == "1"
+        wait_for(lambda: "learner 1:" in panel.plot_note.value, what="the plot of learner 1")
+        panel.hide_plot_button.click()
+        assert overview.cells.value is None  # a click on it plots it again
+        panel.refresh()  # a refresh draws the shown overview again
+        panel.overview_button.value = False
+        assert not overview.shown
+    finally:
+        panel.close()
