@@ -28,6 +28,7 @@ from adaptive_runner.common.run_dir import GroupConfig, RunConfig, RunDir, confi
 from adaptive_runner.errors import ConfigError
 from adaptive_runner.schedulers import from_config, scheduler_options
 from adaptive_runner.state.database import Database
+from adaptive_runner.status.parameters import write_parameters
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -98,7 +99,7 @@ def add_to_run(run_dir: RunDir, spec: RunSpec, *, first: int) -> None:
 
     ``spec`` is the run's (in its order) with them appended; the run may be running. Only
     their pickles (their packs, their functions) are written, then their rows, then run.json's
-    count and hash.
+    count and hash, and every learner's parameters (for the overview of the sweep).
     """
     blobs, functions = pickle_learners(spec.learners[first:], first=first)
     run_dir.write_functions(functions)
@@ -108,6 +109,7 @@ def add_to_run(run_dir: RunDir, spec: RunSpec, *, first: int) -> None:
     run_dir.write_config(
         dataclasses.replace(config, n_learners=len(spec.fnames), config_hash=spec.digest)
     )
+    write_parameters(run_dir, spec.learners, spec.fnames)
 
 
 def _insert(run_dir: RunDir, spec: RunSpec, first: int) -> None:

@@ -62,6 +62,25 @@ def test_example_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
     assert len(list(data.glob("*.pickle.dataframe.pickle"))) == 4
 
 
+@pytest.mark.slow
+def test_progressive_sweep_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
+    shutil.copy(NOTEBOOKS / "progressive_sweep.ipynb", tmp_path)
+    nb = nbformat.read(tmp_path / "progressive_sweep.ipynb", as_version=4)
+    client = NotebookClient(
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    assert result_text(find_cell(nb, "more_learners, more_fnames")) == "[12, 13, 14]"
+    assert result_text(find_cell(nb, "rm.wait(")) == "True"
+    final = stream_text(nb.cells[-3], "stdout")  # the text summary after the end
+    assert "stage 1 (npoints >= 20): 15/15 · stage 2 (npoints >= 100): 15/15" in final
+    points = result_text(find_cell(nb, "names = "))
+    assert points.count(": 100") == 15
+    states = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    cells = [m["state"] for m in states.values() if m["model_name"] == "ToggleButtonsModel"]
+    assert any(len(state.get("_options_labels", ())) in (12, 15) for state in cells)
+
+
 def test_notebooks_are_valid() -> None:
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import adaptive
 import psutil
 import pytest
-from helpers_run import make_learners, make_peaks, no_overlaps, task_events, wait_for
+from helpers_run import PEAK_WIDTHS, make_learners, make_peaks, no_overlaps, task_events, wait_for
 
 import adaptive_runner as ar
 from adaptive_runner.manager.run import Run
@@ -553,6 +553,8 @@ def test_learners_added_to_a_staged_run_are_swept_before_anyone_goes_finer(
     assert [learner.npoints for learner in rm.load_learners()] == [100] * 6
     run_dir = rm.run_dir.path
     assert next(stage for row, stage, _ in stage_claims(run_dir) if row.learner in new) == 0
+    widths = [p["width"] for p in Run(run_dir).parameters()]  # the overview's axes
+    assert widths == [pytest.approx(w) for w in PEAK_WIDTHS[:6]]
     assert waited_behind(run_dir, 4, added=added_at) == []
     no_overlaps(run_dir)
     backend.assert_nothing_left(rm)
