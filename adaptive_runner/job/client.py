@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Final, Self
@@ -112,6 +113,8 @@ class Client:
         How long to keep trying (re-reading run.json each time, since a restarted manager
         listens on a new port) before raising ManagerUnreachableError.
 
+    Requests take turns: a worker sends heartbeats from one thread and a staged goal's
+    ``stage_reached`` from another, and a REQ socket sends once per reply.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class Client:
         self._socket: zmq.Socket[bytes] | None = None
         self._url = ""
         self._answered = False  # a reply came: the url's host resolves (checked until then)
+        self._turn = threading.Lock()  # one request at a time on the socket
 
     def __enter__(self) -> Self:
         return self
@@ -275,6 +279,11 @@ class Client:
 
         Raises _GaveUp when ``give_up()`` turns True while waiting (asked about once a second).
         """
+        with self._turn:
+            return self._exchange(request, give_up)
+
+    def _exchange(self, request: Request, give_up: Callable[[], bool]) -> Reply:
+        """:meth:`_request`'s sends and waits, while no other request of this client runs."""
         payload = encode_request(request)
         deadline = time.monotonic() + self.patience_s
         delay = _FIRST_DELAY_S

@@ -797,3 +797,32 @@ def test_fail_and_release_are_logged_with_their_reason(run_dir: RunDir) -> None:
         }
         | {"reason": "OSError: full", "unlogged_from_sender": 0, "unlogged_from_others": 0},
     ]
+
+
+def test_a_client_shared_by_two_threads_sends_one_request_at_a_time(
+    run_dir: RunDir, manager: DatabaseManager
+) -> None:
+    """A worker's heartbeats (a thread) and a staged goal's stage_reached (another) share
+    one client: each request waits for the other's reply (a REQ socket is lockstep)."""
+    del manager
+    with Client(run_dir, "7_0") as client:
+        assignment = client.claim(host="h", pid=1, array=ARRAY)
+        assert assignment is not None
+        learner = assignment.learner
+        errors: list[BaseException] = []
+
+        def beat() -> None:
+            try:
+                for _ in range(200):
+                    assert client.heartbeat(learner, npoints=1, loss=None, cpu=0.0, memory=0)
+            except BaseException as e:  # noqa: BLE001 - the test reports it
+                errors.append(e)
+
+        thread = threading.Thread(target=beat)
+        thread.start()
+        try:
+            for _ in range(200):
+                assert client.stage_reached(learner, stage=0, npoints=1, loss=0.5) is False
+        finally:
+            thread.join()
+        assert errors == []
