@@ -127,22 +127,29 @@ def _check_stages(given: tuple[object, ...]) -> Goal:
             )
         checked = check_goal(stage)
         assert not isinstance(checked, (timedelta, datetime, Stages))  # noqa: S101 - refused above
-        if stages:
-            _check_not_looser(stages[-1], checked, k)
+        _check_not_looser(stages, checked, k)
         stages.append(checked)
     return stages[0] if len(stages) == 1 else Stages(*stages)
 
 
-def _check_not_looser(before: StageGoal, stage: StageGoal, k: int) -> None:
-    """Refuse stage ``k`` if it asks less than stage ``k - 1`` (same kind only)."""
-    looser = (type(before) is int and type(stage) is int and stage < before) or (
-        type(before) is float and type(stage) is float and stage > before
-    )
-    if looser:
-        what = "fewer points" if type(stage) is int else "a larger loss"
+def _check_not_looser(before: Sequence[StageGoal], stage: StageGoal, k: int) -> None:
+    """Refuse stage ``k`` if it asks less than the last stage ``before`` it of its kind.
+
+    Points are compared with points and losses with losses (``[20, 0.1, 10]`` is refused:
+    10 points after 20); callables and None with nothing.
+    """
+    if not isinstance(stage, (int, float)):
+        return
+    kind = type(stage)
+    same = [(j, g) for j, g in enumerate(before[:k]) if isinstance(g, kind)]
+    if not same:
+        return
+    j, earlier = same[-1]
+    if (stage < earlier) if kind is int else (stage > earlier):
+        what = "fewer points" if kind is int else "a larger loss"
         raise ConfigError(
-            f"goal stage [{k}]={stage!r} asks {what} than stage [{k - 1}]={before!r}: each "
-            "stage must be at least as strict as the one before; order them coarse to fine"
+            f"goal stage [{k}]={stage!r} asks {what} than stage [{j}]={earlier!r}: each "
+            "stage must be at least as strict as the ones before it; order them coarse to fine"
         )
 
 
@@ -180,8 +187,9 @@ def check_learners_end(goal: Goal, learners: Sequence[Any]) -> None:
         for index, learner in enumerate(learners):
             missing = _without_end(learner)
             if missing is not None:
+                said = "a last goal stage of None" if isinstance(goal, Stages) else "goal=None"
                 raise ConfigError(
-                    "goal=None runs a learner until learner.done(), which only a SequenceLearner "
+                    f"{said} runs a learner until learner.done(), which only a SequenceLearner "
                     f"(or a BalancingLearner of SequenceLearners) has, but learners[{index}] is "
                     f"{missing}: give a goal (an int number of points, a float loss, ...)"
                 )
