@@ -25,7 +25,7 @@ class Event(StrEnum):
     DATAFRAME_FAILED = "dataframe_failed"  # save_dataframe: not written this save; data saved
     DONE = "done"  # the learner reached its goal
     GOAL_CHANGED = "goal_changed"  # a rerun wrote another goal: checked from the next point on
-    STAGE_REACHED = "stage_reached"  # a stage of a staged goal, not the last: go on or release
+    STAGE_REACHED = "stage_reached"  # a stage of a staged goal, not the last: go on or hand back
     RELEASED = "released"  # stopped in an orderly way; the learner waits for another task
     HANDED_BACK = "handed_back"  # a stage reached, saved and handed back: the task claims again
     FAILED = "failed"  # the learner raised (or could not be saved, or the manager went away)

@@ -204,7 +204,7 @@ class _Task:
                 index=self.identity.task_index,
                 learner=assignment.learner,
                 fname=assignment.fname,
-                stage=assignment.stage,
+                stage=assignment.stage + 1,  # as people count stages: "stage 1 of 2"
                 group=self.group_index,
                 executor=group.executor,
                 cores=group.cores,
@@ -380,7 +380,9 @@ class _Hold:
             )
         except AdaptiveRunnerError as e:  # an unreachable manager: as a heartbeat's would
             return _Outcome(_End.UNREACHABLE, _format(e))
-        self.log.info(Event.STAGE_REACHED, stage=stage, npoints=npoints, loss=loss, go_on=go_on)
+        self.log.info(  # stage 1 is the first, as the status counts them
+            Event.STAGE_REACHED, stage=stage + 1, npoints=npoints, loss=loss, go_on=go_on
+        )
         if go_on is None:
             return _Outcome(_End.NOT_OWNER)
         described = goal.description

@@ -456,11 +456,11 @@ def test_a_staged_goal_runs_breadth_first_then_the_largest_loss_first(backend: B
     assert [row.stage for row in Run(rm.run_dir.path).learners()] == [2] * 5
     events = task_events(rm.run_dir.path)
     work = [(e["event"], e["learner"], e.get("stage")) for e in events if e["event"] == "started"]
-    assert work[:5] == [("started", i, 0) for i in range(5)]  # stage 0 for all first
+    assert work[:5] == [("started", i, 1) for i in range(5)]  # stage 1 for all first
     reached = {e["learner"]: e for e in events if e["event"] == "stage_reached"}
     assert [reached[i]["go_on"] for i in range(5)] == [False] * 4 + [True]
     by_loss = sorted(range(4), key=lambda i: -reached[i]["loss"])
-    assert work[5:] == [("started", i, 1) for i in by_loss]  # learner 4 went on
+    assert work[5:] == [("started", i, 2) for i in by_loss]  # learner 4 went on
     handed = {e["learner"]: e["npoints"] for e in events if e["event"] == "handed_back"}
     resumed = {e["learner"]: e["npoints"] for e in events if e["event"] == "resumed"}
     assert handed == resumed == dict.fromkeys(range(4), 10)  # one save and one load each
@@ -484,7 +484,7 @@ def test_with_several_slots_no_learner_starts_a_stage_while_another_waits_before
     assert rm.wait(timeout=PATIENCE_S)
     assert [learner.npoints for learner in rm.load_learners()] == [60] * 9
     run_dir = rm.run_dir.path
-    assert {stage for _, stage, _ in stage_claims(run_dir)} == {0, 1, 2}
+    assert {stage for _, stage, _ in stage_claims(run_dir)} == {1, 2, 3}
     assert waited_behind(run_dir, 9) == []
     no_overlaps(run_dir)
     backend.assert_nothing_left(rm)
@@ -538,12 +538,12 @@ def waited_behind(run_dir: Path, n: int, added: float = float("-inf")) -> list[s
 def test_learners_added_to_a_staged_run_are_swept_before_anyone_goes_finer(
     backend: Backend,
 ) -> None:
-    """rm.add during a sweep at goal=[10, 100]: the new learners start at stage 0, and no
-    learner is claimed at stage 1 while one of them waits; all end done at 100 points."""
+    """rm.add during a sweep at goal=[10, 100]: the new learners start at stage 1, and no
+    learner is claimed at stage 2 while one of them waits; all end done at 100 points."""
     rm = backend.start(make_peaks(4, delay=0.01), goal=[10, 100], max_simultaneous_jobs=2)
     wait_for(
         lambda: sum(row.stage >= 1 for row in Run(rm.run_dir.path).learners()) >= 3,
-        what="three learners past stage 0",
+        what="three learners past stage 1",
         timeout_s=PATIENCE_S,
     )
     added_at = time.time()
@@ -552,7 +552,7 @@ def test_learners_added_to_a_staged_run_are_swept_before_anyone_goes_finer(
     assert rm.wait(timeout=PATIENCE_S)
     assert [learner.npoints for learner in rm.load_learners()] == [100] * 6
     run_dir = rm.run_dir.path
-    assert next(stage for row, stage, _ in stage_claims(run_dir) if row.learner in new) == 0
+    assert next(stage for row, stage, _ in stage_claims(run_dir) if row.learner in new) == 1
     widths = [p["width"] for p in Run(run_dir).parameters()]  # the overview's axes
     assert widths == [pytest.approx(w) for w in PEAK_WIDTHS[:6]]
     assert waited_behind(run_dir, 4, added=added_at) == []
