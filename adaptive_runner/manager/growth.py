@@ -55,7 +55,17 @@ def in_run_order(
     for index, (fname, group) in enumerate(zip(fnames, groups, strict=True)):
         mine = where.get(fname)
         if mine is None:
-            raise _different(run_dir, f"learner {index}'s fname {fname!r} is not among these")
+            missing = sum(f not in where for f in fnames)
+            also = f" (nor {missing - 1} more of the run's {len(fnames)})" if missing > 1 else ""
+            added = (
+                "; learners added to the run (rm.add, or a cell that had more) must stay in the "
+                "cell: append them"
+                if fnames[: len(spec.fnames)] == list(spec.fnames[: len(fnames)])
+                else ""
+            )
+            raise _different(
+                run_dir, f"learner {index}'s fname {fname!r} is not among these{also}{added}"
+            )
         if spec.learner_groups[mine] != group:
             raise _different(
                 run_dir,

@@ -46,7 +46,14 @@ def test_the_cell_again_with_learners_appended_grows_the_run(tmp_path: Path) -> 
     before = config_file.read_text()
 
     refusals: list[tuple[list[Any], dict[int, list[int]], str]] = [
-        (make_learners(1), {}, r"learner 1's fname '.*/l1.pickle' is not among these"),
+        (
+            make_learners(1),
+            {},
+            (
+                r"learner 1's fname '.*/l1.pickle' is not among these; learners added to the"
+                r" run \(rm.add, or a cell that had more\) must stay in the cell: append them"
+            ),
+        ),
         (make_learners(3), {}, r"learner 1 waits on learners \[0\] in the run, on \[\] here"),
         ([*make_learners(1), *sequences(2)], {1: [0]}, "the types of learners of the run differ"),
     ]
