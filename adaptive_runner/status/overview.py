@@ -37,6 +37,7 @@ MAX_CELL_PX: Final = 24
 MIN_CELL_PX: Final = 2
 GAP_PX: Final = 1
 MAX_TICKS: Final = 12  # tick labels on an axis at most; the others are left out
+LETTER_PX: Final = 6  # about the width of a letter of a 10 px tick label
 NO_VALUE: Final = "#d0d0d0"
 _VIRIDIS: Final = (
     (0x44, 0x01, 0x54),
@@ -274,7 +275,7 @@ def x_ticks_html(picture: Overview) -> str:
     ticks = "".join(
         f'<span style="position:absolute;left:{centre * step:.1f}px;top:0;'
         f'transform:translateX(-50%);white-space:nowrap">{html.escape(label)}</span>'
-        for centre, label in picture.x_ticks
+        for centre, label in _apart(picture.x_ticks, step)
     )
     name = "learners, sorted by " + picture.measure if picture.bars else picture.x or ""
     return (
@@ -283,6 +284,18 @@ def x_ticks_html(picture: Overview) -> str:
         f'<div style="font-size:11px;text-align:center;width:{picture.n_columns * step}px">'
         f"{html.escape(name)}</div>"
     )
+
+
+def _apart(ticks: Sequence[tuple[float, str]], step: float) -> list[tuple[float, str]]:
+    """The x ticks whose labels do not overlap the one kept before (at 10 px, ~6 px a letter)."""
+    kept: list[tuple[float, str]] = []
+    for centre, label in ticks:
+        if kept:
+            before, text = kept[-1]
+            if (centre - before) * step < LETTER_PX * (len(text) + len(label)) / 2 + LETTER_PX:
+                continue
+        kept.append((centre, label))
+    return kept
 
 
 def y_ticks_html(picture: Overview) -> str:

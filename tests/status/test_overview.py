@@ -190,3 +190,13 @@ def test_cells_css_has_a_rule_per_learner_in_its_colour() -> None:
     assert titles(grid(3, 2), ["a", "b"], 7)[6] == "learner 6"
     empty = overview(grid(3, 2), values(6, [None] * 6), x="a", y="b", measure=Measure.LOSS)
     assert "no learner reported its loss yet" in legend_html(empty)
+
+
+def test_x_tick_labels_that_would_overlap_are_left_out() -> None:
+    """Columns of 24 px (the widest cell) under labels of ~30 px: side by side they read
+    '0.0030.01' (a new user's 2-D sweep); every other one is drawn."""
+    sweep: list[Parameters] = [{"width": w} for w in (0.003, 0.01, 0.03, 0.1)]
+    picture = overview(sweep, values(4), x="width", y=None, measure=Measure.LOSS)
+    shown = re.findall(r">([^<]+)</span>", x_ticks_html(picture))
+    assert shown == ["0.003", "0.03"]  # every other label: 24 px a cell, 30 px a label
+    assert len(picture.x_ticks) == 4  # the picture keeps them all; only drawing leaves out
