@@ -285,8 +285,9 @@ def _status_table(run: Run, state: LearnerState | None) -> None:
     from adaptive_runner.status.snapshot import last_line  # noqa: PLC0415 - load only what runs
 
     learners = run.learners(state)
+    stages = len(run.config().stages or ())
     print(
-        learner_table(learners, now=time.time())
+        learner_table(learners, now=time.time(), stages=stages)
         if learners or not state
         else f"no learner is {state}"
     )

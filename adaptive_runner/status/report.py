@@ -60,13 +60,19 @@ def _problem_lines(snapshot: StatusSnapshot) -> list[str]:
     return [f"problem: {text}" for text in (*snapshot.dead_managers, *snapshot.problems)]
 
 
-def learner_table(rows: Iterable[LearnerRow], *, now: float) -> str:
-    """One line per learner under a header, like squeue: state, task, host, points, loss, ..."""
-    header = ("LEARNER", "STATE", "TASK", "HOST", "NPOINTS", "LOSS", "ATTEMPTS", "HEARTBEAT")
+def learner_table(rows: Iterable[LearnerRow], *, now: float, stages: int = 1) -> str:
+    """One line per learner under a header, like squeue: state, task, host, points, loss, ...
+
+    Of a staged goal (``stages`` > 1) also the stages each reached: ``1/2``.
+    """
+    staged = stages > 1
+    header = ("LEARNER", "STATE", *(("STAGES",) if staged else ()), "TASK", "HOST", "NPOINTS")
+    header += ("LOSS", "ATTEMPTS", "HEARTBEAT")
     cells = [
         (
             str(row.index),
             str(row.state),
+            *((f"{min(row.stage, stages)}/{stages}",) if staged else ()),
             row.task or "-",
             row.host or "-",
             "-" if row.npoints is None else str(row.npoints),
@@ -78,7 +84,8 @@ def learner_table(rows: Iterable[LearnerRow], *, now: float) -> str:
         )
         for row in rows
     ]
-    return _columns(header, cells, numeric={0, 4, 5, 6})
+    numeric = {0, 4, 5, 6}
+    return _columns(header, cells, numeric={k + staged if k > 1 else k for k in numeric})
 
 
 def failed_table(rows: Iterable[LearnerRow], last_tasks: Mapping[int, str]) -> str:
@@ -139,7 +146,7 @@ def watch_text(
     which = f"{snapshot.view.state} learners" if snapshot.view.state else "learners"
     lines += _section(
         which,
-        learner_table(snapshot.rows, now=snapshot.taken_at),
+        learner_table(snapshot.rows, now=snapshot.taken_at, stages=len(snapshot.stages)),
         snapshot.n_matching,
         len(snapshot.rows),
     )

@@ -416,10 +416,12 @@ def _error_cell(error: str | None) -> str:
 
 def _cells(snapshot: StatusSnapshot, row: LearnerRow) -> list[str]:
     age = snapshot.heartbeat_age(row)
+    n = len(snapshot.stages)
     return [
         str(row.index),
         f'<span title="{_e(row.fname)}">{_e(Path(row.fname).name)}</span>',
         _chip(row.state, row.state.value),
+        *([f"{min(row.stage, n)}/{n}"] if n else []),
         _e(row.task or ""),
         _e(row.host or ""),
         "" if row.npoints is None else str(row.npoints),
@@ -433,7 +435,8 @@ def _cells(snapshot: StatusSnapshot, row: LearnerRow) -> list[str]:
 
 def table_html(snapshot: StatusSnapshot) -> str:
     """The snapshot's page of learners as an HTML table."""
-    head = "".join(f'<th style="text-align:left;padding:2px 8px">{c}</th>' for c in _COLUMNS)
+    columns = _COLUMNS[:3] + (("stages",) if snapshot.stages else ()) + _COLUMNS[3:]
+    head = "".join(f'<th style="text-align:left;padding:2px 8px">{c}</th>' for c in columns)
     body = "".join(
         "<tr>"
         + "".join(f'<td style="padding:2px 8px">{cell}</td>' for cell in _cells(snapshot, row))
@@ -441,7 +444,7 @@ def table_html(snapshot: StatusSnapshot) -> str:
         for row in snapshot.rows
     )
     if not snapshot.rows:
-        body = f'<tr><td colspan="{len(_COLUMNS)}">no learners in this view</td></tr>'
+        body = f'<tr><td colspan="{len(columns)}">no learners in this view</td></tr>'
     return (
         '<table class="ar-table" style="border-collapse:collapse;font-size:12px">'
         f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

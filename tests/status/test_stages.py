@@ -9,8 +9,8 @@ from helpers_run import make_run
 
 import adaptive_runner as ar
 from adaptive_runner.state.database import Database, LearnerState
-from adaptive_runner.status.report import info_text, watch_text
-from adaptive_runner.status.snapshot import StatusSnapshot, stages_html, stages_text
+from adaptive_runner.status.report import info_text, learner_table, watch_text
+from adaptive_runner.status.snapshot import StatusSnapshot, stages_html, stages_text, table_html
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -48,6 +48,12 @@ def test_stage_counts_out_of_every_learner(tmp_path: Path) -> None:
     assert page.count('class="ar-stage"') == 2
     assert "4/5" in page
     assert "width:80%" in page
+    # Each learner's stages reached: in the terminal's table and the panel's.
+    table = learner_table(snap.rows, now=0.0, stages=2).splitlines()
+    assert table[0].split()[:3] == ["LEARNER", "STATE", "STAGES"]
+    assert [line.split()[2] for line in table[1:]] == ["2/2", "1/2", "1/2", "0/2", "1/2"]
+    assert table_html(snap).count("<td") == 12 * 5  # a column more than a plain goal's
+    assert ">stages</th>" in table_html(snap)
 
 
 def test_a_plain_goal_has_no_stage_line(tmp_path: Path) -> None:
@@ -57,3 +63,6 @@ def test_a_plain_goal_has_no_stage_line(tmp_path: Path) -> None:
     assert stages_text(snap) == ""
     assert stages_html(snap) == ""
     assert not any(line.startswith("stage") for line in info_text(snap).splitlines())
+    assert "STAGES" not in learner_table(snap.rows, now=0.0)
+    assert ">stages</th>" not in table_html(snap)
+    assert table_html(snap).count("<td") == 11 * 2
