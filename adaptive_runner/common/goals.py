@@ -118,7 +118,8 @@ def _check_stages(given: tuple[object, ...]) -> Goal:
             raise ConfigError(
                 f"goal stage [{k}]={stage!r} ({type(stage).__name__}) cannot be a stage: each "
                 "stage is an int number of points, a float loss, a callable goal(learner) -> "
-                "bool, or None (last only); a time goal bounds jobs, not a learner's progress"
+                "bool, or None (last only); a time goal bounds jobs, not a learner's progress: "
+                "bound each job's time with the scheduler's walltime= instead"
             )
         if stage is None and k != len(given) - 1:
             raise ConfigError(
