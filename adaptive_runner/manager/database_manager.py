@@ -564,7 +564,10 @@ class Dispatcher:
         elif isinstance(request, Fail):  # the traceback's last line: what broke
             reason = cut(request.error.strip().rsplit("\n", 1)[-1])
         task, learner = request.task, request.learner
-        if not recorded:
+        if not recorded and not held and self.db.cancelled_hold(task, learner):
+            # A job told to stop by a cancel saves and releases: expected, not worth a line.
+            log.debug("report of a cancelled hold", task=task, learner=learner, op=request.op)
+        elif not recorded:
             self.refusals.note(
                 UNRECORDED_REPORT,
                 task,

@@ -109,6 +109,15 @@ class Queries:
                 found.add(task)
         return found
 
+    def cancelled_hold(self, task: str, learner: int) -> bool:
+        """Whether ``task``'s latest hold of ``learner`` ended because the user cancelled it."""
+        row = self._conn.execute(
+            f"SELECT t.outcome {CURRENT_HOLDS} AND t.task = ? AND t.learner = ?"
+            " ORDER BY t.started DESC LIMIT 1",
+            (task, learner),
+        ).fetchone()
+        return row is not None and row[0] == Outcome.CANCELLED
+
     def claimed(self, tasks: Collection[str]) -> set[str]:
         """Which of ``tasks`` ever held a learner (in an unfinished array: ``CURRENT_HOLDS``)."""
         found: set[str] = set()

@@ -826,3 +826,24 @@ def test_a_client_shared_by_two_threads_sends_one_request_at_a_time(
         finally:
             thread.join()
         assert errors == []
+
+
+def test_the_release_of_a_job_cancelled_with_the_run_is_no_warning(run_dir: RunDir) -> None:
+    """rm.cancel(): each running job saves and releases its learner, cancelled meanwhile;
+    the not_owner reply is expected, so no warning says its report changed nothing."""
+    release = {"v": 1, "op": "release", "task": "7_0", "learner": 0, "reason": "SIGTERM"}
+    release["npoints"] = 3
+    with Database.open(run_dir.database) as db, capture_logs() as logs:
+        dispatcher = Dispatcher(db, [Local()])
+        (got,) = dispatcher.answer([[b"x", b"", claim_message("7_0", ARRAY)]], now=1.0)
+        assert isinstance(decode_reply(got[-1]), Assignment)
+        db.cancel(None, now=2.0)
+        (got,) = dispatcher.answer([[b"x", b"", json.dumps(release).encode()]], now=3.0)
+        reply = decode_reply(got[-1])
+        assert isinstance(reply, ErrorReply)
+        assert reply.code == ReplyCode.NOT_OWNER
+        release["task"] = "7_1"  # a task that never held it: still a warning
+        dispatcher.answer([[b"y", b"", json.dumps(release).encode()]], now=4.0)
+    assert [
+        (log["log_level"], log.get("sender")) for log in logs if log["log_level"] != "debug"
+    ] == [("warning", "7_1")]
