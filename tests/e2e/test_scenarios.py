@@ -485,7 +485,7 @@ def test_with_several_slots_no_learner_starts_a_stage_while_another_waits_before
     assert [learner.npoints for learner in rm.load_learners()] == [60] * 9
     run_dir = rm.run_dir.path
     assert {stage for _, stage, _ in stage_claims(run_dir)} == {1, 2, 3}
-    assert waited_behind(run_dir, 9) == []
+    assert waited_behind(run_dir) == []
     no_overlaps(run_dir)
     backend.assert_nothing_left(rm)
 
@@ -508,19 +508,32 @@ def stage_claims(run_dir: Path) -> list[tuple[TaskRow, int, float]]:
     ]
 
 
-def waited_behind(run_dir: Path, n: int, added: float = float("-inf")) -> list[str]:
+ADDED_MARGIN_S = 0.2
+
+
+def waited_behind(run_dir: Path) -> list[str]:
     """Claims at a stage while a learner of the run waited at an earlier one.
 
-    Read from state.sqlite (claims and hand-backs are transactions, in one order, on the
-    manager's clock): a learner waits at a stage until its first claim (learners from index
-    ``n`` on: from ``added``, when they joined the run), and from each hand-back to its next
-    claim; the stage of each claim is its task log's.
+    Read from state.sqlite (claims, hand-backs and additions are transactions, in one order,
+    on the manager's clock): a learner waits at a stage from the start (or from its ``added``
+    event, when it joined the run later) until its first claim, and from each hand-back to
+    its next claim; the stage of each claim is its task log's. The ``added`` event's time is
+    taken just before its transaction waits for the file's lock: a learner counts as added
+    ``ADDED_MARGIN_S`` after it.
     """
+    conn = sqlite3.connect(run_dir / "state.sqlite")
+    try:
+        added = {
+            learner: at + ADDED_MARGIN_S
+            for learner, at in conn.execute("SELECT learner, time FROM events WHERE kind = 'added'")
+        }
+    finally:
+        conn.close()
     claims = stage_claims(run_dir)
     waits: list[tuple[int, int, float, float]] = []
     since: dict[int, float] = {}
     for row, stage, handed_back in claims:
-        start = since.pop(row.learner, float("-inf") if row.learner < n else added)
+        start = since.pop(row.learner, added.get(row.learner, float("-inf")))
         waits.append((row.learner, stage, start, row.started))
         if handed_back < float("inf"):
             since[row.learner] = handed_back
@@ -546,7 +559,6 @@ def test_learners_added_to_a_staged_run_are_swept_before_anyone_goes_finer(
         what="three learners past stage 1",
         timeout_s=PATIENCE_S,
     )
-    added_at = time.time()
     new = rm.add(make_peaks(6, delay=0.01)[4:], [backend.tmp_path / f"new{i}.p" for i in (4, 5)])
     assert new == [4, 5]
     assert rm.wait(timeout=PATIENCE_S)
@@ -555,6 +567,6 @@ def test_learners_added_to_a_staged_run_are_swept_before_anyone_goes_finer(
     assert next(stage for row, stage, _ in stage_claims(run_dir) if row.learner in new) == 1
     widths = [p["width"] for p in Run(run_dir).parameters()]  # the overview's axes
     assert widths == [pytest.approx(w) for w in PEAK_WIDTHS[:6]]
-    assert waited_behind(run_dir, 4, added=added_at) == []
+    assert waited_behind(run_dir) == []
     no_overlaps(run_dir)
     backend.assert_nothing_left(rm)
