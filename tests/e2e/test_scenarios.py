@@ -470,26 +470,6 @@ def test_a_staged_goal_runs_breadth_first_then_the_largest_loss_first(backend: B
     backend.assert_nothing_left(rm)
 
 
-@pytest.mark.parametrize(
-    "backend", ["local", pytest.param("slurm", marks=pytest.mark.slurm)], indirect=True
-)
-def test_with_several_slots_no_learner_starts_a_stage_while_another_waits_before_it(
-    backend: Backend,
-) -> None:
-    """Nine learners on three slots, goal=[10, 30, 60]: no claim at stage k while another
-    learner waits at an earlier stage. Each hold's stage is its task log's; when learners
-    waited and were claimed, state.sqlite's (claims and hand-backs are transactions, in one
-    order, on the manager's clock)."""
-    rm = backend.start(make_peaks(9, delay=0.002), goal=[10, 30, 60], max_simultaneous_jobs=3)
-    assert rm.wait(timeout=PATIENCE_S)
-    assert [learner.npoints for learner in rm.load_learners()] == [60] * 9
-    run_dir = rm.run_dir.path
-    assert {stage for _, stage, _ in stage_claims(run_dir)} == {1, 2, 3}
-    assert waited_behind(run_dir) == []
-    no_overlaps(run_dir)
-    backend.assert_nothing_left(rm)
-
-
 def stage_claims(run_dir: Path) -> list[tuple[TaskRow, int, float]]:
     """Every hold, in the order of its claim: its row, the stage its task log says, and when
     it ended if it was handed back (else inf)."""
@@ -548,25 +528,30 @@ def waited_behind(run_dir: Path) -> list[str]:
 @pytest.mark.parametrize(
     "backend", ["local", pytest.param("slurm", marks=pytest.mark.slurm)], indirect=True
 )
-def test_learners_added_to_a_staged_run_are_swept_before_anyone_goes_finer(
+def test_on_several_slots_and_grown_no_learner_starts_a_stage_while_another_waits_before(
     backend: Backend,
 ) -> None:
-    """rm.add during a sweep at goal=[10, 100]: the new learners start at stage 1, and no
-    learner is claimed at stage 2 while one of them waits; all end done at 100 points."""
-    rm = backend.start(make_peaks(4, delay=0.01), goal=[10, 100], max_simultaneous_jobs=2)
+    """Seven learners on three slots, goal=[10, 30, 60], two more added (rm.add) once four
+    are past stage 1: no claim at stage k while a learner waits at an earlier stage, the new
+    ones included (they start at stage 1); all end done at 60 points. Each hold's stage is
+    its task log's; when learners waited and were claimed, state.sqlite's."""
+    rm = backend.start(make_peaks(7, delay=0.005), goal=[10, 30, 60], max_simultaneous_jobs=3)
     wait_for(
-        lambda: sum(row.stage >= 1 for row in Run(rm.run_dir.path).learners()) >= 3,
-        what="three learners past stage 1",
+        lambda: sum(row.stage >= 1 for row in Run(rm.run_dir.path).learners()) >= 4,
+        what="four learners past stage 1",
         timeout_s=PATIENCE_S,
     )
-    new = rm.add(make_peaks(6, delay=0.01)[4:], [backend.tmp_path / f"new{i}.p" for i in (4, 5)])
-    assert new == [4, 5]
+    more = make_peaks(9, delay=0.005)[7:]
+    new = rm.add(more, [backend.tmp_path / f"new{i}.p" for i in (7, 8)])
+    assert new == [7, 8]
     assert rm.wait(timeout=PATIENCE_S)
-    assert [learner.npoints for learner in rm.load_learners()] == [100] * 6
+    assert [learner.npoints for learner in rm.load_learners()] == [60] * 9
     run_dir = rm.run_dir.path
-    assert next(stage for row, stage, _ in stage_claims(run_dir) if row.learner in new) == 1
+    claims = stage_claims(run_dir)
+    assert {stage for _, stage, _ in claims} == {1, 2, 3}
+    assert next(stage for row, stage, _ in claims if row.learner in new) == 1
     widths = [p["width"] for p in Run(run_dir).parameters()]  # the overview's axes
-    assert widths == [pytest.approx(w) for w in PEAK_WIDTHS[:6]]
+    assert widths == [pytest.approx(w) for w in PEAK_WIDTHS]
     assert waited_behind(run_dir) == []
     no_overlaps(run_dir)
     backend.assert_nothing_left(rm)
