@@ -445,6 +445,9 @@ def test_cancel_change_options_and_run_again_continues_the_run(backend: Backend)
     backend.assert_nothing_left(again)
 
 
+@pytest.mark.parametrize(
+    "backend", ["local", pytest.param("slurm", marks=pytest.mark.slurm)], indirect=True
+)
 def test_a_staged_goal_runs_breadth_first_then_the_largest_loss_first(backend: Backend) -> None:
     """goal=[10, 40] with one slot: every learner reaches 10 points before any goes on to
     40; then they are claimed by the loss they reported at 10 points, largest first. Each
