@@ -384,15 +384,26 @@ class StatusPanel:
         self._plot_thread.start()
 
     def _draw_plot(self, index: int) -> None:
-        try:
-            picture = self._plotter.draw(index)
-        except Exception as e:  # noqa: BLE001 - the learner's own code: shown in the panel
-            self.plot_note.value = html.escape(
-                f"cannot plot learner {index}: {type(e).__name__}: {e}"
-            )
-            return
-        if self._plot_learner == index:  # not hidden or replaced meanwhile
-            self._show_picture(picture)
+        """Draw learner ``index``, then the one asked for meanwhile if another.
+
+        A click on another learner while this one loads starts no thread of its own (this
+        one is busy): without this loop it would say "loading" until the next refresh.
+        """
+        while True:
+            try:
+                picture = self._plotter.draw(index)
+            except Exception as e:  # noqa: BLE001 - the learner's own code: shown in the panel
+                if self._plot_learner == index:
+                    self.plot_note.value = html.escape(
+                        f"cannot plot learner {index}: {type(e).__name__}: {e}"
+                    )
+            else:
+                if self._plot_learner == index:  # not hidden or replaced meanwhile
+                    self._show_picture(picture)
+            wanted = self._plot_learner
+            if wanted is None or wanted == index or not self._plotter.stale(wanted):
+                return
+            index = wanted
 
     def _show_picture(self, picture: LearnerPicture) -> None:
         self.plot_note.value = html.escape(f"learner {picture.learner}: {picture.note}")

@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import os
 import re
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -676,5 +677,34 @@ def test_overview_of_the_sweep_plots_the_learner_clicked(finished_run: ar.RunMan
         panel.refresh()  # a refresh draws the shown overview again
         panel.overview_button.value = False
         assert not overview.shown
+    finally:
+        panel.close()
+
+
+def test_a_learner_picked_while_another_loads_is_drawn(
+    finished_run: ar.RunManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A click on learner 2 while learner 0's plot still loads (a first matplotlib import
+    in a fresh kernel): learner 2 is drawn once learner 0 is, without a refresh."""
+    panel = finished_run.info()
+    panel.auto_button.value = False  # nothing but the click may draw it
+    plotter = panel._plotter
+    draw = plotter.draw
+    slow = threading.Event()
+
+    def slow_draw(index: int) -> Any:
+        if index == 0:
+            slow.wait(5)
+        return draw(index)
+
+    monkeypatch.setattr(plotter, "draw", slow_draw)
+    try:
+        panel.selection.value = "0"
+        panel.plot_button.click()
+        assert panel.plot_note.value == "loading learner 0 …"
+        panel.selection.value = "2"
+        panel.plot_button.click()
+        slow.set()
+        wait_for(lambda: "learner 2:" in panel.plot_note.value, what="the plot of learner 2")
     finally:
         panel.close()
